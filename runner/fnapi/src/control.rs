@@ -1,0 +1,63 @@
+//! `BeamFnControl`: the worker's control stream and descriptor lookups.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ferrobeam_proto::fn_api::beam_fn_control_server::BeamFnControl;
+use ferrobeam_proto::fn_api::{
+    GetProcessBundleDescriptorRequest, InstructionRequest, InstructionResponse,
+    ProcessBundleDescriptor,
+};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::registry::Registry;
+use crate::worker::Worker;
+
+pub struct ControlService {
+    pub(crate) registry: Arc<Registry>,
+}
+
+type RequestStream = Pin<Box<dyn Stream<Item = Result<InstructionRequest, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl BeamFnControl for ControlService {
+    type ControlStream = RequestStream;
+
+    async fn control(
+        &self,
+        request: Request<Streaming<InstructionResponse>>,
+    ) -> Result<Response<Self::ControlStream>, Status> {
+        let worker_id = crate::worker_id(&request)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = Arc::new(Worker::new(worker_id.clone(), Arc::downgrade(&self.registry), tx));
+        self.registry.worker_connected(worker.clone())?;
+        tracing::debug!(worker = %worker_id, "control stream connected");
+        let mut responses = request.into_inner();
+        tokio::spawn(async move {
+            let reason = loop {
+                match responses.next().await {
+                    Some(Ok(resp)) => worker.route_response(resp),
+                    Some(Err(status)) => break format!("control stream failed: {}", status.message()),
+                    None => break "control stream closed by the worker".to_owned(),
+                }
+            };
+            tracing::debug!(worker = %worker.id(), %reason, "control stream ended");
+            worker.mark_dead(&reason);
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+
+    async fn get_process_bundle_descriptor(
+        &self,
+        request: Request<GetProcessBundleDescriptorRequest>,
+    ) -> Result<Response<ProcessBundleDescriptor>, Status> {
+        let id = request.into_inner().process_bundle_descriptor_id;
+        self.registry
+            .descriptor(&id)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no process bundle descriptor {id:?}")))
+    }
+}

@@ -1,0 +1,318 @@
+//! Starting and stopping SDK workers for a job's environments.
+//!
+//! Workers are disposable: the engine asks for one, uses it, and throws it
+//! away (or replaces it when it dies).  How a worker comes to life depends on
+//! the environment the pipeline asked for.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrobeam_proto::fn_api::beam_fn_external_worker_pool_client::BeamFnExternalWorkerPoolClient;
+use ferrobeam_proto::fn_api::{ProvisionInfo, StartWorkerRequest, StopWorkerRequest};
+use ferrobeam_proto::pipeline::v1::ApiServiceDescriptor;
+use parking_lot::Mutex;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::registry::{LogSink, Registry, WorkerSetup};
+use crate::worker::Worker;
+
+/// How long a starting worker may take to dial in.  Importing apache_beam
+/// takes a couple of seconds; a cold machine can be much slower.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(180);
+/// How many of a worker process's last output lines we keep for error messages.
+const STDERR_TAIL_LINES: usize = 60;
+
+/// How workers of one environment are brought up.
+#[derive(Clone, Debug)]
+pub enum EnvironmentSpec {
+    /// The stock `apache_beam` harness (`sdk_worker_main`) in a local
+    /// process we start with this interpreter; staged artifacts are put
+    /// where the harness expects them.
+    LocalPython { python: PathBuf },
+    /// A `BeamFnExternalWorkerPool` (LOOPBACK or EXTERNAL) at this address.
+    External { endpoint: String, params: HashMap<String, String> },
+    /// A boot command we run ourselves (PROCESS).
+    Process { command: String, env: HashMap<String, String> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("could not start SDK worker {worker}: {reason}")]
+    Start { worker: String, reason: String },
+    #[error("SDK worker {worker} exited before connecting ({status}). Its last output:\n{output}")]
+    EarlyExit { worker: String, status: String, output: String },
+    #[error("SDK worker {worker} did not connect within {secs} s")]
+    Timeout { worker: String, secs: u64 },
+}
+
+/// Everything needed to start workers for one environment of one job.
+#[derive(Clone)]
+pub struct WorkerTemplate {
+    pub job_id: String,
+    pub environment_id: String,
+    pub spec: EnvironmentSpec,
+    /// Beam pipeline options as JSON (keys like `beam:option:foo:v1`).
+    pub options_json: String,
+    pub provision: ProvisionInfo,
+    /// (local file, name under `staged/`) for the local Python harness.
+    pub staged: Vec<(PathBuf, String)>,
+    pub work_dir: PathBuf,
+    pub log_sink: LogSink,
+}
+
+/// Starts workers and knows how to stop them again.
+pub struct WorkerLauncher {
+    registry: Arc<Registry>,
+    endpoint: ApiServiceDescriptor,
+    counter: AtomicU64,
+}
+
+/// A started worker plus whatever keeps it alive.
+pub struct RunningWorker {
+    pub worker: Arc<Worker>,
+    registry: Arc<Registry>,
+    process: Option<Child>,
+    external: Option<String>,
+    output_tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl WorkerLauncher {
+    pub fn new(registry: Arc<Registry>, endpoint: ApiServiceDescriptor) -> Self {
+        Self { registry, endpoint, counter: AtomicU64::new(0) }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Starts one worker from `template` and waits until it is connected.
+    pub async fn launch(&self, template: &WorkerTemplate) -> Result<RunningWorker, LaunchError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let worker_id = format!("{}-{}-w{n}", template.job_id, sanitize(&template.environment_id));
+        let mut provision = template.provision.clone();
+        provision.control_endpoint = Some(self.endpoint.clone());
+        provision.logging_endpoint = Some(self.endpoint.clone());
+        provision.artifact_endpoint = Some(self.endpoint.clone());
+        let connected = self.registry.expect_worker(
+            &worker_id,
+            WorkerSetup { provision, log_sink: template.log_sink.clone() },
+        );
+        let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        let start_err = |reason: String| LaunchError::Start { worker: worker_id.clone(), reason };
+        let (mut process, external) = match &template.spec {
+            EnvironmentSpec::LocalPython { python } => {
+                let child = self.spawn_local_python(&worker_id, python, template, &tail).map_err(start_err)?;
+                (Some(child), None)
+            }
+            EnvironmentSpec::Process { command, env } => {
+                let child = self.spawn_process(&worker_id, command, env, &tail).map_err(start_err)?;
+                (Some(child), None)
+            }
+            EnvironmentSpec::External { endpoint, params } => {
+                self.start_external(&worker_id, endpoint, params).await.map_err(start_err)?;
+                (None, Some(endpoint.clone()))
+            }
+        };
+        let wait = async {
+            match process.as_mut() {
+                Some(child) => tokio::select! {
+                    w = connected => w.ok(),
+                    status = child.wait() => {
+                        // Give the output readers a moment to drain.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        return Err(LaunchError::EarlyExit {
+                            worker: worker_id.clone(),
+                            status: status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+                            output: tail.lock().iter().cloned().collect::<Vec<_>>().join("\n"),
+                        });
+                    }
+                },
+                None => connected.await.ok(),
+            }
+            .ok_or_else(|| start_err("registration dropped".into()))
+        };
+        let worker = match tokio::time::timeout(CONNECT_TIMEOUT, wait).await {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => {
+                self.registry.remove_worker(&worker_id);
+                return Err(e);
+            }
+            Err(_) => {
+                self.registry.remove_worker(&worker_id);
+                return Err(LaunchError::Timeout { worker: worker_id, secs: CONNECT_TIMEOUT.as_secs() });
+            }
+        };
+        tracing::debug!(worker = %worker_id, "SDK worker connected");
+        Ok(RunningWorker {
+            worker,
+            registry: self.registry.clone(),
+            process,
+            external,
+            output_tail: tail,
+        })
+    }
+
+    fn spawn_local_python(
+        &self,
+        worker_id: &str,
+        python: &Path,
+        template: &WorkerTemplate,
+        tail: &Arc<Mutex<VecDeque<String>>>,
+    ) -> Result<Child, String> {
+        let semi = template.work_dir.join("workers").join(sanitize(worker_id));
+        let staged = semi.join("staged");
+        std::fs::create_dir_all(&staged).map_err(|e| format!("creating {}: {e}", staged.display()))?;
+        for (src, name) in &template.staged {
+            let dst = staged.join(sanitize(name));
+            if std::fs::hard_link(src, &dst).is_err() {
+                std::fs::copy(src, &dst).map_err(|e| format!("staging {}: {e}", src.display()))?;
+            }
+        }
+        let descriptor = format!("url: \"{}\"", self.endpoint.url);
+        let mut cmd = Command::new(python);
+        cmd.args(["-m", "apache_beam.runners.worker.sdk_worker_main"])
+            .env("CONTROL_API_SERVICE_DESCRIPTOR", &descriptor)
+            .env("LOGGING_API_SERVICE_DESCRIPTOR", &descriptor)
+            .env("PIPELINE_OPTIONS", &template.options_json)
+            .env("SEMI_PERSISTENT_DIRECTORY", &semi)
+            .env("WORKER_ID", worker_id)
+            .env("RUNNER_CAPABILITIES", "")
+            .env("PYTHONUNBUFFERED", "1");
+        spawn_with_output(cmd, worker_id, tail)
+    }
+
+    fn spawn_process(
+        &self,
+        worker_id: &str,
+        command: &str,
+        env: &HashMap<String, String>,
+        tail: &Arc<Mutex<VecDeque<String>>>,
+    ) -> Result<Child, String> {
+        let url = &self.endpoint.url;
+        let mut cmd = Command::new(command);
+        cmd.arg(format!("--id={worker_id}"))
+            .arg(format!("--provision_endpoint={url}"))
+            .arg(format!("--logging_endpoint={url}"))
+            .arg(format!("--artifact_endpoint={url}"))
+            .arg(format!("--control_endpoint={url}"))
+            .envs(env);
+        spawn_with_output(cmd, worker_id, tail)
+    }
+
+    async fn start_external(
+        &self,
+        worker_id: &str,
+        endpoint: &str,
+        params: &HashMap<String, String>,
+    ) -> Result<(), String> {
+        let mut client = BeamFnExternalWorkerPoolClient::connect(http_url(endpoint))
+            .await
+            .map_err(|e| format!("cannot reach worker pool at {endpoint}: {e}"))?;
+        let resp = client
+            .start_worker(StartWorkerRequest {
+                worker_id: worker_id.to_owned(),
+                control_endpoint: Some(self.endpoint.clone()),
+                logging_endpoint: Some(self.endpoint.clone()),
+                artifact_endpoint: Some(self.endpoint.clone()),
+                provision_endpoint: Some(self.endpoint.clone()),
+                params: params.clone(),
+            })
+            .await
+            .map_err(|s| format!("worker pool at {endpoint} refused StartWorker: {}", s.message()))?
+            .into_inner();
+        if resp.error.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("worker pool at {endpoint}: {}", resp.error))
+        }
+    }
+}
+
+impl RunningWorker {
+    /// The worker process's last lines of output, for error messages.
+    pub fn output_tail(&self) -> String {
+        self.output_tail.lock().iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Closes the worker's control stream and makes sure it is gone.
+    pub async fn stop(mut self) {
+        self.worker.shutdown();
+        self.registry.remove_worker(self.worker.id());
+        if let Some(mut child) = self.process.take() {
+            if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+        }
+        if let Some(endpoint) = self.external.take() {
+            if let Ok(mut client) = BeamFnExternalWorkerPoolClient::connect(http_url(&endpoint)).await {
+                let _ = client
+                    .stop_worker(StopWorkerRequest { worker_id: self.worker.id().to_owned() })
+                    .await;
+            }
+        }
+    }
+
+    /// Kills the worker process at once (it crashed, or its bundle hung).
+    pub async fn kill(mut self) {
+        self.worker.mark_dead("killed by the runner");
+        self.registry.remove_worker(self.worker.id());
+        if let Some(child) = self.process.as_mut() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+fn spawn_with_output(mut cmd: Command, worker_id: &str, tail: &Arc<Mutex<VecDeque<String>>>) -> Result<Child, String> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| format!("{e}"))?;
+    for stream in [child.stdout.take().map(either_left), child.stderr.take().map(either_right)].into_iter().flatten() {
+        let tail = tail.clone();
+        let worker = worker_id.to_owned();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(target: "sdk_worker_output", %worker, "{line}");
+                let mut t = tail.lock();
+                if t.len() == STDERR_TAIL_LINES {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        });
+    }
+    Ok(child)
+}
+
+type OutputStream = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+fn either_left(s: tokio::process::ChildStdout) -> OutputStream {
+    Box::new(s)
+}
+fn either_right(s: tokio::process::ChildStderr) -> OutputStream {
+    Box::new(s)
+}
+
+fn http_url(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+/// Keeps ids usable as file names: no separators, no `..`.
+pub fn sanitize(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .collect();
+    if s.is_empty() || s.chars().all(|c| c == '.') {
+        "_".to_owned()
+    } else {
+        s
+    }
+}

@@ -1,0 +1,85 @@
+//! The one gRPC server every SDK worker of this process dials into.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ferrobeam_proto::fn_api::beam_fn_control_server::BeamFnControlServer;
+use ferrobeam_proto::fn_api::beam_fn_data_server::BeamFnDataServer;
+use ferrobeam_proto::fn_api::beam_fn_logging_server::BeamFnLoggingServer;
+use ferrobeam_proto::fn_api::beam_fn_state_server::BeamFnStateServer;
+use ferrobeam_proto::fn_api::provision_service_server::ProvisionServiceServer;
+use ferrobeam_proto::pipeline::v1::ApiServiceDescriptor;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::control::ControlService;
+use crate::data::DataService;
+use crate::logging::LoggingService;
+use crate::provision::ProvisionServer;
+use crate::registry::Registry;
+use crate::state::StateService;
+
+/// Largest message a worker may send us.  Data-plane batches from the SDKs
+/// are a few MiB; anything far larger is a bug or an attack.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// A running Fn API server.
+pub struct FnServer {
+    pub registry: Arc<Registry>,
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl FnServer {
+    /// Serves control, data, state, logging and provision on `listener`;
+    /// `extra` may mount more services (e.g. artifact retrieval) on the same port.
+    pub fn start(
+        listener: TcpListener,
+        extra: impl FnOnce(tonic::service::Routes) -> tonic::service::Routes,
+    ) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let registry = Registry::new();
+        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let r = registry.clone();
+        let routes = tonic::service::Routes::new(
+            BeamFnControlServer::new(ControlService { registry: r.clone() })
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(BeamFnDataServer::new(DataService { registry: r.clone() }).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(BeamFnStateServer::new(StateService { registry: r.clone() }).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(BeamFnLoggingServer::new(LoggingService { registry: r.clone() }).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(ProvisionServiceServer::new(ProvisionServer { registry: r }));
+        let routes = extra(routes);
+        tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = shutdown_rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "Fn API server failed");
+            }
+        });
+        tracing::info!(%addr, "Fn API server listening");
+        Ok(Self { registry, addr, shutdown: Some(shutdown) })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The descriptor workers are told to dial.
+    pub fn descriptor(&self) -> ApiServiceDescriptor {
+        ApiServiceDescriptor { url: self.addr.to_string(), ..Default::default() }
+    }
+}
+
+impl Drop for FnServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! One connected SDK worker, as the engine sees it: run a bundle on it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use ferrobeam_proto::fn_api::{
+    elements, instruction_request, instruction_response, Elements, InstructionRequest,
+    InstructionResponse, ProcessBundleRequest, ProcessBundleResponse,
+};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::registry::Registry;
+use crate::state::StateHandler;
+
+/// Most bytes we pack into one data-plane message.  Python's gRPC channels
+/// accept far more, but 4 MiB keeps us under every SDK's default limit.
+const MAX_ELEMENTS_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Data sent into a bundle for one `beam:runner:source:v1` transform.
+pub struct BundleInput {
+    pub transform_id: String,
+    /// Whole encoded elements, concatenated; chunk boundaries are free.
+    pub chunks: Vec<Bytes>,
+}
+
+/// What a finished bundle produced.
+#[derive(Debug, Default)]
+pub struct BundleOutput {
+    /// Output bytes per `beam:runner:sink:v1` transform id, in arrival order.
+    pub outputs: HashMap<String, Vec<Bytes>>,
+    pub response: ProcessBundleResponse,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// The worker went away mid-bundle; the bundle can be retried elsewhere.
+    #[error("SDK worker {worker} was lost: {reason}")]
+    WorkerLost { worker: String, reason: String },
+    /// The SDK reported an error (user code raised); retrying will not help.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Inbound data for one bundle.
+pub(crate) type InboundData = elements::Data;
+
+/// Handle to a worker whose control stream is connected.
+pub struct Worker {
+    id: String,
+    registry: Weak<Registry>,
+    control_tx: mpsc::UnboundedSender<Result<InstructionRequest, tonic::Status>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<InstructionResponse>>>,
+    data_tx: watch::Sender<Option<mpsc::Sender<Result<Elements, tonic::Status>>>>,
+    inbound: Mutex<HashMap<String, mpsc::UnboundedSender<InboundData>>>,
+    dead: watch::Sender<Option<String>>,
+    next_instruction: AtomicU64,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        id: String,
+        registry: Weak<Registry>,
+        control_tx: mpsc::UnboundedSender<Result<InstructionRequest, tonic::Status>>,
+    ) -> Self {
+        Self {
+            id,
+            registry,
+            control_tx,
+            pending: Mutex::default(),
+            data_tx: watch::channel(None).0,
+            inbound: Mutex::default(),
+            dead: watch::channel(None).0,
+            next_instruction: AtomicU64::new(1),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Why the worker is gone, if it is.
+    pub fn dead_reason(&self) -> Option<String> {
+        self.dead.borrow().clone()
+    }
+
+    pub(crate) fn mark_dead(&self, reason: &str) {
+        self.dead.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason.to_owned());
+                true
+            } else {
+                false
+            }
+        });
+        // Dropping the senders wakes every waiter with an error.
+        self.pending.lock().clear();
+        self.inbound.lock().clear();
+    }
+
+    pub(crate) fn route_response(&self, response: InstructionResponse) {
+        if let Some(tx) = self.pending.lock().remove(&response.instruction_id) {
+            let _ = tx.send(response);
+        }
+    }
+
+    pub(crate) fn set_data_stream(&self, tx: mpsc::Sender<Result<Elements, tonic::Status>>) {
+        self.data_tx.send_replace(Some(tx));
+    }
+
+    pub(crate) fn route_data(&self, data: InboundData) {
+        let inbound = self.inbound.lock();
+        if let Some(tx) = inbound.get(&data.instruction_id) {
+            let _ = tx.send(data);
+        }
+    }
+
+    fn lost(&self) -> BundleError {
+        BundleError::WorkerLost {
+            worker: self.id.clone(),
+            reason: self.dead_reason().unwrap_or_else(|| "stream closed".into()),
+        }
+    }
+
+    /// Sends one instruction and waits for its response.
+    pub async fn instruct(
+        &self,
+        instruction_id: String,
+        request: instruction_request::Request,
+    ) -> Result<InstructionResponse, BundleError> {
+        let (tx, rx) = oneshot::channel();
+        if self.dead_reason().is_some() {
+            return Err(self.lost());
+        }
+        self.pending.lock().insert(instruction_id.clone(), tx);
+        let req = InstructionRequest { instruction_id, request: Some(request) };
+        if self.control_tx.send(Ok(req)).is_err() {
+            return Err(self.lost());
+        }
+        rx.await.map_err(|_| self.lost())
+    }
+
+    /// Runs one bundle: sends `inputs`, waits for the SDK's response and for
+    /// the end of every output named in `outputs`.
+    pub async fn process_bundle(
+        &self,
+        descriptor_id: &str,
+        inputs: Vec<BundleInput>,
+        outputs: &[String],
+        state: Option<Arc<dyn StateHandler>>,
+    ) -> Result<BundleOutput, BundleError> {
+        let n = self.next_instruction.fetch_add(1, Ordering::Relaxed);
+        let instruction_id = format!("{}-b{n}", self.id);
+        let (in_tx, mut in_rx) = mpsc::unbounded_channel();
+        self.inbound.lock().insert(instruction_id.clone(), in_tx);
+        let registry = self.registry.upgrade();
+        if let (Some(reg), Some(state)) = (&registry, state) {
+            reg.set_bundle_state(&instruction_id, state);
+        }
+        let result = self
+            .run_bundle(&instruction_id, descriptor_id, inputs, outputs, &mut in_rx)
+            .await;
+        self.inbound.lock().remove(&instruction_id);
+        if let Some(reg) = &registry {
+            reg.clear_bundle_state(&instruction_id);
+        }
+        result
+    }
+
+    async fn run_bundle(
+        &self,
+        instruction_id: &str,
+        descriptor_id: &str,
+        inputs: Vec<BundleInput>,
+        outputs: &[String],
+        in_rx: &mut mpsc::UnboundedReceiver<InboundData>,
+    ) -> Result<BundleOutput, BundleError> {
+        let request = instruction_request::Request::ProcessBundle(ProcessBundleRequest {
+            process_bundle_descriptor_id: descriptor_id.to_owned(),
+            ..Default::default()
+        });
+        let response = self.instruct(instruction_id.to_owned(), request);
+        let send = self.send_inputs(instruction_id, inputs);
+        let (response, sent) = tokio::join!(response, send);
+        sent?;
+        let response = response?;
+        if !response.error.is_empty() {
+            return Err(BundleError::Failed(response.error));
+        }
+        let response = match response.response {
+            Some(instruction_response::Response::ProcessBundle(r)) => r,
+            other => {
+                return Err(BundleError::Failed(format!(
+                    "SDK answered ProcessBundle with an unexpected response: {other:?}"
+                )))
+            }
+        };
+        // The response and the data travel on different streams: keep
+        // reading until every output has said it is complete.
+        let mut out = BundleOutput { outputs: HashMap::new(), response };
+        let mut open: HashSet<&str> = outputs.iter().map(String::as_str).collect();
+        while let Ok(data) = in_rx.try_recv() {
+            accept(&mut out, &mut open, data);
+        }
+        while !open.is_empty() {
+            match in_rx.recv().await {
+                Some(data) => accept(&mut out, &mut open, data),
+                None => return Err(self.lost()),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn send_inputs(&self, instruction_id: &str, inputs: Vec<BundleInput>) -> Result<(), BundleError> {
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let tx = self.data_sender().await?;
+        for input in inputs {
+            let mut batch = Elements::default();
+            let mut batch_bytes = 0;
+            for chunk in input.chunks {
+                if chunk.is_empty() {
+                    continue;
+                }
+                if batch_bytes + chunk.len() > MAX_ELEMENTS_MESSAGE_BYTES && !batch.data.is_empty() {
+                    tx.send(Ok(std::mem::take(&mut batch))).await.map_err(|_| self.lost())?;
+                    batch_bytes = 0;
+                }
+                batch_bytes += chunk.len();
+                batch.data.push(elements::Data {
+                    instruction_id: instruction_id.to_owned(),
+                    transform_id: input.transform_id.clone(),
+                    data: chunk,
+                    is_last: false,
+                });
+            }
+            batch.data.push(elements::Data {
+                instruction_id: instruction_id.to_owned(),
+                transform_id: input.transform_id,
+                data: Bytes::new(),
+                is_last: true,
+            });
+            tx.send(Ok(batch)).await.map_err(|_| self.lost())?;
+        }
+        Ok(())
+    }
+
+    /// The worker opens its data stream lazily (on its first bundle), so wait for it.
+    async fn data_sender(&self) -> Result<mpsc::Sender<Result<Elements, tonic::Status>>, BundleError> {
+        let mut data_rx = self.data_tx.subscribe();
+        let mut dead_rx = self.dead.subscribe();
+        loop {
+            if let Some(tx) = data_rx.borrow_and_update().clone() {
+                return Ok(tx);
+            }
+            if dead_rx.borrow_and_update().is_some() {
+                return Err(self.lost());
+            }
+            tokio::select! {
+                r = data_rx.changed() => if r.is_err() { return Err(self.lost()) },
+                r = dead_rx.changed() => if r.is_err() { return Err(self.lost()) },
+            }
+        }
+    }
+
+    /// Closes the control stream, which tells the SDK harness to exit.
+    pub fn shutdown(&self) {
+        self.mark_dead("shut down by the runner");
+        let _ = self.control_tx.send(Err(tonic::Status::cancelled("worker no longer needed")));
+    }
+}
+
+fn accept(out: &mut BundleOutput, open: &mut HashSet<&str>, data: InboundData) {
+    if !data.data.is_empty() {
+        out.outputs.entry(data.transform_id.clone()).or_default().push(data.data);
+    }
+    if data.is_last {
+        open.remove(data.transform_id.as_str());
+    }
+}

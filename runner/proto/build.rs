@@ -1,0 +1,20 @@
+//! Compiles the FileDescriptorSet that `proto/generate.py` extracted from the
+//! pinned apache-beam package.  We build from descriptors rather than .proto
+//! text so the field numbers are exactly those the Python SDK was built with.
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto/beam_model.binpb");
+    println!("cargo:rerun-if-changed={path}");
+    let bytes = std::fs::read(path)?;
+    let fds = prost_types::FileDescriptorSet::decode(bytes.as_slice())?;
+    // SAFETY-free: protoc is only needed by prost-build for .proto text; set it anyway
+    // so the build never depends on a system protoc.
+    std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .bytes(".")
+        .compile_fds(fds)?;
+    Ok(())
+}
