@@ -1,0 +1,57 @@
+//! The seam between the Job API and whatever runs pipelines.
+//!
+//! The job service owns the lifecycle a Beam client sees (Prepare, staging,
+//! Run, state and message streams, Cancel, metrics).  It knows nothing about
+//! execution: it hands each job to an [`Executor`], which the binary wires to
+//! the engine.  This keeps the Job API testable with a fake executor.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use ferrobeam_proto::job_api::job_message::MessageImportance;
+use ferrobeam_proto::pipeline::v1::{ArtifactInformation, MonitoringInfo, Pipeline};
+
+/// Runs pipelines for the job service.
+pub trait Executor: Send + Sync + 'static {
+    /// Checks a pipeline at Prepare time, before anything is staged or run.
+    /// An `Err` is returned to the client as `INVALID_ARGUMENT` with this text,
+    /// which must name the transform, its URN and what to do instead.
+    fn validate(&self, pipeline: &Pipeline, options: &prost_types::Struct) -> Result<(), String>;
+
+    /// Runs one job to completion.  Resolves `Ok` when the pipeline finished,
+    /// `Err` with a user-facing message (Python traceback included) when it failed.
+    /// Must return promptly once `job.cancelled()` turns true.
+    fn execute(&self, job: JobContext) -> BoxFuture<'static, Result<(), String>>;
+}
+
+/// Everything an executor gets for one job.
+pub struct JobContext {
+    pub job_id: String,
+    pub job_name: String,
+    pub pipeline: Pipeline,
+    pub options: prost_types::Struct,
+    /// Staged artifacts per environment id, rewritten to
+    /// `beam:artifact:type:file:v1` pointing at local files under the job's
+    /// artifact directory; the role (e.g. `staging_to` name) is preserved.
+    pub artifacts: HashMap<String, Vec<ArtifactInformation>>,
+    /// The job's private scratch directory (already created).
+    pub work_dir: PathBuf,
+    pub events: Arc<dyn JobEvents>,
+    pub cancel: tokio::sync::watch::Receiver<bool>,
+}
+
+impl JobContext {
+    pub fn cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+}
+
+/// What an executor reports back while a job runs.
+pub trait JobEvents: Send + Sync {
+    /// A job message for the client's message stream (and our logs).
+    fn message(&self, importance: MessageImportance, text: String);
+    /// Replaces the job's metrics as served by `GetJobMetrics`.
+    fn metrics(&self, attempted: Vec<MonitoringInfo>, committed: Vec<MonitoringInfo>);
+}
