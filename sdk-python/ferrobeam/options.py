@@ -1,0 +1,152 @@
+"""Pipeline options understood by :class:`ferrobeam.FerrobeamRunner`.
+
+Like every Beam ``PipelineOptions`` subclass, these options are registered as
+soon as this module is imported, so they can be given on the command line
+together with Beam's usual flags::
+
+    python my_pipeline.py --runner=ferrobeam.FerrobeamRunner \\
+        --ferrobeam_workers=4
+
+and read back with ``options.view_as(FerrobeamOptions)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+__all__ = ["FerrobeamOptions", "EmbeddedServerConfig"]
+
+
+class FerrobeamOptions(PipelineOptions):
+    """Options for the embedded ferrobeam job server.
+
+    These only matter when ferrobeam starts its own job server in-process,
+    i.e. with ``--runner=ferrobeam.FerrobeamRunner`` and no
+    ``--job_endpoint``. A standalone server (``ferrobeam job-server``) takes
+    the equivalent flags on its own command line instead.
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--ferrobeam_workers",
+            type=int,
+            default=0,
+            help=(
+                "Number of SDK worker processes the embedded ferrobeam job "
+                "server starts for the default environment. 0 (the default) "
+                "means one worker per CPU core."
+            ),
+        )
+        parser.add_argument(
+            "--ferrobeam_strict_environments",
+            default=False,
+            action="store_true",
+            help=(
+                "Run environments exactly as requested. Without this flag, a "
+                "DOCKER environment that names Beam's own Python SDK image "
+                "runs on ferrobeam's local Python workers instead (there is "
+                "usually no Docker engine); with it, such a pipeline is "
+                "refused at submission."
+            ),
+        )
+        parser.add_argument(
+            "--ferrobeam_job_server_host",
+            default="127.0.0.1",
+            help=(
+                "Address the embedded ferrobeam job server listens on. The "
+                "default only accepts connections from this machine."
+            ),
+        )
+        parser.add_argument(
+            "--ferrobeam_job_server_port",
+            type=int,
+            default=0,
+            help=(
+                "Port of the embedded ferrobeam job server (the job API and "
+                "artifact staging share it). 0 (the default) picks a free "
+                "port."
+            ),
+        )
+        parser.add_argument(
+            "--ferrobeam_python",
+            default=None,
+            help=(
+                "Python interpreter used to start SDK worker processes for "
+                "the default environment. Defaults to the interpreter running "
+                "the pipeline (sys.executable), so workers import the same "
+                "packages."
+            ),
+        )
+        parser.add_argument(
+            "--ferrobeam_work_dir",
+            default=None,
+            help=(
+                "Directory for the embedded job server's staged artifacts and "
+                "worker scratch space. Defaults to a fresh temporary "
+                "directory."
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class EmbeddedServerConfig:
+    """The settings that identify one embedded job server.
+
+    Pipelines whose options give equal configs share one server.
+
+    Attributes:
+      host: Address to listen on.
+      port: Port to listen on; 0 picks a free one.
+      python: Interpreter for SDK worker processes.
+      workers: Number of SDK workers; 0 means one per core.
+      strict_environments: Whether to refuse environments instead of mapping
+        them onto local Python workers.
+      work_dir: Scratch directory, or None for a temporary one.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    python: str = sys.executable
+    workers: int = 0
+    strict_environments: bool = False
+    work_dir: Optional[str] = None
+
+    @classmethod
+    def from_options(cls, options: PipelineOptions) -> "EmbeddedServerConfig":
+        """Builds the config named by ``options``.
+
+        Args:
+          options: Pipeline options; only :class:`FerrobeamOptions` are read.
+
+        Returns:
+          The corresponding :class:`EmbeddedServerConfig`.
+
+        Raises:
+          ValueError: If a numeric option is out of range.
+        """
+        opts = options.view_as(FerrobeamOptions)
+        workers = int(opts.ferrobeam_workers or 0)
+        port = int(opts.ferrobeam_job_server_port or 0)
+        if workers < 0:
+            raise ValueError(
+                "--ferrobeam_workers must be >= 0 (0 = one per core), got %d"
+                % workers
+            )
+        if not 0 <= port <= 65535:
+            raise ValueError(
+                "--ferrobeam_job_server_port must be in 0..65535, got %d" % port
+            )
+        return cls(
+            host=opts.ferrobeam_job_server_host or "127.0.0.1",
+            port=port,
+            python=opts.ferrobeam_python or sys.executable,
+            workers=workers,
+            strict_environments=bool(opts.ferrobeam_strict_environments),
+            work_dir=opts.ferrobeam_work_dir or None,
+        )

@@ -1,0 +1,325 @@
+"""The ferrobeam pipeline runner for the Beam Python SDK.
+
+:class:`FerrobeamRunner` is Beam's :class:`PortableRunner` with two defaults
+changed:
+
+* when no ``--job_endpoint`` is given, it submits to a ferrobeam job server
+  running inside this Python process (started on first use, shared by every
+  pipeline of the process that asks for the same settings);
+* when no ``--environment_type`` is given, user code runs in the
+  ``beam:env:embedded_python:v1`` environment, which ferrobeam implements as
+  local worker processes running Beam's stock Python SDK harness, so neither
+  Docker nor a JVM is needed.
+
+Everything else - job submission, artifact staging, LOOPBACK workers, the
+result object, metrics - is Beam's own client code. Usage::
+
+    python my_pipeline.py --runner=ferrobeam.FerrobeamRunner
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shlex
+import sys
+import threading
+from types import ModuleType
+from typing import Any, Optional
+
+import grpc
+
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PortableOptions
+from apache_beam.portability import python_urns
+from apache_beam.portability.api import beam_job_api_pb2
+from apache_beam.portability.api import beam_job_api_pb2_grpc
+from apache_beam.portability.api import beam_runner_api_pb2
+from apache_beam.runners.portability import job_server
+from apache_beam.runners.portability import portable_runner
+from apache_beam.transforms import environments
+
+# Importing FerrobeamOptions registers its flags with Beam's option parser
+# whenever the runner is used by name (--runner=ferrobeam.FerrobeamRunner).
+from ferrobeam.options import EmbeddedServerConfig
+from ferrobeam.options import FerrobeamOptions  # noqa: F401
+
+__all__ = [
+    "DEFAULT_ENVIRONMENT_URN",
+    "FerrobeamRunner",
+    "PipelineRefusedError",
+    "embedded_job_endpoint",
+    "stop_embedded_job_servers",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+#: The environment FerrobeamRunner uses when ``--environment_type`` is unset:
+#: Beam's stock Python SDK harness in worker processes started by ferrobeam.
+DEFAULT_ENVIRONMENT_URN: str = python_urns.EMBEDDED_PYTHON
+
+#: Set this environment variable to ``0`` to stop FerrobeamRunner from starting
+#: the embedded job server when the runner object is constructed (it is then
+#: started when the first pipeline is submitted).
+PREWARM_ENV_VAR: str = "FERROBEAM_PREWARM"
+
+
+class PipelineRefusedError(ValueError):
+    """The job server refused a pipeline before running any of it.
+
+    Raised by :class:`FerrobeamRunner` when ``Prepare`` fails, for example for
+    a transform URN, coder or environment ferrobeam cannot run. The message
+    is the server's, which names the offending transform and URN; the
+    original :class:`grpc.RpcError` is chained as ``__cause__``.
+    """
+
+
+def _load_native() -> ModuleType:
+    """Imports the compiled extension module, with an actionable error."""
+    try:
+        from ferrobeam import _native  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+        raise ImportError(
+            "ferrobeam's native extension (ferrobeam._native) is not "
+            "available: %s. Build and install it from a clone of the "
+            "repository with `pip install .` (or `maturin develop`)." % e
+        ) from e
+    return _native
+
+
+class _EmbeddedServers:
+    """Process-wide registry of embedded job servers, one per config."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._servers: dict[EmbeddedServerConfig, Any] = {}
+        self._atexit_registered = False
+
+    def endpoint(self, config: EmbeddedServerConfig) -> str:
+        """Returns the endpoint of the server for ``config``, starting it.
+
+        Args:
+          config: The server settings.
+
+        Returns:
+          ``host:port`` of a running job server.
+        """
+        with self._lock:
+            server = self._servers.get(config)
+            if server is None:
+                native = _load_native()
+                _LOGGER.info(
+                    "Starting embedded ferrobeam job server (workers=%s, "
+                    "python=%s)",
+                    config.workers or "one per core",
+                    config.python,
+                )
+                server = native.start_job_server(
+                    host=config.host,
+                    port=config.port,
+                    python=config.python,
+                    workers=config.workers,
+                    strict_environments=config.strict_environments,
+                    work_dir=config.work_dir,
+                )
+                self._servers[config] = server
+                if not self._atexit_registered:
+                    atexit.register(self.stop_all)
+                    self._atexit_registered = True
+                _LOGGER.info(
+                    "Embedded ferrobeam job server listening on %s",
+                    server.endpoint,
+                )
+            return str(server.endpoint)
+
+    def stop_all(self) -> None:
+        """Stops every server started by this process."""
+        with self._lock:
+            servers = list(self._servers.values())
+            self._servers.clear()
+        for server in servers:
+            try:
+                server.stop()
+            except Exception:  # pylint: disable=broad-except
+                _LOGGER.exception("Failed to stop embedded job server")
+
+
+_SERVERS = _EmbeddedServers()
+
+
+def embedded_job_endpoint(options: Optional[PipelineOptions] = None) -> str:
+    """Returns the endpoint of this process's embedded job server.
+
+    The server is started on first use and shared afterwards by every caller
+    whose options name the same :class:`FerrobeamOptions` settings.
+
+    Args:
+      options: Pipeline options to read :class:`FerrobeamOptions` from, or
+        None for the defaults.
+
+    Returns:
+      The server's ``host:port``, usable as ``--job_endpoint``.
+    """
+    config = EmbeddedServerConfig.from_options(options or PipelineOptions([]))
+    return _SERVERS.endpoint(config)
+
+
+def stop_embedded_job_servers() -> None:
+    """Stops every embedded job server of this process.
+
+    This also happens automatically at interpreter exit. A later pipeline
+    starts a fresh server.
+    """
+    _SERVERS.stop_all()
+
+
+class _EmbeddedJobServer(job_server.JobServer):
+    """A Beam ``JobServer`` handle for an embedded ferrobeam server.
+
+    Beam's :class:`PortableRunner` calls ``start()`` to get a job service
+    stub. The server itself outlives this handle: it is shared by the whole
+    process, so ``stop()`` does nothing.
+    """
+
+    def __init__(self, endpoint: str, timeout: Optional[int]) -> None:
+        self._endpoint = endpoint
+        self._timeout = timeout
+
+    def start(self) -> beam_job_api_pb2_grpc.JobServiceStub:
+        channel = grpc.insecure_channel(self._endpoint)
+        grpc.channel_ready_future(channel).result(timeout=self._timeout)
+        return beam_job_api_pb2_grpc.JobServiceStub(channel)
+
+    def stop(self) -> None:
+        pass
+
+
+class _FerrobeamJobServiceHandle(portable_runner.JobServiceHandle):
+    """Beam's job submission, with Prepare refusals turned into clear errors."""
+
+    _REFUSAL_CODES = frozenset(
+        [
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            grpc.StatusCode.UNIMPLEMENTED,
+        ]
+    )
+
+    def prepare(
+        self, proto_pipeline: beam_runner_api_pb2.Pipeline
+    ) -> beam_job_api_pb2.PrepareJobResponse:
+        try:
+            return super().prepare(proto_pipeline)
+        except grpc.RpcError as e:
+            code = e.code() if callable(getattr(e, "code", None)) else None
+            if code in self._REFUSAL_CODES:
+                details_fn = getattr(e, "details", None)
+                details = details_fn() if callable(details_fn) else str(e)
+                raise PipelineRefusedError(
+                    "ferrobeam refused the pipeline: %s" % details
+                ) from e
+            raise
+
+
+def _argv_config() -> Optional[EmbeddedServerConfig]:
+    """Guesses the embedded server config from ``sys.argv``, for prewarming.
+
+    Most pipelines build their options from the command line, so parsing it
+    here lets the server (and its SDK workers) start while the pipeline is
+    still being constructed. Returns None when prewarming should be skipped.
+    """
+    if os.environ.get(PREWARM_ENV_VAR, "1").strip().lower() in ("0", "false", "no"):
+        return None
+    argv = list(sys.argv[1:])
+    try:
+        options = PipelineOptions(argv)
+        if options.view_as(PortableOptions).job_endpoint:
+            return None  # The user brings their own job server.
+        return EmbeddedServerConfig.from_options(options)
+    except (Exception, SystemExit):  # pylint: disable=broad-except
+        _LOGGER.debug("Not prewarming: cannot parse %s", shlex.join(argv))
+        return None
+
+
+class FerrobeamRunner(portable_runner.PortableRunner):
+    """Runs Beam pipelines on ferrobeam, a job server written in Rust.
+
+    Without ``--job_endpoint`` the pipeline goes to a job server embedded in
+    this process; with one, to that (standalone) server. Without
+    ``--environment_type`` user code runs in local SDK worker processes
+    started by ferrobeam (``beam:env:embedded_python:v1``); ``LOOPBACK``,
+    ``EXTERNAL``, ``PROCESS`` and ``DOCKER`` behave as with Beam's other
+    portable runners. See :class:`ferrobeam.FerrobeamOptions` for the
+    embedded server's settings.
+
+    Use it by name::
+
+        python my_pipeline.py --runner=ferrobeam.FerrobeamRunner
+
+    or as an object::
+
+        with beam.Pipeline(runner=FerrobeamRunner(), options=options) as p:
+            ...
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._prewarm()
+
+    @staticmethod
+    def _prewarm() -> None:
+        """Starts the embedded server now, so workers warm up early.
+
+        Failures are not fatal here: the same start is retried (and its error
+        reported) when the pipeline is submitted.
+        """
+        config = _argv_config()
+        if config is None:
+            return
+        try:
+            _SERVERS.endpoint(config)
+        except Exception as e:  # pylint: disable=broad-except
+            _LOGGER.debug("Prewarming the embedded job server failed: %s", e)
+
+    def default_environment(
+        self, options: PipelineOptions
+    ) -> environments.Environment:
+        """Returns the environment for transforms that do not name one.
+
+        Args:
+          options: The pipeline's options.
+
+        Returns:
+          The environment from ``--environment_type`` if it was given,
+          otherwise ferrobeam's local Python workers
+          (``beam:env:embedded_python:v1``).
+        """
+        portable_options = options.view_as(PortableOptions)
+        if not portable_options.environment_type:
+            # Record the choice in the options too, so the job server and the
+            # job's logs see the environment that is actually used.
+            portable_options.environment_type = DEFAULT_ENVIRONMENT_URN
+        return environments.Environment.from_options(portable_options)
+
+    def default_job_server(self, options: PipelineOptions) -> job_server.JobServer:
+        """Returns the embedded job server (started if needed).
+
+        Beam's :class:`PortableRunner` calls this when ``--job_endpoint`` is
+        not set.
+
+        Args:
+          options: The pipeline's options; :class:`FerrobeamOptions` select
+            the server.
+
+        Returns:
+          A Beam ``JobServer`` handle for the embedded server.
+        """
+        endpoint = embedded_job_endpoint(options)
+        timeout = options.view_as(PortableOptions).job_server_timeout
+        return _EmbeddedJobServer(endpoint, timeout)
+
+    def create_job_service_handle(
+        self, job_service: Any, options: PipelineOptions
+    ) -> portable_runner.JobServiceHandle:
+        return _FerrobeamJobServiceHandle(job_service, options)
