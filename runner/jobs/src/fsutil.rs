@@ -19,7 +19,13 @@ const MAX_COMPONENT_LEN: usize = 80;
 pub(crate) fn sanitize_component(raw: &str, fallback: &str) -> String {
     let mut out: String = raw
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
         .skip_while(|c| *c == '.')
         .take(MAX_COMPONENT_LEN)
         .collect();
@@ -80,30 +86,66 @@ pub(crate) enum PathCheckError {
 }
 
 /// Resolves `requested` (absolute, or relative to `root`) to a regular file
-/// inside `root`.  `root` must be canonical.  Symlinks are resolved before
-/// the check, so a link cannot point out of the root either.
+/// inside `root`.  `root` must be canonical.
+///
+/// The path is first normalised lexically and checked, so requests for
+/// paths outside the root are refused without touching the filesystem (no
+/// probing which outside files exist).  It is then canonicalised and checked
+/// again, so a symlink inside the root cannot point out of it either.
 pub(crate) async fn resolve_file_within(
     root: &Path,
     requested: &str,
 ) -> Result<PathBuf, PathCheckError> {
-    let joined = root.join(requested); // an absolute `requested` replaces `root`
-    let canonical = match tokio::fs::canonicalize(&joined).await {
+    let outside = || PathCheckError::OutsideRoot(requested.to_string());
+    let lexical = normalize_lexically(&root.join(requested)).ok_or_else(outside)?;
+    if !lexical.starts_with(root) {
+        return Err(outside());
+    }
+    let canonical = match tokio::fs::canonicalize(&lexical).await {
         Ok(p) => p,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(PathCheckError::NotFound(requested.to_string()))
         }
-        Err(source) => return Err(PathCheckError::Io { path: requested.to_string(), source }),
+        Err(source) => {
+            return Err(PathCheckError::Io {
+                path: requested.to_string(),
+                source,
+            })
+        }
     };
     if !canonical.starts_with(root) {
-        return Err(PathCheckError::OutsideRoot(requested.to_string()));
+        return Err(outside());
     }
     let meta = tokio::fs::metadata(&canonical)
         .await
-        .map_err(|source| PathCheckError::Io { path: requested.to_string(), source })?;
+        .map_err(|source| PathCheckError::Io {
+            path: requested.to_string(),
+            source,
+        })?;
     if !meta.is_file() {
         return Err(PathCheckError::NotAFile(requested.to_string()));
     }
     Ok(canonical)
+}
+
+/// Resolves `.` and `..` without consulting the filesystem; `None` if `..`
+/// climbs above the filesystem root.
+fn normalize_lexically(path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => out.push(component.as_os_str()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::Normal(part) => out.push(part),
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -112,7 +154,10 @@ mod tests {
 
     #[test]
     fn sanitize_removes_traversal_and_separators() {
-        assert_eq!(sanitize_component("../../etc/passwd", "x"), "_.._etc_passwd");
+        assert_eq!(
+            sanitize_component("../../etc/passwd", "x"),
+            "_.._etc_passwd"
+        );
         assert_eq!(sanitize_component("..", "x"), "x");
         assert_eq!(sanitize_component(".", "x"), "x");
         assert_eq!(sanitize_component("", "x"), "x");
@@ -121,12 +166,18 @@ mod tests {
         assert_eq!(sanitize_component("ok-name_1.txt", "x"), "ok-name_1.txt");
         assert_eq!(sanitize_component("a\0b", "x"), "a_b");
         assert_eq!(sanitize_component("ünï", "x"), "_n_");
-        assert_eq!(sanitize_component(&"a".repeat(500), "x").len(), MAX_COMPONENT_LEN);
+        assert_eq!(
+            sanitize_component(&"a".repeat(500), "x").len(),
+            MAX_COMPONENT_LEN
+        );
     }
 
     #[test]
     fn basename_takes_last_segment() {
-        assert_eq!(sanitized_basename("/tmp/x/pickled_main_session", "a"), "pickled_main_session");
+        assert_eq!(
+            sanitized_basename("/tmp/x/pickled_main_session", "a"),
+            "pickled_main_session"
+        );
         assert_eq!(sanitized_basename("..\\..\\evil.whl", "a"), "evil.whl");
         assert_eq!(sanitized_basename("dir/..", "a"), "a");
         assert_eq!(sanitized_basename("", "a"), "a");
@@ -142,7 +193,9 @@ mod tests {
         std::fs::write(dir.path().join("secret"), b"s").unwrap();
 
         assert!(resolve_file_within(&root, "f").await.is_ok());
-        assert!(resolve_file_within(&root, root.join("f").to_str().unwrap()).await.is_ok());
+        assert!(resolve_file_within(&root, root.join("f").to_str().unwrap())
+            .await
+            .is_ok());
         assert!(matches!(
             resolve_file_within(&root, "../secret").await,
             Err(PathCheckError::OutsideRoot(_))
@@ -151,8 +204,19 @@ mod tests {
             resolve_file_within(&root, dir.path().join("secret").to_str().unwrap()).await,
             Err(PathCheckError::OutsideRoot(_))
         ));
-        assert!(matches!(resolve_file_within(&root, "nope").await, Err(PathCheckError::NotFound(_))));
-        assert!(matches!(resolve_file_within(&root, ".").await, Err(PathCheckError::NotAFile(_))));
+        // Outside paths are refused whether or not they exist.
+        assert!(matches!(
+            resolve_file_within(&root, "../does-not-exist").await,
+            Err(PathCheckError::OutsideRoot(_))
+        ));
+        assert!(matches!(
+            resolve_file_within(&root, "nope").await,
+            Err(PathCheckError::NotFound(_))
+        ));
+        assert!(matches!(
+            resolve_file_within(&root, ".").await,
+            Err(PathCheckError::NotAFile(_))
+        ));
         #[cfg(unix)]
         {
             std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();

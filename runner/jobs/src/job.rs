@@ -105,10 +105,15 @@ impl Job {
     /// The current state as the Job API reports it.
     pub(crate) fn state_event(&self) -> JobStateEvent {
         let inner = self.inner.lock();
-        inner.log.states_from(0).last().copied().unwrap_or(JobStateEvent {
-            state: inner.state as i32,
-            timestamp: None,
-        })
+        inner
+            .log
+            .states_from(0)
+            .last()
+            .copied()
+            .unwrap_or(JobStateEvent {
+                state: inner.state as i32,
+                timestamp: None,
+            })
     }
 
     pub(crate) fn info(&self) -> JobInfo {
@@ -153,7 +158,10 @@ impl Job {
     /// State changes from `from` on, and whether the job has ended.
     pub(crate) fn read_states(&self, from: usize) -> (Vec<JobStateEvent>, bool) {
         let inner = self.inner.lock();
-        (inner.log.states_from(from).to_vec(), is_terminal(inner.state))
+        (
+            inner.log.states_from(from).to_vec(),
+            is_terminal(inner.state),
+        )
     }
 
     /// Message-stream entries from `from` on, and whether the job has ended.
@@ -177,7 +185,9 @@ impl Job {
                 (JobState::Starting, JobState::Running) => true,
                 (JobState::Starting | JobState::Running, JobState::Cancelling) => true,
                 (JobState::Starting | JobState::Running, JobState::Done | JobState::Failed) => true,
-                (JobState::Cancelling, JobState::Cancelled | JobState::Failed | JobState::Done) => true,
+                (JobState::Cancelling, JobState::Cancelled | JobState::Failed | JobState::Done) => {
+                    true
+                }
                 (JobState::Starting | JobState::Running, JobState::Cancelled) => true,
                 _ => false,
             };
@@ -210,7 +220,10 @@ impl Job {
     }
 
     fn set_metrics(&self, attempted: Vec<MonitoringInfo>, committed: Vec<MonitoringInfo>) {
-        self.inner.lock().metrics = MetricResults { attempted, committed };
+        self.inner.lock().metrics = MetricResults {
+            attempted,
+            committed,
+        };
     }
 
     /// Claims the job for a staging attempt.
@@ -278,7 +291,9 @@ impl Job {
             }
             let artifacts = match &inner.staging {
                 Staging::Done(artifacts) => artifacts.clone(),
-                Staging::Pending if !has_dependencies(&inner.pipeline) => empty_artifacts(&inner.pipeline),
+                Staging::Pending if !has_dependencies(&inner.pipeline) => {
+                    empty_artifacts(&inner.pipeline)
+                }
                 Staging::Pending => {
                     return Err(Status::failed_precondition(format!(
                         "the artifacts of job {} have not been staged; stage them with the \
@@ -300,7 +315,10 @@ impl Job {
                 }
             };
             inner.started = true;
-            RunStart { pipeline: (*inner.pipeline).clone(), artifacts }
+            RunStart {
+                pipeline: (*inner.pipeline).clone(),
+                artifacts,
+            }
         };
         self.transition(JobState::Starting);
         Ok(start)
@@ -345,7 +363,12 @@ fn empty_artifacts(pipeline: &Pipeline) -> ArtifactMap {
     pipeline
         .components
         .as_ref()
-        .map(|c| c.environments.keys().map(|k| (k.clone(), Vec::new())).collect())
+        .map(|c| {
+            c.environments
+                .keys()
+                .map(|k| (k.clone(), Vec::new()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -22,7 +22,12 @@ enum Outcome {
 }
 
 /// Starts `ctx`'s job on a tokio task.  The job must already be STARTING.
-pub(crate) fn spawn(executor: Arc<dyn Executor>, job: Arc<Job>, ctx: JobContext, cancel_timeout: Duration) {
+pub(crate) fn spawn(
+    executor: Arc<dyn Executor>,
+    job: Arc<Job>,
+    ctx: JobContext,
+    cancel_timeout: Duration,
+) {
     tokio::spawn(async move {
         job.transition(JobState::Running);
         // `execute` is called inside the guarded future so that a panic in
@@ -73,7 +78,11 @@ fn finish(job: &Job, outcome: Outcome) {
                 MessageImportance::JobMessageError,
                 format!("internal error: the runner panicked while executing the job: {text}"),
             );
-            job.transition(if cancelled { JobState::Cancelled } else { JobState::Failed });
+            job.transition(if cancelled {
+                JobState::Cancelled
+            } else {
+                JobState::Failed
+            });
         }
         Outcome::Abandoned(after) => {
             job.push_message(

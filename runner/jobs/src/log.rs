@@ -18,7 +18,11 @@ use ferrobeam_proto::job_api::{JobMessage, JobMessagesResponse, JobStateEvent};
 pub(crate) fn is_terminal(state: JobState) -> bool {
     matches!(
         state,
-        JobState::Done | JobState::Failed | JobState::Cancelled | JobState::Drained | JobState::Updated
+        JobState::Done
+            | JobState::Failed
+            | JobState::Cancelled
+            | JobState::Drained
+            | JobState::Updated
     )
 }
 
@@ -80,7 +84,9 @@ impl EventLog {
     }
 
     fn push_entry(&mut self, response: Response) {
-        self.entries.push_back(JobMessagesResponse { response: Some(response) });
+        self.entries.push_back(JobMessagesResponse {
+            response: Some(response),
+        });
         while self.entries.len() > self.capacity {
             self.entries.pop_front();
             self.first_seq += 1;
@@ -99,7 +105,11 @@ impl EventLog {
         let offset = (start - self.first_seq) as usize;
         let entries: Vec<_> = self.entries.iter().skip(offset).cloned().collect();
         let next_seq = start + entries.len() as u64;
-        EntriesRead { entries, skipped, next_seq }
+        EntriesRead {
+            entries,
+            skipped,
+            next_seq,
+        }
     }
 }
 

@@ -29,7 +29,9 @@ struct Inner {
 impl Registry {
     pub(crate) fn insert(&self, job: Arc<Job>) {
         let mut inner = self.inner.lock();
-        inner.tokens.insert(job.staging_token.clone(), job.id.clone());
+        inner
+            .tokens
+            .insert(job.staging_token.clone(), job.id.clone());
         inner.jobs.insert(job.id.clone(), job);
     }
 
@@ -39,7 +41,11 @@ impl Registry {
 
     pub(crate) fn by_staging_token(&self, token: &str) -> Option<Arc<Job>> {
         let inner = self.inner.lock();
-        inner.tokens.get(token).and_then(|id| inner.jobs.get(id)).cloned()
+        inner
+            .tokens
+            .get(token)
+            .and_then(|id| inner.jobs.get(id))
+            .cloned()
     }
 
     /// All jobs, oldest first.
@@ -82,6 +88,12 @@ impl Registry {
 
     /// Jobs that have not reached a terminal state.
     pub(crate) fn active(&self) -> Vec<Arc<Job>> {
-        self.inner.lock().jobs.values().filter(|j| j.finished_at().is_none()).cloned().collect()
+        self.inner
+            .lock()
+            .jobs
+            .values()
+            .filter(|j| j.finished_at().is_none())
+            .cloned()
+            .collect()
     }
 }

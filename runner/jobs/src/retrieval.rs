@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use ferrobeam_proto::job_api::artifact_retrieval_service_server::ArtifactRetrievalService;
-use ferrobeam_proto::job_api::{GetArtifactRequest, GetArtifactResponse, ResolveArtifactsRequest, ResolveArtifactsResponse};
+use ferrobeam_proto::job_api::{
+    GetArtifactRequest, GetArtifactResponse, ResolveArtifactsRequest, ResolveArtifactsResponse,
+};
 use ferrobeam_proto::pipeline::v1::ArtifactFilePayload;
 use prost::Message;
 use tokio::io::AsyncReadExt;
@@ -39,7 +41,9 @@ impl ArtifactRetrievalService for ArtifactRetrieval {
         request: Request<ResolveArtifactsRequest>,
     ) -> Result<Response<ResolveArtifactsResponse>, Status> {
         // Staging already turned everything into files we can serve.
-        Ok(Response::new(ResolveArtifactsResponse { replacements: request.into_inner().artifacts }))
+        Ok(Response::new(ResolveArtifactsResponse {
+            replacements: request.into_inner().artifacts,
+        }))
     }
 
     type GetArtifactStream = ResponseStream<GetArtifactResponse>;
@@ -58,8 +62,9 @@ impl ArtifactRetrievalService for ArtifactRetrieval {
                 artifact.type_urn
             )));
         }
-        let payload = ArtifactFilePayload::decode(artifact.type_payload.as_ref())
-            .map_err(|e| Status::invalid_argument(format!("malformed file artifact payload: {e}")))?;
+        let payload = ArtifactFilePayload::decode(artifact.type_payload.as_ref()).map_err(|e| {
+            Status::invalid_argument(format!("malformed file artifact payload: {e}"))
+        })?;
         let path = resolve_file_within(&self.shared.artifact_root, &payload.path)
             .await
             .map_err(|e| match e {
@@ -82,7 +87,12 @@ impl ArtifactRetrievalService for ArtifactRetrieval {
                 match file.read_buf(&mut buf).await {
                     Ok(0) => break,
                     Ok(_) => {}
-                    Err(e) => return Some((Err(Status::internal(format!("reading artifact failed: {e}"))), None)),
+                    Err(e) => {
+                        return Some((
+                            Err(Status::internal(format!("reading artifact failed: {e}"))),
+                            None,
+                        ))
+                    }
                 }
             }
             if buf.is_empty() {

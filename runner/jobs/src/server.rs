@@ -43,7 +43,10 @@ pub(crate) struct Shared {
 impl Shared {
     /// The artifact staging endpoint to return from Prepare: the configured
     /// public address, else the address this connection reached us on.
-    pub(crate) fn staging_endpoint(&self, local_addr: Option<SocketAddr>) -> Result<String, Status> {
+    pub(crate) fn staging_endpoint(
+        &self,
+        local_addr: Option<SocketAddr>,
+    ) -> Result<String, Status> {
         if let Some(endpoint) = self.public_endpoint.read().clone() {
             return Ok(endpoint);
         }
@@ -192,7 +195,8 @@ impl JobServer {
     {
         let addr = listener.local_addr().map_err(JobsError::ListenerAddr)?;
         tracing::info!(%addr, "job service listening");
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let this = self.clone();
         let signal = async move {
             shutdown.await;
@@ -207,7 +211,10 @@ impl JobServer {
 }
 
 fn prepare_root(path: &std::path::Path) -> Result<PathBuf, JobsError> {
-    let err = |source| JobsError::CreateDir { path: path.to_path_buf(), source };
+    let err = |source| JobsError::CreateDir {
+        path: path.to_path_buf(),
+        source,
+    };
     create_private_dir(path).map_err(err)?;
     path.canonicalize().map_err(err)
 }

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use ferrobeam_proto::job_api::job_service_server::JobService;
 use ferrobeam_proto::job_api::{
-    CancelJobRequest, CancelJobResponse, DescribePipelineOptionsRequest, DescribePipelineOptionsResponse,
-    DrainJobRequest, DrainJobResponse, GetJobMetricsRequest, GetJobMetricsResponse, GetJobPipelineRequest,
-    GetJobPipelineResponse, GetJobStateRequest, GetJobsRequest, GetJobsResponse, JobMessagesRequest,
-    JobMessagesResponse, JobStateEvent, PrepareJobRequest, PrepareJobResponse, RunJobRequest, RunJobResponse,
+    CancelJobRequest, CancelJobResponse, DescribePipelineOptionsRequest,
+    DescribePipelineOptionsResponse, DrainJobRequest, DrainJobResponse, GetJobMetricsRequest,
+    GetJobMetricsResponse, GetJobPipelineRequest, GetJobPipelineResponse, GetJobStateRequest,
+    GetJobsRequest, GetJobsResponse, JobMessagesRequest, JobMessagesResponse, JobStateEvent,
+    PrepareJobRequest, PrepareJobResponse, RunJobRequest, RunJobResponse,
 };
 use ferrobeam_proto::pipeline::v1::ApiServiceDescriptor;
 use tonic::{Request, Response, Status};
@@ -54,13 +55,19 @@ impl JobApi {
 /// message streams with the preparation id before Run, so the preparation id
 /// *is* the job id.
 fn new_job_id(job_name: &str) -> String {
-    let name: String = sanitize_component(job_name, "job").chars().take(40).collect();
+    let name: String = sanitize_component(job_name, "job")
+        .chars()
+        .take(40)
+        .collect();
     format!("{name}-{}", uuid::Uuid::new_v4().simple())
 }
 
 #[tonic::async_trait]
 impl JobService for JobApi {
-    async fn prepare(&self, request: Request<PrepareJobRequest>) -> Result<Response<PrepareJobResponse>, Status> {
+    async fn prepare(
+        &self,
+        request: Request<PrepareJobRequest>,
+    ) -> Result<Response<PrepareJobResponse>, Status> {
         self.ensure_open()?;
         let local_addr = request.local_addr();
         let request = request.into_inner();
@@ -79,9 +86,15 @@ impl JobService for JobApi {
         })
         .await
         .map_err(|e| {
-            let detail = if e.is_panic() { lifecycle::panic_text(e.into_panic()) } else { e.to_string() };
+            let detail = if e.is_panic() {
+                lifecycle::panic_text(e.into_panic())
+            } else {
+                e.to_string()
+            };
             tracing::error!("pipeline validation panicked: {detail}");
-            Status::internal(format!("internal error while validating the pipeline: {detail}"))
+            Status::internal(format!(
+                "internal error while validating the pipeline: {detail}"
+            ))
         })?;
         if let Err(message) = verdict {
             tracing::info!("refused pipeline at Prepare: {message}");
@@ -92,17 +105,30 @@ impl JobService for JobApi {
         let job_name: String = request.job_name.chars().take(MAX_JOB_NAME_LEN).collect();
         let id = new_job_id(&job_name);
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let job = Job::new(id.clone(), job_name, pipeline, options, token.clone(), self.shared.config.max_retained_messages);
+        let job = Job::new(
+            id.clone(),
+            job_name,
+            pipeline,
+            options,
+            token.clone(),
+            self.shared.config.max_retained_messages,
+        );
         self.shared.registry.insert(job);
         tracing::info!(job_id = %id, staging_endpoint = %endpoint, "prepared job");
         Ok(Response::new(PrepareJobResponse {
             preparation_id: id,
-            artifact_staging_endpoint: Some(ApiServiceDescriptor { url: endpoint, authentication: None }),
+            artifact_staging_endpoint: Some(ApiServiceDescriptor {
+                url: endpoint,
+                authentication: None,
+            }),
             staging_session_token: token,
         }))
     }
 
-    async fn run(&self, request: Request<RunJobRequest>) -> Result<Response<RunJobResponse>, Status> {
+    async fn run(
+        &self,
+        request: Request<RunJobRequest>,
+    ) -> Result<Response<RunJobResponse>, Status> {
         self.ensure_open()?;
         let job = self.job(&request.get_ref().preparation_id)?;
         let work_dir = self.shared.job_work_dir(&job);
@@ -111,7 +137,10 @@ impl JobService for JobApi {
             .await
             .map_err(|e| Status::internal(format!("cannot create the job's work directory: {e}")))?
             .map_err(|e| {
-                Status::internal(format!("cannot create the job's work directory {}: {e}", work_dir.display()))
+                Status::internal(format!(
+                    "cannot create the job's work directory {}: {e}",
+                    work_dir.display()
+                ))
             })?;
         let start = job.begin_run()?;
         let ctx = JobContext {
@@ -125,17 +154,38 @@ impl JobService for JobApi {
             cancel: job.cancel_receiver(),
         };
         tracing::info!(job_id = %job.id, "running job");
-        lifecycle::spawn(self.shared.executor.clone(), job.clone(), ctx, self.shared.config.cancel_timeout);
-        Ok(Response::new(RunJobResponse { job_id: job.id.clone() }))
+        lifecycle::spawn(
+            self.shared.executor.clone(),
+            job.clone(),
+            ctx,
+            self.shared.config.cancel_timeout,
+        );
+        Ok(Response::new(RunJobResponse {
+            job_id: job.id.clone(),
+        }))
     }
 
-    async fn get_jobs(&self, _request: Request<GetJobsRequest>) -> Result<Response<GetJobsResponse>, Status> {
-        let job_info = self.shared.registry.list().iter().map(|j| j.info()).collect();
+    async fn get_jobs(
+        &self,
+        _request: Request<GetJobsRequest>,
+    ) -> Result<Response<GetJobsResponse>, Status> {
+        let job_info = self
+            .shared
+            .registry
+            .list()
+            .iter()
+            .map(|j| j.info())
+            .collect();
         Ok(Response::new(GetJobsResponse { job_info }))
     }
 
-    async fn get_state(&self, request: Request<GetJobStateRequest>) -> Result<Response<JobStateEvent>, Status> {
-        Ok(Response::new(self.job(&request.get_ref().job_id)?.state_event()))
+    async fn get_state(
+        &self,
+        request: Request<GetJobStateRequest>,
+    ) -> Result<Response<JobStateEvent>, Status> {
+        Ok(Response::new(
+            self.job(&request.get_ref().job_id)?.state_event(),
+        ))
     }
 
     async fn get_pipeline(
@@ -143,19 +193,31 @@ impl JobService for JobApi {
         request: Request<GetJobPipelineRequest>,
     ) -> Result<Response<GetJobPipelineResponse>, Status> {
         let pipeline = self.job(&request.get_ref().job_id)?.pipeline();
-        Ok(Response::new(GetJobPipelineResponse { pipeline: Some((*pipeline).clone()) }))
+        Ok(Response::new(GetJobPipelineResponse {
+            pipeline: Some((*pipeline).clone()),
+        }))
     }
 
-    async fn cancel(&self, request: Request<CancelJobRequest>) -> Result<Response<CancelJobResponse>, Status> {
+    async fn cancel(
+        &self,
+        request: Request<CancelJobRequest>,
+    ) -> Result<Response<CancelJobResponse>, Status> {
         let job = self.job(&request.get_ref().job_id)?;
         tracing::info!(job_id = %job.id, "cancel requested");
         let state = job.request_cancel();
-        Ok(Response::new(CancelJobResponse { state: state as i32 }))
+        Ok(Response::new(CancelJobResponse {
+            state: state as i32,
+        }))
     }
 
-    async fn drain(&self, request: Request<DrainJobRequest>) -> Result<Response<DrainJobResponse>, Status> {
+    async fn drain(
+        &self,
+        request: Request<DrainJobRequest>,
+    ) -> Result<Response<DrainJobResponse>, Status> {
         self.job(&request.get_ref().job_id)?;
-        Err(Status::unimplemented("draining jobs is not supported yet; use Cancel"))
+        Err(Status::unimplemented(
+            "draining jobs is not supported yet; use Cancel",
+        ))
     }
 
     type GetStateStreamStream = ResponseStream<JobStateEvent>;
@@ -165,7 +227,10 @@ impl JobService for JobApi {
         request: Request<GetJobStateRequest>,
     ) -> Result<Response<Self::GetStateStreamStream>, Status> {
         let job = self.job(&request.get_ref().job_id)?;
-        Ok(Response::new(state_stream(job, self.shared.shutdown.subscribe())))
+        Ok(Response::new(state_stream(
+            job,
+            self.shared.shutdown.subscribe(),
+        )))
     }
 
     type GetMessageStreamStream = ResponseStream<JobMessagesResponse>;
@@ -175,7 +240,10 @@ impl JobService for JobApi {
         request: Request<JobMessagesRequest>,
     ) -> Result<Response<Self::GetMessageStreamStream>, Status> {
         let job = self.job(&request.get_ref().job_id)?;
-        Ok(Response::new(message_stream(job, self.shared.shutdown.subscribe())))
+        Ok(Response::new(message_stream(
+            job,
+            self.shared.shutdown.subscribe(),
+        )))
     }
 
     async fn get_job_metrics(
@@ -183,7 +251,9 @@ impl JobService for JobApi {
         request: Request<GetJobMetricsRequest>,
     ) -> Result<Response<GetJobMetricsResponse>, Status> {
         let metrics = self.job(&request.get_ref().job_id)?.metrics();
-        Ok(Response::new(GetJobMetricsResponse { metrics: Some(metrics) }))
+        Ok(Response::new(GetJobMetricsResponse {
+            metrics: Some(metrics),
+        }))
     }
 
     async fn describe_pipeline_options(
@@ -192,6 +262,8 @@ impl JobService for JobApi {
     ) -> Result<Response<DescribePipelineOptionsResponse>, Status> {
         // Runner-specific options would be listed here; Beam's client adds
         // each as a command-line flag.  We have none yet.
-        Ok(Response::new(DescribePipelineOptionsResponse { options: Vec::new() }))
+        Ok(Response::new(DescribePipelineOptionsResponse {
+            options: Vec::new(),
+        }))
     }
 }

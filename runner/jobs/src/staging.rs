@@ -24,14 +24,18 @@ use ferrobeam_proto::job_api::artifact_staging_service_server::ArtifactStagingSe
 use ferrobeam_proto::job_api::{
     ArtifactRequestWrapper, ArtifactResponseWrapper, GetArtifactRequest, ResolveArtifactsRequest,
 };
-use ferrobeam_proto::pipeline::v1::{ArtifactFilePayload, ArtifactInformation, ArtifactStagingToRolePayload, Pipeline};
+use ferrobeam_proto::pipeline::v1::{
+    ArtifactFilePayload, ArtifactInformation, ArtifactStagingToRolePayload, Pipeline,
+};
 use prost::Message;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::fsutil::{create_private_dir, remove_dir_if_exists, sanitize_component, sanitized_basename};
+use crate::fsutil::{
+    create_private_dir, remove_dir_if_exists, sanitize_component, sanitized_basename,
+};
 use crate::job::{ArtifactMap, Job};
 use crate::server::Shared;
 use crate::streams::ResponseStream;
@@ -44,7 +48,7 @@ enum StagingError {
     ArtifactTooLarge { name: String, limit: u64 },
     #[error("the job's artifacts exceed the total limit of {limit} bytes")]
     TotalTooLarge { limit: u64 },
-    #[error("the job has more than {limit} artifacts")]
+    #[error("the job has more artifacts than the limit of {limit} per job")]
     TooManyArtifacts { limit: usize },
     #[error("staging protocol violation: {0}")]
     Protocol(String),
@@ -66,7 +70,10 @@ enum StagingError {
 
 impl StagingError {
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StagingError + '_ {
-        move |source| StagingError::Io { path: path.to_path_buf(), source }
+        move |source| StagingError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     fn to_status(&self) -> Status {
@@ -120,10 +127,16 @@ impl ArtifactStagingService for ArtifactStaging {
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(config.staging_idle_timeout, inbound.message())
             .await
-            .map_err(|_| Status::deadline_exceeded("no staging token arrived on the staging stream"))??
-            .ok_or_else(|| Status::invalid_argument("the staging stream ended before a staging token was sent"))?;
+            .map_err(|_| {
+                Status::deadline_exceeded("no staging token arrived on the staging stream")
+            })??
+            .ok_or_else(|| {
+                Status::invalid_argument("the staging stream ended before a staging token was sent")
+            })?;
         if first.staging_token.is_empty() {
-            return Err(Status::invalid_argument("the first staging message must carry the staging token"));
+            return Err(Status::invalid_argument(
+                "the first staging message must carry the staging token",
+            ));
         }
         let job = self
             .shared
@@ -131,7 +144,10 @@ impl ArtifactStagingService for ArtifactStaging {
             .by_staging_token(&first.staging_token)
             .ok_or_else(|| Status::not_found("unknown staging token"))?;
         job.begin_staging()?;
-        let guard = StagingGuard { job: job.clone(), finished: false };
+        let guard = StagingGuard {
+            job: job.clone(),
+            finished: false,
+        };
         tracing::info!(job_id = %job.id, "staging artifacts");
 
         let (tx, rx) = mpsc::channel(4);
@@ -161,7 +177,8 @@ impl ArtifactStagingService for ArtifactStaging {
                 }
                 Err(err) => {
                     tracing::warn!(job_id = %guard.job.id, "staging failed: {err}");
-                    let _ = tokio::task::spawn_blocking(move || remove_dir_if_exists(&job_dir)).await;
+                    let _ =
+                        tokio::task::spawn_blocking(move || remove_dir_if_exists(&job_dir)).await;
                     guard.finish(Err(err.to_string()));
                     let _ = tx.send(Err(err.to_status())).await;
                 }
@@ -187,7 +204,8 @@ impl StagingGuard {
 impl Drop for StagingGuard {
     fn drop(&mut self) {
         if !self.finished {
-            self.job.finish_staging(Err("staging was interrupted".into()));
+            self.job
+                .finish_staging(Err("staging was interrupted".into()));
         }
     }
 }
@@ -207,16 +225,25 @@ impl Stager {
     async fn run(mut self, pipeline: &Pipeline) -> Result<ArtifactMap, StagingError> {
         // A previous failed attempt may have left files behind.
         let dir = self.job_dir.clone();
-        tokio::task::spawn_blocking(move || remove_dir_if_exists(&dir).and_then(|()| create_private_dir(&dir)))
-            .await
-            .map_err(|e| StagingError::Io { path: self.job_dir.clone(), source: std::io::Error::other(e) })?
-            .map_err(StagingError::io(&self.job_dir))?;
+        tokio::task::spawn_blocking(move || {
+            remove_dir_if_exists(&dir).and_then(|()| create_private_dir(&dir))
+        })
+        .await
+        .map_err(|e| StagingError::Io {
+            path: self.job_dir.clone(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(StagingError::io(&self.job_dir))?;
 
         // Sorted, so directory names are deterministic.
         let environments: BTreeMap<&String, &Vec<ArtifactInformation>> = pipeline
             .components
             .iter()
-            .flat_map(|c| c.environments.iter().map(|(id, env)| (id, &env.dependencies)))
+            .flat_map(|c| {
+                c.environments
+                    .iter()
+                    .map(|(id, env)| (id, &env.dependencies))
+            })
             .collect();
         let mut used_dirs = HashSet::new();
         let mut resolved = HashMap::new();
@@ -255,12 +282,17 @@ impl Stager {
         };
         self.artifact_count += replacements.len();
         if self.artifact_count > self.limits.max_artifacts {
-            return Err(StagingError::TooManyArtifacts { limit: self.limits.max_artifacts });
+            return Err(StagingError::TooManyArtifacts {
+                limit: self.limits.max_artifacts,
+            });
         }
         let dir = env_dir.to_path_buf();
         tokio::task::spawn_blocking(move || create_private_dir(&dir))
             .await
-            .map_err(|e| StagingError::Io { path: env_dir.to_path_buf(), source: std::io::Error::other(e) })?
+            .map_err(|e| StagingError::Io {
+                path: env_dir.to_path_buf(),
+                source: std::io::Error::other(e),
+            })?
             .map_err(StagingError::io(env_dir))?;
 
         let mut staged = Vec::with_capacity(replacements.len());
@@ -279,16 +311,23 @@ impl Stager {
         artifact: ArtifactInformation,
     ) -> Result<ArtifactInformation, StagingError> {
         let staged_name = staged_name(&artifact);
-        let label = staged_name.clone().unwrap_or_else(|| format!("#{index} ({})", artifact.type_urn));
-        let file_name = format!("{index:04}-{}", sanitized_basename(staged_name.as_deref().unwrap_or(""), "artifact"));
+        let label = staged_name
+            .clone()
+            .unwrap_or_else(|| format!("#{index} ({})", artifact.type_urn));
+        let file_name = format!(
+            "{index:04}-{}",
+            sanitized_basename(staged_name.as_deref().unwrap_or(""), "artifact")
+        );
         let path = env_dir.join(file_name);
         let path_text = path
             .to_str()
             .ok_or_else(|| StagingError::Protocol(format!("path {} is not UTF-8", path.display())))?
             .to_string();
 
-        self.send(ServerRequest::GetArtifact(GetArtifactRequest { artifact: Some(artifact.clone()) }))
-            .await?;
+        self.send(ServerRequest::GetArtifact(GetArtifactRequest {
+            artifact: Some(artifact.clone()),
+        }))
+        .await?;
         let mut options = tokio::fs::OpenOptions::new();
         // `create_new` never follows or reuses an existing file.
         options.write(true).create_new(true);
@@ -310,9 +349,13 @@ impl Stager {
                         });
                     }
                     if self.total_bytes > self.limits.max_total_bytes {
-                        return Err(StagingError::TotalTooLarge { limit: self.limits.max_total_bytes });
+                        return Err(StagingError::TotalTooLarge {
+                            limit: self.limits.max_total_bytes,
+                        });
                     }
-                    file.write_all(&chunk.data).await.map_err(StagingError::io(&path))?;
+                    file.write_all(&chunk.data)
+                        .await
+                        .map_err(StagingError::io(&path))?;
                 }
                 None if message.is_last => {}
                 other => {
@@ -330,7 +373,12 @@ impl Stager {
         tracing::debug!(artifact = %label, bytes = size, path = %path_text, "staged artifact");
         Ok(ArtifactInformation {
             type_urn: ARTIFACT_TYPE_FILE.to_string(),
-            type_payload: ArtifactFilePayload { path: path_text, sha256: String::new() }.encode_to_vec().into(),
+            type_payload: ArtifactFilePayload {
+                path: path_text,
+                sha256: String::new(),
+            }
+            .encode_to_vec()
+            .into(),
             role_urn: artifact.role_urn,
             role_payload: artifact.role_payload,
         })
@@ -338,7 +386,9 @@ impl Stager {
 
     async fn send(&mut self, request: ServerRequest) -> Result<(), StagingError> {
         self.tx
-            .send(Ok(ArtifactRequestWrapper { request: Some(request) }))
+            .send(Ok(ArtifactRequestWrapper {
+                request: Some(request),
+            }))
             .await
             .map_err(|_| StagingError::ClientClosed)
     }
@@ -403,7 +453,10 @@ mod tests {
 
     #[test]
     fn staged_name_needs_the_staging_role() {
-        let payload = ArtifactStagingToRolePayload { staged_name: "x.whl".into() }.encode_to_vec();
+        let payload = ArtifactStagingToRolePayload {
+            staged_name: "x.whl".into(),
+        }
+        .encode_to_vec();
         let mut a = ArtifactInformation {
             role_urn: ARTIFACT_ROLE_STAGING_TO.into(),
             role_payload: payload.into(),

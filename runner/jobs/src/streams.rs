@@ -77,9 +77,20 @@ struct Follow<C: Cursor> {
 }
 
 /// Follows a job's history through `cursor` until the job ends.
-fn follow<C: Cursor>(job: Arc<Job>, cursor: C, shutdown: watch::Receiver<bool>) -> ResponseStream<C::Item> {
+fn follow<C: Cursor>(
+    job: Arc<Job>,
+    cursor: C,
+    shutdown: watch::Receiver<bool>,
+) -> ResponseStream<C::Item> {
     let changed = job.subscribe();
-    let start = Follow { job, cursor, changed, shutdown, pending: VecDeque::new(), done: false };
+    let start = Follow {
+        job,
+        cursor,
+        changed,
+        shutdown,
+        pending: VecDeque::new(),
+        done: false,
+    };
     Box::pin(futures::stream::unfold(start, |mut st| async move {
         loop {
             if let Some(item) = st.pending.pop_front() {
@@ -112,13 +123,19 @@ fn follow<C: Cursor>(job: Arc<Job>, cursor: C, shutdown: watch::Receiver<bool>) 
             };
             if shutting_down {
                 st.done = true;
-                return Some((Err(Status::unavailable("the job server is shutting down")), st));
+                return Some((
+                    Err(Status::unavailable("the job server is shutting down")),
+                    st,
+                ));
             }
         }
     }))
 }
 
-pub(crate) fn state_stream(job: Arc<Job>, shutdown: watch::Receiver<bool>) -> ResponseStream<JobStateEvent> {
+pub(crate) fn state_stream(
+    job: Arc<Job>,
+    shutdown: watch::Receiver<bool>,
+) -> ResponseStream<JobStateEvent> {
     follow(job, StateCursor(0), shutdown)
 }
 

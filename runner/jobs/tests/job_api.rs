@@ -1,0 +1,621 @@
+//! The Job API over real loopback gRPC with a fake executor.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use ferrobeam_proto::job_api::job_message::MessageImportance;
+use ferrobeam_proto::job_api::job_messages_response::Response as MsgResponse;
+use ferrobeam_proto::job_api::job_state::Enum as JobState;
+use ferrobeam_proto::job_api::{
+    CancelJobRequest, DescribePipelineOptionsRequest, GetJobMetricsRequest, GetJobPipelineRequest,
+    GetJobStateRequest, GetJobsRequest, JobMessagesRequest, JobMessagesResponse, PrepareJobRequest,
+    RunJobRequest,
+};
+use ferrobeam_proto::pipeline::v1::{FunctionSpec, PTransform};
+use tonic::transport::Channel;
+use tonic::Code;
+
+type Client = ferrobeam_proto::job_api::job_service_client::JobServiceClient<Channel>;
+
+async fn collect_states(client: &mut Client, job_id: &str) -> Vec<JobState> {
+    let mut stream = client
+        .get_state_stream(GetJobStateRequest {
+            job_id: job_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut states = Vec::new();
+    while let Some(event) = stream.message().await.unwrap() {
+        states.push(JobState::try_from(event.state).unwrap());
+    }
+    states
+}
+
+async fn collect_messages(client: &mut Client, job_id: &str) -> Vec<JobMessagesResponse> {
+    let mut stream = client
+        .get_message_stream(JobMessagesRequest {
+            job_id: job_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut all = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        all.push(m);
+    }
+    all
+}
+
+/// Text of ERROR messages, and the states, in stream order.
+fn summarize(messages: &[JobMessagesResponse]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| match m.response.as_ref().unwrap() {
+            MsgResponse::MessageResponse(msg) => format!(
+                "{}:{}",
+                MessageImportance::try_from(msg.importance)
+                    .unwrap()
+                    .as_str_name(),
+                msg.message_text
+            ),
+            MsgResponse::StateResponse(s) => JobState::try_from(s.state)
+                .unwrap()
+                .as_str_name()
+                .to_string(),
+        })
+        .collect()
+}
+
+type Envs = Vec<(
+    &'static str,
+    Vec<ferrobeam_proto::pipeline::v1::ArtifactInformation>,
+)>;
+
+fn client_files() -> (HashMap<String, Vec<u8>>, Envs) {
+    let session: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let files: HashMap<String, Vec<u8>> = [
+        ("/client/tmp/pickled_main_session".to_string(), session),
+        (
+            "/client/tmp/reqs.txt".to_string(),
+            b"apache-beam==2.77.0\n".to_vec(),
+        ),
+        ("/client/tmp/other.bin".to_string(), b"xyz".to_vec()),
+    ]
+    .into_iter()
+    .collect();
+    let envs = vec![
+        (
+            "python_env",
+            vec![
+                file_artifact(
+                    "/client/tmp/pickled_main_session",
+                    Some("pickled_main_session"),
+                ),
+                file_artifact(
+                    "/client/tmp/reqs.txt",
+                    Some("submission_environment_dependencies.txt"),
+                ),
+            ],
+        ),
+        (
+            "other_env",
+            vec![file_artifact("/client/tmp/other.bin", None)],
+        ),
+        ("no_deps_env", vec![]),
+    ];
+    (files, envs)
+}
+
+#[tokio::test]
+async fn prepare_stage_run_done() {
+    let executor = FakeExecutor::new(Behavior::Succeed(Duration::from_millis(200)));
+    let server = TestServer::start(executor.clone()).await;
+    let mut client = server.client().await;
+
+    let options = client
+        .describe_pipeline_options(DescribePipelineOptionsRequest {})
+        .await
+        .unwrap();
+    assert!(options.into_inner().options.is_empty());
+
+    let (files, envs) = client_files();
+    let prep = prepare(&mut client, pipeline(&envs)).await;
+    let endpoint = prep.artifact_staging_endpoint.clone().unwrap().url;
+    assert_eq!(
+        endpoint,
+        server.addr.to_string(),
+        "staging endpoint is our own address"
+    );
+    assert!(!prep.staging_session_token.is_empty());
+    assert_ne!(prep.staging_session_token, prep.preparation_id);
+
+    within(
+        20,
+        stage(
+            &endpoint,
+            &prep.staging_session_token,
+            &files,
+            64 * 1024,
+            ClientQuirks::default(),
+        ),
+    )
+    .await
+    .unwrap();
+
+    // Beam's client opens both streams with the preparation id before Run.
+    let job_id = prep.preparation_id.clone();
+    let (mut c1, mut c2) = (client.clone(), client.clone());
+    let (id1, id2) = (job_id.clone(), job_id.clone());
+    let states = tokio::spawn(async move { collect_states(&mut c1, &id1).await });
+    let messages = tokio::spawn(async move { collect_messages(&mut c2, &id2).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let run = client
+        .run(RunJobRequest {
+            preparation_id: job_id.clone(),
+            retrieval_token: String::new(),
+        })
+        .await;
+    assert_eq!(run.unwrap().into_inner().job_id, job_id);
+
+    let states = within(10, states).await.unwrap();
+    assert_eq!(
+        states,
+        vec![
+            JobState::Stopped,
+            JobState::Starting,
+            JobState::Running,
+            JobState::Done
+        ]
+    );
+    let messages = summarize(&within(10, messages).await.unwrap());
+    assert_eq!(messages.first().map(String::as_str), Some("STOPPED"));
+    assert_eq!(messages.last().map(String::as_str), Some("DONE"));
+    assert!(messages.contains(&"JOB_MESSAGE_BASIC:fake execution started".to_string()));
+
+    // What the executor got.
+    let seen = executor.seen.lock().remove(0);
+    assert_eq!(seen.job_id, job_id);
+    assert!(seen.work_dir.is_dir());
+    let job_dir = server.server.artifact_root().join(&job_id);
+    assert_eq!(seen.artifacts.len(), 3);
+    assert!(seen.artifacts["no_deps_env"].is_empty());
+    let python = &seen.artifacts["python_env"];
+    assert_eq!(python.len(), 2);
+    assert_eq!(staged_name(&python[0]), "pickled_main_session");
+    assert_eq!(
+        staged_name(&python[1]),
+        "submission_environment_dependencies.txt"
+    );
+    for (artifact, original) in python
+        .iter()
+        .zip(["/client/tmp/pickled_main_session", "/client/tmp/reqs.txt"])
+    {
+        assert_eq!(artifact.role_urn, STAGING_TO_URN);
+        let path = std::path::PathBuf::from(file_path(artifact));
+        assert!(path.starts_with(job_dir.join("python_env")), "{path:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), files[original]);
+    }
+    let other = &seen.artifacts["other_env"][0];
+    assert_eq!(other.role_urn, "");
+    assert_eq!(std::fs::read(file_path(other)).unwrap(), b"xyz");
+    // The pipeline handed over agrees with the artifacts.
+    let env = &seen.pipeline.components.as_ref().unwrap().environments["python_env"];
+    assert_eq!(&env.dependencies, python);
+
+    // GetPipeline, GetState, GetJobs, metrics.
+    let pipeline = client
+        .get_pipeline(GetJobPipelineRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap();
+    let env = &pipeline
+        .into_inner()
+        .pipeline
+        .unwrap()
+        .components
+        .unwrap()
+        .environments["other_env"];
+    assert_eq!(env.dependencies[0].type_urn, FILE_URN);
+    let state = client
+        .get_state(GetJobStateRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state.state, JobState::Done as i32);
+    assert!(state.timestamp.is_some());
+    let jobs = client
+        .get_jobs(GetJobsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .job_info;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].job_name, "test job");
+    assert_eq!(jobs[0].state, JobState::Done as i32);
+    let metrics = client
+        .get_job_metrics(GetJobMetricsRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap();
+    let metrics = metrics.into_inner().metrics.unwrap();
+    assert_eq!(metrics.attempted, vec![user_counter("elements", 42)]);
+    assert_eq!(metrics.committed, vec![user_counter("elements", 40)]);
+
+    // A late subscriber gets the whole history and an ended stream.
+    let replay = summarize(&within(5, collect_messages(&mut client, &job_id)).await);
+    assert_eq!(replay, messages);
+
+    // A job runs once.
+    let again = client
+        .run(RunJobRequest {
+            preparation_id: job_id.clone(),
+            retrieval_token: String::new(),
+        })
+        .await;
+    assert_eq!(again.unwrap_err().code(), Code::FailedPrecondition);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failing_executor_reports_error_then_failed() {
+    let text =
+        "Traceback (most recent call last):\n  ...\nValueError: boom [while running 'Map(fail)']";
+    let server = TestServer::start(FakeExecutor::new(Behavior::Fail(text.into()))).await;
+    let mut client = server.client().await;
+    let prep = prepare(&mut client, pipeline(&[("env", vec![])])).await;
+    // No artifacts at all: Run does not insist on a staging round trip.
+    let job_id = prep.preparation_id;
+    let (mut c, id) = (client.clone(), job_id.clone());
+    let messages = tokio::spawn(async move { collect_messages(&mut c, &id).await });
+    client
+        .run(RunJobRequest {
+            preparation_id: job_id.clone(),
+            retrieval_token: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let states = within(10, collect_states(&mut client, &job_id)).await;
+    assert_eq!(states.last(), Some(&JobState::Failed));
+    let messages = summarize(&within(10, messages).await.unwrap());
+    let n = messages.len();
+    assert_eq!(messages[n - 1], "FAILED");
+    assert_eq!(
+        messages[n - 2],
+        format!("JOB_MESSAGE_ERROR:{text}"),
+        "error comes right before FAILED"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn panicking_executor_fails_the_job_not_the_server() {
+    let server = TestServer::start(FakeExecutor::new(Behavior::Panic)).await;
+    let mut client = server.client().await;
+    let job_id = prepare(&mut client, pipeline(&[])).await.preparation_id;
+    client
+        .run(RunJobRequest {
+            preparation_id: job_id.clone(),
+            retrieval_token: String::new(),
+        })
+        .await
+        .unwrap();
+    let states = within(10, collect_states(&mut client, &job_id)).await;
+    assert_eq!(states.last(), Some(&JobState::Failed));
+    let messages = summarize(&collect_messages(&mut client, &job_id).await);
+    assert!(messages
+        .iter()
+        .any(|m| m.starts_with("JOB_MESSAGE_ERROR:") && m.contains("fake executor exploded")));
+    // Still serving.
+    client.get_jobs(GetJobsRequest {}).await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_running_job() {
+    let server = TestServer::start(FakeExecutor::new(Behavior::WaitForCancel)).await;
+    let mut client = server.client().await;
+    let job_id = prepare(&mut client, pipeline(&[])).await.preparation_id;
+    let (mut c, id) = (client.clone(), job_id.clone());
+    let states = tokio::spawn(async move { collect_states(&mut c, &id).await });
+    client
+        .run(RunJobRequest {
+            preparation_id: job_id.clone(),
+            retrieval_token: String::new(),
+        })
+        .await
+        .unwrap();
+    // Wait until it runs.
+    within(5, async {
+        loop {
+            let s = client
+                .get_state(GetJobStateRequest {
+                    job_id: job_id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if s.state == JobState::Running as i32 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let cancel = client
+        .cancel(CancelJobRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        cancel.state == JobState::Cancelling as i32 || cancel.state == JobState::Cancelled as i32
+    );
+    let states = within(10, states).await.unwrap();
+    assert_eq!(
+        states,
+        vec![
+            JobState::Stopped,
+            JobState::Starting,
+            JobState::Running,
+            JobState::Cancelling,
+            JobState::Cancelled
+        ]
+    );
+    // Cancelling a finished job is harmless.
+    let again = client
+        .cancel(CancelJobRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.state, JobState::Cancelled as i32);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_gives_up_on_an_executor_that_ignores_it() {
+    let server = TestServer::start_with(FakeExecutor::new(Behavior::Hang), |c| {
+        ferrobeam_jobs::JobServiceConfig {
+            cancel_timeout: Duration::from_millis(200),
+            ..c
+        }
+    })
+    .await;
+    let mut client = server.client().await;
+    let job_id = prepare(&mut client, pipeline(&[])).await.preparation_id;
+    client
+        .run(RunJobRequest {
+            preparation_id: job_id.clone(),
+            retrieval_token: String::new(),
+        })
+        .await
+        .unwrap();
+    client
+        .cancel(CancelJobRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap();
+    let states = within(10, collect_states(&mut client, &job_id)).await;
+    assert_eq!(states.last(), Some(&JobState::Cancelled));
+    let messages = summarize(&collect_messages(&mut client, &job_id).await);
+    assert!(messages.iter().any(|m| m.contains("abandoned")));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_before_run() {
+    let server = TestServer::start(FakeExecutor::new(Behavior::Succeed(Duration::ZERO))).await;
+    let mut client = server.client().await;
+    let job_id = prepare(&mut client, pipeline(&[])).await.preparation_id;
+    let cancel = client
+        .cancel(CancelJobRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancel.state, JobState::Cancelled as i32);
+    let run = client
+        .run(RunJobRequest {
+            preparation_id: job_id.clone(),
+            retrieval_token: String::new(),
+        })
+        .await;
+    assert_eq!(run.unwrap_err().code(), Code::FailedPrecondition);
+    let states = within(5, collect_states(&mut client, &job_id)).await;
+    assert_eq!(states, vec![JobState::Stopped, JobState::Cancelled]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_requests_get_statuses() {
+    let server = TestServer::start(FakeExecutor::new(Behavior::Succeed(Duration::ZERO))).await;
+    let mut client = server.client().await;
+
+    let run = client
+        .run(RunJobRequest {
+            preparation_id: "nope".into(),
+            retrieval_token: String::new(),
+        })
+        .await;
+    assert_eq!(run.unwrap_err().code(), Code::NotFound);
+    let s = client
+        .get_state_stream(GetJobStateRequest {
+            job_id: "nope".into(),
+        })
+        .await;
+    assert_eq!(s.unwrap_err().code(), Code::NotFound);
+    let m = client
+        .get_message_stream(JobMessagesRequest {
+            job_id: "nope".into(),
+        })
+        .await;
+    assert_eq!(m.unwrap_err().code(), Code::NotFound);
+    for code in [
+        client
+            .get_state(GetJobStateRequest {
+                job_id: "nope".into(),
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        client
+            .get_pipeline(GetJobPipelineRequest {
+                job_id: "nope".into(),
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        client
+            .cancel(CancelJobRequest {
+                job_id: "nope".into(),
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        client
+            .get_job_metrics(GetJobMetricsRequest {
+                job_id: "nope".into(),
+            })
+            .await
+            .unwrap_err()
+            .code(),
+    ] {
+        assert_eq!(code, Code::NotFound);
+    }
+
+    let no_pipeline = client
+        .prepare(PrepareJobRequest {
+            pipeline: None,
+            pipeline_options: None,
+            job_name: "x".into(),
+        })
+        .await;
+    assert_eq!(no_pipeline.unwrap_err().code(), Code::InvalidArgument);
+
+    // The executor's verdict reaches the client verbatim.
+    let mut bad = pipeline(&[]);
+    bad.components.as_mut().unwrap().transforms.insert(
+        "bad".into(),
+        PTransform {
+            unique_name: "Bad".into(),
+            spec: Some(FunctionSpec {
+                urn: REJECT_URN.into(),
+                payload: Default::default(),
+            }),
+            ..Default::default()
+        },
+    );
+    let refused = client
+        .prepare(PrepareJobRequest {
+            pipeline: Some(bad),
+            pipeline_options: None,
+            job_name: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains(REJECT_URN),
+        "{}",
+        refused.message()
+    );
+
+    // Artifacts declared but never staged.
+    let (_, envs) = client_files();
+    let job_id = prepare(&mut client, pipeline(&envs)).await.preparation_id;
+    let run = client
+        .run(RunJobRequest {
+            preparation_id: job_id,
+            retrieval_token: String::new(),
+        })
+        .await;
+    let err = run.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("staged"), "{}", err.message());
+
+    // Hostile job names become safe ids.
+    let prep = client
+        .prepare(PrepareJobRequest {
+            pipeline: Some(pipeline(&[])),
+            pipeline_options: None,
+            job_name: "../../etc/passwd\0".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!prep.preparation_id.contains('/') && !prep.preparation_id.starts_with('.'));
+    client
+        .run(RunJobRequest {
+            preparation_id: prep.preparation_id.clone(),
+            retrieval_token: String::new(),
+        })
+        .await
+        .unwrap();
+    let states = within(5, collect_states(&mut client, &prep.preparation_id)).await;
+    assert_eq!(states.last(), Some(&JobState::Done));
+
+    // Drain is not supported, and says so.
+    let drain = client
+        .drain(ferrobeam_proto::job_api::DrainJobRequest {
+            job_id: prep.preparation_id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(drain.code(), Code::Unimplemented);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams() {
+    let server = TestServer::start(FakeExecutor::new(Behavior::Hang)).await;
+    let mut client = server.client().await;
+    let job_id = prepare(&mut client, pipeline(&[])).await.preparation_id;
+    client
+        .run(RunJobRequest {
+            preparation_id: job_id.clone(),
+            retrieval_token: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut stream = client
+        .get_message_stream(JobMessagesRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let reader = tokio::spawn(async move {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    });
+    // The job hangs forever, but stopping the server still completes.
+    within(10, server.stop()).await;
+    let end = within(5, reader).await.unwrap();
+    if let Err(status) = end {
+        assert!(
+            matches!(
+                status.code(),
+                Code::Unavailable | Code::Cancelled | Code::Unknown
+            ),
+            "{status:?}"
+        );
+    }
+}
