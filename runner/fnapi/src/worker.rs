@@ -29,6 +29,8 @@ pub struct BundleInput {
 /// What a finished bundle produced.
 #[derive(Debug, Default)]
 pub struct BundleOutput {
+    /// The instruction id the bundle ran under (for FinalizeBundle).
+    pub instruction_id: String,
     /// Output bytes per `beam:runner:sink:v1` transform id, in arrival order.
     pub outputs: HashMap<String, Vec<Bytes>>,
     pub response: ProcessBundleResponse,
@@ -199,7 +201,7 @@ impl Worker {
         };
         // The response and the data travel on different streams: keep
         // reading until every output has said it is complete.
-        let mut out = BundleOutput { outputs: HashMap::new(), response };
+        let mut out = BundleOutput { instruction_id: instruction_id.to_owned(), outputs: HashMap::new(), response };
         let mut open: HashSet<&str> = outputs.iter().map(String::as_str).collect();
         while let Ok(data) = in_rx.try_recv() {
             accept(&mut out, &mut open, data);

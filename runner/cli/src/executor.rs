@@ -1,0 +1,126 @@
+//! The Job API's [`Executor`], implemented with the graph translator and the engine.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferrobeam_engine::{EngineConfig, EngineError, JobSpec, Level, Reporter};
+use ferrobeam_fnapi::WorkerLauncher;
+use ferrobeam_graph::{translate, TranslateOptions};
+use ferrobeam_jobs::{Executor, JobContext, JobEvents};
+use ferrobeam_proto::fn_api::ProvisionInfo;
+use ferrobeam_proto::job_api::job_message::MessageImportance;
+use ferrobeam_proto::pipeline::v1::{
+    ArtifactFilePayload, ArtifactInformation, ArtifactStagingToRolePayload, MonitoringInfo, Pipeline,
+};
+use futures::future::BoxFuture;
+use prost::Message;
+
+const FILE_ARTIFACT: &str = "beam:artifact:type:file:v1";
+const STAGING_TO_ROLE: &str = "beam:artifact:role:staging_to:v1";
+
+pub struct EngineExecutor {
+    pub launcher: Arc<WorkerLauncher>,
+    pub engine: EngineConfig,
+    pub strict_environments: bool,
+    pub fn_endpoint: String,
+}
+
+impl EngineExecutor {
+    fn translate_options(&self) -> TranslateOptions {
+        TranslateOptions { strict_environments: self.strict_environments, fn_endpoint: self.fn_endpoint.clone() }
+    }
+}
+
+impl Executor for EngineExecutor {
+    fn validate(&self, pipeline: &Pipeline, _options: &prost_types::Struct) -> Result<(), String> {
+        translate(pipeline, &self.translate_options()).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn execute(&self, job: JobContext) -> BoxFuture<'static, Result<(), String>> {
+        let plan = translate(&job.pipeline, &self.translate_options());
+        let launcher = self.launcher.clone();
+        let engine = self.engine.clone();
+        Box::pin(async move {
+            let plan = plan.map_err(|e| e.to_string())?;
+            let staged = job.artifacts.iter().map(|(env, arts)| (env.clone(), staged_files(arts))).collect();
+            let dependencies = job.artifacts.values().flatten().cloned().collect();
+            let spec = JobSpec {
+                job_id: job.job_id.clone(),
+                plan,
+                options_json: options_json(&job.options),
+                provision: ProvisionInfo {
+                    pipeline_options: Some(job.options.clone()),
+                    dependencies,
+                    ..Default::default()
+                },
+                staged,
+                work_dir: job.work_dir.clone(),
+                reporter: Arc::new(EventsReporter(job.events.clone())),
+                cancel: job.cancel.clone(),
+            };
+            match ferrobeam_engine::run_job(launcher, engine, spec).await {
+                Ok(()) => Ok(()),
+                Err(EngineError::Cancelled) => Err("the job was cancelled".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+struct EventsReporter(Arc<dyn JobEvents>);
+
+impl Reporter for EventsReporter {
+    fn message(&self, level: Level, text: String) {
+        let importance = match level {
+            Level::Debug => MessageImportance::JobMessageDebug,
+            Level::Info => MessageImportance::JobMessageBasic,
+            Level::Warning => MessageImportance::JobMessageWarning,
+            Level::Error => MessageImportance::JobMessageError,
+        };
+        self.0.message(importance, text);
+    }
+
+    fn metrics(&self, infos: Vec<MonitoringInfo>) {
+        // Batch commits only whole bundles, so attempted == committed.
+        self.0.metrics(infos.clone(), infos);
+    }
+}
+
+/// (local path, staged name) for every staged file artifact.
+fn staged_files(artifacts: &[ArtifactInformation]) -> Vec<(PathBuf, String)> {
+    artifacts
+        .iter()
+        .filter(|a| a.type_urn == FILE_ARTIFACT)
+        .filter_map(|a| {
+            let path = ArtifactFilePayload::decode(a.type_payload.as_ref()).ok()?.path;
+            let name = if a.role_urn == STAGING_TO_ROLE {
+                ArtifactStagingToRolePayload::decode(a.role_payload.as_ref()).ok()?.staged_name
+            } else {
+                PathBuf::from(&path).file_name()?.to_string_lossy().into_owned()
+            };
+            Some((PathBuf::from(path), name))
+        })
+        .collect()
+}
+
+/// Pipeline options as the Python harness reads them from `PIPELINE_OPTIONS`.
+pub fn options_json(options: &prost_types::Struct) -> String {
+    let map: serde_json::Map<String, serde_json::Value> =
+        options.fields.iter().map(|(k, v)| (k.clone(), to_json(v))).collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+fn to_json(v: &prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into),
+        Some(Kind::StringValue(s)) => s.clone().into(),
+        Some(Kind::BoolValue(b)) => (*b).into(),
+        Some(Kind::StructValue(s)) => {
+            serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), to_json(v))).collect::<HashMap<_, _>>().into_iter().collect())
+        }
+        Some(Kind::ListValue(l)) => l.values.iter().map(to_json).collect::<Vec<_>>().into(),
+    }
+}

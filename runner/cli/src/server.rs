@@ -1,0 +1,171 @@
+//! Starting a complete job server: Job API + artifacts on one port, the Fn
+//! API for workers on another, both on loopback unless told otherwise.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use ferrobeam_engine::EngineConfig;
+use ferrobeam_fnapi::{FnServer, WorkerLauncher};
+use ferrobeam_jobs::{JobServer, JobServiceConfig};
+use tokio::net::TcpListener;
+
+use crate::executor::EngineExecutor;
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub host: String,
+    /// 0 picks a free port.
+    pub port: u16,
+    /// Allow binding a non-loopback address.  The job server runs the code
+    /// it is sent, so exposing it is remote code execution by design.
+    pub allow_remote: bool,
+    pub python: PathBuf,
+    /// SDK workers per environment; 0 means one per core.
+    pub workers: usize,
+    pub bundles_per_worker: usize,
+    pub strict_environments: bool,
+    /// Where staged artifacts and worker directories go (a temp dir if None).
+    pub work_dir: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8099,
+            allow_remote: false,
+            python: std::env::var_os("FERROBEAM_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into()),
+            workers: 0,
+            bundles_per_worker: 2,
+            strict_environments: false,
+            work_dir: None,
+        }
+    }
+}
+
+/// A running job server; dropping it does not stop it, [`RunningServer::stop`] does.
+pub struct RunningServer {
+    pub job_addr: SocketAddr,
+    pub fn_addr: SocketAddr,
+    jobs: Arc<JobServer>,
+    _fn_server: FnServer,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl RunningServer {
+    pub fn endpoint(&self) -> String {
+        self.job_addr.to_string()
+    }
+
+    pub fn stop(&self) {
+        self.jobs.shutdown();
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Resolves when [`RunningServer::stop`] is called.
+    pub async fn stopped(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    let ip: IpAddr = tokio::net::lookup_host((config.host.as_str(), 0))
+        .await
+        .with_context(|| format!("cannot resolve host {:?}", config.host))?
+        .next()
+        .context("host resolves to no address")?
+        .ip();
+    if !ip.is_loopback() && !config.allow_remote {
+        bail!(
+            "refusing to bind {ip}: the job server runs the code it is sent, so a non-loopback address \
+             exposes remote code execution. Bind 127.0.0.1 (the default), or pass --allow-remote \
+             if the network is trusted"
+        );
+    }
+    let work_dir = match &config.work_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("ferrobeam-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
+
+    let job_listener = TcpListener::bind((ip, config.port))
+        .await
+        .with_context(|| format!("cannot bind the job server to {ip}:{}", config.port))?;
+    let job_addr = job_listener.local_addr()?;
+    let fn_listener = TcpListener::bind((ip, 0)).await.context("cannot bind the Fn API server")?;
+
+    let jobs_config = JobServiceConfig {
+        public_endpoint: Some(job_addr.to_string()),
+        ..JobServiceConfig::with_root(&work_dir)
+    };
+    // The Fn server must exist before the executor (descriptors name its
+    // address), and the retrieval service lives on it for booting workers.
+    let fn_addr = fn_listener.local_addr()?;
+    let workers = if config.workers == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    } else {
+        config.workers
+    };
+    let executor_slot: Arc<std::sync::OnceLock<Arc<WorkerLauncher>>> = Arc::default();
+    let jobs = Arc::new(JobServer::new(
+        Arc::new(LazyExecutor {
+            launcher: executor_slot.clone(),
+            engine: EngineConfig { python: config.python.clone(), workers, bundles_per_worker: config.bundles_per_worker },
+            strict_environments: config.strict_environments,
+            fn_endpoint: fn_addr.to_string(),
+        }),
+        jobs_config,
+    )?);
+    let retrieval = jobs.artifact_retrieval_service();
+    let fn_server = FnServer::start(fn_listener, move |routes| routes.add_service(retrieval))?;
+    let _ = executor_slot.set(Arc::new(WorkerLauncher::new(fn_server.registry.clone(), fn_server.descriptor())));
+
+    let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
+    let serving = jobs.clone();
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown_rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = serving.serve(job_listener, stop).await {
+            tracing::error!(error = %e, "job server failed");
+        }
+    });
+    tracing::info!(%job_addr, %fn_addr, "ferrobeam job server listening");
+    Ok(RunningServer { job_addr, fn_addr, jobs, _fn_server: fn_server, shutdown })
+}
+
+/// Builds the [`EngineExecutor`] once the Fn server (and so the launcher) exists.
+struct LazyExecutor {
+    launcher: Arc<std::sync::OnceLock<Arc<WorkerLauncher>>>,
+    engine: EngineConfig,
+    strict_environments: bool,
+    fn_endpoint: String,
+}
+
+impl LazyExecutor {
+    fn inner(&self) -> Result<EngineExecutor, String> {
+        let launcher = self.launcher.get().ok_or("the Fn API server is not up yet")?.clone();
+        Ok(EngineExecutor {
+            launcher,
+            engine: self.engine.clone(),
+            strict_environments: self.strict_environments,
+            fn_endpoint: self.fn_endpoint.clone(),
+        })
+    }
+}
+
+impl ferrobeam_jobs::Executor for LazyExecutor {
+    fn validate(&self, pipeline: &ferrobeam_proto::pipeline::v1::Pipeline, options: &prost_types::Struct) -> Result<(), String> {
+        self.inner()?.validate(pipeline, options)
+    }
+
+    fn execute(&self, job: ferrobeam_jobs::JobContext) -> futures::future::BoxFuture<'static, Result<(), String>> {
+        match self.inner() {
+            Ok(e) => e.execute(job),
+            Err(msg) => Box::pin(async move { Err(msg) }),
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Native GroupByKey for non-merging windows with the default trigger.
+//!
+//! Groups by (encoded window, encoded key): Beam requires deterministic key
+//! coders, so equal keys have equal bytes.  Values are slices of the input
+//! buffers; nothing is decoded or copied until the output is written.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use ferrobeam_coders::{PaneInfo, Timing};
+use ferrobeam_proto::pipeline::v1::output_time::Enum as OutputTime;
+use ferrobeam_proto::pipeline::v1::WindowingStrategy;
+
+use crate::wire::WireFormat;
+use crate::EngineError;
+
+/// Output chunks are cut at about this size.
+const OUTPUT_CHUNK_BYTES: usize = 1 << 20;
+
+struct Group {
+    window: Bytes,
+    key: Bytes,
+    values: Vec<Bytes>,
+    min_ts: i64,
+    max_ts: i64,
+}
+
+pub fn group_by_key(
+    input: &[Bytes],
+    format: &WireFormat,
+    windowing: &WindowingStrategy,
+) -> Result<Vec<Bytes>, EngineError> {
+    let mut index: HashMap<(Bytes, Bytes), usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for chunk in input {
+        format.for_each(chunk, |e| {
+            let key_end = format.key_end(chunk, e.value.start)?;
+            let key = chunk.slice(e.value.start..key_end);
+            let value = chunk.slice(key_end..e.value.end);
+            for w in &e.windows {
+                let window = chunk.slice(w.clone());
+                let n = *index.entry((window.clone(), key.clone())).or_insert_with(|| {
+                    groups.push(Group { window, key: key.clone(), values: Vec::new(), min_ts: i64::MAX, max_ts: i64::MIN });
+                    groups.len() - 1
+                });
+                let g = &mut groups[n];
+                g.values.push(value.clone());
+                g.min_ts = g.min_ts.min(e.timestamp);
+                g.max_ts = g.max_ts.max(e.timestamp);
+            }
+            Ok(())
+        })?;
+    }
+    let output_time = OutputTime::try_from(windowing.output_time).unwrap_or(OutputTime::EndOfWindow);
+    // With the default trigger in batch every group fires exactly once, on time.
+    let pane = PaneInfo { is_first: true, is_last: true, timing: Timing::OnTime, index: 0, on_time_index: 0 };
+    let mut out = Vec::new();
+    let mut buf = Vec::with_capacity(OUTPUT_CHUNK_BYTES + 4096);
+    for g in groups {
+        let eow = format.window_max_timestamp(&g.window)?;
+        let ts = match output_time {
+            OutputTime::EarliestInPane => g.min_ts,
+            OutputTime::LatestInPane => g.max_ts,
+            _ => eow,
+        };
+        let count = (g.values.len() as u32).to_be_bytes();
+        crate::wire::write_element(&mut buf, ts, &g.window, &pane, &[&g.key, &count]);
+        for v in &g.values {
+            buf.extend_from_slice(v);
+        }
+        if buf.len() >= OUTPUT_CHUNK_BYTES {
+            out.push(Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(OUTPUT_CHUNK_BYTES + 4096))));
+        }
+    }
+    if !buf.is_empty() {
+        out.push(Bytes::from(buf));
+    }
+    Ok(out)
+}

@@ -1,0 +1,232 @@
+//! Running one job's plan from start to finish.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferrobeam_coders::{PaneInfo, Timing};
+use ferrobeam_fnapi::environment::{EnvironmentSpec, WorkerTemplate};
+use ferrobeam_fnapi::registry::LogSink;
+use ferrobeam_fnapi::WorkerLauncher;
+use ferrobeam_graph::{Environment, Plan, PortRef, StageKind};
+use ferrobeam_proto::fn_api::log_entry::severity::Enum as Severity;
+use ferrobeam_proto::fn_api::ProvisionInfo;
+use ferrobeam_proto::pipeline::v1::MonitoringInfo;
+use futures::future::try_join_all;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::pool::WorkerPool;
+use crate::sdk_stage::SdkStageRun;
+use crate::state::{SideInputData, SideInputs, UserState};
+use crate::wire::{WireFormat, MIN_TIMESTAMP_MILLIS};
+use crate::EngineError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+/// Where a running job reports to (the job service's message stream and metrics).
+pub trait Reporter: Send + Sync {
+    fn message(&self, level: Level, text: String);
+    fn metrics(&self, infos: Vec<MonitoringInfo>);
+}
+
+/// Engine-wide settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Interpreter for local Python SDK workers.
+    pub python: PathBuf,
+    /// Workers per environment.
+    pub workers: usize,
+    /// Bundles in flight on one worker at a time.
+    pub bundles_per_worker: usize,
+}
+
+/// One job to run.
+pub struct JobSpec {
+    pub job_id: String,
+    pub plan: Plan,
+    /// Options as the SDK harness reads them from `PIPELINE_OPTIONS`.
+    pub options_json: String,
+    pub provision: ProvisionInfo,
+    /// Per environment: (local file, staged name) pairs for local harnesses.
+    pub staged: HashMap<String, Vec<(PathBuf, String)>>,
+    pub work_dir: PathBuf,
+    pub reporter: Arc<dyn Reporter>,
+    pub cancel: watch::Receiver<bool>,
+}
+
+/// Runs `job` to completion.
+pub async fn run_job(launcher: Arc<WorkerLauncher>, config: EngineConfig, job: JobSpec) -> Result<(), EngineError> {
+    for note in &job.plan.notes {
+        job.reporter.message(Level::Info, note.clone());
+    }
+    let registry = launcher.registry().clone();
+    let mut descriptor_ids = Vec::new();
+    for stage in &job.plan.stages {
+        if let StageKind::Sdk(sdk) = &stage.kind {
+            let mut d = sdk.descriptor.clone();
+            d.id = format!("{}-{}", job.job_id, stage.id);
+            descriptor_ids.push(d.id.clone());
+            registry.add_descriptor(d);
+        }
+    }
+    let mut cancel = job.cancel.clone();
+    let result = tokio::select! {
+        r = execute(&launcher, &config, &job) => r,
+        _ = cancel.wait_for(|c| *c) => Err(EngineError::Cancelled),
+    };
+    for id in descriptor_ids {
+        registry.remove_descriptor(&id);
+    }
+    result
+}
+
+async fn execute(launcher: &Arc<WorkerLauncher>, config: &EngineConfig, job: &JobSpec) -> Result<(), EngineError> {
+    let plan = &job.plan;
+    let pools = start_pools(launcher, config, job).await?;
+    let result = run_stages(config, job, &pools).await;
+    for (_, pool) in pools {
+        tokio::spawn(pool.shutdown());
+    }
+    result?;
+    let _ = plan;
+    Ok(())
+}
+
+async fn start_pools(
+    launcher: &Arc<WorkerLauncher>,
+    config: &EngineConfig,
+    job: &JobSpec,
+) -> Result<HashMap<String, WorkerPool>, EngineError> {
+    let reporter = job.reporter.clone();
+    let log_sink: LogSink = Arc::new(move |entry| {
+        let severity = Severity::try_from(entry.severity).unwrap_or(Severity::Info);
+        if matches!(severity, Severity::Warn | Severity::Error | Severity::Critical) {
+            let mut text = format!("[SDK worker] {}", entry.message);
+            if !entry.trace.is_empty() {
+                text = format!("{text}\n{}", entry.trace);
+            }
+            reporter.message(Level::Warning, text);
+        }
+    });
+    let mut ids: Vec<&String> = plan_environments(&job.plan);
+    ids.sort();
+    ids.dedup();
+    let starts = ids.into_iter().map(|env_id| {
+        let spec = match &job.plan.environments[env_id] {
+            Environment::LocalPython => EnvironmentSpec::LocalPython { python: config.python.clone() },
+            Environment::External { endpoint, params } => {
+                EnvironmentSpec::External { endpoint: endpoint.clone(), params: params.clone() }
+            }
+            Environment::Process { command, env } => EnvironmentSpec::Process { command: command.clone(), env: env.clone() },
+        };
+        let template = WorkerTemplate {
+            job_id: job.job_id.clone(),
+            environment_id: env_id.clone(),
+            spec,
+            options_json: job.options_json.clone(),
+            provision: job.provision.clone(),
+            staged: job.staged.get(env_id).cloned().unwrap_or_default(),
+            work_dir: job.work_dir.clone(),
+            log_sink: log_sink.clone(),
+        };
+        let launcher = launcher.clone();
+        let workers = config.workers;
+        async move { Ok::<_, EngineError>((env_id.clone(), WorkerPool::start(launcher, template, workers).await?)) }
+    });
+    Ok(try_join_all(starts).await?.into_iter().collect())
+}
+
+fn plan_environments(plan: &Plan) -> Vec<&String> {
+    plan.stages
+        .iter()
+        .filter_map(|s| match &s.kind {
+            StageKind::Sdk(sdk) => Some(&sdk.environment_id),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn run_stages(config: &EngineConfig, job: &JobSpec, pools: &HashMap<String, WorkerPool>) -> Result<(), EngineError> {
+    let plan = &job.plan;
+    let mut data: HashMap<PortRef, Vec<Bytes>> = HashMap::new();
+    let mut readers = plan.port_readers();
+    let metrics = Mutex::new(Metrics::default());
+    let user_state = Arc::new(UserState::default());
+    let format = |port: &PortRef| WireFormat::new(&plan.components, &port.coder_id);
+    for stage in &plan.stages {
+        tracing::debug!(job = %job.job_id, stage = %stage.id, name = %stage.name, "stage starting");
+        let take = |data: &HashMap<PortRef, Vec<Bytes>>, port: &PortRef| data.get(port).cloned().unwrap_or_default();
+        let produced: Vec<(PortRef, Vec<Bytes>)> = match &stage.kind {
+            StageKind::Impulse { output } => vec![(output.clone(), vec![impulse_element()])],
+            StageKind::Flatten { inputs, output } => {
+                vec![(output.clone(), inputs.iter().flat_map(|p| take(&data, p)).collect())]
+            }
+            StageKind::Identity { input, output } => vec![(output.clone(), take(&data, input))],
+            StageKind::GroupByKey { input, output, windowing, .. } => {
+                let chunks = take(&data, input);
+                let fmt = format(input)?;
+                let windowing = windowing.clone();
+                let grouped = tokio::task::spawn_blocking(move || crate::gbk::group_by_key(&chunks, &fmt, &windowing))
+                    .await
+                    .map_err(|e| EngineError::Internal(format!("GroupByKey panicked: {e}")))??;
+                vec![(output.clone(), grouped)]
+            }
+            StageKind::Sdk(sdk) => {
+                let mut side_inputs = SideInputs::new();
+                for si in &sdk.side_inputs {
+                    let built = SideInputData::build(si, &take(&data, &si.port), &format(&si.port)?)?;
+                    side_inputs.insert((si.transform_id.clone(), si.local_name.clone()), Arc::new(built));
+                }
+                let input = sdk.input.as_ref().map(|(p, _)| take(&data, p));
+                let input_format = sdk.input.as_ref().map(|(p, _)| format(p)).transpose()?;
+                let run = SdkStageRun {
+                    stage_name: &stage.name,
+                    descriptor_id: format!("{}-{}", job.job_id, stage.id),
+                    stage: sdk,
+                    pool: &pools[&sdk.environment_id],
+                    bundles_per_worker: config.bundles_per_worker,
+                    side_inputs: Arc::new(side_inputs),
+                    user_state: user_state.clone(),
+                    metrics: &metrics,
+                    input_format,
+                    reporter: job.reporter.as_ref(),
+                };
+                run.run(input).await?.into_iter().collect()
+            }
+        };
+        for port in stage.kind.inputs() {
+            if let Some(n) = readers.get_mut(port) {
+                *n -= 1;
+                if *n == 0 {
+                    data.remove(port);
+                }
+            }
+        }
+        for (port, chunks) in produced {
+            if readers.contains_key(&port) {
+                data.entry(port).or_default().extend(chunks);
+            }
+        }
+        job.reporter.metrics(metrics.lock().snapshot());
+    }
+    Ok(())
+}
+
+/// Impulse's single element: an empty byte array in the global window at
+/// the minimum timestamp.
+fn impulse_element() -> Bytes {
+    let mut out = Vec::new();
+    let pane = PaneInfo { is_first: true, is_last: true, timing: Timing::Unknown, index: 0, on_time_index: 0 };
+    // Global window encodes as nothing; the value is bytes(), nested: a zero length.
+    crate::wire::write_element(&mut out, MIN_TIMESTAMP_MILLIS, &[], &pane, &[&[0u8]]);
+    Bytes::from(out)
+}

@@ -1,0 +1,28 @@
+//! The ferrobeam engine: runs a [`ferrobeam_graph::Plan`].
+//!
+//! Batch execution runs stages in topological order.  SDK stages are cut
+//! into bundles that run on a pool of SDK workers, several in flight per
+//! worker; GroupByKey, Flatten, Impulse and Reshuffle run natively here.
+
+pub mod gbk;
+pub mod job;
+pub mod metrics;
+pub mod pool;
+mod sdk_stage;
+pub mod state;
+pub mod wire;
+
+pub use job::{run_job, EngineConfig, JobSpec, Level, Reporter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// User code failed; the message carries the SDK's traceback.
+    #[error("{0}")]
+    UserCode(String),
+    #[error("SDK workers could not be started: {0}")]
+    Workers(String),
+    #[error("the job was cancelled")]
+    Cancelled,
+    #[error("internal error: {0}")]
+    Internal(String),
+}

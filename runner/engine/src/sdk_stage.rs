@@ -1,0 +1,206 @@
+//! Running one fused SDK stage: cut bundles, keep every worker busy, retry
+//! bundles whose worker died, feed residuals back until none are left.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferrobeam_fnapi::{BundleError, BundleInput, Worker};
+use ferrobeam_graph::{PortRef, SdkStage};
+use ferrobeam_proto::fn_api::{instruction_request, FinalizeBundleRequest};
+use futures::future::try_join_all;
+use parking_lot::Mutex;
+
+use crate::job::{Level, Reporter};
+use crate::metrics::Metrics;
+use crate::pool::WorkerPool;
+use crate::state::{BundleState, SideInputs, UserState};
+use crate::wire::WireFormat;
+use crate::EngineError;
+
+/// How often one bundle may lose its worker before the job fails.
+const MAX_ATTEMPTS: u32 = 4;
+const MIN_BUNDLE_BYTES: usize = 64 << 10;
+const MAX_BUNDLE_BYTES: usize = 8 << 20;
+
+struct Work {
+    chunks: Vec<Bytes>,
+    attempts: u32,
+}
+
+pub struct SdkStageRun<'a> {
+    pub stage_name: &'a str,
+    pub descriptor_id: String,
+    pub stage: &'a SdkStage,
+    pub pool: &'a WorkerPool,
+    pub bundles_per_worker: usize,
+    pub side_inputs: Arc<SideInputs>,
+    pub user_state: Arc<UserState>,
+    pub metrics: &'a Mutex<Metrics>,
+    pub input_format: Option<WireFormat>,
+    pub reporter: &'a dyn Reporter,
+}
+
+#[derive(Default)]
+struct Collected {
+    outputs: HashMap<PortRef, Vec<Bytes>>,
+    residuals: Vec<Bytes>,
+}
+
+impl SdkStageRun<'_> {
+    fn lanes(&self) -> usize {
+        self.pool.size() * self.bundles_per_worker.max(1)
+    }
+
+    pub async fn run(&self, input: Option<Vec<Bytes>>) -> Result<HashMap<PortRef, Vec<Bytes>>, EngineError> {
+        let mut outputs: HashMap<PortRef, Vec<Bytes>> = HashMap::new();
+        // A stage with no data input runs exactly one (empty) bundle.
+        let mut pending = match input {
+            Some(chunks) => self.cut(chunks)?,
+            None => vec![Vec::new()],
+        };
+        while !pending.is_empty() {
+            let collected = self.round(pending).await?;
+            for (port, chunks) in collected.outputs {
+                outputs.entry(port).or_default().extend(chunks);
+            }
+            pending = if collected.residuals.is_empty() { Vec::new() } else { self.cut(collected.residuals)? };
+        }
+        Ok(outputs)
+    }
+
+    /// Groups chunks into bundles: about one per lane (times two, so a slow
+    /// bundle does not leave the others idle), or one per key partition.
+    fn cut(&self, chunks: Vec<Bytes>) -> Result<Vec<Vec<Bytes>>, EngineError> {
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        if total == 0 {
+            return Ok(Vec::new());
+        }
+        let format = self.input_format.as_ref().ok_or_else(|| EngineError::Internal("stage input without format".into()))?;
+        if self.stage.keyed {
+            return self.partition_by_key(&chunks, format);
+        }
+        let target = (total / (self.lanes() * 2)).clamp(MIN_BUNDLE_BYTES, MAX_BUNDLE_BYTES);
+        let mut bundles = Vec::new();
+        let mut current = Vec::new();
+        let mut size = 0;
+        for chunk in chunks {
+            let pieces = if chunk.len() > target * 2 { format.split(&chunk, target)? } else { vec![chunk] };
+            for piece in pieces {
+                size += piece.len();
+                current.push(piece);
+                if size >= target {
+                    bundles.push(std::mem::take(&mut current));
+                    size = 0;
+                }
+            }
+        }
+        if !current.is_empty() {
+            bundles.push(current);
+        }
+        Ok(bundles)
+    }
+
+    /// Stateful stages: every key's elements go to exactly one bundle, so
+    /// no two bundles touch the same key's state concurrently.
+    fn partition_by_key(&self, chunks: &[Bytes], format: &WireFormat) -> Result<Vec<Vec<Bytes>>, EngineError> {
+        let n = self.lanes();
+        let mut parts: Vec<Vec<u8>> = vec![Vec::new(); n];
+        for chunk in chunks {
+            format.for_each(chunk, |e| {
+                let key_end = format.key_end(chunk, e.value.start)?;
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                chunk[e.value.start..key_end].hash(&mut h);
+                parts[(h.finish() % n as u64) as usize].extend_from_slice(&chunk[e.range]);
+                Ok(())
+            })?;
+        }
+        Ok(parts.into_iter().filter(|p| !p.is_empty()).map(|p| vec![Bytes::from(p)]).collect())
+    }
+
+    async fn round(&self, bundles: Vec<Vec<Bytes>>) -> Result<Collected, EngineError> {
+        let queue: Mutex<VecDeque<Work>> =
+            Mutex::new(bundles.into_iter().map(|chunks| Work { chunks, attempts: 0 }).collect());
+        let collected = Mutex::new(Collected::default());
+        let lanes = (0..self.pool.size())
+            .flat_map(|slot| (0..self.bundles_per_worker.max(1)).map(move |_| slot))
+            .map(|slot| self.lane(slot, &queue, &collected));
+        try_join_all(lanes).await?;
+        Ok(collected.into_inner())
+    }
+
+    async fn lane(&self, slot: usize, queue: &Mutex<VecDeque<Work>>, collected: &Mutex<Collected>) -> Result<(), EngineError> {
+        let mut worker: Option<Arc<Worker>> = None;
+        loop {
+            let Some(mut work) = queue.lock().pop_front() else { return Ok(()) };
+            let w = match &worker {
+                Some(w) => w.clone(),
+                None => {
+                    let w = self.pool.worker(slot).await?;
+                    worker = Some(w.clone());
+                    w
+                }
+            };
+            match self.run_bundle(&w, &work, collected).await {
+                Ok(()) => {}
+                Err(BundleError::WorkerLost { worker: id, reason }) => {
+                    work.attempts += 1;
+                    if work.attempts >= MAX_ATTEMPTS {
+                        return Err(EngineError::Workers(format!(
+                            "a bundle of stage '{}' lost its SDK worker {} times; last: {id}: {reason}",
+                            self.stage_name, work.attempts
+                        )));
+                    }
+                    self.reporter.message(
+                        Level::Warning,
+                        format!("SDK worker {id} was lost ({reason}); retrying its bundle of stage '{}' on a new worker", self.stage_name),
+                    );
+                    queue.lock().push_back(work);
+                    worker = Some(self.pool.replace(slot, &id).await?);
+                }
+                Err(BundleError::Failed(message)) => {
+                    return Err(EngineError::UserCode(format!(
+                        "Pipeline stage '{}' failed in the SDK worker:\n{message}",
+                        self.stage_name
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn run_bundle(&self, worker: &Worker, work: &Work, collected: &Mutex<Collected>) -> Result<(), BundleError> {
+        let inputs = match &self.stage.input {
+            Some((_, source)) => vec![BundleInput { transform_id: source.clone(), chunks: work.chunks.clone() }],
+            None => Vec::new(),
+        };
+        let sinks: Vec<String> = self.stage.outputs.iter().map(|(_, id)| id.clone()).collect();
+        let state = Arc::new(BundleState { side_inputs: self.side_inputs.clone(), user_state: self.user_state.clone() });
+        let out = worker.process_bundle(&self.descriptor_id, inputs, &sinks, Some(state)).await?;
+        {
+            // Commit: only now do the bundle's outputs become visible.
+            let mut c = collected.lock();
+            let mut outputs = out.outputs;
+            for (port, sink) in &self.stage.outputs {
+                if let Some(chunks) = outputs.remove(sink) {
+                    c.outputs.entry(port.clone()).or_default().extend(chunks);
+                }
+            }
+            for residual in &out.response.residual_roots {
+                if let Some(app) = &residual.application {
+                    c.residuals.push(app.element.clone());
+                }
+            }
+        }
+        self.metrics.lock().add_all(&out.response.monitoring_infos);
+        if out.response.requires_finalization {
+            let request = instruction_request::Request::FinalizeBundle(FinalizeBundleRequest {
+                instruction_id: out.instruction_id.clone(),
+            });
+            if let Err(e) = worker.instruct(format!("{}-finalize", out.instruction_id), request).await {
+                self.reporter.message(Level::Warning, format!("bundle finalization failed: {e}"));
+            }
+        }
+        Ok(())
+    }
+}

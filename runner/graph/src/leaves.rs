@@ -1,0 +1,267 @@
+//! Flattening the composite tree into the leaves we execute, and expanding
+//! splittable DoFns into their pair / split-and-size / process parts.
+
+use ferrobeam_proto::pipeline::v1::{self as pb, Components, FunctionSpec, PTransform, ParDoPayload};
+use prost::Message;
+
+use crate::error::GraphError;
+use crate::urns;
+
+/// What executes a leaf transform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeafKind {
+    Impulse,
+    GroupByKey,
+    Flatten,
+    Identity,
+    Sdk { environment_id: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct Leaf {
+    pub id: String,
+    pub kind: LeafKind,
+    /// The input the SDK treats as the main input (None for roots and natives).
+    pub main_input: Option<String>,
+    /// (local name, pcollection, access pattern URN) for ParDo side inputs.
+    pub side_inputs: Vec<(String, String, String)>,
+    /// Must be the first transform of its stage (stateful, SDF process).
+    pub starts_stage: bool,
+    /// Needs input partitioned by key (state or timers).
+    pub keyed: bool,
+    /// Residuals return here (SDF process).
+    pub splittable: bool,
+}
+
+/// Composites whose leaves are ignored because the engine does their job natively.
+const NATIVE_COMPOSITES: &[&str] = &[urns::RESHUFFLE, urns::REDISTRIBUTE_ARBITRARILY, urns::REDISTRIBUTE_BY_KEY];
+
+/// Leaves in pipeline order (which the SDKs emit topologically).
+pub fn collect(components: &mut Components, roots: &[String]) -> Result<Vec<Leaf>, GraphError> {
+    let mut ids = Vec::new();
+    for root in roots {
+        walk(components, root, &mut ids)?;
+    }
+    let mut leaves = Vec::new();
+    for id in ids {
+        let t = components.transforms[&id].clone();
+        leaves.extend(classify(components, &id, &t)?);
+    }
+    Ok(leaves)
+}
+
+fn walk(components: &Components, id: &str, out: &mut Vec<String>) -> Result<(), GraphError> {
+    let t = components
+        .transforms
+        .get(id)
+        .ok_or_else(|| GraphError::Malformed(format!("unknown transform id {id:?}")))?;
+    let urn = urn(t);
+    if NATIVE_COMPOSITES.contains(&urn) || t.subtransforms.is_empty() {
+        if !(urn.is_empty() && t.inputs.is_empty() && t.outputs.is_empty()) {
+            out.push(id.to_owned());
+        }
+        return Ok(());
+    }
+    for sub in &t.subtransforms {
+        walk(components, sub, out)?;
+    }
+    Ok(())
+}
+
+pub fn urn(t: &PTransform) -> &str {
+    t.spec.as_ref().map(|s| s.urn.as_str()).unwrap_or("")
+}
+
+fn single_input(t: &PTransform) -> Result<String, GraphError> {
+    let mut it = t.inputs.values();
+    match (it.next(), it.next()) {
+        (Some(p), None) => Ok(p.clone()),
+        _ => Err(GraphError::unsupported(t, format!("expected exactly one input, found {}", t.inputs.len()))),
+    }
+}
+
+fn environment(t: &PTransform) -> Result<String, GraphError> {
+    if t.environment_id.is_empty() {
+        Err(GraphError::unsupported(t, "an SDK-executed transform must name an environment"))
+    } else {
+        Ok(t.environment_id.clone())
+    }
+}
+
+fn classify(components: &mut Components, id: &str, t: &PTransform) -> Result<Vec<Leaf>, GraphError> {
+    let simple = |kind: LeafKind, main_input: Option<String>| Leaf {
+        id: id.to_owned(),
+        kind,
+        main_input,
+        side_inputs: vec![],
+        starts_stage: false,
+        keyed: false,
+        splittable: false,
+    };
+    let u = urn(t);
+    Ok(match u {
+        urns::IMPULSE => vec![simple(LeafKind::Impulse, None)],
+        urns::GROUP_BY_KEY => vec![simple(LeafKind::GroupByKey, Some(single_input(t)?))],
+        urns::FLATTEN => vec![simple(LeafKind::Flatten, None)],
+        urns::RESHUFFLE | urns::REDISTRIBUTE_ARBITRARILY | urns::REDISTRIBUTE_BY_KEY => {
+            vec![simple(LeafKind::Identity, Some(single_input(t)?))]
+        }
+        urns::PAR_DO => return pardo(components, id, t),
+        urns::ASSIGN_WINDOWS
+        | urns::MAP_WINDOWS
+        | urns::TO_STRING
+        | urns::COMBINE_PRECOMBINE
+        | urns::COMBINE_MERGE
+        | urns::COMBINE_EXTRACT
+        | urns::COMBINE_GROUPED_VALUES
+        | urns::COMBINE_CONVERT => {
+            vec![simple(LeafKind::Sdk { environment_id: environment(t)? }, Some(single_input(t)?))]
+        }
+        urns::TEST_STREAM => {
+            return Err(GraphError::unsupported(
+                t,
+                "TestStream is not supported yet (planned with batch/streaming TestStream support); \
+                 use beam.Create with timestamps for batch tests",
+            ))
+        }
+        urns::MERGE_WINDOWS => {
+            return Err(GraphError::unsupported(t, "custom merging window functions are not supported yet"))
+        }
+        "" => return Err(GraphError::unsupported(t, "leaf transform without a URN")),
+        other => {
+            return Err(GraphError::unsupported(
+                t,
+                format!(
+                    "unknown primitive transform URN {other}. If this is a cross-language transform, \
+                     expand it with an expansion service first; otherwise it needs a runner that \
+                     implements it"
+                ),
+            ))
+        }
+    })
+}
+
+fn pardo(components: &mut Components, id: &str, t: &PTransform) -> Result<Vec<Leaf>, GraphError> {
+    let spec = t.spec.as_ref().expect("pardo has a spec");
+    let payload = ParDoPayload::decode(spec.payload.as_ref())
+        .map_err(|e| GraphError::unsupported(t, format!("undecodable ParDoPayload: {e}")))?;
+    let env = environment(t)?;
+    if !payload.timer_family_specs.is_empty() || !payload.on_window_expiration_timer_family_spec.is_empty() {
+        return Err(GraphError::unsupported(t, "timers are not supported yet"));
+    }
+    if payload.requires_time_sorted_input {
+        return Err(GraphError::unsupported(t, "@RequiresTimeSortedInput is not supported yet"));
+    }
+    for (name, spec) in &payload.state_specs {
+        use pb::state_spec::Spec;
+        match &spec.spec {
+            Some(Spec::ReadModifyWriteSpec(_) | Spec::BagSpec(_) | Spec::CombiningSpec(_) | Spec::SetSpec(_)) => {}
+            _ => {
+                return Err(GraphError::unsupported(
+                    t,
+                    format!("state '{name}' uses a state type (map, multimap or ordered list) that is not supported yet"),
+                ))
+            }
+        }
+    }
+    let mut side_inputs = Vec::new();
+    for (local, si) in &payload.side_inputs {
+        let pcoll = t
+            .inputs
+            .get(local)
+            .ok_or_else(|| GraphError::unsupported(t, format!("side input '{local}' is not among the inputs")))?;
+        let access = si.access_pattern.as_ref().map(|a| a.urn.clone()).unwrap_or_default();
+        if access != urns::SIDE_INPUT_ITERABLE && access != urns::SIDE_INPUT_MULTIMAP {
+            return Err(GraphError::unsupported(t, format!("side input '{local}' uses access pattern '{access}'")));
+        }
+        side_inputs.push((local.clone(), pcoll.clone(), access));
+    }
+    side_inputs.sort();
+    let mains: Vec<&String> = t.inputs.keys().filter(|k| !payload.side_inputs.contains_key(*k)).collect();
+    let main_tag = match mains.as_slice() {
+        [one] => (*one).clone(),
+        _ => return Err(GraphError::unsupported(t, format!("expected one main input, found {}", mains.len()))),
+    };
+    let main_input = t.inputs[&main_tag].clone();
+    let keyed = !payload.state_specs.is_empty();
+    let leaf = |id: String, main: String, starts_stage: bool, splittable: bool| Leaf {
+        id,
+        kind: LeafKind::Sdk { environment_id: env.clone() },
+        main_input: Some(main),
+        side_inputs: side_inputs.clone(),
+        starts_stage,
+        keyed,
+        splittable,
+    };
+    if payload.restriction_coder_id.is_empty() {
+        return Ok(vec![leaf(id.to_owned(), main_input, keyed, false)]);
+    }
+    if keyed {
+        return Err(GraphError::unsupported(t, "a splittable DoFn with state is not supported"));
+    }
+    // Splittable DoFn: pair with restriction → split and size → (stage
+    // boundary, so the initial splits spread over workers) → process.
+    let elem_coder = components
+        .pcollections
+        .get(&main_input)
+        .ok_or_else(|| GraphError::Malformed(format!("unknown pcollection {main_input:?}")))?
+        .coder_id
+        .clone();
+    let paired_coder = crate::coders::ensure(components, urns::KV_CODER, vec![elem_coder, payload.restriction_coder_id.clone()]);
+    let double = crate::coders::ensure(components, urns::DOUBLE_CODER, vec![]);
+    let sized_coder = crate::coders::ensure(components, urns::KV_CODER, vec![paired_coder.clone(), double]);
+    let paired = copy_pcollection(components, &main_input, "paired", paired_coder);
+    let sized = copy_pcollection(components, &main_input, "sized", sized_coder);
+    let pair_id = copy_transform(components, id, t, "PairWithRestriction", urns::SDF_PAIR, &main_tag, &main_input, &paired);
+    let split_id = copy_transform(components, id, t, "SplitAndSizeRestrictions", urns::SDF_SPLIT_AND_SIZE, &main_tag, &paired, &sized);
+    let outputs = t.outputs.clone();
+    let process_id = copy_transform(components, id, t, "Process", urns::SDF_PROCESS, &main_tag, &sized, "");
+    components.transforms.get_mut(&process_id).expect("just added").outputs = outputs;
+    Ok(vec![
+        leaf(pair_id, main_input, false, false),
+        leaf(split_id, paired, false, false),
+        leaf(process_id, sized, true, true),
+    ])
+}
+
+fn copy_pcollection(components: &mut Components, original: &str, suffix: &str, coder_id: String) -> String {
+    let mut pc = components.pcollections[original].clone();
+    let id = unique_key(&components.pcollections, &format!("{original}/{suffix}"));
+    pc.unique_name = format!("{}/{suffix}", pc.unique_name);
+    pc.coder_id = coder_id;
+    components.pcollections.insert(id.clone(), pc);
+    id
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy_transform(
+    components: &mut Components,
+    id: &str,
+    t: &PTransform,
+    suffix: &str,
+    urn: &str,
+    main_tag: &str,
+    input: &str,
+    output: &str,
+) -> String {
+    let mut copy = t.clone();
+    copy.unique_name = format!("{}/{suffix}", t.unique_name);
+    let payload = t.spec.as_ref().map(|s| s.payload.clone()).unwrap_or_default();
+    copy.spec = Some(FunctionSpec { urn: urn.to_owned(), payload });
+    copy.inputs.insert(main_tag.to_owned(), input.to_owned());
+    copy.outputs.clear();
+    if !output.is_empty() {
+        copy.outputs.insert("out".to_owned(), output.to_owned());
+    }
+    copy.subtransforms.clear();
+    let new_id = unique_key(&components.transforms, &format!("{id}/{suffix}"));
+    components.transforms.insert(new_id.clone(), copy);
+    new_id
+}
+
+pub(crate) fn unique_key<V>(map: &std::collections::HashMap<String, V>, base: &str) -> String {
+    if !map.contains_key(base) {
+        return base.to_owned();
+    }
+    (1..).map(|i| format!("{base}_{i}")).find(|k| !map.contains_key(k)).expect("unbounded")
+}

@@ -1,0 +1,131 @@
+//! The operator graph the engine executes.
+
+use std::collections::HashMap;
+
+use ferrobeam_proto::fn_api::ProcessBundleDescriptor;
+use ferrobeam_proto::pipeline::v1::{Components, WindowingStrategy};
+
+/// A PCollection's elements in one particular wire encoding.  The same
+/// PCollection may be needed in two encodings (e.g. feeding a Flatten whose
+/// output coder differs), so data is keyed by both.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRef {
+    pub pcollection: String,
+    /// A `beam:coder:windowed_value:v1` coder id in [`Plan::components`],
+    /// with every coder the runner cannot parse length-prefixed.
+    pub coder_id: String,
+}
+
+/// How the workers of one environment are provided.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Environment {
+    /// The stock Python SDK harness in local processes we start.
+    LocalPython,
+    /// An external worker pool (LOOPBACK is rewritten to this by the client).
+    External { endpoint: String, params: HashMap<String, String> },
+    /// A boot command we run.
+    Process { command: String, env: HashMap<String, String> },
+}
+
+/// The executable form of a pipeline.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The pipeline's components after expansion and coder rewriting.
+    pub components: Components,
+    /// Stages in an order where every input is produced before it is read.
+    pub stages: Vec<Stage>,
+    pub environments: HashMap<String, Environment>,
+    /// Things the user should know about how the job will run.
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Stage {
+    pub id: String,
+    /// Human-readable: the unique names of the transforms it runs.
+    pub name: String,
+    pub kind: StageKind,
+}
+
+#[derive(Clone, Debug)]
+pub enum StageKind {
+    Impulse { output: PortRef },
+    GroupByKey { transform_id: String, input: PortRef, output: PortRef, windowing: WindowingStrategy },
+    Flatten { inputs: Vec<PortRef>, output: PortRef },
+    /// Reshuffle and friends: a stage boundary, no change to the data.
+    Identity { input: PortRef, output: PortRef },
+    Sdk(Box<SdkStage>),
+}
+
+/// A fused chain of SDK-executed transforms: one process bundle descriptor.
+#[derive(Clone, Debug)]
+pub struct SdkStage {
+    pub environment_id: String,
+    pub descriptor: ProcessBundleDescriptor,
+    /// The stage's main input and the data-source transform that reads it.
+    pub input: Option<(PortRef, String)>,
+    /// Each output port and the data-sink transform that writes it.
+    pub outputs: Vec<(PortRef, String)>,
+    pub side_inputs: Vec<SideInput>,
+    /// Elements must reach workers partitioned by key (stateful ParDo).
+    pub keyed: bool,
+    /// The transform that residuals (SDF checkpoints, splits) return to;
+    /// it reads the stage's main input directly.
+    pub residual_target: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SideInput {
+    /// The consuming transform's id, as the SDK names it in state requests.
+    pub transform_id: String,
+    pub local_name: String,
+    pub port: PortRef,
+    pub access: SideInputAccess,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SideInputAccess {
+    Iterable,
+    Multimap,
+}
+
+impl Plan {
+    /// Every port some stage reads, with how many stages read it.
+    pub fn port_readers(&self) -> HashMap<PortRef, usize> {
+        let mut readers: HashMap<PortRef, usize> = HashMap::new();
+        for stage in &self.stages {
+            for port in stage.kind.inputs() {
+                *readers.entry(port.clone()).or_default() += 1;
+            }
+        }
+        readers
+    }
+}
+
+impl StageKind {
+    /// Every port this stage reads (main and side inputs).
+    pub fn inputs(&self) -> Vec<&PortRef> {
+        match self {
+            StageKind::Impulse { .. } => vec![],
+            StageKind::GroupByKey { input, .. } | StageKind::Identity { input, .. } => vec![input],
+            StageKind::Flatten { inputs, .. } => inputs.iter().collect(),
+            StageKind::Sdk(s) => s
+                .input
+                .iter()
+                .map(|(p, _)| p)
+                .chain(s.side_inputs.iter().map(|si| &si.port))
+                .collect(),
+        }
+    }
+
+    /// Every port this stage writes.
+    pub fn outputs(&self) -> Vec<&PortRef> {
+        match self {
+            StageKind::Impulse { output }
+            | StageKind::GroupByKey { output, .. }
+            | StageKind::Flatten { output, .. }
+            | StageKind::Identity { output, .. } => vec![output],
+            StageKind::Sdk(s) => s.outputs.iter().map(|(p, _)| p).collect(),
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Pipeline proto → [`Plan`]: validate, expand, rewrite coders, fuse.
+
+use std::collections::{BTreeSet, HashMap};
+
+use ferrobeam_proto::fn_api::{ProcessBundleDescriptor, RemoteGrpcPort};
+use ferrobeam_proto::pipeline::v1::{
+    self as pb, ApiServiceDescriptor, Components, FunctionSpec, PTransform, Pipeline,
+};
+use prost::Message;
+
+use crate::coders;
+use crate::environments;
+use crate::error::GraphError;
+use crate::fuse::{fuse, Group};
+use crate::leaves::{self, Leaf, LeafKind};
+use crate::plan::*;
+use crate::urns;
+
+/// How to translate.
+#[derive(Clone, Debug, Default)]
+pub struct TranslateOptions {
+    /// Refuse Docker environments instead of running Beam's Python image locally.
+    pub strict_environments: bool,
+    /// Address of the Fn API server the descriptors point workers at.
+    pub fn_endpoint: String,
+}
+
+const SUPPORTED_REQUIREMENTS: &[&str] =
+    &[urns::REQ_SPLITTABLE_DOFN, urns::REQ_STATEFUL, urns::REQ_STABLE_INPUT, urns::REQ_FINALIZATION];
+
+/// Translates a pipeline, or explains why it cannot run.
+pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, GraphError> {
+    for req in &pipeline.requirements {
+        if !SUPPORTED_REQUIREMENTS.contains(&req.as_str()) {
+            return Err(GraphError::Requirement(req.clone()));
+        }
+    }
+    let mut components = pipeline
+        .components
+        .clone()
+        .ok_or_else(|| GraphError::Malformed("the pipeline has no components".into()))?;
+    let leaves = leaves::collect(&mut components, &pipeline.root_transform_ids)?;
+    if leaves.is_empty() {
+        return Err(GraphError::Malformed("the pipeline has no transforms".into()));
+    }
+    for leaf in &leaves {
+        if leaf.kind == LeafKind::GroupByKey {
+            check_gbk_windowing(&components, &components.transforms[&leaf.id])?;
+        }
+    }
+    let mut notes = Vec::new();
+    let used_envs = leaves.iter().filter_map(|l| match &l.kind {
+        LeafKind::Sdk { environment_id } => Some(environment_id.clone()),
+        _ => None,
+    });
+    let environments = environments::resolve(&components, used_envs, opts.strict_environments, &mut notes)?;
+
+    // The SDKs and the runner must agree on bytes: length-prefix every coder
+    // the runner cannot parse, in every PCollection, before building ports.
+    let ids: Vec<String> = components.pcollections.keys().cloned().collect();
+    for id in ids {
+        let coder = components.pcollections[&id].coder_id.clone();
+        if !components.coders.contains_key(&coder) {
+            return Err(GraphError::Malformed(format!("pcollection {id:?} has unknown coder {coder:?}")));
+        }
+        let wrapped = ferrobeam_coders::wrap_unknown_coders(&mut components, &coder);
+        components.pcollections.get_mut(&id).expect("exists").coder_id = wrapped;
+    }
+
+    let io = |f: fn(&PTransform) -> &HashMap<String, String>| -> HashMap<String, Vec<String>> {
+        leaves
+            .iter()
+            .map(|l| {
+                let mut v: Vec<String> = f(&components.transforms[&l.id]).values().cloned().collect();
+                v.sort();
+                (l.id.clone(), v)
+            })
+            .collect()
+    };
+    let inputs = io(|t| &t.inputs);
+    let outputs = io(|t| &t.outputs);
+    let (groups, group_of) = fuse(&leaves, &|id| outputs[id].clone(), &|id| inputs[id].clone());
+    let order = topological(&groups, &group_of, &leaves, &inputs, &outputs)?;
+    let mut b = Builder { components, opts, leaves: &leaves, group_of: &group_of, canonical: HashMap::new() };
+    let stages = b.stages(&groups, &order, &inputs, &outputs)?;
+    Ok(Plan { components: b.components, stages, environments, notes })
+}
+
+fn check_gbk_windowing(components: &Components, t: &PTransform) -> Result<(), GraphError> {
+    let input = t.inputs.values().next().cloned().unwrap_or_default();
+    let ws_id = components.pcollections.get(&input).map(|p| p.windowing_strategy_id.clone()).unwrap_or_default();
+    let ws = components
+        .windowing_strategies
+        .get(&ws_id)
+        .ok_or_else(|| GraphError::Malformed(format!("unknown windowing strategy {ws_id:?}")))?;
+    let window_fn = ws.window_fn.as_ref().map(|f| f.urn.as_str()).unwrap_or("");
+    if ![urns::GLOBAL_WINDOWS, urns::FIXED_WINDOWS, urns::SLIDING_WINDOWS].contains(&window_fn) {
+        return Err(GraphError::unsupported(
+            t,
+            format!("grouping in {window_fn} windows is not supported yet (global, fixed and sliding windows are)"),
+        ));
+    }
+    let default_trigger = matches!(
+        ws.trigger.as_ref().and_then(|t| t.trigger.as_ref()),
+        None | Some(pb::trigger::Trigger::Default(_))
+    );
+    if !default_trigger {
+        return Err(GraphError::unsupported(t, "only the default trigger is supported yet"));
+    }
+    Ok(())
+}
+
+fn topological(
+    groups: &[Group],
+    group_of: &[usize],
+    leaves: &[Leaf],
+    inputs: &HashMap<String, Vec<String>>,
+    outputs: &HashMap<String, Vec<String>>,
+) -> Result<Vec<usize>, GraphError> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, l) in leaves.iter().enumerate() {
+        for pc in &outputs[&l.id] {
+            producer.insert(pc, group_of[i]);
+        }
+    }
+    let mut deps: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); groups.len()];
+    for (g, group) in groups.iter().enumerate() {
+        for &l in &group.leaves {
+            for pc in &inputs[&leaves[l].id] {
+                match producer.get(pc.as_str()) {
+                    Some(&h) if h != g => {
+                        deps[g].insert(h);
+                    }
+                    Some(_) => {}
+                    None => {
+                        return Err(GraphError::Malformed(format!(
+                            "pcollection {pc:?} is read by {:?} but produced by no transform",
+                            leaves[l].id
+                        )))
+                    }
+                }
+            }
+        }
+    }
+    let mut done = vec![false; groups.len()];
+    let mut order = Vec::with_capacity(groups.len());
+    while order.len() < groups.len() {
+        let next = (0..groups.len()).find(|&g| !done[g] && deps[g].iter().all(|&d| done[d]));
+        match next {
+            Some(g) => {
+                done[g] = true;
+                order.push(g);
+            }
+            None => return Err(GraphError::Malformed("the pipeline graph has a cycle".into())),
+        }
+    }
+    Ok(order)
+}
+
+struct Builder<'a> {
+    components: Components,
+    opts: &'a TranslateOptions,
+    leaves: &'a [Leaf],
+    group_of: &'a [usize],
+    /// Structural coder key → the one coder id we use for it.
+    canonical: HashMap<String, String>,
+}
+
+impl Builder<'_> {
+    /// The wire port for reading `pcollection` encoded like `like`'s elements.
+    fn port(&mut self, pcollection: &str, like: &str) -> PortRef {
+        let coder = coders::windowed(&mut self.components, like);
+        let key = coders::canonical(&self.components, &coder);
+        let coder_id = self.canonical.entry(key).or_insert(coder).clone();
+        PortRef { pcollection: pcollection.to_owned(), coder_id }
+    }
+
+    fn single(&self, v: &[String], leaf: &Leaf) -> Result<String, GraphError> {
+        match v {
+            [one] => Ok(one.clone()),
+            _ => Err(GraphError::unsupported(&self.components.transforms[&leaf.id], "expected exactly one output")),
+        }
+    }
+
+    fn stages(
+        &mut self,
+        groups: &[Group],
+        order: &[usize],
+        inputs: &HashMap<String, Vec<String>>,
+        outputs: &HashMap<String, Vec<String>>,
+    ) -> Result<Vec<Stage>, GraphError> {
+        let mut producer: HashMap<String, usize> = HashMap::new();
+        for (i, l) in self.leaves.iter().enumerate() {
+            for pc in &outputs[&l.id] {
+                producer.insert(pc.clone(), self.group_of[i]);
+            }
+        }
+        // What each group must write for the groups that read from it.
+        let mut requested: Vec<BTreeSet<PortRef>> = vec![BTreeSet::new(); groups.len()];
+        // (group, leaf index, pcollection) → the port that consumer reads.
+        let mut reads: HashMap<(usize, String), PortRef> = HashMap::new();
+        for (g, group) in groups.iter().enumerate() {
+            for &l in &group.leaves {
+                let leaf = &self.leaves[l];
+                for pc in &inputs[&leaf.id] {
+                    let h = producer[pc];
+                    if h == g {
+                        continue;
+                    }
+                    let like = match leaf.kind {
+                        LeafKind::Flatten | LeafKind::Identity => self.single(&outputs[&leaf.id], leaf)?,
+                        _ => pc.clone(),
+                    };
+                    let port = self.port(pc, &like);
+                    requested[h].insert(port.clone());
+                    reads.insert((g, pc.clone()), port);
+                }
+            }
+        }
+        let mut stages = Vec::new();
+        for (n, &g) in order.iter().enumerate() {
+            let group = &groups[g];
+            let first = &self.leaves[group.leaves[0]];
+            let t = self.components.transforms[&first.id].clone();
+            let id = format!("s{n}");
+            let native_output = |b: &mut Self| -> Result<PortRef, GraphError> {
+                let out = b.single(&outputs[&first.id], first)?;
+                let port = b.port(&out, &out);
+                for r in &requested[g] {
+                    if *r != port {
+                        return Err(GraphError::unsupported(
+                            &t,
+                            format!("its output is read with a different coder ({}), which is not supported", r.coder_id),
+                        ));
+                    }
+                }
+                Ok(port)
+            };
+            let kind = match &group.kind {
+                LeafKind::Impulse => StageKind::Impulse { output: native_output(self)? },
+                LeafKind::GroupByKey => {
+                    let input = reads[&(g, first.main_input.clone().expect("gbk input"))].clone();
+                    let ws_id = self.components.pcollections[&input.pcollection].windowing_strategy_id.clone();
+                    let windowing = self.components.windowing_strategies[&ws_id].clone();
+                    StageKind::GroupByKey { transform_id: first.id.clone(), input, output: native_output(self)?, windowing }
+                }
+                LeafKind::Identity => StageKind::Identity {
+                    input: reads[&(g, first.main_input.clone().expect("identity input"))].clone(),
+                    output: native_output(self)?,
+                },
+                LeafKind::Flatten => {
+                    let inputs = inputs[&first.id].iter().map(|pc| reads[&(g, pc.clone())].clone()).collect();
+                    StageKind::Flatten { inputs, output: native_output(self)? }
+                }
+                LeafKind::Sdk { environment_id } => {
+                    StageKind::Sdk(Box::new(self.sdk_stage(&id, environment_id, group, &reads, g, &requested[g])?))
+                }
+            };
+            let name = group
+                .leaves
+                .iter()
+                .map(|&l| self.components.transforms[&self.leaves[l].id].unique_name.clone())
+                .collect::<Vec<_>>()
+                .join(", ");
+            stages.push(Stage { id, name, kind });
+        }
+        Ok(stages)
+    }
+
+    fn sdk_stage(
+        &mut self,
+        stage_id: &str,
+        environment_id: &str,
+        group: &Group,
+        reads: &HashMap<(usize, String), PortRef>,
+        g: usize,
+        outputs: &BTreeSet<PortRef>,
+    ) -> Result<SdkStage, GraphError> {
+        let first = &self.leaves[group.leaves[0]];
+        let endpoint = Some(ApiServiceDescriptor { url: self.opts.fn_endpoint.clone(), ..Default::default() });
+        let mut transforms = HashMap::new();
+        for &l in &group.leaves {
+            let id = &self.leaves[l].id;
+            let mut t = self.components.transforms[id].clone();
+            t.subtransforms.clear();
+            transforms.insert(id.clone(), t);
+        }
+        let grpc = |coder_id: &str| {
+            RemoteGrpcPort { api_service_descriptor: endpoint.clone(), coder_id: coder_id.to_owned() }.encode_to_vec()
+        };
+        let mut input = None;
+        if let Some(main) = &first.main_input {
+            if let Some(port) = reads.get(&(g, main.clone())) {
+                let source_id = format!("{stage_id}/source");
+                transforms.insert(
+                    source_id.clone(),
+                    PTransform {
+                        unique_name: source_id.clone(),
+                        spec: Some(FunctionSpec { urn: urns::DATA_SOURCE.into(), payload: grpc(&port.coder_id).into() }),
+                        outputs: HashMap::from([("out".to_owned(), main.clone())]),
+                        ..Default::default()
+                    },
+                );
+                input = Some((port.clone(), source_id));
+            }
+        }
+        let mut sinks = Vec::new();
+        for (k, port) in outputs.iter().enumerate() {
+            let sink_id = format!("{stage_id}/sink{k}");
+            transforms.insert(
+                sink_id.clone(),
+                PTransform {
+                    unique_name: sink_id.clone(),
+                    spec: Some(FunctionSpec { urn: urns::DATA_SINK.into(), payload: grpc(&port.coder_id).into() }),
+                    inputs: HashMap::from([("in".to_owned(), port.pcollection.clone())]),
+                    ..Default::default()
+                },
+            );
+            sinks.push((port.clone(), sink_id));
+        }
+        let mut side_inputs = Vec::new();
+        for &l in &group.leaves {
+            let leaf = &self.leaves[l];
+            for (local, pc, access) in &leaf.side_inputs {
+                let port = self.port(pc, pc);
+                side_inputs.push(SideInput {
+                    transform_id: leaf.id.clone(),
+                    local_name: local.clone(),
+                    port,
+                    access: if access == urns::SIDE_INPUT_MULTIMAP { SideInputAccess::Multimap } else { SideInputAccess::Iterable },
+                });
+            }
+        }
+        let mut pcollections = HashMap::new();
+        for t in transforms.values() {
+            for pc in t.inputs.values().chain(t.outputs.values()) {
+                pcollections.insert(pc.clone(), self.components.pcollections[pc].clone());
+            }
+        }
+        let descriptor = ProcessBundleDescriptor {
+            id: stage_id.to_owned(),
+            transforms,
+            pcollections,
+            windowing_strategies: self.components.windowing_strategies.clone(),
+            coders: self.components.coders.clone(),
+            environments: self.components.environments.clone(),
+            state_api_service_descriptor: endpoint.clone(),
+            timer_api_service_descriptor: None,
+        };
+        Ok(SdkStage {
+            environment_id: environment_id.to_owned(),
+            descriptor,
+            input,
+            outputs: sinks,
+            side_inputs,
+            keyed: first.keyed,
+            residual_target: first.splittable.then(|| first.id.clone()),
+        })
+    }
+}
