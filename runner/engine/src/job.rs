@@ -109,7 +109,7 @@ async fn start_pools(
     let reporter = job.reporter.clone();
     let log_sink: LogSink = Arc::new(move |entry| {
         let severity = Severity::try_from(entry.severity).unwrap_or(Severity::Info);
-        if matches!(severity, Severity::Warn | Severity::Error | Severity::Critical) {
+        if matches!(severity, Severity::Error | Severity::Critical) {
             let mut text = format!("[SDK worker] {}", entry.message);
             if !entry.trace.is_empty() {
                 text = format!("{text}\n{}", entry.trace);

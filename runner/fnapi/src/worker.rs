@@ -53,7 +53,9 @@ pub(crate) type InboundData = elements::Data;
 pub struct Worker {
     id: String,
     registry: Weak<Registry>,
-    control_tx: mpsc::UnboundedSender<Result<InstructionRequest, tonic::Status>>,
+    /// Taken on shutdown: ending the control stream cleanly tells the
+    /// harness to exit without an error.
+    control_tx: Mutex<Option<mpsc::UnboundedSender<Result<InstructionRequest, tonic::Status>>>>,
     pending: Mutex<HashMap<String, oneshot::Sender<InstructionResponse>>>,
     data_tx: watch::Sender<Option<mpsc::Sender<Result<Elements, tonic::Status>>>>,
     inbound: Mutex<HashMap<String, mpsc::UnboundedSender<InboundData>>>,
@@ -70,7 +72,7 @@ impl Worker {
         Self {
             id,
             registry,
-            control_tx,
+            control_tx: Mutex::new(Some(control_tx)),
             pending: Mutex::default(),
             data_tx: watch::channel(None).0,
             inbound: Mutex::default(),
@@ -138,7 +140,9 @@ impl Worker {
         }
         self.pending.lock().insert(instruction_id.clone(), tx);
         let req = InstructionRequest { instruction_id, request: Some(request) };
-        if self.control_tx.send(Ok(req)).is_err() {
+        let sent = self.control_tx.lock().as_ref().is_some_and(|tx| tx.send(Ok(req)).is_ok());
+        if !sent {
+            self.pending.lock().clear();
             return Err(self.lost());
         }
         rx.await.map_err(|_| self.lost())
@@ -271,7 +275,7 @@ impl Worker {
     /// Closes the control stream, which tells the SDK harness to exit.
     pub fn shutdown(&self) {
         self.mark_dead("shut down by the runner");
-        let _ = self.control_tx.send(Err(tonic::Status::cancelled("worker no longer needed")));
+        self.control_tx.lock().take();
     }
 }
 

@@ -1,0 +1,96 @@
+//! `ferrobeam._native`: the job server embedded in the Python process.
+//!
+//! The server runs on a tokio runtime owned by this module, on background
+//! threads, so Python code keeps running (and the GIL stays free) while
+//! jobs execute.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use ferrobeam_cli::{RunningServer, ServerConfig};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name("ferrobeam")
+            .enable_all()
+            .build()
+            .expect("cannot start the tokio runtime")
+    })
+}
+
+/// A job server running inside this process.
+#[pyclass(module = "ferrobeam._native")]
+struct JobServer {
+    inner: RunningServer,
+}
+
+#[pymethods]
+impl JobServer {
+    /// `host:port` of the Job API (artifact staging is on the same port).
+    #[getter]
+    fn endpoint(&self) -> String {
+        self.inner.endpoint()
+    }
+
+    #[getter]
+    fn port(&self) -> u16 {
+        self.inner.job_addr.port()
+    }
+
+    /// Stops accepting jobs and shuts the server down.
+    fn stop(&self) {
+        self.inner.stop();
+    }
+
+    fn __repr__(&self) -> String {
+        format!("JobServer(endpoint={:?})", self.inner.endpoint())
+    }
+}
+
+/// Starts a job server in the background and returns once it is listening.
+#[pyfunction]
+#[pyo3(signature = (host="127.0.0.1", port=0, python=None, workers=0, strict_environments=false, work_dir=None))]
+fn start_job_server(
+    py: Python<'_>,
+    host: &str,
+    port: u16,
+    python: Option<PathBuf>,
+    workers: usize,
+    strict_environments: bool,
+    work_dir: Option<PathBuf>,
+) -> PyResult<JobServer> {
+    ferrobeam_cli::init_logging();
+    let mut config = ServerConfig {
+        host: host.to_owned(),
+        port,
+        workers,
+        strict_environments,
+        work_dir,
+        ..ServerConfig::default()
+    };
+    if let Some(p) = python {
+        config.python = p;
+    }
+    let inner = py
+        .detach(|| runtime().block_on(ferrobeam_cli::start(config)))
+        .map_err(|e| PyRuntimeError::new_err(format!("{e:#}")))?;
+    Ok(JobServer { inner })
+}
+
+/// Runs the `ferrobeam` command line; returns its exit code.
+#[pyfunction]
+fn cli_main(py: Python<'_>, argv: Vec<String>) -> i32 {
+    py.detach(|| ferrobeam_cli::main_with_args(argv))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<JobServer>()?;
+    m.add_function(wrap_pyfunction!(start_job_server, m)?)?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    Ok(())
+}
