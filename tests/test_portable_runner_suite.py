@@ -84,7 +84,7 @@ class Exclusion:
     def skip_message(self) -> str:
         where = ("ferrobeam issue #%d" % self.issue) if self.issue is not None else (
             "skipped by Beam: %s" % (self.upstream or "see exclusions file"))
-        return "excluded for ferrobeam: %s (%s)" % (self.reason, where)
+        return "excluded in beam_suite_exclusions.yaml: %s (%s)" % (self.reason, where)
 
 
 def load_exclusions(path: Path = EXCLUSIONS_FILE) -> list[Exclusion]:

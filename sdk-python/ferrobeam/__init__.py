@@ -6,12 +6,40 @@ Run any Beam Python pipeline on ferrobeam with::
 
 or start a standalone job server with ``ferrobeam job-server --port 8099``
 and submit with Beam's ``PortableRunner``.
+
+The public names are imported lazily, so that ``ferrobeam.cli`` (the
+``ferrobeam`` command) starts without importing Apache Beam.
 """
 
-from ferrobeam.options import FerrobeamOptions
-from ferrobeam.runner import FerrobeamRunner
-from ferrobeam.runner import PipelineRefusedError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["FerrobeamOptions", "FerrobeamRunner", "PipelineRefusedError"]
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "FerrobeamOptions": "ferrobeam.options",
+    "FerrobeamRunner": "ferrobeam.runner",
+    "PipelineRefusedError": "ferrobeam.runner",
+}
+
+if TYPE_CHECKING:
+    from ferrobeam.options import FerrobeamOptions
+    from ferrobeam.runner import FerrobeamRunner
+    from ferrobeam.runner import PipelineRefusedError
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError("module 'ferrobeam' has no attribute %r" % name)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))

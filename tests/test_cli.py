@@ -1,0 +1,111 @@
+"""The ``ferrobeam`` command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.portable_runner import PortableRunner
+
+from conftest import EXAMPLES_DIR, free_port, load_native, read_output_lines, run_python, wait_for_job_service
+
+
+def ferrobeam_command() -> list[str]:
+    """The installed ``ferrobeam`` console script (next to this interpreter)."""
+    load_native()  # fail with build instructions if the extension is missing
+    candidate = Path(sys.executable).parent / "ferrobeam"
+    found = str(candidate) if candidate.exists() else shutil.which("ferrobeam")
+    assert found, "the `ferrobeam` console script is not installed (pip install .)"
+    return [found]
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(ferrobeam_command() + list(args), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def test_help_lists_job_server() -> None:
+    proc = run_cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "job-server" in proc.stdout
+
+
+def test_job_server_help_lists_port() -> None:
+    proc = run_cli("job-server", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "--port" in proc.stdout
+
+
+def test_module_entry_point_matches_script() -> None:
+    proc = run_python(["-m", "ferrobeam.cli", "--help"], timeout=60)
+    assert "job-server" in proc.stdout
+
+
+def test_unknown_subcommand_fails() -> None:
+    proc = run_cli("no-such-subcommand")
+    assert proc.returncode != 0
+    assert proc.stderr.strip(), "an error should say what was wrong"
+
+
+@pytest.fixture
+def standalone_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``ferrobeam job-server --port P`` as a child process."""
+    port = free_port()
+    log = open(tmp_path / "job-server.log", "w+", encoding="utf-8")  # pylint: disable=consider-using-with
+    proc = subprocess.Popen(ferrobeam_command() + ["job-server", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    endpoint = "localhost:%d" % port
+    try:
+        wait_for_job_service(endpoint, timeout=60, proc=proc)
+        yield endpoint, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.seek(0)
+        sys.stderr.write("--- ferrobeam job-server log (tail)\n" + log.read()[-5000:])
+        log.close()
+
+
+def test_job_server_runs_loopback_pipeline(standalone_server: tuple[str, subprocess.Popen], tmp_path: Path) -> None:
+    endpoint, proc = standalone_server
+    out = tmp_path / "out" / "squares"
+    options = PipelineOptions(["--job_endpoint=" + endpoint, "--environment_type=LOOPBACK"])
+    with beam.Pipeline(runner=PortableRunner(), options=options) as p:
+        _ = (p
+             | beam.Create(range(10))
+             | beam.Map(lambda x: (x % 2, x * x))
+             | beam.CombinePerKey(sum)
+             | beam.MapTuple(lambda k, v: "%d:%d" % (k, v))
+             | beam.io.WriteToText(str(out)))
+    assert read_output_lines(out) == ["0:120", "1:165"]
+    assert proc.poll() is None, "the job server exited after the job"
+
+
+def test_job_server_runs_wordcount_example(standalone_server: tuple[str, subprocess.Popen], tmp_path: Path) -> None:
+    endpoint, _ = standalone_server
+    out = tmp_path / "counts"
+    run_python([str(EXAMPLES_DIR / "wordcount.py"), "--runner=PortableRunner", "--job_endpoint=" + endpoint,
+                "--environment_type=LOOPBACK", "--output", str(out)])
+    counts = dict(line.split(": ") for line in read_output_lines(out))
+    assert int(counts["river"]) == 14
+
+
+def test_job_server_stops_on_sigterm(standalone_server: tuple[str, subprocess.Popen]) -> None:
+    _, proc = standalone_server
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("ferrobeam job-server did not exit within 30 s of SIGTERM")
+    assert proc.returncode is not None
+    assert proc.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM), proc.returncode
