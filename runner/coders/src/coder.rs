@@ -21,7 +21,8 @@ use crate::row::RowSchema;
 use crate::timestamp::{read_timestamp, write_timestamp};
 use crate::value::{Timer, TimerFiring, Value, WindowedValue};
 use crate::varint::{
-    read_array, read_i32_be, read_len, read_u8, read_varint_i64, skip_bytes, write_len_prefixed, write_varint_i64,
+    read_array, read_i32_be, read_len, read_u8, read_varint_i64, skip_bytes, write_len_prefixed,
+    write_varint_i64,
 };
 use crate::window::IntervalWindow;
 use crate::CoderError;
@@ -69,8 +70,14 @@ pub mod urns {
     /// URNs that are not standard coders.
     pub fn component_count(urn: &str) -> Option<usize> {
         Some(match urn {
-            BYTES | STRING_UTF8 | BOOL | VARINT | DOUBLE | GLOBAL_WINDOW | INTERVAL_WINDOW | ROW => 0,
-            ITERABLE | STATE_BACKED_ITERABLE | LENGTH_PREFIX | CUSTOM_WINDOW | SHARDED_KEY | NULLABLE => 1,
+            BYTES | STRING_UTF8 | BOOL | VARINT | DOUBLE | GLOBAL_WINDOW | INTERVAL_WINDOW
+            | ROW => 0,
+            ITERABLE
+            | STATE_BACKED_ITERABLE
+            | LENGTH_PREFIX
+            | CUSTOM_WINDOW
+            | SHARDED_KEY
+            | NULLABLE => 1,
             KV | WINDOWED_VALUE | PARAM_WINDOWED_VALUE | TIMER => 2,
             _ => return None,
         })
@@ -174,7 +181,11 @@ impl Coder {
     /// Standard coders with the wrong number of components or a bad payload
     /// are errors; coders with other URNs become [`Coder::Unknown`].
     pub fn from_components(components: &Components, coder_id: &str) -> Result<Coder, CoderError> {
-        Builder { components, cache: HashMap::new() }.build(coder_id, 0)
+        Builder {
+            components,
+            cache: HashMap::new(),
+        }
+        .build(coder_id, 0)
     }
 
     /// The URN this coder was built from.
@@ -215,9 +226,12 @@ impl Coder {
             | Coder::GlobalWindow
             | Coder::IntervalWindow
             | Coder::LengthPrefix(_) => true,
-            Coder::Kv { key: a, value: b } | Coder::WindowedValue { value: a, window: b } | Coder::Timer { key: a, window: b } => {
-                a.is_skippable() && b.is_skippable()
+            Coder::Kv { key: a, value: b }
+            | Coder::WindowedValue {
+                value: a,
+                window: b,
             }
+            | Coder::Timer { key: a, window: b } => a.is_skippable() && b.is_skippable(),
             Coder::Iterable(c)
             | Coder::StateBackedIterable(c)
             | Coder::CustomWindow(c)
@@ -251,7 +265,9 @@ impl Coder {
     #[inline]
     pub fn skip(&self, buf: &[u8], pos: usize) -> Result<usize, CoderError> {
         match self {
-            Coder::Bytes | Coder::StringUtf8 | Coder::LengthPrefix(_) => read_len(buf, pos).map(|(n, p)| p + n),
+            Coder::Bytes | Coder::StringUtf8 | Coder::LengthPrefix(_) => {
+                read_len(buf, pos).map(|(n, p)| p + n)
+            }
             Coder::Bool => skip_bytes(buf, pos, 1),
             Coder::Varint => crate::varint::skip_varint(buf, pos),
             Coder::Double => skip_bytes(buf, pos, 8),
@@ -263,7 +279,9 @@ impl Coder {
             }
             Coder::IntervalWindow => crate::varint::skip_varint(buf, skip_bytes(buf, pos, 8)?),
             Coder::Kv { key, value } => value.skip(buf, key.skip(buf, pos)?),
-            Coder::Iterable(e) | Coder::StateBackedIterable(e) => skip_iterable(buf, pos, e.fixed_size(), |b, p| e.skip(b, p)),
+            Coder::Iterable(e) | Coder::StateBackedIterable(e) => {
+                skip_iterable(buf, pos, e.fixed_size(), |b, p| e.skip(b, p))
+            }
             Coder::CustomWindow(w) => w.skip(buf, skip_bytes(buf, pos, 8)?),
             Coder::WindowedValue { value, window } => {
                 let p = skip_bytes(buf, pos, 8)?;
@@ -296,7 +314,10 @@ impl Coder {
                     b => Err(CoderError::invalid(pos, format!("null indicator {b}"))),
                 }
             }
-            Coder::Unknown { urn, id } => Err(CoderError::NotSkippable { urn: urn.clone(), id: id.clone() }),
+            Coder::Unknown { urn, id } => Err(CoderError::NotSkippable {
+                urn: urn.clone(),
+                id: id.clone(),
+            }),
         }
     }
 
@@ -306,7 +327,10 @@ impl Coder {
     pub fn kv_key_range(&self, buf: &[u8], pos: usize) -> Result<Range<usize>, CoderError> {
         match self {
             Coder::Kv { key, .. } => Ok(pos..key.skip(buf, pos)?),
-            other => Err(CoderError::WrongCoder { expected: "kv", urn: other.urn().to_string() }),
+            other => Err(CoderError::WrongCoder {
+                expected: "kv",
+                urn: other.urn().to_string(),
+            }),
         }
     }
 
@@ -314,7 +338,10 @@ impl Coder {
     pub fn decode(&self, buf: &[u8], nested: bool) -> Result<Value, CoderError> {
         let (v, end) = self.decode_at(buf, 0, nested)?;
         if end != buf.len() {
-            return Err(CoderError::TrailingBytes { offset: end, trailing: buf.len() - end });
+            return Err(CoderError::TrailingBytes {
+                offset: end,
+                trailing: buf.len() - end,
+            });
         }
         Ok(v)
     }
@@ -324,7 +351,12 @@ impl Coder {
     /// Unnested, the value may own the rest of `buf`. An unknown coder
     /// decodes only unnested, into [`Value::Bytes`] of the rest of the
     /// buffer: that is what `length_prefix` around it delimits.
-    pub fn decode_at(&self, buf: &[u8], pos: usize, nested: bool) -> Result<(Value, usize), CoderError> {
+    pub fn decode_at(
+        &self,
+        buf: &[u8],
+        pos: usize,
+        nested: bool,
+    ) -> Result<(Value, usize), CoderError> {
         Ok(match self {
             Coder::Bytes => {
                 let (s, p) = read_bytes(buf, pos, nested)?;
@@ -332,7 +364,8 @@ impl Coder {
             }
             Coder::StringUtf8 => {
                 let (s, p) = read_bytes(buf, pos, nested)?;
-                let s = std::str::from_utf8(s).map_err(|e| CoderError::invalid(pos, format!("invalid UTF-8: {e}")))?;
+                let s = std::str::from_utf8(s)
+                    .map_err(|e| CoderError::invalid(pos, format!("invalid UTF-8: {e}")))?;
                 (Value::String(s.to_string()), p)
             }
             Coder::Bool => {
@@ -356,14 +389,19 @@ impl Coder {
                 let (v, p) = value.decode_at(buf, p, nested)?;
                 (Value::kv(k, v), p)
             }
-            Coder::Iterable(e) | Coder::StateBackedIterable(e) => decode_iterable(buf, pos, |b, p| e.decode_at(b, p, true))?,
+            Coder::Iterable(e) | Coder::StateBackedIterable(e) => {
+                decode_iterable(buf, pos, |b, p| e.decode_at(b, p, true))?
+            }
             Coder::LengthPrefix(inner) => {
                 let (n, p) = read_len(buf, pos)?;
                 let end = p + n;
                 // The inner value owns exactly the prefixed bytes.
                 let (v, q) = inner.decode_at(&buf[..end], p, false)?;
                 if q != end {
-                    return Err(CoderError::TrailingBytes { offset: q, trailing: end - q });
+                    return Err(CoderError::TrailingBytes {
+                        offset: q,
+                        trailing: end - q,
+                    });
                 }
                 (v, end)
             }
@@ -375,25 +413,49 @@ impl Coder {
             Coder::CustomWindow(w) => {
                 let (max_timestamp, p) = read_timestamp(buf, pos)?;
                 let (window, p) = w.decode_at(buf, p, nested)?;
-                (Value::CustomWindow { max_timestamp, window: Box::new(window) }, p)
+                (
+                    Value::CustomWindow {
+                        max_timestamp,
+                        window: Box::new(window),
+                    },
+                    p,
+                )
             }
             Coder::WindowedValue { value, window } => {
                 let (timestamp, p) = read_timestamp(buf, pos)?;
                 let (windows, p) = decode_windows(window, buf, p)?;
                 let (pane, p) = PaneInfo::decode(buf, p)?;
                 let (v, p) = value.decode_at(buf, p, nested)?;
-                (Value::WindowedValue(Box::new(WindowedValue { value: v, timestamp, windows, pane })), p)
+                (
+                    Value::WindowedValue(Box::new(WindowedValue {
+                        value: v,
+                        timestamp,
+                        windows,
+                        pane,
+                    })),
+                    p,
+                )
             }
             Coder::ParamWindowedValue { value, params, .. } => {
                 let (v, p) = value.decode_at(buf, pos, nested)?;
-                let wv = WindowedValue { value: v, timestamp: params.timestamp, windows: params.windows.clone(), pane: params.pane };
+                let wv = WindowedValue {
+                    value: v,
+                    timestamp: params.timestamp,
+                    windows: params.windows.clone(),
+                    pane: params.pane,
+                };
                 (Value::WindowedValue(Box::new(wv)), p)
             }
             Coder::Timer { key, window } => {
                 let (user_key, p) = key.decode_at(buf, pos, true)?;
                 let (tag, p) = read_bytes(buf, p, true)?;
                 let dynamic_timer_tag = std::str::from_utf8(tag)
-                    .map_err(|e| CoderError::invalid(p - tag.len(), format!("invalid UTF-8 in timer tag: {e}")))?
+                    .map_err(|e| {
+                        CoderError::invalid(
+                            p - tag.len(),
+                            format!("invalid UTF-8 in timer tag: {e}"),
+                        )
+                    })?
                     .to_string();
                 let (windows, p) = decode_windows(window, buf, p)?;
                 let (clear, p) = read_u8(buf, p)?;
@@ -403,11 +465,26 @@ impl Coder {
                         let (fire_timestamp, p) = read_timestamp(buf, p)?;
                         let (hold_timestamp, p) = read_timestamp(buf, p)?;
                         let (pane, p) = PaneInfo::decode(buf, p)?;
-                        (Some(TimerFiring { fire_timestamp, hold_timestamp, pane }), p)
+                        (
+                            Some(TimerFiring {
+                                fire_timestamp,
+                                hold_timestamp,
+                                pane,
+                            }),
+                            p,
+                        )
                     }
                     b => return Err(CoderError::invalid(p - 1, format!("timer clear bit {b}"))),
                 };
-                (Value::Timer(Box::new(Timer { user_key, dynamic_timer_tag, windows, firing })), p)
+                (
+                    Value::Timer(Box::new(Timer {
+                        user_key,
+                        dynamic_timer_tag,
+                        windows,
+                        firing,
+                    })),
+                    p,
+                )
             }
             Coder::Row(s) => {
                 let (values, p) = s.decode(buf, pos)?;
@@ -416,7 +493,13 @@ impl Coder {
             Coder::ShardedKey(k) => {
                 let (shard, p) = read_bytes(buf, pos, true)?;
                 let (key, p) = k.decode_at(buf, p, true)?;
-                (Value::ShardedKey { shard_id: Bytes::copy_from_slice(shard), key: Box::new(key) }, p)
+                (
+                    Value::ShardedKey {
+                        shard_id: Bytes::copy_from_slice(shard),
+                        key: Box::new(key),
+                    },
+                    p,
+                )
             }
             Coder::Nullable(c) => {
                 let (ind, p) = read_u8(buf, pos)?;
@@ -428,7 +511,10 @@ impl Coder {
             }
             Coder::Unknown { urn, id } => {
                 if nested || pos > buf.len() {
-                    return Err(CoderError::NotSkippable { urn: urn.clone(), id: id.clone() });
+                    return Err(CoderError::NotSkippable {
+                        urn: urn.clone(),
+                        id: id.clone(),
+                    });
                 }
                 (Value::Bytes(Bytes::copy_from_slice(&buf[pos..])), buf.len())
             }
@@ -449,7 +535,10 @@ impl Coder {
     /// `param_windowed_value` writes only the element: its timestamp,
     /// windows and pane are implied by the coder, as in Beam.
     pub fn encode(&self, value: &Value, out: &mut Vec<u8>, nested: bool) -> Result<(), CoderError> {
-        let wrong = || CoderError::WrongValue { coder: self.urn().to_string(), found: value.kind() };
+        let wrong = || CoderError::WrongValue {
+            coder: self.urn().to_string(),
+            found: value.kind(),
+        };
         match (self, value) {
             (Coder::Bytes, Value::Bytes(b)) => write_bytes(out, b, nested),
             (Coder::StringUtf8, Value::String(s)) => write_bytes(out, s.as_bytes(), nested),
@@ -470,7 +559,13 @@ impl Coder {
             }
             (Coder::GlobalWindow, Value::GlobalWindow) => {}
             (Coder::IntervalWindow, Value::IntervalWindow(w)) => w.encode(out),
-            (Coder::CustomWindow(wc), Value::CustomWindow { max_timestamp, window }) => {
+            (
+                Coder::CustomWindow(wc),
+                Value::CustomWindow {
+                    max_timestamp,
+                    window,
+                },
+            ) => {
                 write_timestamp(out, *max_timestamp);
                 wc.encode(window, out, nested)?;
             }
@@ -480,7 +575,9 @@ impl Coder {
                 wv.pane.encode(out);
                 vc.encode(&wv.value, out, nested)?;
             }
-            (Coder::ParamWindowedValue { value: vc, .. }, Value::WindowedValue(wv)) => vc.encode(&wv.value, out, nested)?,
+            (Coder::ParamWindowedValue { value: vc, .. }, Value::WindowedValue(wv)) => {
+                vc.encode(&wv.value, out, nested)?
+            }
             (Coder::Timer { key, window }, Value::Timer(t)) => {
                 key.encode(&t.user_key, out, true)?;
                 write_bytes(out, t.dynamic_timer_tag.as_bytes(), true);
@@ -507,7 +604,10 @@ impl Coder {
             }
             (Coder::Unknown { urn, id }, Value::Bytes(b)) => {
                 if nested {
-                    return Err(CoderError::NotSkippable { urn: urn.clone(), id: id.clone() });
+                    return Err(CoderError::NotSkippable {
+                        urn: urn.clone(),
+                        id: id.clone(),
+                    });
                 }
                 out.extend_from_slice(b);
             }
@@ -565,7 +665,11 @@ pub(crate) fn skip_windows(window: &Coder, buf: &[u8], pos: usize) -> Result<usi
     }
 }
 
-fn decode_windows(window: &Coder, buf: &[u8], pos: usize) -> Result<(Vec<Value>, usize), CoderError> {
+fn decode_windows(
+    window: &Coder,
+    buf: &[u8],
+    pos: usize,
+) -> Result<(Vec<Value>, usize), CoderError> {
     match decode_iterable(buf, pos, |b, p| window.decode_at(b, p, true))? {
         (Value::Iterable(ws), p) => Ok((ws, p)),
         _ => Err(CoderError::invalid(pos, "windows end in a state token")),
@@ -573,8 +677,10 @@ fn decode_windows(window: &Coder, buf: &[u8], pos: usize) -> Result<(Vec<Value>,
 }
 
 fn encode_windows(window: &Coder, windows: &[Value], out: &mut Vec<u8>) -> Result<(), CoderError> {
-    let n = i32::try_from(windows.len())
-        .map_err(|_| CoderError::OutOfRange { coder: window.urn().to_string(), reason: "too many windows".into() })?;
+    let n = i32::try_from(windows.len()).map_err(|_| CoderError::OutOfRange {
+        coder: window.urn().to_string(),
+        reason: "too many windows".into(),
+    })?;
     out.extend_from_slice(&n.to_be_bytes());
     for w in windows {
         window.encode(w, out, true)?;
@@ -594,11 +700,17 @@ impl Builder<'_> {
             return Ok(c.clone());
         }
         if depth > MAX_DEPTH {
-            return Err(CoderError::TooDeep { id: id.to_string(), limit: MAX_DEPTH });
+            return Err(CoderError::TooDeep {
+                id: id.to_string(),
+                limit: MAX_DEPTH,
+            });
         }
         static NO_PAYLOAD: Bytes = Bytes::new();
         let components = self.components;
-        let proto = components.coders.get(id).ok_or_else(|| CoderError::MissingCoder { id: id.to_string() })?;
+        let proto = components
+            .coders
+            .get(id)
+            .ok_or_else(|| CoderError::MissingCoder { id: id.to_string() })?;
         let (urn, payload) = match &proto.spec {
             Some(spec) => (spec.urn.as_str(), &spec.payload),
             None => ("", &NO_PAYLOAD),
@@ -606,11 +718,22 @@ impl Builder<'_> {
         let ids = &proto.component_coder_ids;
         if let Some(expected) = urns::component_count(urn) {
             if ids.len() != expected {
-                return Err(CoderError::BadComponents { id: id.to_string(), urn: urn.to_string(), expected, found: ids.len() });
+                return Err(CoderError::BadComponents {
+                    id: id.to_string(),
+                    urn: urn.to_string(),
+                    expected,
+                    found: ids.len(),
+                });
             }
         }
-        let bad_payload = |reason: String| CoderError::BadPayload { id: id.to_string(), urn: urn.to_string(), reason };
-        let mut child = |i: usize| -> Result<Box<Coder>, CoderError> { Ok(Box::new(self.build(&ids[i], depth + 1)?)) };
+        let bad_payload = |reason: String| CoderError::BadPayload {
+            id: id.to_string(),
+            urn: urn.to_string(),
+            reason,
+        };
+        let mut child = |i: usize| -> Result<Box<Coder>, CoderError> {
+            Ok(Box::new(self.build(&ids[i], depth + 1)?))
+        };
         let coder = match urn {
             urns::BYTES => Coder::Bytes,
             urns::STRING_UTF8 => Coder::StringUtf8,
@@ -619,26 +742,46 @@ impl Builder<'_> {
             urns::DOUBLE => Coder::Double,
             urns::GLOBAL_WINDOW => Coder::GlobalWindow,
             urns::INTERVAL_WINDOW => Coder::IntervalWindow,
-            urns::KV => Coder::Kv { key: child(0)?, value: child(1)? },
+            urns::KV => Coder::Kv {
+                key: child(0)?,
+                value: child(1)?,
+            },
             urns::ITERABLE => Coder::Iterable(child(0)?),
             urns::STATE_BACKED_ITERABLE => Coder::StateBackedIterable(child(0)?),
             urns::LENGTH_PREFIX => Coder::LengthPrefix(child(0)?),
             urns::CUSTOM_WINDOW => Coder::CustomWindow(child(0)?),
             urns::SHARDED_KEY => Coder::ShardedKey(child(0)?),
             urns::NULLABLE => Coder::Nullable(child(0)?),
-            urns::WINDOWED_VALUE => Coder::WindowedValue { value: child(0)?, window: child(1)? },
-            urns::TIMER => Coder::Timer { key: child(0)?, window: child(1)? },
+            urns::WINDOWED_VALUE => Coder::WindowedValue {
+                value: child(0)?,
+                window: child(1)?,
+            },
+            urns::TIMER => Coder::Timer {
+                key: child(0)?,
+                window: child(1)?,
+            },
             urns::PARAM_WINDOWED_VALUE => {
                 let value = child(0)?;
                 let window = child(1)?;
-                let params = parse_windowed_params(&window, payload).map_err(|e| bad_payload(e.to_string()))?;
-                Coder::ParamWindowedValue { value, window, params: Arc::new(params) }
+                let params = parse_windowed_params(&window, payload)
+                    .map_err(|e| bad_payload(e.to_string()))?;
+                Coder::ParamWindowedValue {
+                    value,
+                    window,
+                    params: Arc::new(params),
+                }
             }
             urns::ROW => {
-                let schema = Schema::decode(payload.as_ref()).map_err(|e| bad_payload(format!("not a Schema proto: {e}")))?;
-                Coder::Row(Arc::new(RowSchema::from_proto(&schema).map_err(bad_payload)?))
+                let schema = Schema::decode(payload.as_ref())
+                    .map_err(|e| bad_payload(format!("not a Schema proto: {e}")))?;
+                Coder::Row(Arc::new(
+                    RowSchema::from_proto(&schema).map_err(bad_payload)?,
+                ))
             }
-            _ => Coder::Unknown { urn: urn.to_string(), id: id.to_string() },
+            _ => Coder::Unknown {
+                urn: urn.to_string(),
+                id: id.to_string(),
+            },
         };
         self.cache.insert(id.to_string(), coder.clone());
         Ok(coder)
@@ -652,7 +795,10 @@ fn parse_windowed_params(window: &Coder, payload: &Bytes) -> Result<WindowedPara
     let (timestamp, p) = read_timestamp(buf, 0)?;
     let (count, _) = read_i32_be(buf, p)?;
     if count < 0 {
-        return Err(CoderError::invalid(p, "windows encoded with unknown length"));
+        return Err(CoderError::invalid(
+            p,
+            "windows encoded with unknown length",
+        ));
     }
     let (windows, q) = decode_windows(window, buf, p)?;
     let (pane, _) = PaneInfo::decode(buf, q)?;

@@ -32,12 +32,16 @@ mod wrap;
 pub use coder::{urns, Coder, WindowedParams};
 pub use error::CoderError;
 pub use pane::{PaneInfo, Timing};
-pub use row::{FieldKind, FieldType, RowField, RowSchema, DECIMAL_URN, MILLIS_INSTANT_URN, PYTHON_ANY_URN};
+pub use row::{
+    FieldKind, FieldType, RowField, RowSchema, DECIMAL_URN, MILLIS_INSTANT_URN, PYTHON_ANY_URN,
+};
 pub use timestamp::{
-    decode_timestamp, encode_timestamp, read_timestamp, write_timestamp, GLOBAL_WINDOW_MAX_TIMESTAMP_MILLIS,
-    MAX_TIMESTAMP_MILLIS, MIN_TIMESTAMP_MILLIS,
+    decode_timestamp, encode_timestamp, read_timestamp, write_timestamp,
+    GLOBAL_WINDOW_MAX_TIMESTAMP_MILLIS, MAX_TIMESTAMP_MILLIS, MIN_TIMESTAMP_MILLIS,
 };
 pub use value::{Timer, TimerFiring, Value, WindowedValue};
 pub use window::{IntervalWindow, WindowRef};
-pub use windowed::{encode_windowed_value, encode_windowed_value_raw, WindowedHeader, Windows, WindowsIter};
+pub use windowed::{
+    encode_windowed_value, encode_windowed_value_raw, WindowedHeader, Windows, WindowsIter,
+};
 pub use wrap::wrap_unknown_coders;

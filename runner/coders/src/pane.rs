@@ -149,7 +149,11 @@ impl PaneInfo {
             ENC_ONE_INDEX => {
                 let (index, p) = read_varint_i64(buf, p)?;
                 pane.index = index;
-                pane.on_time_index = if pane.timing == Timing::Early { -1 } else { index };
+                pane.on_time_index = if pane.timing == Timing::Early {
+                    -1
+                } else {
+                    index
+                };
                 Ok((pane, p))
             }
             ENC_TWO_INDICES => {
@@ -159,7 +163,10 @@ impl PaneInfo {
                 pane.on_time_index = on_time_index;
                 Ok((pane, p))
             }
-            other => Err(CoderError::invalid(pos, format!("pane info encoding {other} (first byte {b:#04x})"))),
+            other => Err(CoderError::invalid(
+                pos,
+                format!("pane info encoding {other} (first byte {b:#04x})"),
+            )),
         }
     }
 
@@ -171,7 +178,10 @@ impl PaneInfo {
             ENC_FIRST => Ok(p),
             ENC_ONE_INDEX => skip_varint(buf, p),
             ENC_TWO_INDICES => skip_varint(buf, skip_varint(buf, p)?),
-            other => Err(CoderError::invalid(pos, format!("pane info encoding {other} (first byte {b:#04x})"))),
+            other => Err(CoderError::invalid(
+                pos,
+                format!("pane info encoding {other} (first byte {b:#04x})"),
+            )),
         }
     }
 }
@@ -190,11 +200,29 @@ mod tests {
     fn forms() {
         assert_eq!(enc(PaneInfo::NO_FIRING), vec![0x0f]);
         // The yaml's param_windowed_value pane: not first, last, on time, 30, 40.
-        let p = PaneInfo { is_first: false, is_last: true, timing: Timing::OnTime, index: 30, on_time_index: 40 };
+        let p = PaneInfo {
+            is_first: false,
+            is_last: true,
+            timing: Timing::OnTime,
+            index: 30,
+            on_time_index: 40,
+        };
         assert_eq!(enc(p), vec![0x26, 30, 40]);
-        let early = PaneInfo { is_first: true, is_last: false, timing: Timing::Early, index: 3, on_time_index: -1 };
+        let early = PaneInfo {
+            is_first: true,
+            is_last: false,
+            timing: Timing::Early,
+            index: 3,
+            on_time_index: -1,
+        };
         assert_eq!(enc(early), vec![0x11, 3]);
-        let on_time = PaneInfo { is_first: false, is_last: false, timing: Timing::OnTime, index: 4, on_time_index: 4 };
+        let on_time = PaneInfo {
+            is_first: false,
+            is_last: false,
+            timing: Timing::OnTime,
+            index: 4,
+            on_time_index: 4,
+        };
         assert_eq!(enc(on_time), vec![0x14, 4]);
         for p in [PaneInfo::NO_FIRING, p, early, on_time] {
             let bytes = enc(p);
@@ -205,7 +233,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_encoding() {
-        assert!(matches!(PaneInfo::decode(&[0x3f], 0), Err(CoderError::InvalidData { .. })));
-        assert!(matches!(PaneInfo::skip(&[0x2f, 1], 0), Err(CoderError::Truncated { .. })));
+        assert!(matches!(
+            PaneInfo::decode(&[0x3f], 0),
+            Err(CoderError::InvalidData { .. })
+        ));
+        assert!(matches!(
+            PaneInfo::skip(&[0x2f, 1], 0),
+            Err(CoderError::Truncated { .. })
+        ));
     }
 }

@@ -24,8 +24,8 @@ use crate::iterable::{decode_iterable, encode_iterable, skip_iterable};
 use crate::timestamp::{read_timestamp, write_timestamp};
 use crate::value::Value;
 use crate::varint::{
-    read_array, read_i32_be, read_len, read_u8, read_varint_u64, skip_bytes, write_len_prefixed, write_varint_i64,
-    write_varint_u64,
+    read_array, read_i32_be, read_len, read_u8, read_varint_u64, skip_bytes, write_len_prefixed,
+    write_varint_i64, write_varint_u64,
 };
 use crate::CoderError;
 
@@ -123,19 +123,36 @@ impl RowSchema {
         let fields: Vec<RowField> = schema
             .fields
             .iter()
-            .map(|f| Ok(RowField { name: f.name.clone(), ty: field_type_from_proto(f.r#type.as_ref())? }))
+            .map(|f| {
+                Ok(RowField {
+                    name: f.name.clone(),
+                    ty: field_type_from_proto(f.r#type.as_ref())?,
+                })
+            })
             .collect::<Result<_, String>>()?;
         let mut encoding_order: Vec<usize> = (0..fields.len()).collect();
         if schema.encoding_positions_set {
             encoding_order.sort_by_key(|&i| schema.fields[i].encoding_position);
-            let mut positions: Vec<i32> = schema.fields.iter().map(|f| f.encoding_position).collect();
+            let mut positions: Vec<i32> =
+                schema.fields.iter().map(|f| f.encoding_position).collect();
             positions.sort_unstable();
             if positions.windows(2).any(|w| w[0] == w[1]) {
-                return Err(format!("schema {} has duplicate encoding positions", schema.id));
+                return Err(format!(
+                    "schema {} has duplicate encoding positions",
+                    schema.id
+                ));
             }
         }
-        let unsupported = fields.iter().find_map(|f| f.ty.unsupported().map(|why| format!("field {:?}: {why}", f.name)));
-        Ok(RowSchema { id: schema.id.clone(), fields, encoding_order, unsupported })
+        let unsupported = fields.iter().find_map(|f| {
+            f.ty.unsupported()
+                .map(|why| format!("field {:?}: {why}", f.name))
+        });
+        Ok(RowSchema {
+            id: schema.id.clone(),
+            fields,
+            encoding_order,
+            unsupported,
+        })
     }
 
     /// Why the runner cannot code this schema's rows, or `None` if it can.
@@ -150,7 +167,10 @@ impl RowSchema {
 
     fn not_skippable(&self) -> CoderError {
         CoderError::NotSkippable {
-            urn: format!("beam:coder:row:v1 ({})", self.unsupported.as_deref().unwrap_or("")),
+            urn: format!(
+                "beam:coder:row:v1 ({})",
+                self.unsupported.as_deref().unwrap_or("")
+            ),
             id: self.id.clone(),
         }
     }
@@ -158,14 +178,22 @@ impl RowSchema {
     /// Reads the field count and null bitmap; returns
     /// `(count, bitmap, position after them)`.
     #[inline]
-    fn read_header<'a>(&self, buf: &'a [u8], pos: usize) -> Result<(usize, &'a [u8], usize), CoderError> {
+    fn read_header<'a>(
+        &self,
+        buf: &'a [u8],
+        pos: usize,
+    ) -> Result<(usize, &'a [u8], usize), CoderError> {
         let (nvals, p) = read_varint_u64(buf, pos)?;
         // Extra encoded fields (a newer schema) cannot be skipped without
         // their types, so unlike Python (which leaves them unread) we refuse.
         if nvals > self.fields.len() as u64 {
             return Err(CoderError::invalid(
                 pos,
-                format!("row has {nvals} fields but schema {} has {}", self.id, self.fields.len()),
+                format!(
+                    "row has {nvals} fields but schema {} has {}",
+                    self.id,
+                    self.fields.len()
+                ),
             ));
         }
         let (mask_len, p) = read_len(buf, p)?;
@@ -259,12 +287,16 @@ impl FieldType {
 
 #[inline]
 fn is_null(mask: &[u8], field: usize) -> bool {
-    mask.get(field >> 3).is_some_and(|b| b & (1 << (field & 7)) != 0)
+    mask.get(field >> 3)
+        .is_some_and(|b| b & (1 << (field & 7)) != 0)
 }
 
 fn field_type_from_proto(t: Option<&pb::FieldType>) -> Result<FieldType, String> {
     let Some(t) = t else {
-        return Ok(FieldType { nullable: true, kind: FieldKind::Unsupported("field without a type".into()) });
+        return Ok(FieldType {
+            nullable: true,
+            kind: FieldKind::Unsupported("field without a type".into()),
+        });
     };
     let sub = |t: &Option<Box<pb::FieldType>>| field_type_from_proto(t.as_deref()).map(Box::new);
     let kind = match &t.type_info {
@@ -291,14 +323,24 @@ fn field_type_from_proto(t: Option<&pb::FieldType>) -> Result<FieldType, String>
         Some(TypeInfo::LogicalType(l)) => match l.urn.as_str() {
             MILLIS_INSTANT_URN => FieldKind::MillisInstant,
             DECIMAL_URN => FieldKind::Decimal,
-            PYTHON_ANY_URN => FieldKind::Unsupported(format!("logical type {PYTHON_ANY_URN} is pickled by the SDK")),
+            PYTHON_ANY_URN => FieldKind::Unsupported(format!(
+                "logical type {PYTHON_ANY_URN} is pickled by the SDK"
+            )),
             urn => match &l.representation {
-                Some(r) => FieldKind::Logical { urn: urn.to_string(), representation: sub(&Some(r.clone()))? },
-                None => FieldKind::Unsupported(format!("logical type {urn} without a representation")),
+                Some(r) => FieldKind::Logical {
+                    urn: urn.to_string(),
+                    representation: sub(&Some(r.clone()))?,
+                },
+                None => {
+                    FieldKind::Unsupported(format!("logical type {urn} without a representation"))
+                }
             },
         },
     };
-    Ok(FieldType { nullable: t.nullable, kind })
+    Ok(FieldType {
+        nullable: t.nullable,
+        kind,
+    })
 }
 
 /// Fixed encoded size of a (non-null) kind, for fast iterable skipping.
@@ -355,7 +397,10 @@ fn skip_kind(kind: &FieldKind, buf: &[u8], pos: usize) -> Result<usize, CoderErr
             read_len(buf, p).map(|(n, p)| p + n)
         }
         FieldKind::Logical { representation, .. } => skip_type(representation, buf, pos),
-        FieldKind::Unsupported(why) => Err(CoderError::NotSkippable { urn: format!("row field type ({why})"), id: String::new() }),
+        FieldKind::Unsupported(why) => Err(CoderError::NotSkippable {
+            urn: format!("row field type ({why})"),
+            id: String::new(),
+        }),
     }
 }
 
@@ -408,7 +453,8 @@ fn decode_kind(kind: &FieldKind, buf: &[u8], pos: usize) -> Result<(Value, usize
         }
         FieldKind::String => {
             let (n, p) = read_len(buf, pos)?;
-            let s = std::str::from_utf8(&buf[p..p + n]).map_err(|e| CoderError::invalid(p, format!("invalid UTF-8: {e}")))?;
+            let s = std::str::from_utf8(&buf[p..p + n])
+                .map_err(|e| CoderError::invalid(p, format!("invalid UTF-8: {e}")))?;
             (Value::String(s.to_string()), p + n)
         }
         FieldKind::Boolean => {
@@ -423,7 +469,9 @@ fn decode_kind(kind: &FieldKind, buf: &[u8], pos: usize) -> Result<(Value, usize
             let (n, p) = read_len(buf, pos)?;
             (Value::Bytes(Bytes::copy_from_slice(&buf[p..p + n])), p + n)
         }
-        FieldKind::Array(e) | FieldKind::Iterable(e) => decode_iterable(buf, pos, |b, p| decode_type(e, b, p))?,
+        FieldKind::Array(e) | FieldKind::Iterable(e) => {
+            decode_iterable(buf, pos, |b, p| decode_type(e, b, p))?
+        }
         FieldKind::Map(k, v) => {
             let (n, mut p) = read_map_count(buf, pos)?;
             let mut entries = Vec::with_capacity(n.min(buf.len() - p));
@@ -446,11 +494,20 @@ fn decode_kind(kind: &FieldKind, buf: &[u8], pos: usize) -> Result<(Value, usize
         FieldKind::Decimal => {
             let (scale, p) = crate::varint::read_varint_i64(buf, pos)?;
             let (n, p) = read_len(buf, p)?;
-            (Value::Decimal { scale, unscaled: Bytes::copy_from_slice(&buf[p..p + n]) }, p + n)
+            (
+                Value::Decimal {
+                    scale,
+                    unscaled: Bytes::copy_from_slice(&buf[p..p + n]),
+                },
+                p + n,
+            )
         }
         FieldKind::Logical { representation, .. } => decode_type(representation, buf, pos)?,
         FieldKind::Unsupported(why) => {
-            return Err(CoderError::NotSkippable { urn: format!("row field type ({why})"), id: String::new() })
+            return Err(CoderError::NotSkippable {
+                urn: format!("row field type ({why})"),
+                id: String::new(),
+            })
         }
     })
 }
@@ -490,11 +547,17 @@ fn kind_name(kind: &FieldKind) -> String {
 }
 
 fn out_of_range(kind: &FieldKind, v: i64) -> CoderError {
-    CoderError::OutOfRange { coder: kind_name(kind), reason: format!("{v} does not fit") }
+    CoderError::OutOfRange {
+        coder: kind_name(kind),
+        reason: format!("{v} does not fit"),
+    }
 }
 
 fn encode_kind(kind: &FieldKind, value: &Value, out: &mut Vec<u8>) -> Result<(), CoderError> {
-    let wrong = || CoderError::WrongValue { coder: kind_name(kind), found: value.kind() };
+    let wrong = || CoderError::WrongValue {
+        coder: kind_name(kind),
+        found: value.kind(),
+    };
     match (kind, value) {
         (FieldKind::Byte, Value::Int(v)) => {
             // Python reads bytes unsigned, Java signed: accept both ranges.
@@ -521,7 +584,8 @@ fn encode_kind(kind: &FieldKind, value: &Value, out: &mut Vec<u8>) -> Result<(),
             encode_iterable(v, out, &kind_name(kind), |x, o| encode_type(e, x, o))?
         }
         (FieldKind::Map(k, v), Value::Map(entries)) => {
-            let n = i32::try_from(entries.len()).map_err(|_| out_of_range(kind, entries.len() as i64))?;
+            let n = i32::try_from(entries.len())
+                .map_err(|_| out_of_range(kind, entries.len() as i64))?;
             out.extend_from_slice(&n.to_be_bytes());
             for (key, val) in entries {
                 encode_type(k, key, out)?;
@@ -536,7 +600,10 @@ fn encode_kind(kind: &FieldKind, value: &Value, out: &mut Vec<u8>) -> Result<(),
         }
         (FieldKind::Logical { representation, .. }, v) => encode_type(representation, v, out)?,
         (FieldKind::Unsupported(why), _) => {
-            return Err(CoderError::NotSkippable { urn: format!("row field type ({why})"), id: String::new() })
+            return Err(CoderError::NotSkippable {
+                urn: format!("row field type ({why})"),
+                id: String::new(),
+            })
         }
         _ => return Err(wrong()),
     }

@@ -51,12 +51,31 @@ mod tests {
     #[test]
     fn flips_the_sign_bit() {
         assert_eq!(encode_timestamp(0), [0x80, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(encode_timestamp(-1), [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            encode_timestamp(-1),
+            [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
+        );
         // The bytes Beam's yaml uses for MIN and MAX (interval_window and
         // param_windowed_value cases).
-        assert_eq!(encode_timestamp(MIN_TIMESTAMP_MILLIS), [0x7f, 0xdf, 0x3b, 0x64, 0x5a, 0x1c, 0xac, 0x09]);
-        assert_eq!(encode_timestamp(MAX_TIMESTAMP_MILLIS), [0x80, 0x20, 0xc4, 0x9b, 0xa5, 0xe3, 0x53, 0xf7]);
-        for t in [MIN_TIMESTAMP_MILLIS, -400_000, -1, 0, 1, GLOBAL_WINDOW_MAX_TIMESTAMP_MILLIS, MAX_TIMESTAMP_MILLIS, i64::MIN, i64::MAX] {
+        assert_eq!(
+            encode_timestamp(MIN_TIMESTAMP_MILLIS),
+            [0x7f, 0xdf, 0x3b, 0x64, 0x5a, 0x1c, 0xac, 0x09]
+        );
+        assert_eq!(
+            encode_timestamp(MAX_TIMESTAMP_MILLIS),
+            [0x80, 0x20, 0xc4, 0x9b, 0xa5, 0xe3, 0x53, 0xf7]
+        );
+        for t in [
+            MIN_TIMESTAMP_MILLIS,
+            -400_000,
+            -1,
+            0,
+            1,
+            GLOBAL_WINDOW_MAX_TIMESTAMP_MILLIS,
+            MAX_TIMESTAMP_MILLIS,
+            i64::MIN,
+            i64::MAX,
+        ] {
             assert_eq!(decode_timestamp(encode_timestamp(t)), t);
         }
         assert_eq!(GLOBAL_WINDOW_MAX_TIMESTAMP_MILLIS, 9_223_371_950_454_775);

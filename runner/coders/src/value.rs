@@ -173,20 +173,50 @@ impl PartialEq for Value {
             (Kv(ak, av), Kv(bk, bv)) => ak == bk && av == bv,
             (Iterable(a), Iterable(b)) => a == b,
             (
-                StateBackedIterable { prefix: ap, state_token: at },
-                StateBackedIterable { prefix: bp, state_token: bt },
+                StateBackedIterable {
+                    prefix: ap,
+                    state_token: at,
+                },
+                StateBackedIterable {
+                    prefix: bp,
+                    state_token: bt,
+                },
             ) => ap == bp && at == bt,
             (Map(a), Map(b)) => a == b,
             (IntervalWindow(a), IntervalWindow(b)) => a == b,
             (
-                CustomWindow { max_timestamp: at, window: aw },
-                CustomWindow { max_timestamp: bt, window: bw },
+                CustomWindow {
+                    max_timestamp: at,
+                    window: aw,
+                },
+                CustomWindow {
+                    max_timestamp: bt,
+                    window: bw,
+                },
             ) => at == bt && aw == bw,
             (WindowedValue(a), WindowedValue(b)) => a == b,
             (Timer(a), Timer(b)) => a == b,
             (Row(a), Row(b)) => a == b,
-            (ShardedKey { shard_id: a, key: ak }, ShardedKey { shard_id: b, key: bk }) => a == b && ak == bk,
-            (Decimal { scale: a, unscaled: au }, Decimal { scale: b, unscaled: bu }) => a == b && au == bu,
+            (
+                ShardedKey {
+                    shard_id: a,
+                    key: ak,
+                },
+                ShardedKey {
+                    shard_id: b,
+                    key: bk,
+                },
+            ) => a == b && ak == bk,
+            (
+                Decimal {
+                    scale: a,
+                    unscaled: au,
+                },
+                Decimal {
+                    scale: b,
+                    unscaled: bu,
+                },
+            ) => a == b && au == bu,
             _ => false,
         }
     }

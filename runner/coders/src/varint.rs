@@ -168,7 +168,18 @@ mod tests {
 
     #[test]
     fn varints_roundtrip() {
-        for v in [0, 1, 127, 128, 200, 16383, 16384, u32::MAX as u64, u64::MAX / 2, u64::MAX] {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            200,
+            16383,
+            16384,
+            u32::MAX as u64,
+            u64::MAX / 2,
+            u64::MAX,
+        ] {
             roundtrip(v);
         }
         let mut out = Vec::new();
@@ -179,15 +190,34 @@ mod tests {
 
     #[test]
     fn varint_errors() {
-        assert!(matches!(read_varint_u64(&[0x80, 0x80], 0), Err(CoderError::Truncated { offset: 2, .. })));
-        assert!(matches!(read_varint_u64(&[], 0), Err(CoderError::Truncated { .. })));
+        assert!(matches!(
+            read_varint_u64(&[0x80, 0x80], 0),
+            Err(CoderError::Truncated { offset: 2, .. })
+        ));
+        assert!(matches!(
+            read_varint_u64(&[], 0),
+            Err(CoderError::Truncated { .. })
+        ));
         // 11 continuation bytes.
-        assert!(matches!(read_varint_u64(&[0xff; 11], 0), Err(CoderError::BadVarint { offset: 0 })));
+        assert!(matches!(
+            read_varint_u64(&[0xff; 11], 0),
+            Err(CoderError::BadVarint { offset: 0 })
+        ));
         // 10th byte carrying more than the 64th bit.
         let mut too_big = vec![0xff; 9];
         too_big.push(0x02);
-        assert!(matches!(read_varint_u64(&too_big, 0), Err(CoderError::BadVarint { .. })));
+        assert!(matches!(
+            read_varint_u64(&too_big, 0),
+            Err(CoderError::BadVarint { .. })
+        ));
         // A length bigger than what follows.
-        assert!(matches!(read_len(&[5, 1, 2], 0), Err(CoderError::Truncated { offset: 1, needed: 5, available: 2 })));
+        assert!(matches!(
+            read_len(&[5, 1, 2], 0),
+            Err(CoderError::Truncated {
+                offset: 1,
+                needed: 5,
+                available: 2
+            })
+        ));
     }
 }

@@ -29,7 +29,10 @@ impl IntervalWindow {
 
     /// Builds the window from its wire fields.
     pub fn from_end_span(end: i64, span: i64) -> Self {
-        IntervalWindow { start: end.wrapping_sub(span), end }
+        IntervalWindow {
+            start: end.wrapping_sub(span),
+            end,
+        }
     }
 
     /// `end - start`, the varint on the wire.
@@ -86,7 +89,9 @@ impl WindowRef<'_> {
         match self {
             WindowRef::Global => {}
             WindowRef::Interval(w) => w.encode(out),
-            WindowRef::Custom { encoded, .. } | WindowRef::Other(encoded) => out.extend_from_slice(encoded),
+            WindowRef::Custom { encoded, .. } | WindowRef::Other(encoded) => {
+                out.extend_from_slice(encoded)
+            }
         }
     }
 
@@ -109,7 +114,9 @@ mod tests {
     #[test]
     fn interval_window_wire_form() {
         // First case of the yaml's interval_window section.
-        let bytes = [0x80, 0x00, 0x01, 0x52, 0x9a, 0xa4, 0x9b, 0x68, 0x80, 0xdd, 0xdb, 0x01];
+        let bytes = [
+            0x80, 0x00, 0x01, 0x52, 0x9a, 0xa4, 0x9b, 0x68, 0x80, 0xdd, 0xdb, 0x01,
+        ];
         let (w, p) = IntervalWindow::decode(&bytes, 0).unwrap();
         assert_eq!(p, bytes.len());
         assert_eq!(w.end, 1_454_293_425_000);

@@ -73,7 +73,12 @@ impl<'a> Windows<'a> {
 
     /// Iterates over the windows.
     pub fn iter(&self) -> WindowsIter<'a> {
-        WindowsIter { coder: self.coder, buf: self.encoded, pos: 4, remaining: self.count }
+        WindowsIter {
+            coder: self.coder,
+            buf: self.encoded,
+            pos: 4,
+            remaining: self.count,
+        }
     }
 
     /// The only window, if there is exactly one (the common case).
@@ -125,7 +130,10 @@ impl<'a> Iterator for WindowsIter<'a> {
                 let start = self.pos;
                 let (max_timestamp, _) = read_timestamp(self.buf, start).expect(VALIDATED);
                 self.pos = self.coder.skip(self.buf, start).expect(VALIDATED);
-                WindowRef::Custom { max_timestamp, encoded: &self.buf[start..self.pos] }
+                WindowRef::Custom {
+                    max_timestamp,
+                    encoded: &self.buf[start..self.pos],
+                }
             }
             other => {
                 let start = self.pos;
@@ -151,7 +159,11 @@ impl Coder {
     /// skippable and the value coder to be skippable (wrap unknown coders
     /// with [`crate::wrap_unknown_coders`] first).
     #[inline]
-    pub fn windowed_header<'a>(&'a self, buf: &'a [u8], pos: usize) -> Result<WindowedHeader<'a>, CoderError> {
+    pub fn windowed_header<'a>(
+        &'a self,
+        buf: &'a [u8],
+        pos: usize,
+    ) -> Result<WindowedHeader<'a>, CoderError> {
         match self {
             Coder::WindowedValue { value, window } => {
                 let (timestamp, wstart) = read_timestamp(buf, pos)?;
@@ -159,28 +171,46 @@ impl Coder {
                 if count < 0 {
                     // Only the iterable coder uses the blocked form; SDKs
                     // always write windows with their count.
-                    return Err(CoderError::invalid(wstart, "windows encoded with unknown length"));
+                    return Err(CoderError::invalid(
+                        wstart,
+                        "windows encoded with unknown length",
+                    ));
                 }
                 let wend = skip_windows(window, buf, wstart)?;
                 let (pane, vstart) = PaneInfo::decode(buf, wend)?;
                 let vend = value.skip(buf, vstart)?;
                 Ok(WindowedHeader {
                     timestamp,
-                    windows: Windows { coder: window, count: count as usize, encoded: &buf[wstart..wend] },
+                    windows: Windows {
+                        coder: window,
+                        count: count as usize,
+                        encoded: &buf[wstart..wend],
+                    },
                     pane,
                     value: vstart..vend,
                 })
             }
-            Coder::ParamWindowedValue { value, window, params } => {
+            Coder::ParamWindowedValue {
+                value,
+                window,
+                params,
+            } => {
                 let vend = value.skip(buf, pos)?;
                 Ok(WindowedHeader {
                     timestamp: params.timestamp,
-                    windows: Windows { coder: window, count: params.window_count, encoded: &params.windows_encoded },
+                    windows: Windows {
+                        coder: window,
+                        count: params.window_count,
+                        encoded: &params.windows_encoded,
+                    },
                     pane: params.pane,
                     value: pos..vend,
                 })
             }
-            other => Err(CoderError::WrongCoder { expected: "windowed_value", urn: other.urn().to_string() }),
+            other => Err(CoderError::WrongCoder {
+                expected: "windowed_value",
+                urn: other.urn().to_string(),
+            }),
         }
     }
 }
@@ -191,7 +221,13 @@ impl Coder {
 /// encodes, and `value` must already be encoded in the context the element
 /// needs (nested on the data plane).
 #[inline]
-pub fn encode_windowed_value(out: &mut Vec<u8>, timestamp: i64, windows: &[WindowRef<'_>], pane: &PaneInfo, value: &[u8]) {
+pub fn encode_windowed_value(
+    out: &mut Vec<u8>,
+    timestamp: i64,
+    windows: &[WindowRef<'_>],
+    pane: &PaneInfo,
+    value: &[u8],
+) {
     write_timestamp(out, timestamp);
     out.extend_from_slice(&(windows.len() as i32).to_be_bytes());
     for w in windows {
@@ -205,7 +241,13 @@ pub fn encode_windowed_value(out: &mut Vec<u8>, timestamp: i64, windows: &[Windo
 /// encoded with their count ([`Windows::encoded`] of another element), so
 /// they are copied rather than re-encoded.
 #[inline]
-pub fn encode_windowed_value_raw(out: &mut Vec<u8>, timestamp: i64, encoded_windows: &[u8], pane: &PaneInfo, value: &[u8]) {
+pub fn encode_windowed_value_raw(
+    out: &mut Vec<u8>,
+    timestamp: i64,
+    encoded_windows: &[u8],
+    pane: &PaneInfo,
+    value: &[u8],
+) {
     write_timestamp(out, timestamp);
     out.extend_from_slice(encoded_windows);
     pane.encode(out);

@@ -32,7 +32,11 @@ use crate::Coder;
 /// `param_windowed_value`'s window coder is left alone because its payload
 /// is encoded with it.
 pub fn wrap_unknown_coders(components: &mut Components, coder_id: &str) -> String {
-    Wrapper { components, memo: HashMap::new() }.wrap(coder_id, 0)
+    Wrapper {
+        components,
+        memo: HashMap::new(),
+    }
+    .wrap(coder_id, 0)
 }
 
 struct Wrapper<'a> {
@@ -80,8 +84,11 @@ impl Wrapper<'_> {
                 self.rebuild(id, &proto, vec![value, window])
             }
             _ => {
-                let new_ids: Vec<String> =
-                    proto.component_coder_ids.iter().map(|c| self.wrap(c, depth + 1)).collect();
+                let new_ids: Vec<String> = proto
+                    .component_coder_ids
+                    .iter()
+                    .map(|c| self.wrap(c, depth + 1))
+                    .collect();
                 self.rebuild(id, &proto, new_ids)
             }
         }
@@ -92,14 +99,20 @@ impl Wrapper<'_> {
         if new_ids == proto.component_coder_ids {
             return id.to_string();
         }
-        let rebuilt = CoderProto { spec: proto.spec.clone(), component_coder_ids: new_ids };
+        let rebuilt = CoderProto {
+            spec: proto.spec.clone(),
+            component_coder_ids: new_ids,
+        };
         self.insert(id, rebuilt)
     }
 
     /// A `length_prefix` coder around `id`.
     fn length_prefix(&mut self, id: &str) -> String {
         let lp = CoderProto {
-            spec: Some(FunctionSpec { urn: urns::LENGTH_PREFIX.to_string(), payload: Default::default() }),
+            spec: Some(FunctionSpec {
+                urn: urns::LENGTH_PREFIX.to_string(),
+                payload: Default::default(),
+            }),
             component_coder_ids: vec![id.to_string()],
         };
         self.insert(id, lp)
@@ -109,7 +122,11 @@ impl Wrapper<'_> {
     /// under which an identical coder already is.
     fn insert(&mut self, base: &str, coder: CoderProto) -> String {
         for n in 1.. {
-            let candidate = if n == 1 { format!("{base}_lp") } else { format!("{base}_lp{n}") };
+            let candidate = if n == 1 {
+                format!("{base}_lp")
+            } else {
+                format!("{base}_lp{n}")
+            };
             match self.components.coders.get(&candidate) {
                 Some(existing) if *existing == coder => return candidate,
                 Some(_) => continue,

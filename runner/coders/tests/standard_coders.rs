@@ -15,8 +15,8 @@ use std::process::Command;
 
 use bytes::Bytes;
 use ferrobeam_coders::{
-    encode_windowed_value, urns, Coder, FieldKind, FieldType, IntervalWindow, PaneInfo, RowSchema, Timer, TimerFiring,
-    Timing, Value, WindowRef, WindowedValue,
+    encode_windowed_value, urns, Coder, FieldKind, FieldType, IntervalWindow, PaneInfo, RowSchema,
+    Timer, TimerFiring, Timing, Value, WindowRef, WindowedValue,
 };
 use ferrobeam_proto::pipeline::v1::{Coder as CoderProto, Components, FunctionSpec};
 use serde_yaml::Value as Y;
@@ -30,7 +30,12 @@ fn run_python(code: &str) -> String {
     let out = Command::new(python())
         .args(["-c", code])
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {} (set PYTHON to an interpreter with apache_beam): {e}", python()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (set PYTHON to an interpreter with apache_beam): {e}",
+                python()
+            )
+        });
     assert!(
         out.status.success(),
         "{} -c {code:?} failed: {}",
@@ -38,7 +43,13 @@ fn run_python(code: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     // Beam logs warnings on import; the answer is the last stdout line.
-    String::from_utf8(out.stdout).unwrap().lines().last().unwrap_or_default().trim().to_string()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 fn yaml_path() -> String {
@@ -49,12 +60,15 @@ fn yaml_path() -> String {
 /// The yaml's strings are bytes, one char per byte.
 fn latin1(s: &str) -> Vec<u8> {
     s.chars()
-        .map(|c| u8::try_from(c as u32).unwrap_or_else(|_| panic!("char {c:?} is not latin-1 in {s:?}")))
+        .map(|c| {
+            u8::try_from(c as u32).unwrap_or_else(|_| panic!("char {c:?} is not latin-1 in {s:?}"))
+        })
         .collect()
 }
 
 fn get<'a>(y: &'a Y, key: &str) -> &'a Y {
-    y.get(key).unwrap_or_else(|| panic!("missing {key:?} in {y:?}"))
+    y.get(key)
+        .unwrap_or_else(|| panic!("missing {key:?} in {y:?}"))
 }
 
 fn as_i64(y: &Y) -> i64 {
@@ -73,11 +87,17 @@ fn add_coder(spec: &Y, components: &mut Components) -> String {
         .map(|cs| cs.iter().map(|c| add_coder(c, components)).collect())
         .unwrap_or_default();
     let id = format!("c{}", components.coders.len());
-    let payload = spec.get("payload").map(|p| latin1(as_str(p))).unwrap_or_default();
+    let payload = spec
+        .get("payload")
+        .map(|p| latin1(as_str(p)))
+        .unwrap_or_default();
     components.coders.insert(
         id.clone(),
         CoderProto {
-            spec: Some(FunctionSpec { urn: as_str(get(spec, "urn")).to_string(), payload: payload.into() }),
+            spec: Some(FunctionSpec {
+                urn: as_str(get(spec, "urn")).to_string(),
+                payload: payload.into(),
+            }),
             component_coder_ids: ids,
         },
     );
@@ -92,7 +112,9 @@ fn parse_double(y: &Y) -> f64 {
         "NaN" => f64::NAN,
         "Infinity" => f64::INFINITY,
         "-Infinity" => f64::NEG_INFINITY,
-        s => s.parse().unwrap_or_else(|e| panic!("bad double {s:?}: {e}")),
+        s => s
+            .parse()
+            .unwrap_or_else(|e| panic!("bad double {s:?}: {e}")),
     }
 }
 
@@ -114,28 +136,45 @@ fn parse_value(coder: &Coder, y: &Y) -> Value {
         Coder::Bool => Value::Bool(y.as_bool().unwrap()),
         Coder::Varint => Value::Int(as_i64(y)),
         Coder::Double => Value::Double(parse_double(y)),
-        Coder::Kv { key, value } => Value::kv(parse_value(key, get(y, "key")), parse_value(value, get(y, "value"))),
-        Coder::Iterable(e) | Coder::StateBackedIterable(e) => {
-            Value::Iterable(y.as_sequence().unwrap().iter().map(|x| parse_value(e, x)).collect())
-        }
+        Coder::Kv { key, value } => Value::kv(
+            parse_value(key, get(y, "key")),
+            parse_value(value, get(y, "value")),
+        ),
+        Coder::Iterable(e) | Coder::StateBackedIterable(e) => Value::Iterable(
+            y.as_sequence()
+                .unwrap()
+                .iter()
+                .map(|x| parse_value(e, x))
+                .collect(),
+        ),
         Coder::LengthPrefix(inner) => parse_value(inner, y),
         Coder::GlobalWindow => Value::GlobalWindow,
-        Coder::IntervalWindow => {
-            Value::IntervalWindow(IntervalWindow::from_end_span(as_i64(get(y, "end")), as_i64(get(y, "span"))))
-        }
+        Coder::IntervalWindow => Value::IntervalWindow(IntervalWindow::from_end_span(
+            as_i64(get(y, "end")),
+            as_i64(get(y, "span")),
+        )),
         Coder::CustomWindow(w) => {
             let window = parse_value(w, get(y, "window"));
             let max_timestamp = match &window {
                 Value::IntervalWindow(iw) => iw.max_timestamp(),
                 other => panic!("no max timestamp for custom window {other:?}"),
             };
-            Value::CustomWindow { max_timestamp, window: Box::new(window) }
+            Value::CustomWindow {
+                max_timestamp,
+                window: Box::new(window),
+            }
         }
-        Coder::WindowedValue { value, window } | Coder::ParamWindowedValue { value, window, .. } => {
+        Coder::WindowedValue { value, window }
+        | Coder::ParamWindowedValue { value, window, .. } => {
             Value::WindowedValue(Box::new(WindowedValue {
                 value: parse_value(value, get(y, "value")),
                 timestamp: as_i64(get(y, "timestamp")),
-                windows: get(y, "windows").as_sequence().unwrap().iter().map(|w| parse_value(window, w)).collect(),
+                windows: get(y, "windows")
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(|w| parse_value(window, w))
+                    .collect(),
                 pane: y.get("pane").map(parse_pane).unwrap_or(PaneInfo::NO_FIRING),
             }))
         }
@@ -144,7 +183,12 @@ fn parse_value(coder: &Coder, y: &Y) -> Value {
             Value::Timer(Box::new(Timer {
                 user_key: parse_value(key, get(y, "userKey")),
                 dynamic_timer_tag: as_str(get(y, "dynamicTimerTag")).to_string(),
-                windows: get(y, "windows").as_sequence().unwrap().iter().map(|w| parse_value(window, w)).collect(),
+                windows: get(y, "windows")
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(|w| parse_value(window, w))
+                    .collect(),
                 firing: (!clear).then(|| TimerFiring {
                     fire_timestamp: as_i64(get(y, "fireTimestamp")),
                     hold_timestamp: as_i64(get(y, "holdTimestamp")),
@@ -170,11 +214,22 @@ fn parse_value(coder: &Coder, y: &Y) -> Value {
 
 /// A row from a mapping of field name to the representation-typed value.
 fn parse_row(schema: &RowSchema, y: &Y) -> Value {
-    let map = y.as_mapping().unwrap_or_else(|| panic!("row is not a mapping: {y:?}"));
+    let map = y
+        .as_mapping()
+        .unwrap_or_else(|| panic!("row is not a mapping: {y:?}"));
     for k in map.keys() {
-        assert!(schema.field_index(as_str(k)).is_some(), "yaml field {k:?} not in schema");
+        assert!(
+            schema.field_index(as_str(k)).is_some(),
+            "yaml field {k:?} not in schema"
+        );
     }
-    Value::Row(schema.fields.iter().map(|f| parse_field(&f.ty, get(y, &f.name))).collect())
+    Value::Row(
+        schema
+            .fields
+            .iter()
+            .map(|f| parse_field(&f.ty, get(y, &f.name)))
+            .collect(),
+    )
 }
 
 fn parse_field(ty: &FieldType, y: &Y) -> Value {
@@ -182,7 +237,9 @@ fn parse_field(ty: &FieldType, y: &Y) -> Value {
         return Value::Null;
     }
     match &ty.kind {
-        FieldKind::Byte | FieldKind::Int16 | FieldKind::Int32 | FieldKind::Int64 => Value::Int(as_i64(y)),
+        FieldKind::Byte | FieldKind::Int16 | FieldKind::Int32 | FieldKind::Int64 => {
+            Value::Int(as_i64(y))
+        }
         FieldKind::Float => Value::Float(match y.as_f64() {
             Some(f) => f as f32,
             None => as_str(y).parse().unwrap(),
@@ -191,12 +248,20 @@ fn parse_field(ty: &FieldType, y: &Y) -> Value {
         FieldKind::String => Value::String(as_str(y).to_string()),
         FieldKind::Boolean => Value::Bool(y.as_bool().unwrap()),
         FieldKind::Bytes => Value::bytes(as_str(y).as_bytes().to_vec()),
-        FieldKind::Array(e) | FieldKind::Iterable(e) => {
-            Value::Iterable(y.as_sequence().unwrap().iter().map(|x| parse_field(e, x)).collect())
-        }
-        FieldKind::Map(k, v) => {
-            Value::Map(y.as_mapping().unwrap().iter().map(|(a, b)| (parse_field(k, a), parse_field(v, b))).collect())
-        }
+        FieldKind::Array(e) | FieldKind::Iterable(e) => Value::Iterable(
+            y.as_sequence()
+                .unwrap()
+                .iter()
+                .map(|x| parse_field(e, x))
+                .collect(),
+        ),
+        FieldKind::Map(k, v) => Value::Map(
+            y.as_mapping()
+                .unwrap()
+                .iter()
+                .map(|(a, b)| (parse_field(k, a), parse_field(v, b)))
+                .collect(),
+        ),
         FieldKind::Row(s) => parse_row(s, y),
         // The yaml gives the representation: the encoded i64 bit pattern.
         FieldKind::MillisInstant => Value::Timestamp(((as_i64(y) as u64) ^ (1 << 63)) as i64),
@@ -221,17 +286,30 @@ fn parse_decimal(s: &str) -> Value {
             break;
         }
     }
-    Value::Decimal { scale: frac.len() as i64, unscaled: Bytes::copy_from_slice(&bytes[start..]) }
+    Value::Decimal {
+        scale: frac.len() as i64,
+        unscaled: Bytes::copy_from_slice(&bytes[start..]),
+    }
 }
 
 /// Replaces a state-backed iterable's token by the elements the yaml's
 /// `state` map holds for it (a missing token means an empty suffix).
 fn resolve_state(coder: &Coder, state: Option<&Y>, v: Value) -> Value {
-    let (Coder::StateBackedIterable(e), Value::StateBackedIterable { prefix, state_token }) = (coder, &v) else {
+    let (
+        Coder::StateBackedIterable(e),
+        Value::StateBackedIterable {
+            prefix,
+            state_token,
+        },
+    ) = (coder, &v)
+    else {
         return v;
     };
     let key: String = state_token.iter().map(|&b| b as char).collect();
-    let suffix = state.and_then(|s| s.get(key.as_str())).map(|s| latin1(as_str(s))).unwrap_or_default();
+    let suffix = state
+        .and_then(|s| s.get(key.as_str()))
+        .map(|s| latin1(as_str(s)))
+        .unwrap_or_default();
     let mut elems = prefix.clone();
     let mut pos = 0;
     while pos < suffix.len() {
@@ -246,7 +324,10 @@ fn resolve_state(coder: &Coder, state: Option<&Y>, v: Value) -> Value {
 fn canonical(v: Value) -> Value {
     match v {
         Value::Map(mut entries) => {
-            entries = entries.into_iter().map(|(k, v)| (canonical(k), canonical(v))).collect();
+            entries = entries
+                .into_iter()
+                .map(|(k, v)| (canonical(k), canonical(v)))
+                .collect();
             entries.sort_by_key(|(k, _)| format!("{k:?}"));
             Value::Map(entries)
         }
@@ -265,17 +346,32 @@ fn window_value(w: WindowRef<'_>) -> Value {
 }
 
 /// Checks one case; returns a description of the first mismatch.
-fn check_case(coder: &Coder, spec: &Y, bytes: &[u8], expected: &Value, nested: bool) -> Result<(), String> {
-    let non_deterministic = spec.get("non_deterministic").and_then(Y::as_bool).unwrap_or(false);
-    let decoded = coder.decode(bytes, nested).map_err(|e| format!("decode failed: {e}"))?;
+fn check_case(
+    coder: &Coder,
+    spec: &Y,
+    bytes: &[u8],
+    expected: &Value,
+    nested: bool,
+) -> Result<(), String> {
+    let non_deterministic = spec
+        .get("non_deterministic")
+        .and_then(Y::as_bool)
+        .unwrap_or(false);
+    let decoded = coder
+        .decode(bytes, nested)
+        .map_err(|e| format!("decode failed: {e}"))?;
     let resolved = resolve_state(coder, spec.get("state"), decoded.clone());
     if non_deterministic {
         if canonical(resolved.clone()) != canonical(expected.clone()) {
             return Err(format!("decoded {resolved:?}, expected {expected:?}"));
         }
         // Bytes may legitimately differ; the value must survive a round trip.
-        let again = coder.encode_to_vec(&decoded, nested).map_err(|e| format!("re-encode failed: {e}"))?;
-        let back = coder.decode(&again, nested).map_err(|e| format!("decode of re-encoding failed: {e}"))?;
+        let again = coder
+            .encode_to_vec(&decoded, nested)
+            .map_err(|e| format!("re-encode failed: {e}"))?;
+        let back = coder
+            .decode(&again, nested)
+            .map_err(|e| format!("decode of re-encoding failed: {e}"))?;
         if back != decoded {
             return Err(format!("round trip changed {decoded:?} into {back:?}"));
         }
@@ -283,13 +379,17 @@ fn check_case(coder: &Coder, spec: &Y, bytes: &[u8], expected: &Value, nested: b
         if resolved != *expected {
             return Err(format!("decoded {resolved:?}, expected {expected:?}"));
         }
-        let encoded = coder.encode_to_vec(expected, nested).map_err(|e| format!("encode failed: {e}"))?;
+        let encoded = coder
+            .encode_to_vec(expected, nested)
+            .map_err(|e| format!("encode failed: {e}"))?;
         if encoded != bytes {
             return Err(format!("encoded {encoded:02x?}, expected {bytes:02x?}"));
         }
     }
     if nested {
-        let end = coder.skip(bytes, 0).map_err(|e| format!("skip failed: {e}"))?;
+        let end = coder
+            .skip(bytes, 0)
+            .map_err(|e| format!("skip failed: {e}"))?;
         if end != bytes.len() {
             return Err(format!("skip returned {end}, length is {}", bytes.len()));
         }
@@ -308,17 +408,33 @@ fn check_case(coder: &Coder, spec: &Y, bytes: &[u8], expected: &Value, nested: b
 }
 
 fn check_windowed_header(coder: &Coder, bytes: &[u8], wv: &WindowedValue) -> Result<(), String> {
-    let h = coder.windowed_header(bytes, 0).map_err(|e| format!("windowed_header failed: {e}"))?;
+    let h = coder
+        .windowed_header(bytes, 0)
+        .map_err(|e| format!("windowed_header failed: {e}"))?;
     let windows: Vec<Value> = h.windows.iter().map(window_value).collect();
-    if h.timestamp != wv.timestamp || h.pane != wv.pane || windows != wv.windows || h.end() != bytes.len() {
-        return Err(format!("windowed header {h:?} (windows {windows:?}) does not match {wv:?}"));
+    if h.timestamp != wv.timestamp
+        || h.pane != wv.pane
+        || windows != wv.windows
+        || h.end() != bytes.len()
+    {
+        return Err(format!(
+            "windowed header {h:?} (windows {windows:?}) does not match {wv:?}"
+        ));
     }
     if let Coder::WindowedValue { .. } = coder {
         let refs: Vec<WindowRef<'_>> = h.windows.iter().collect();
         let mut out = Vec::new();
-        encode_windowed_value(&mut out, h.timestamp, &refs, &h.pane, &bytes[h.value.clone()]);
+        encode_windowed_value(
+            &mut out,
+            h.timestamp,
+            &refs,
+            &h.pane,
+            &bytes[h.value.clone()],
+        );
         if out != bytes {
-            return Err(format!("encode_windowed_value gave {out:02x?}, expected {bytes:02x?}"));
+            return Err(format!(
+                "encode_windowed_value gave {out:02x?}, expected {bytes:02x?}"
+            ));
         }
     }
     Ok(())
@@ -338,9 +454,15 @@ fn standard_coders_yaml() {
     let counts = run_python(&format!(
         "import yaml; print(','.join(str(len(d['examples'])) for d in yaml.safe_load_all(open({path:?}, 'rb')) if d))"
     ));
-    let ours: Vec<String> =
-        docs.iter().map(|d| get(d, "examples").as_mapping().unwrap().len().to_string()).collect();
-    assert_eq!(ours.join(","), counts, "serde_yaml and PyYAML disagree on the examples");
+    let ours: Vec<String> = docs
+        .iter()
+        .map(|d| get(d, "examples").as_mapping().unwrap().len().to_string())
+        .collect();
+    assert_eq!(
+        ours.join(","),
+        counts,
+        "serde_yaml and PyYAML disagree on the examples"
+    );
 
     let mut passed: BTreeMap<String, usize> = BTreeMap::new();
     let mut failures = Vec::new();
@@ -373,7 +495,9 @@ fn standard_coders_yaml() {
                 let expected = parse_value(&coder, v);
                 match check_case(&coder, spec, &bytes, &expected, nested) {
                     Ok(()) => *passed.entry(name.clone()).or_default() += 1,
-                    Err(e) => failures.push(format!("doc {ix} ({urn}, nested={nested}) case {bytes:02x?}: {e}")),
+                    Err(e) => failures.push(format!(
+                        "doc {ix} ({urn}, nested={nested}) case {bytes:02x?}: {e}"
+                    )),
                 }
                 stream.extend_from_slice(&bytes);
                 ends.push(stream.len());
@@ -394,19 +518,50 @@ fn standard_coders_yaml() {
         }
     }
 
-    println!("standard_coders.yaml: {} documents, {total} cases", docs.len());
+    println!(
+        "standard_coders.yaml: {} documents, {total} cases",
+        docs.len()
+    );
     for (name, n) in &passed {
         println!("  {name:<24} {n:>3} passed");
     }
-    println!("  {:<24} {:>3} passed, {} failed", "TOTAL", passed.values().sum::<usize>(), failures.len());
-    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
-    assert_eq!(passed.values().sum::<usize>(), total, "every case must be checked");
+    println!(
+        "  {:<24} {:>3} passed, {} failed",
+        "TOTAL",
+        passed.values().sum::<usize>(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(
+        passed.values().sum::<usize>(),
+        total,
+        "every case must be checked"
+    );
     // Sanity: the file still exercises every standard coder we implement
     // (length_prefix only appears wrapped by the runner, so not in it).
     for urn in [
-        urns::BYTES, urns::STRING_UTF8, urns::BOOL, urns::VARINT, urns::DOUBLE, urns::KV, urns::ITERABLE,
-        urns::GLOBAL_WINDOW, urns::INTERVAL_WINDOW, urns::WINDOWED_VALUE, urns::PARAM_WINDOWED_VALUE, urns::TIMER,
-        urns::STATE_BACKED_ITERABLE, urns::CUSTOM_WINDOW, urns::ROW, urns::SHARDED_KEY, urns::NULLABLE,
+        urns::BYTES,
+        urns::STRING_UTF8,
+        urns::BOOL,
+        urns::VARINT,
+        urns::DOUBLE,
+        urns::KV,
+        urns::ITERABLE,
+        urns::GLOBAL_WINDOW,
+        urns::INTERVAL_WINDOW,
+        urns::WINDOWED_VALUE,
+        urns::PARAM_WINDOWED_VALUE,
+        urns::TIMER,
+        urns::STATE_BACKED_ITERABLE,
+        urns::CUSTOM_WINDOW,
+        urns::ROW,
+        urns::SHARDED_KEY,
+        urns::NULLABLE,
     ] {
         let name = urn.split(':').nth_back(1).unwrap();
         assert!(passed.contains_key(name), "no case for {urn}");
