@@ -128,6 +128,16 @@ pub enum CoderError {
 }
 
 impl CoderError {
+    /// Whether the buffer simply ended before the value did.
+    ///
+    /// Beam's data plane may split an element across `Data` messages, so
+    /// when [`crate::Coder::skip`] fails this way the runner should keep
+    /// the tail and retry once more bytes arrive; any other error means
+    /// the bytes are corrupt or the coder is wrong.
+    pub fn is_truncated(&self) -> bool {
+        matches!(self, CoderError::Truncated { .. })
+    }
+
     /// Builds a [`CoderError::Truncated`] for a read of `needed` bytes at
     /// `offset` in `buf`.
     #[cold]

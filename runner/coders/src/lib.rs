@@ -17,6 +17,8 @@
 //! every standard coder and are checked against Beam's cross-language
 //! vectors (`standard_coders.yaml`) in `tests/standard_coders.rs`.
 
+#![warn(missing_docs)]
+
 mod coder;
 mod error;
 mod iterable;

@@ -281,6 +281,32 @@ fn skip_splits_a_data_plane_stream() {
     }
     assert_eq!(got, ends);
 
+    // Data messages may cut elements anywhere: a truncation error means
+    // "wait for more bytes", and the split points come out the same.
+    for chunk in [1, 7, 64, 1000] {
+        let mut pending: Vec<u8> = Vec::new();
+        let mut consumed = 0;
+        let mut got = Vec::new();
+        for piece in stream.chunks(chunk) {
+            pending.extend_from_slice(piece);
+            let mut pos = 0;
+            loop {
+                match coder.skip(&pending, pos) {
+                    Ok(end) => {
+                        got.push(consumed + end);
+                        pos = end;
+                    }
+                    Err(e) if e.is_truncated() => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            pending.drain(..pos);
+            consumed += pos;
+        }
+        assert!(pending.is_empty());
+        assert_eq!(got, ends, "chunk size {chunk}");
+    }
+
     // The structured view agrees with the zero-copy one.
     let first = coder.decode_at(&stream, 0, true).unwrap().0;
     let Value::WindowedValue(wv) = first else {
