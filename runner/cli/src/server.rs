@@ -121,7 +121,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     )?);
     let retrieval = jobs.artifact_retrieval_service();
     let fn_server = FnServer::start(fn_listener, move |routes| routes.add_service(retrieval))?;
-    let _ = executor_slot.set(Arc::new(WorkerLauncher::new(fn_server.registry.clone(), fn_server.descriptor())));
+    let launcher = WorkerLauncher::new(fn_server.registry.clone(), fn_server.descriptor())
+        .with_warm_python(config.python.clone(), workers);
+    let _ = executor_slot.set(Arc::new(launcher));
 
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let serving = jobs.clone();

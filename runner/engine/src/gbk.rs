@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use ferrobeam_coders::{PaneInfo, Timing};
+use ferrobeam_coders::{IntervalWindow, PaneInfo, Timing};
 use ferrobeam_proto::pipeline::v1::output_time::Enum as OutputTime;
 use ferrobeam_proto::pipeline::v1::WindowingStrategy;
 
@@ -25,6 +25,49 @@ struct Group {
     max_ts: i64,
 }
 
+/// Session-like windows merge: per key, overlapping intervals become one.
+fn is_merging(windowing: &WindowingStrategy) -> bool {
+    windowing.window_fn.as_ref().is_some_and(|f| f.urn == "beam:window_fn:session_windows:v1")
+}
+
+fn merge_sessions(groups: Vec<Group>) -> Result<Vec<Group>, EngineError> {
+    let mut by_key: HashMap<Bytes, Vec<(IntervalWindow, Group)>> = HashMap::new();
+    for g in groups {
+        let (w, _) = IntervalWindow::decode(&g.window, 0)
+            .map_err(|e| EngineError::Internal(format!("session window is not an interval window: {e}")))?;
+        by_key.entry(g.key.clone()).or_default().push((w, g));
+    }
+    let mut out = Vec::new();
+    for (_, mut windows) in by_key {
+        windows.sort_by_key(|(w, _)| (w.start, w.end));
+        let mut current: Option<(IntervalWindow, Group)> = None;
+        for (w, g) in windows {
+            current = Some(match current.take() {
+                Some((cw, mut cg)) if w.start < cw.end => {
+                    cg.values.extend(g.values);
+                    cg.min_ts = cg.min_ts.min(g.min_ts);
+                    cg.max_ts = cg.max_ts.max(g.max_ts);
+                    (IntervalWindow::new(cw.start, cw.end.max(w.end)), cg)
+                }
+                Some(done) => {
+                    out.push(finish(done));
+                    (w, g)
+                }
+                None => (w, g),
+            });
+        }
+        out.extend(current.map(finish));
+    }
+    Ok(out)
+}
+
+fn finish((w, mut g): (IntervalWindow, Group)) -> Group {
+    let mut buf = Vec::new();
+    w.encode(&mut buf);
+    g.window = Bytes::from(buf);
+    g
+}
+
 pub fn group_by_key(
     input: &[Bytes],
     format: &WireFormat,
@@ -32,6 +75,7 @@ pub fn group_by_key(
 ) -> Result<Vec<Bytes>, EngineError> {
     let mut index: HashMap<(Bytes, Bytes), usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
+    // (Beam's GroupByKey output order is unspecified; ours follows first arrival.)
     for chunk in input {
         format.for_each(chunk, |e| {
             let key_end = format.key_end(chunk, e.value.start)?;
@@ -50,6 +94,9 @@ pub fn group_by_key(
             }
             Ok(())
         })?;
+    }
+    if is_merging(windowing) {
+        groups = merge_sessions(groups)?;
     }
     let output_time = OutputTime::try_from(windowing.output_time).unwrap_or(OutputTime::EndOfWindow);
     // With the default trigger in batch every group fires exactly once, on time.

@@ -13,7 +13,6 @@ use ferrobeam_graph::{Environment, Plan, PortRef, StageKind};
 use ferrobeam_proto::fn_api::log_entry::severity::Enum as Severity;
 use ferrobeam_proto::fn_api::ProvisionInfo;
 use ferrobeam_proto::pipeline::v1::MonitoringInfo;
-use futures::future::try_join_all;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -91,7 +90,7 @@ pub async fn run_job(launcher: Arc<WorkerLauncher>, config: EngineConfig, job: J
 
 async fn execute(launcher: &Arc<WorkerLauncher>, config: &EngineConfig, job: &JobSpec) -> Result<(), EngineError> {
     let plan = &job.plan;
-    let pools = start_pools(launcher, config, job).await?;
+    let pools = start_pools(launcher, config, job)?;
     let result = run_stages(config, job, &pools).await;
     for (_, pool) in pools {
         tokio::spawn(pool.shutdown());
@@ -101,7 +100,7 @@ async fn execute(launcher: &Arc<WorkerLauncher>, config: &EngineConfig, job: &Jo
     Ok(())
 }
 
-async fn start_pools(
+fn start_pools(
     launcher: &Arc<WorkerLauncher>,
     config: &EngineConfig,
     job: &JobSpec,
@@ -140,9 +139,9 @@ async fn start_pools(
         };
         let launcher = launcher.clone();
         let workers = config.workers;
-        async move { Ok::<_, EngineError>((env_id.clone(), WorkerPool::start(launcher, template, workers).await?)) }
+        (env_id.clone(), WorkerPool::start(launcher, template, workers))
     });
-    Ok(try_join_all(starts).await?.into_iter().collect())
+    Ok(starts.collect())
 }
 
 fn plan_environments(plan: &Plan) -> Vec<&String> {

@@ -1,34 +1,48 @@
 //! The SDK workers of one environment of one job, with replacement on loss.
+//!
+//! Workers start in the background: the first bundles run as soon as the
+//! first worker connects, and the others join as they come up.
 
 use std::sync::Arc;
 
 use ferrobeam_fnapi::environment::{RunningWorker, WorkerTemplate};
 use ferrobeam_fnapi::{Worker, WorkerLauncher};
-use futures::future::try_join_all;
 use tokio::sync::Mutex;
 
 use crate::EngineError;
 
+type Slot = Arc<Mutex<Option<RunningWorker>>>;
+
 pub struct WorkerPool {
     launcher: Arc<WorkerLauncher>,
     template: WorkerTemplate,
-    slots: Vec<Mutex<Option<RunningWorker>>>,
+    slots: Vec<Slot>,
 }
 
 impl WorkerPool {
-    /// Starts `size` workers concurrently and waits until all are connected.
-    pub async fn start(launcher: Arc<WorkerLauncher>, template: WorkerTemplate, size: usize) -> Result<Self, EngineError> {
-        let started = try_join_all((0..size.max(1)).map(|_| launcher.launch(&template)))
-            .await
-            .map_err(|e| EngineError::Workers(e.to_string()))?;
-        Ok(Self { launcher, template, slots: started.into_iter().map(|w| Mutex::new(Some(w))).collect() })
+    /// Starts launching `size` workers; returns at once.
+    pub fn start(launcher: Arc<WorkerLauncher>, template: WorkerTemplate, size: usize) -> Self {
+        let slots: Vec<Slot> = (0..size.max(1)).map(|_| Slot::default()).collect();
+        for slot in &slots {
+            // Hold the slot while launching, so `worker()` waits for this launch.
+            let mut guard = slot.clone().try_lock_owned().expect("new slot is free");
+            let launcher = launcher.clone();
+            let template = template.clone();
+            tokio::spawn(async move {
+                match launcher.launch(&template).await {
+                    Ok(w) => *guard = Some(w),
+                    Err(e) => tracing::warn!(error = %e, "SDK worker failed to start"),
+                }
+            });
+        }
+        Self { launcher, template, slots }
     }
 
     pub fn size(&self) -> usize {
         self.slots.len()
     }
 
-    /// The worker currently in `slot`, starting one if the slot is empty.
+    /// The worker in `slot`, waiting for its start; starts one if the slot is empty.
     pub async fn worker(&self, slot: usize) -> Result<Arc<Worker>, EngineError> {
         let mut guard = self.slots[slot].lock().await;
         if guard.is_none() {
@@ -52,7 +66,7 @@ impl WorkerPool {
 
     pub async fn shutdown(self) {
         for slot in self.slots {
-            if let Some(w) = slot.into_inner() {
+            if let Some(w) = slot.lock().await.take() {
                 w.stop().await;
             }
         }

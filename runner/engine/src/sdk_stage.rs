@@ -123,25 +123,50 @@ impl SdkStageRun<'_> {
         let queue: Mutex<VecDeque<Work>> =
             Mutex::new(bundles.into_iter().map(|chunks| Work { chunks, attempts: 0 }).collect());
         let collected = Mutex::new(Collected::default());
+        let drained = tokio::sync::Notify::new();
         let lanes = (0..self.pool.size())
             .flat_map(|slot| (0..self.bundles_per_worker.max(1)).map(move |_| slot))
-            .map(|slot| self.lane(slot, &queue, &collected));
+            .map(|slot| self.lane(slot, &queue, &collected, &drained));
         try_join_all(lanes).await?;
         Ok(collected.into_inner())
     }
 
-    async fn lane(&self, slot: usize, queue: &Mutex<VecDeque<Work>>, collected: &Mutex<Collected>) -> Result<(), EngineError> {
+    /// Runs bundles from `queue` on the worker in `slot` until the queue is
+    /// empty.  A lane whose worker is still starting gives up as soon as the
+    /// queue drains, so small jobs never wait for slow starters.
+    async fn lane(
+        &self,
+        slot: usize,
+        queue: &Mutex<VecDeque<Work>>,
+        collected: &Mutex<Collected>,
+        drained: &tokio::sync::Notify,
+    ) -> Result<(), EngineError> {
         let mut worker: Option<Arc<Worker>> = None;
         loop {
-            let Some(mut work) = queue.lock().pop_front() else { return Ok(()) };
             let w = match &worker {
                 Some(w) => w.clone(),
                 None => {
-                    let w = self.pool.worker(slot).await?;
-                    worker = Some(w.clone());
-                    w
+                    let notified = drained.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if queue.lock().is_empty() {
+                        return Ok(());
+                    }
+                    tokio::select! {
+                        w = self.pool.worker(slot) => {
+                            let w = w?;
+                            worker = Some(w.clone());
+                            w
+                        }
+                        _ = notified => continue,
+                    }
                 }
             };
+            let popped = queue.lock().pop_front();
+            if queue.lock().is_empty() {
+                drained.notify_waiters();
+            }
+            let Some(mut work) = popped else { return Ok(()) };
             match self.run_bundle(&w, &work, collected).await {
                 Ok(()) => {}
                 Err(BundleError::WorkerLost { worker: id, reason }) => {
@@ -160,10 +185,12 @@ impl SdkStageRun<'_> {
                     worker = Some(self.pool.replace(slot, &id).await?);
                 }
                 Err(BundleError::Failed(message)) => {
-                    return Err(EngineError::UserCode(format!(
-                        "Pipeline stage '{}' failed in the SDK worker:\n{message}",
-                        self.stage_name
-                    )))
+                    // The SDK names the failing transform ("[while running 'X']");
+                    // fall back to the fused stage's transforms.
+                    let culprit = failing_transform(&message)
+                        .map(|t| format!("Transform '{t}'"))
+                        .unwrap_or_else(|| format!("A transform of stage [{}]", self.stage_name));
+                    return Err(EngineError::UserCode(format!("{culprit} failed in the SDK worker:\n{message}")));
                 }
             }
         }
@@ -202,5 +229,23 @@ impl SdkStageRun<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The transform the Python SDK blames in an error: the last `[while running 'X']`.
+fn failing_transform(message: &str) -> Option<&str> {
+    const MARK: &str = "[while running '";
+    let start = message.rfind(MARK)? + MARK.len();
+    let len = message[start..].find("']")?;
+    Some(&message[start..start + len])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_failing_transform() {
+        let msg = "Traceback ...\nValueError: boom [while running 'Outer/Inner']\n";
+        assert_eq!(super::failing_transform(msg), Some("Outer/Inner"));
+        assert_eq!(super::failing_transform("no marker"), None);
     }
 }

@@ -70,6 +70,77 @@ pub struct WorkerLauncher {
     registry: Arc<Registry>,
     endpoint: ApiServiceDescriptor,
     counter: AtomicU64,
+    warm: Option<Arc<WarmPython>>,
+}
+
+/// The Python harness takes seconds to import, so we keep a few
+/// interpreters that have already imported it, waiting on stdin for the
+/// environment of the worker they are to become.  A job's first bundle then
+/// waits for a connection, not for an import.
+pub struct WarmPython {
+    python: PathBuf,
+    target: usize,
+    ready: Mutex<Vec<WarmProcess>>,
+}
+
+struct WarmProcess {
+    child: Child,
+    stdin: tokio::process::ChildStdin,
+    tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+/// What a warm interpreter runs: import the harness, then wait for the
+/// worker's environment as one JSON line and start it.  EOF means "exit".
+const WARM_BOOT: &str = "import json, os, sys\n\
+from apache_beam.runners.worker import sdk_worker_main\n\
+line = sys.stdin.readline()\n\
+if not line.strip():\n    sys.exit(0)\n\
+os.environ.update(json.loads(line))\n\
+sdk_worker_main.main(sys.argv)\n";
+
+impl WarmPython {
+    pub fn new(python: PathBuf, target: usize) -> Arc<Self> {
+        let warm = Arc::new(Self { python, target, ready: Mutex::default() });
+        warm.refill();
+        warm
+    }
+
+    /// Tops the pool up to its target size.
+    fn refill(&self) {
+        let mut ready = self.ready.lock();
+        ready.retain_mut(|p| matches!(p.child.try_wait(), Ok(None)));
+        while ready.len() < self.target {
+            match self.spawn() {
+                Ok(p) => ready.push(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, python = %self.python.display(), "cannot pre-start a Python worker");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn spawn(&self) -> Result<WarmProcess, String> {
+        let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        let mut cmd = Command::new(&self.python);
+        cmd.args(["-c", WARM_BOOT]).env("PYTHONUNBUFFERED", "1");
+        let mut child = spawn_with_output(cmd, "warm-python", &tail, true)?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        Ok(WarmProcess { child, stdin, tail })
+    }
+
+    fn take(&self, python: &Path) -> Option<WarmProcess> {
+        if python != self.python {
+            return None;
+        }
+        let mut ready = self.ready.lock();
+        while let Some(mut p) = ready.pop() {
+            if matches!(p.child.try_wait(), Ok(None)) {
+                return Some(p);
+            }
+        }
+        None
+    }
 }
 
 /// A started worker plus whatever keeps it alive.
@@ -83,7 +154,15 @@ pub struct RunningWorker {
 
 impl WorkerLauncher {
     pub fn new(registry: Arc<Registry>, endpoint: ApiServiceDescriptor) -> Self {
-        Self { registry, endpoint, counter: AtomicU64::new(0) }
+        Self { registry, endpoint, counter: AtomicU64::new(0), warm: None }
+    }
+
+    /// Keeps `count` pre-imported interpreters of `python` ready.
+    pub fn with_warm_python(mut self, python: PathBuf, count: usize) -> Self {
+        if count > 0 {
+            self.warm = Some(WarmPython::new(python, count));
+        }
+        self
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -102,11 +181,13 @@ impl WorkerLauncher {
             &worker_id,
             WorkerSetup { provision, log_sink: template.log_sink.clone() },
         );
-        let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        let mut tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
         let start_err = |reason: String| LaunchError::Start { worker: worker_id.clone(), reason };
         let (mut process, external) = match &template.spec {
             EnvironmentSpec::LocalPython { python } => {
-                let child = self.spawn_local_python(&worker_id, python, template, &tail).map_err(start_err)?;
+                let (child, output) =
+                    self.start_local_python(&worker_id, python, template, &tail).await.map_err(start_err)?;
+                tail = output;
                 (Some(child), None)
             }
             EnvironmentSpec::Process { command, env } => {
@@ -157,13 +238,36 @@ impl WorkerLauncher {
         })
     }
 
-    fn spawn_local_python(
+    async fn start_local_python(
         &self,
         worker_id: &str,
         python: &Path,
         template: &WorkerTemplate,
         tail: &Arc<Mutex<VecDeque<String>>>,
-    ) -> Result<Child, String> {
+    ) -> Result<(Child, Arc<Mutex<VecDeque<String>>>), String> {
+        let env = self.local_python_env(worker_id, template)?;
+        if let Some(warm) = &self.warm {
+            if let Some(mut p) = warm.take(python) {
+                let refill = warm.clone();
+                tokio::task::spawn_blocking(move || refill.refill());
+                let mut line = serde_json::to_string(&env).map_err(|e| e.to_string())?;
+                line.push('\n');
+                use tokio::io::AsyncWriteExt;
+                if p.stdin.write_all(line.as_bytes()).await.is_ok() && p.stdin.flush().await.is_ok() {
+                    // The warm process's output tail becomes the worker's.
+                    *tail.lock() = std::mem::take(&mut *p.tail.lock());
+                    return Ok((p.child, p.tail));
+                }
+            }
+        }
+        let mut cmd = Command::new(python);
+        cmd.args(["-m", "apache_beam.runners.worker.sdk_worker_main"]).envs(&env);
+        Ok((spawn_with_output(cmd, worker_id, tail, false)?, tail.clone()))
+    }
+
+    /// The environment `sdk_worker_main` is configured by, with the staged
+    /// artifacts (pickled main session, …) put where it looks for them.
+    fn local_python_env(&self, worker_id: &str, template: &WorkerTemplate) -> Result<HashMap<String, String>, String> {
         let semi = template.work_dir.join("workers").join(sanitize(worker_id));
         let staged = semi.join("staged");
         std::fs::create_dir_all(&staged).map_err(|e| format!("creating {}: {e}", staged.display()))?;
@@ -174,16 +278,15 @@ impl WorkerLauncher {
             }
         }
         let descriptor = format!("url: \"{}\"", self.endpoint.url);
-        let mut cmd = Command::new(python);
-        cmd.args(["-m", "apache_beam.runners.worker.sdk_worker_main"])
-            .env("CONTROL_API_SERVICE_DESCRIPTOR", &descriptor)
-            .env("LOGGING_API_SERVICE_DESCRIPTOR", &descriptor)
-            .env("PIPELINE_OPTIONS", &template.options_json)
-            .env("SEMI_PERSISTENT_DIRECTORY", &semi)
-            .env("WORKER_ID", worker_id)
-            .env("RUNNER_CAPABILITIES", "")
-            .env("PYTHONUNBUFFERED", "1");
-        spawn_with_output(cmd, worker_id, tail)
+        Ok(HashMap::from([
+            ("CONTROL_API_SERVICE_DESCRIPTOR".to_owned(), descriptor.clone()),
+            ("LOGGING_API_SERVICE_DESCRIPTOR".to_owned(), descriptor),
+            ("PIPELINE_OPTIONS".to_owned(), template.options_json.clone()),
+            ("SEMI_PERSISTENT_DIRECTORY".to_owned(), semi.to_string_lossy().into_owned()),
+            ("WORKER_ID".to_owned(), worker_id.to_owned()),
+            ("RUNNER_CAPABILITIES".to_owned(), String::new()),
+            ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
+        ]))
     }
 
     fn spawn_process(
@@ -201,7 +304,7 @@ impl WorkerLauncher {
             .arg(format!("--artifact_endpoint={url}"))
             .arg(format!("--control_endpoint={url}"))
             .envs(env);
-        spawn_with_output(cmd, worker_id, tail)
+        spawn_with_output(cmd, worker_id, tail, false)
     }
 
     async fn start_external(
@@ -267,8 +370,16 @@ impl RunningWorker {
     }
 }
 
-fn spawn_with_output(mut cmd: Command, worker_id: &str, tail: &Arc<Mutex<VecDeque<String>>>) -> Result<Child, String> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+fn spawn_with_output(
+    mut cmd: Command,
+    worker_id: &str,
+    tail: &Arc<Mutex<VecDeque<String>>>,
+    piped_stdin: bool,
+) -> Result<Child, String> {
+    cmd.stdin(if piped_stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("{e}"))?;
     for stream in [child.stdout.take().map(either_left), child.stderr.take().map(either_right)].into_iter().flatten() {
         let tail = tail.clone();

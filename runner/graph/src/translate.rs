@@ -94,10 +94,12 @@ fn check_gbk_windowing(components: &Components, t: &PTransform) -> Result<(), Gr
         .get(&ws_id)
         .ok_or_else(|| GraphError::Malformed(format!("unknown windowing strategy {ws_id:?}")))?;
     let window_fn = ws.window_fn.as_ref().map(|f| f.urn.as_str()).unwrap_or("");
-    if ![urns::GLOBAL_WINDOWS, urns::FIXED_WINDOWS, urns::SLIDING_WINDOWS].contains(&window_fn) {
+    if ![urns::GLOBAL_WINDOWS, urns::FIXED_WINDOWS, urns::SLIDING_WINDOWS, urns::SESSION_WINDOWS].contains(&window_fn) {
         return Err(GraphError::unsupported(
             t,
-            format!("grouping in {window_fn} windows is not supported yet (global, fixed and sliding windows are)"),
+            format!(
+                "grouping in {window_fn} windows is not supported yet (global, fixed, sliding and session windows are)"
+            ),
         ));
     }
     let default_trigger = matches!(
@@ -195,25 +197,42 @@ impl Builder<'_> {
                 producer.insert(pc.clone(), self.group_of[i]);
             }
         }
-        // What each group must write for the groups that read from it.
+        // What each group must write for the groups that read from it, and
+        // the port each consumer reads.  Walk consumers before producers:
+        // Flatten and Reshuffle pass bytes through, so they read their inputs
+        // in whatever encodings their own readers want.
         let mut requested: Vec<BTreeSet<PortRef>> = vec![BTreeSet::new(); groups.len()];
-        // (group, leaf index, pcollection) → the port that consumer reads.
         let mut reads: HashMap<(usize, String), PortRef> = HashMap::new();
-        for (g, group) in groups.iter().enumerate() {
+        let mut variants: HashMap<usize, Vec<(Vec<PortRef>, PortRef)>> = HashMap::new();
+        for &g in order.iter().rev() {
+            let group = &groups[g];
+            if matches!(group.kind, LeafKind::Flatten | LeafKind::Identity) {
+                let leaf = &self.leaves[group.leaves[0]];
+                let out = self.single(&outputs[&leaf.id], leaf)?;
+                let mut wanted: Vec<PortRef> = requested[g].iter().cloned().collect();
+                if wanted.is_empty() {
+                    wanted.push(self.port(&out, &out));
+                }
+                for port in wanted {
+                    let mut ins = Vec::new();
+                    for pc in &inputs[&leaf.id] {
+                        let input = PortRef { pcollection: pc.clone(), coder_id: port.coder_id.clone() };
+                        requested[producer[pc]].insert(input.clone());
+                        ins.push(input);
+                    }
+                    variants.entry(g).or_default().push((ins, port));
+                }
+                continue;
+            }
             for &l in &group.leaves {
                 let leaf = &self.leaves[l];
                 for pc in &inputs[&leaf.id] {
                     let h = producer[pc];
-                    if h == g {
-                        continue;
+                    if h != g {
+                        let port = self.port(pc, pc);
+                        requested[h].insert(port.clone());
+                        reads.insert((g, pc.clone()), port);
                     }
-                    let like = match leaf.kind {
-                        LeafKind::Flatten | LeafKind::Identity => self.single(&outputs[&leaf.id], leaf)?,
-                        _ => pc.clone(),
-                    };
-                    let port = self.port(pc, &like);
-                    requested[h].insert(port.clone());
-                    reads.insert((g, pc.clone()), port);
                 }
             }
         }
@@ -244,13 +263,18 @@ impl Builder<'_> {
                     let windowing = self.components.windowing_strategies[&ws_id].clone();
                     StageKind::GroupByKey { transform_id: first.id.clone(), input, output: native_output(self)?, windowing }
                 }
-                LeafKind::Identity => StageKind::Identity {
-                    input: reads[&(g, first.main_input.clone().expect("identity input"))].clone(),
-                    output: native_output(self)?,
-                },
-                LeafKind::Flatten => {
-                    let inputs = inputs[&first.id].iter().map(|pc| reads[&(g, pc.clone())].clone()).collect();
-                    StageKind::Flatten { inputs, output: native_output(self)? }
+                LeafKind::Identity | LeafKind::Flatten => {
+                    // One stage per encoding its readers asked for.
+                    let name = self.components.transforms[&first.id].unique_name.clone();
+                    for (k, (ins, output)) in variants.remove(&g).unwrap_or_default().into_iter().enumerate() {
+                        let kind = if group.kind == LeafKind::Flatten {
+                            StageKind::Flatten { inputs: ins, output }
+                        } else {
+                            StageKind::Identity { input: ins.into_iter().next().expect("one input"), output }
+                        };
+                        stages.push(Stage { id: format!("{id}v{k}"), name: name.clone(), kind });
+                    }
+                    continue;
                 }
                 LeafKind::Sdk { environment_id } => {
                     StageKind::Sdk(Box::new(self.sdk_stage(&id, environment_id, group, &reads, g, &requested[g])?))

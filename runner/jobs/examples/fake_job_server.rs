@@ -6,7 +6,7 @@
 //! staged and a user counter, and succeeds (or fails with `--fail`).
 //!
 //! ```text
-//! cargo run -p ferrobeam-jobs --example fake_job_server -- --port 8099 [--root DIR] [--fail]
+//! cargo run -p ferrobeam-jobs --example fake_job_server -- --port 8099 [--root DIR] [--fail] [--sleep-ms 300]
 //! ```
 //!
 //! Prints `LISTENING <host:port>` on stdout once it accepts connections.
@@ -25,6 +25,7 @@ use prost::Message;
 
 struct FakeExecutor {
     fail: bool,
+    sleep: Duration,
 }
 
 /// A `beam:metric:user:sum_int64:v1` counter as the Python SDK reports it.
@@ -76,11 +77,11 @@ impl Executor for FakeExecutor {
     }
 
     fn execute(&self, job: JobContext) -> BoxFuture<'static, Result<(), String>> {
-        let fail = self.fail;
+        let (fail, sleep) = (self.fail, self.sleep);
         Box::pin(async move {
             job.events
                 .message(MessageImportance::JobMessageBasic, describe_artifacts(&job));
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(sleep).await;
             if job.cancelled() {
                 return Ok(());
             }
@@ -111,12 +112,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut port = 0u16;
     let mut root = None;
     let mut fail = false;
+    let mut sleep = Duration::from_millis(300);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => port = args.next().ok_or("--port needs a value")?.parse()?,
             "--root" => root = Some(args.next().ok_or("--root needs a value")?),
             "--fail" => fail = true,
+            "--sleep-ms" => {
+                sleep =
+                    Duration::from_millis(args.next().ok_or("--sleep-ms needs a value")?.parse()?)
+            }
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -127,7 +133,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let server = JobServer::new(Arc::new(FakeExecutor { fail }), config)?;
+        let server = JobServer::new(Arc::new(FakeExecutor { fail, sleep }), config)?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         server.set_public_endpoint(addr.to_string());

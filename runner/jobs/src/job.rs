@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tonic::Status;
 
 use crate::executor::JobEvents;
-use crate::log::{is_terminal, EntriesRead, EventLog};
+use crate::history::{is_terminal, EntriesRead, EventLog};
 
 /// Resolved artifacts per environment id.
 pub(crate) type ArtifactMap = HashMap<String, Vec<ArtifactInformation>>;

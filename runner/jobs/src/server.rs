@@ -78,6 +78,9 @@ impl Shared {
             .collect();
         for job in &evicted {
             tracing::info!(job_id = %job.id, "forgetting job");
+            // A prepared job that was never run ends as CANCELLED, so any
+            // stream still following it closes.
+            job.request_cancel();
         }
         tokio::task::spawn_blocking(move || {
             for dir in dirs {

@@ -619,3 +619,87 @@ async fn shutdown_ends_open_streams() {
         );
     }
 }
+
+#[tokio::test]
+async fn old_jobs_are_forgotten_with_their_files() {
+    let server =
+        TestServer::start_with(FakeExecutor::new(Behavior::Succeed(Duration::ZERO)), |c| {
+            ferrobeam_jobs::JobServiceConfig {
+                max_finished_jobs: 1,
+                prepared_job_ttl: Duration::from_millis(100),
+                ..c
+            }
+        })
+        .await;
+    let mut client = server.client().await;
+    let files: HashMap<String, Vec<u8>> =
+        [("f".to_string(), b"data".to_vec())].into_iter().collect();
+    let mut finished = Vec::new();
+    for _ in 0..3 {
+        let prep = prepare(
+            &mut client,
+            pipeline(&[("env", vec![file_artifact("f", Some("f"))])]),
+        )
+        .await;
+        let endpoint = prep.artifact_staging_endpoint.unwrap().url;
+        within(
+            10,
+            stage(
+                &endpoint,
+                &prep.staging_session_token,
+                &files,
+                10,
+                ClientQuirks::default(),
+            ),
+        )
+        .await
+        .unwrap();
+        let id = prep.preparation_id;
+        client
+            .run(RunJobRequest {
+                preparation_id: id.clone(),
+                retrieval_token: String::new(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            within(5, collect_states(&mut client, &id)).await.last(),
+            Some(&JobState::Done)
+        );
+        finished.push(id);
+    }
+    // A prepared job nobody runs; a stream following it must end when it
+    // is forgotten.
+    let idle = prepare(&mut client, pipeline(&[])).await.preparation_id;
+    let (mut c, id) = (client.clone(), idle.clone());
+    let idle_states = tokio::spawn(async move { collect_states(&mut c, &id).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Eviction happens on Prepare.
+    let newest = prepare(&mut client, pipeline(&[])).await.preparation_id;
+    let ids: Vec<String> = client
+        .get_jobs(GetJobsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .job_info
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    assert_eq!(ids, vec![finished[2].clone(), newest]);
+    assert_eq!(
+        within(5, idle_states).await.unwrap(),
+        vec![JobState::Stopped, JobState::Cancelled]
+    );
+    within(5, async {
+        while finished[..2]
+            .iter()
+            .any(|id| server.server.artifact_root().join(id).exists())
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(server.server.artifact_root().join(&finished[2]).exists());
+    server.stop().await;
+}
