@@ -23,6 +23,7 @@ mod coder;
 mod error;
 mod iterable;
 mod pane;
+mod resolve;
 mod row;
 mod timestamp;
 mod value;
