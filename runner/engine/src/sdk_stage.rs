@@ -81,6 +81,9 @@ impl SdkStageRun<'_> {
         if self.stage.keyed {
             return self.partition_by_key(&chunks, format);
         }
+        if self.stage.residual_target.is_some() || total < self.lanes() * MIN_BUNDLE_BYTES {
+            return self.spread_elements(&chunks, format);
+        }
         let target = (total / (self.lanes() * 2)).clamp(MIN_BUNDLE_BYTES, MAX_BUNDLE_BYTES);
         let mut bundles = Vec::new();
         let mut current = Vec::new();
@@ -98,6 +101,24 @@ impl SdkStageRun<'_> {
         }
         if !current.is_empty() {
             bundles.push(current);
+        }
+        Ok(bundles)
+    }
+
+    /// Small inputs, and the restrictions of a splittable DoFn (each may be
+    /// a lot of work): deal elements out so every lane gets some.
+    fn spread_elements(&self, chunks: &[Bytes], format: &WireFormat) -> Result<Vec<Vec<Bytes>>, EngineError> {
+        let mut elements = Vec::new();
+        for chunk in chunks {
+            format.for_each(chunk, |e| {
+                elements.push(chunk.slice(e.range));
+                Ok(())
+            })?;
+        }
+        let n = if self.stage.residual_target.is_some() { elements.len() } else { self.lanes().min(elements.len()) };
+        let mut bundles: Vec<Vec<Bytes>> = vec![Vec::new(); n];
+        for (i, e) in elements.into_iter().enumerate() {
+            bundles[i % n].push(e);
         }
         Ok(bundles)
     }
