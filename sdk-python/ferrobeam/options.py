@@ -25,7 +25,9 @@ __all__ = ["FerrobeamOptions", "EmbeddedServerConfig"]
 class FerrobeamOptions(PipelineOptions):
     """Options for the embedded ferrobeam job server.
 
-    These only matter when ferrobeam starts its own job server in-process,
+    Unset options default to None (and are then not sent to the workers,
+    which do not know them); :class:`EmbeddedServerConfig` fills in the
+    documented defaults. These only matter when ferrobeam starts its own job server in-process,
     i.e. with ``--runner=ferrobeam.FerrobeamRunner`` and no
     ``--job_endpoint``. A standalone server (``ferrobeam job-server``) takes
     the equivalent flags on its own command line instead.
@@ -36,7 +38,7 @@ class FerrobeamOptions(PipelineOptions):
         parser.add_argument(
             "--ferrobeam_workers",
             type=int,
-            default=0,
+            default=None,
             help=(
                 "Number of SDK worker processes the embedded ferrobeam job "
                 "server starts for the default environment. 0 (the default) "
@@ -57,16 +59,17 @@ class FerrobeamOptions(PipelineOptions):
         )
         parser.add_argument(
             "--ferrobeam_job_server_host",
-            default="127.0.0.1",
+            default=None,
             help=(
                 "Address the embedded ferrobeam job server listens on. The "
-                "default only accepts connections from this machine."
+                "default, 127.0.0.1, only accepts connections from this "
+                "machine."
             ),
         )
         parser.add_argument(
             "--ferrobeam_job_server_port",
             type=int,
-            default=0,
+            default=None,
             help=(
                 "Port of the embedded ferrobeam job server (the job API and "
                 "artifact staging share it). 0 (the default) picks a free "
