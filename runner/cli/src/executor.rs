@@ -56,6 +56,7 @@ impl Executor for EngineExecutor {
                 },
                 staged,
                 work_dir: job.work_dir.clone(),
+                inprocess_worker_pool: string_option(&job.options, "ferrobeam_inprocess_worker_pool"),
                 reporter: Arc::new(EventsReporter(job.events.clone())),
                 cancel: job.cancel.clone(),
             };
@@ -102,6 +103,15 @@ fn staged_files(artifacts: &[ArtifactInformation]) -> Vec<(PathBuf, String)> {
             Some((PathBuf::from(path), name))
         })
         .collect()
+}
+
+/// A string pipeline option by its Python name, if set and non-empty.
+fn string_option(options: &prost_types::Struct, name: &str) -> Option<String> {
+    let v = options.fields.get(&format!("beam:option:{name}:v1"))?;
+    match &v.kind {
+        Some(prost_types::value::Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
 }
 
 /// Pipeline options as the Python harness reads them from `PIPELINE_OPTIONS`.

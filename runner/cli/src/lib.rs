@@ -56,7 +56,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    init_logging();
+    init_logging("info,sdk_worker=warn");
     match cli.command {
         Command::JobServer { host, port, allow_remote, workers, python, strict_environments, work_dir } => {
             let config = ServerConfig {
@@ -96,9 +96,15 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default level.
-pub fn init_logging() {
+/// Logs to stderr at `default` level (an `EnvFilter` directive);
+/// `RUST_LOG` overrides it.
+pub fn init_logging(default: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sdk_worker=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }

@@ -58,6 +58,10 @@ pub struct JobSpec {
     /// Per environment: (local file, staged name) pairs for local harnesses.
     pub staged: HashMap<String, Vec<(PathBuf, String)>>,
     pub work_dir: PathBuf,
+    /// A worker pool inside the submitting process (FerrobeamRunner's): its
+    /// worker needs no start-up, so small jobs finish before a worker
+    /// process could even import Beam.  Used for local Python environments.
+    pub inprocess_worker_pool: Option<String>,
     pub reporter: Arc<dyn Reporter>,
     pub cancel: watch::Receiver<bool>,
 }
@@ -137,9 +141,12 @@ fn start_pools(
             work_dir: job.work_dir.clone(),
             log_sink: log_sink.clone(),
         };
-        let launcher = launcher.clone();
-        let workers = config.workers;
-        (env_id.clone(), WorkerPool::start(launcher, template, workers))
+        let mut templates = vec![template.clone(); config.workers.max(1)];
+        if let (Some(endpoint), EnvironmentSpec::LocalPython { .. }) = (&job.inprocess_worker_pool, &template.spec) {
+            let spec = EnvironmentSpec::External { endpoint: endpoint.clone(), params: Default::default() };
+            templates.insert(0, WorkerTemplate { spec, ..template });
+        }
+        (env_id.clone(), WorkerPool::start(launcher.clone(), templates))
     });
     Ok(starts.collect())
 }

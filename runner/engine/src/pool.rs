@@ -20,10 +20,13 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// Starts launching `size` workers; returns at once.
-    pub fn start(launcher: Arc<WorkerLauncher>, template: WorkerTemplate, size: usize) -> Self {
-        let slots: Vec<Slot> = (0..size.max(1)).map(|_| Slot::default()).collect();
-        for slot in &slots {
+    /// Starts launching one worker per template; returns at once.  A slot
+    /// whose worker dies is refilled from the last template (the first may
+    /// be a one-off, such as a worker inside the submitting process).
+    pub fn start(launcher: Arc<WorkerLauncher>, templates: Vec<WorkerTemplate>) -> Self {
+        assert!(!templates.is_empty(), "a pool needs at least one worker");
+        let slots: Vec<Slot> = templates.iter().map(|_| Slot::default()).collect();
+        for (slot, template) in slots.iter().zip(&templates) {
             // Hold the slot while launching, so `worker()` waits for this launch.
             let mut guard = slot.clone().try_lock_owned().expect("new slot is free");
             let launcher = launcher.clone();
@@ -35,6 +38,7 @@ impl WorkerPool {
                 }
             });
         }
+        let template = templates.last().expect("non-empty").clone();
         Self { launcher, template, slots }
     }
 

@@ -63,7 +63,8 @@ fn start_job_server(
     strict_environments: bool,
     work_dir: Option<PathBuf>,
 ) -> PyResult<JobServer> {
-    ferrobeam_cli::init_logging();
+    // Embedded in a user's program: only problems, unless RUST_LOG says otherwise.
+    ferrobeam_cli::init_logging("warn,sdk_worker=error");
     let mut config = ServerConfig {
         host: host.to_owned(),
         port,
