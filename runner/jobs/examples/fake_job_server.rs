@@ -101,6 +101,29 @@ impl Executor for FakeExecutor {
     }
 }
 
+/// Resolves on Ctrl-C or SIGTERM, whichever comes first.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -139,11 +162,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.set_public_endpoint(addr.to_string());
         println!("LISTENING {addr}");
         std::io::stdout().flush()?;
-        server
-            .serve(listener, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        server.serve(listener, stop_signal()).await?;
         Ok(())
     })
 }

@@ -73,12 +73,12 @@ class Server:
 
     def stop(self):
         self.channel.close()
-        self.proc.send_signal(signal.SIGINT)
+        self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            raise AssertionError("the job server did not stop on SIGINT")
+            raise AssertionError("the job server did not stop on SIGTERM")
 
 
 @pytest.fixture
