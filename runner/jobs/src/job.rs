@@ -309,8 +309,9 @@ impl Job {
                 }
                 Staging::Failed(message) => {
                     return Err(Status::failed_precondition(format!(
-                        "staging the artifacts of job {} failed: {message}",
-                        self.id
+                        "staging the artifacts of job {} failed: {}",
+                        self.id,
+                        crate::status::clip(message)
                     )))
                 }
             };

@@ -38,6 +38,7 @@ mod retrieval;
 mod server;
 mod service;
 mod staging;
+mod status;
 mod streams;
 pub mod urns;
 

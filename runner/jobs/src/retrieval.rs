@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::fsutil::{resolve_file_within, PathCheckError};
 use crate::server::Shared;
+use crate::status::clip;
 use crate::streams::ResponseStream;
 use crate::urns::ARTIFACT_TYPE_FILE;
 
@@ -67,13 +68,16 @@ impl ArtifactRetrievalService for ArtifactRetrieval {
         })?;
         let path = resolve_file_within(&self.shared.artifact_root, &payload.path)
             .await
-            .map_err(|e| match e {
-                PathCheckError::NotFound(_) => Status::not_found(e.to_string()),
-                PathCheckError::OutsideRoot(_) | PathCheckError::NotAFile(_) => {
-                    tracing::warn!("refused artifact request: {e}");
-                    Status::permission_denied(e.to_string())
+            .map_err(|e| {
+                let text = clip(&e.to_string());
+                match e {
+                    PathCheckError::NotFound(_) => Status::not_found(text),
+                    PathCheckError::OutsideRoot(_) | PathCheckError::NotAFile(_) => {
+                        tracing::warn!("refused artifact request: {text}");
+                        Status::permission_denied(text)
+                    }
+                    PathCheckError::Io { .. } => Status::internal(text),
                 }
-                PathCheckError::Io { .. } => Status::internal(e.to_string()),
             })?;
         let file = tokio::fs::File::open(&path)
             .await

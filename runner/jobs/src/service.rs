@@ -18,6 +18,7 @@ use crate::fsutil::{create_private_dir, sanitize_component};
 use crate::job::{Job, JobEventSink};
 use crate::lifecycle;
 use crate::server::Shared;
+use crate::status::{clip, clip_to};
 use crate::streams::{message_stream, state_stream, ResponseStream};
 
 /// Longest job name we keep; names are only for humans.
@@ -46,7 +47,7 @@ impl JobApi {
         self.shared
             .registry
             .get(job_id)
-            .ok_or_else(|| Status::not_found(format!("no job with id {job_id:?}")))
+            .ok_or_else(|| Status::not_found(format!("no job with id {:?}", clip_to(job_id, 200))))
     }
 }
 
@@ -98,7 +99,7 @@ impl JobService for JobApi {
         })?;
         if let Err(message) = verdict {
             tracing::info!("refused pipeline at Prepare: {message}");
-            return Err(Status::invalid_argument(message));
+            return Err(Status::invalid_argument(clip(&message)));
         }
 
         self.shared.evict_old_jobs();

@@ -38,6 +38,7 @@ use crate::fsutil::{
 };
 use crate::job::{ArtifactMap, Job};
 use crate::server::Shared;
+use crate::status::{clip, clip_to};
 use crate::streams::ResponseStream;
 use crate::urns::{ARTIFACT_ROLE_STAGING_TO, ARTIFACT_TYPE_FILE};
 
@@ -77,7 +78,7 @@ impl StagingError {
     }
 
     fn to_status(&self) -> Status {
-        let text = format!("artifact staging failed: {self}");
+        let text = clip(&format!("artifact staging failed: {self}"));
         match self {
             StagingError::ArtifactTooLarge { .. }
             | StagingError::TotalTooLarge { .. }
@@ -275,7 +276,8 @@ impl Stager {
             Some(ClientResponse::ResolveArtifactResponse(r)) => r.replacements,
             other => {
                 return Err(StagingError::Protocol(format!(
-                    "expected the resolved artifacts of environment {env_id:?}, got {}",
+                    "expected the resolved artifacts of environment {:?}, got {}",
+                    clip_to(env_id, 200),
                     describe(&other)
                 )))
             }
@@ -312,8 +314,9 @@ impl Stager {
     ) -> Result<ArtifactInformation, StagingError> {
         let staged_name = staged_name(&artifact);
         let label = staged_name
-            .clone()
-            .unwrap_or_else(|| format!("#{index} ({})", artifact.type_urn));
+            .as_deref()
+            .map(|n| clip_to(n, 200))
+            .unwrap_or_else(|| format!("#{index} ({})", clip_to(&artifact.type_urn, 200)));
         let file_name = format!(
             "{index:04}-{}",
             sanitized_basename(staged_name.as_deref().unwrap_or(""), "artifact")

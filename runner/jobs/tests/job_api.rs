@@ -452,6 +452,17 @@ async fn garbage_requests_get_statuses() {
         })
         .await;
     assert_eq!(run.unwrap_err().code(), Code::NotFound);
+    // A huge id is not echoed back whole (clients cap header sizes).
+    let huge = "x".repeat(1 << 20);
+    let err = client
+        .run(RunJobRequest {
+            preparation_id: huge,
+            retrieval_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().len() < 1000);
     let s = client
         .get_state_stream(GetJobStateRequest {
             job_id: "nope".into(),
