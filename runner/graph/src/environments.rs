@@ -9,29 +9,40 @@ use crate::error::GraphError;
 use crate::plan::Environment;
 use crate::urns;
 
-/// Classifies every environment the pipeline's transforms use.
+/// Classifies every environment the pipeline's transforms use.  `used`
+/// pairs each environment id with the transform needing it (for errors).
 pub fn resolve(
     components: &Components,
-    used: impl IntoIterator<Item = String>,
+    used: impl IntoIterator<Item = (String, String)>,
     strict: bool,
     notes: &mut Vec<String>,
 ) -> Result<HashMap<String, Environment>, GraphError> {
     let mut out = HashMap::new();
-    for id in used {
+    for (id, transform) in used {
         if out.contains_key(&id) {
             continue;
         }
-        let env = components
-            .environments
-            .get(&id)
-            .ok_or_else(|| GraphError::Malformed(format!("unknown environment id {id:?}")))?;
-        out.insert(id.clone(), classify(&id, env, strict, notes)?);
+        let env = components.environments.get(&id).ok_or_else(|| {
+            GraphError::Malformed(format!("transform {transform} names an unknown environment id {id:?}"))
+        })?;
+        out.insert(id.clone(), classify(&id, &transform, env, strict, notes)?);
     }
     Ok(out)
 }
 
-fn classify(id: &str, env: &pb::Environment, strict: bool, notes: &mut Vec<String>) -> Result<Environment, GraphError> {
-    let err = |reason: String| GraphError::Environment { id: id.to_owned(), urn: env.urn.clone(), reason };
+fn classify(
+    id: &str,
+    transform: &str,
+    env: &pb::Environment,
+    strict: bool,
+    notes: &mut Vec<String>,
+) -> Result<Environment, GraphError> {
+    let err = |reason: String| GraphError::Environment {
+        transform: transform.to_owned(),
+        id: id.to_owned(),
+        urn: env.urn.clone(),
+        reason,
+    };
     match env.urn.as_str() {
         urns::ENV_EMBEDDED_PYTHON | urns::ENV_DEFAULT => Ok(Environment::LocalPython),
         urns::ENV_EXTERNAL => {

@@ -4,8 +4,10 @@
 pub enum GraphError {
     #[error("transform '{name}' ({urn}) cannot run on ferrobeam: {reason}")]
     Unsupported { name: String, urn: String, reason: String },
-    #[error("environment '{id}' ({urn}) cannot be provided: {reason}")]
-    Environment { id: String, urn: String, reason: String },
+    /// `transform` is the first transform needing the environment, as
+    /// `'unique name' (urn)`.
+    #[error("transform {transform} needs environment '{id}' ({urn}), which cannot be provided: {reason}")]
+    Environment { transform: String, id: String, urn: String, reason: String },
     #[error("the pipeline requires '{0}', which ferrobeam does not implement yet")]
     Requirement(String),
     #[error("malformed pipeline: {0}")]

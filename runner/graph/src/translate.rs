@@ -50,7 +50,10 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
     }
     let mut notes = Vec::new();
     let used_envs = leaves.iter().filter_map(|l| match &l.kind {
-        LeafKind::Sdk { environment_id } => Some(environment_id.clone()),
+        LeafKind::Sdk { environment_id } => {
+            let t = &components.transforms[&l.id];
+            Some((environment_id.clone(), format!("'{}' ({})", t.unique_name, leaves::urn(t))))
+        }
         _ => None,
     });
     let environments = environments::resolve(&components, used_envs, opts.strict_environments, &mut notes)?;
@@ -79,11 +82,59 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
     };
     let inputs = io(|t| &t.inputs);
     let outputs = io(|t| &t.outputs);
+    let leaves = producers_first(leaves, &components, &inputs, &outputs)?;
     let (groups, group_of) = fuse(&leaves, &|id| outputs[id].clone(), &|id| inputs[id].clone());
     let order = topological(&groups, &group_of, &leaves, &inputs, &outputs)?;
     let mut b = Builder { components, opts, leaves: &leaves, group_of: &group_of, canonical: HashMap::new() };
     let stages = b.stages(&groups, &order, &inputs, &outputs)?;
     Ok(Plan { components: b.components, stages, environments, notes })
+}
+
+/// The leaves in an order where every leaf comes after the producers of its
+/// inputs: the SDK's order when it already is one, which fusion relies on.
+/// A cycle is an error here, before fusion could hide it inside one stage.
+fn producers_first(
+    leaves: Vec<Leaf>,
+    components: &Components,
+    inputs: &HashMap<String, Vec<String>>,
+    outputs: &HashMap<String, Vec<String>>,
+) -> Result<Vec<Leaf>, GraphError> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, l) in leaves.iter().enumerate() {
+        for pc in &outputs[&l.id] {
+            producer.insert(pc, i);
+        }
+    }
+    // Missing producers are reported later, with the pcollection's name.
+    let mut waiting = vec![0usize; leaves.len()];
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); leaves.len()];
+    for (i, l) in leaves.iter().enumerate() {
+        for pc in &inputs[&l.id] {
+            if let Some(&p) = producer.get(pc.as_str()) {
+                waiting[i] += 1;
+                readers[p].push(i);
+            }
+        }
+    }
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> =
+        (0..leaves.len()).filter(|&i| waiting[i] == 0).map(std::cmp::Reverse).collect();
+    let mut order = Vec::with_capacity(leaves.len());
+    while let Some(std::cmp::Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &r in &readers[i] {
+            waiting[r] -= 1;
+            if waiting[r] == 0 {
+                ready.push(std::cmp::Reverse(r));
+            }
+        }
+    }
+    if order.len() < leaves.len() {
+        let stuck = (0..leaves.len()).find(|&i| waiting[i] > 0).expect("some leaf is stuck");
+        let name = &components.transforms[&leaves[stuck].id].unique_name;
+        return Err(GraphError::Malformed(format!("the pipeline graph has a cycle through transform '{name}'")));
+    }
+    let mut slots: Vec<Option<Leaf>> = leaves.into_iter().map(Some).collect();
+    Ok(order.into_iter().map(|i| slots[i].take().expect("each leaf once")).collect())
 }
 
 fn check_gbk_windowing(components: &Components, t: &PTransform) -> Result<(), GraphError> {

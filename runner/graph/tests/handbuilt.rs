@@ -540,3 +540,65 @@ fn flatten_of_three_inputs_from_two_stages() {
     let written: Vec<&str> = sa.outputs.iter().map(|(p, _)| p.pcollection.as_str()).collect();
     assert_eq!(written, ["a", "b"]);
 }
+
+#[test]
+fn roots_out_of_order_still_fuse_producers_first() {
+    let mut b = linear();
+    let in_order = describe(&b.plan());
+    b.roots.reverse();
+    assert_eq!(describe(&b.plan()), in_order);
+
+    // With C (main input from A, side input from B) listed before B, B
+    // must not be fused after C into A's stage, which would make the
+    // stage wait for its own output.
+    let mut b = B::new();
+    b.impulse("Impulse", "p0");
+    b.pardo("A", "p0", "p1");
+    let payload = pb::ParDoPayload {
+        side_inputs: HashMap::from([("side".to_owned(), side_input("beam:side_input:iterable:v1"))]),
+        ..Default::default()
+    };
+    b.pc("p2", "kv");
+    b.pardo_with("C", payload, ENV, &[("main", "p1"), ("side", "p2")], &["p3"]);
+    b.pardo("B", "p1", "p2");
+    let plan = b.plan();
+    let (a, _) = stage_running(&plan, "A");
+    let (bb, _) = stage_running(&plan, "B");
+    let (c, _) = stage_running(&plan, "C");
+    assert_eq!(a, bb, "{}", describe(&plan));
+    assert!(bb < c, "{}", describe(&plan));
+}
+
+#[test]
+fn environment_errors_name_a_transform_using_it() {
+    let mut b = linear();
+    b.c.environments.insert(ENV.into(), pb::Environment { urn: "beam:env:mystery:v1".into(), ..Default::default() });
+    let err = b.err();
+    let text = err.to_string();
+    match &err {
+        GraphError::Environment { transform, id, urn, .. } => {
+            assert_eq!(transform, "'A' (beam:transform:pardo:v1)");
+            assert_eq!(id, ENV);
+            assert_eq!(urn, "beam:env:mystery:v1");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(text.contains("'A'") && text.contains("beam:env:mystery:v1"), "{text}");
+
+    // An external environment without an endpoint, a process one without a command.
+    for (urn, payload, needle) in [
+        ("beam:env:external:v1", pb::ExternalPayload::default().encode_to_vec(), "endpoint"),
+        ("beam:env:process:v1", pb::ProcessPayload::default().encode_to_vec(), "command"),
+    ] {
+        let mut b = linear();
+        b.c.environments.insert(ENV.into(), pb::Environment { urn: urn.into(), payload: payload.into(), ..Default::default() });
+        let text = b.err().to_string();
+        assert!(text.contains("'A'") && text.contains(urn) && text.contains(needle), "{text}");
+    }
+
+    // An environment id missing from the components.
+    let mut b = linear();
+    b.c.environments.remove(ENV);
+    let m = malformed(b.err());
+    assert!(m.contains("'A'") && m.contains(ENV), "{m}");
+}
