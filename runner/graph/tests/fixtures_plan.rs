@@ -505,11 +505,3 @@ fn translation_is_deterministic() {
         assert_eq!(a, b, "{name}");
     }
 }
-
-#[test]
-fn print_refusals() {
-    // Not an assertion: shows the user-facing texts with --nocapture.
-    for name in ["timer", "unknown_urn", "docker_custom"] {
-        println!("{name}: {}", refusal(&load(name), &opts()));
-    }
-}
