@@ -7,6 +7,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -56,6 +58,22 @@ def test_unknown_subcommand_fails() -> None:
     assert proc.stderr.strip(), "an error should say what was wrong"
 
 
+# Threads of Beam's SDK harness that LOOPBACK starts in this process.
+_HARNESS_THREADS = ("run_worker", "read_state", "read_grpc_client_inputs")
+
+
+def _wait_for_loopback_workers_to_disconnect(timeout: float = 10.0) -> None:
+    """Lets LOOPBACK harness threads of finished jobs wind down.
+
+    The server closes their streams when the job ends; stopping it before
+    they notice would make them log spurious UNAVAILABLE errors.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(
+            t.name.startswith(_HARNESS_THREADS) for t in threading.enumerate()):
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def standalone_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """``ferrobeam job-server --port P`` as a child process."""
@@ -68,9 +86,14 @@ def standalone_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
         wait_for_job_service(endpoint, timeout=60, proc=proc)
         yield endpoint, proc
     finally:
+        _wait_for_loopback_workers_to_disconnect()
         if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+            proc.send_signal(signal.SIGTERM)  # graceful first, as a user would
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
         log.seek(0)
         sys.stderr.write("--- ferrobeam job-server log (tail)\n" + log.read()[-5000:])
         log.close()
