@@ -147,6 +147,7 @@ impl WarmPython {
 pub struct RunningWorker {
     pub worker: Arc<Worker>,
     registry: Arc<Registry>,
+    warm: Option<Arc<WarmPython>>,
     process: Option<Child>,
     external: Option<String>,
     output_tail: Arc<Mutex<VecDeque<String>>>,
@@ -232,6 +233,7 @@ impl WorkerLauncher {
         Ok(RunningWorker {
             worker,
             registry: self.registry.clone(),
+            warm: self.warm.clone(),
             process,
             external,
             output_tail: tail,
@@ -247,9 +249,10 @@ impl WorkerLauncher {
     ) -> Result<(Child, Arc<Mutex<VecDeque<String>>>), String> {
         let env = self.local_python_env(worker_id, template)?;
         if let Some(warm) = &self.warm {
+            // Not refilled here: a fresh interpreter importing Beam would
+            // compete for CPU with the job that just took this one.  The pool
+            // is topped up when workers stop (see `RunningWorker::stop`).
             if let Some(mut p) = warm.take(python) {
-                let refill = warm.clone();
-                tokio::task::spawn_blocking(move || refill.refill());
                 let mut line = serde_json::to_string(&env).map_err(|e| e.to_string())?;
                 line.push('\n');
                 use tokio::io::AsyncWriteExt;
@@ -346,6 +349,9 @@ impl RunningWorker {
     pub async fn stop(mut self) {
         self.worker.shutdown();
         self.registry.remove_worker(self.worker.id());
+        if let Some(warm) = self.warm.take() {
+            tokio::task::spawn_blocking(move || warm.refill());
+        }
         if let Some(mut child) = self.process.take() {
             if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
                 let _ = child.kill().await;

@@ -56,8 +56,13 @@ fn walk(components: &Components, id: &str, out: &mut Vec<String>) -> Result<(), 
         .get(id)
         .ok_or_else(|| GraphError::Malformed(format!("unknown transform id {id:?}")))?;
     let urn = urn(t);
-    if NATIVE_COMPOSITES.contains(&urn) || t.subtransforms.is_empty() {
-        if !(urn.is_empty() && t.inputs.is_empty() && t.outputs.is_empty()) {
+    if NATIVE_COMPOSITES.contains(&urn) || t.subtransforms.is_empty() || liftable_combine(components, t) {
+        // A composite whose expansion returned its input (e.g. Create's
+        // MaybeReshuffle for one element) has no parts and nothing to do.
+        let passthrough = t.subtransforms.is_empty()
+            && !t.outputs.is_empty()
+            && t.outputs.values().all(|o| t.inputs.values().any(|i| i == o));
+        if !passthrough && !(urn.is_empty() && t.inputs.is_empty() && t.outputs.is_empty()) {
             out.push(id.to_owned());
         }
         return Ok(());
@@ -66,6 +71,92 @@ fn walk(components: &Components, id: &str, out: &mut Vec<String>) -> Result<(), 
         walk(components, sub, out)?;
     }
     Ok(())
+}
+
+/// A CombinePerKey the SDK did not lift already (it does in batch, not in
+/// streaming), whose trigger lets us lift it: precombining must not change
+/// what the trigger sees.
+fn liftable_combine(components: &Components, t: &PTransform) -> bool {
+    if urn(t) != urns::COMBINE_PER_KEY || t.spec.as_ref().is_none_or(|s| s.payload.is_empty()) {
+        return false;
+    }
+    let already_lifted = t
+        .subtransforms
+        .iter()
+        .any(|s| components.transforms.get(s).is_some_and(|s| urn(s) == urns::COMBINE_PRECOMBINE));
+    let default_trigger = t
+        .inputs
+        .values()
+        .next()
+        .and_then(|pc| components.pcollections.get(pc))
+        .and_then(|pc| components.windowing_strategies.get(&pc.windowing_strategy_id))
+        .is_some_and(|ws| {
+            matches!(ws.trigger.as_ref().and_then(|t| t.trigger.as_ref()), None | Some(pb::trigger::Trigger::Default(_)))
+        });
+    !already_lifted && default_trigger
+}
+
+/// Combiner lifting: CombinePerKey → Precombine (SDK, before the shuffle)
+/// → GroupByKey (native) → MergeAccumulators → ExtractOutputs (SDK).
+/// Only accumulators cross the shuffle, not every input element.
+fn lift_combine(components: &mut Components, id: &str, t: &PTransform) -> Result<Vec<Leaf>, GraphError> {
+    let env = environment(t)?;
+    let input = single_input(t)?;
+    let output = t
+        .outputs
+        .values()
+        .next()
+        .cloned()
+        .ok_or_else(|| GraphError::unsupported(t, "CombinePerKey without an output"))?;
+    let payload = pb::CombinePayload::decode(t.spec.as_ref().expect("checked").payload.as_ref())
+        .map_err(|e| GraphError::unsupported(t, format!("undecodable CombinePayload: {e}")))?;
+    let input_coder = &components.coders[&components.pcollections[&input].coder_id];
+    if input_coder.spec.as_ref().map(|s| s.urn.as_str()) != Some(urns::KV_CODER) {
+        return Err(GraphError::unsupported(t, "CombinePerKey input is not a KV"));
+    }
+    let key_coder = input_coder.component_coder_ids[0].clone();
+    let acc = payload.accumulator_coder_id.clone();
+    let kv_acc = crate::coders::ensure(components, urns::KV_CODER, vec![key_coder.clone(), acc.clone()]);
+    let accs = crate::coders::ensure(components, urns::ITERABLE_CODER, vec![acc]);
+    let kv_accs = crate::coders::ensure(components, urns::KV_CODER, vec![key_coder, accs]);
+    let precombined = copy_pcollection(components, &input, "precombined", kv_acc.clone());
+    let grouped = copy_pcollection(components, &input, "grouped", kv_accs);
+    let merged = copy_pcollection(components, &input, "merged", kv_acc);
+    let spec_payload = t.spec.as_ref().expect("checked").payload.clone();
+    let mut add = |suffix: &str, urn: &str, from: &str, to: &str, environment_id: &str| {
+        let new = PTransform {
+            unique_name: format!("{}/{suffix}", t.unique_name),
+            spec: Some(FunctionSpec { urn: urn.to_owned(), payload: spec_payload.clone() }),
+            inputs: [("in".to_owned(), from.to_owned())].into(),
+            outputs: [("out".to_owned(), to.to_owned())].into(),
+            environment_id: environment_id.to_owned(),
+            ..Default::default()
+        };
+        let new_id = unique_key(&components.transforms, &format!("{id}/{suffix}"));
+        components.transforms.insert(new_id.clone(), new);
+        new_id
+    };
+    let ids = [
+        add("Precombine", urns::COMBINE_PRECOMBINE, &input, &precombined, &env),
+        add("Group", urns::GROUP_BY_KEY, &precombined, &grouped, ""),
+        add("Merge", urns::COMBINE_MERGE, &grouped, &merged, &env),
+        add("ExtractOutputs", urns::COMBINE_EXTRACT, &merged, &output, &env),
+    ];
+    let mains = [&input, &precombined, &grouped, &merged];
+    Ok(ids
+        .into_iter()
+        .zip(mains)
+        .enumerate()
+        .map(|(i, (id, main))| Leaf {
+            id,
+            kind: if i == 1 { LeafKind::GroupByKey } else { LeafKind::Sdk { environment_id: env.clone() } },
+            main_input: Some(main.clone()),
+            side_inputs: vec![],
+            starts_stage: false,
+            keyed: false,
+            splittable: false,
+        })
+        .collect())
 }
 
 pub fn urn(t: &PTransform) -> &str {
@@ -107,6 +198,7 @@ fn classify(components: &mut Components, id: &str, t: &PTransform) -> Result<Vec
             vec![simple(LeafKind::Identity, Some(single_input(t)?))]
         }
         urns::PAR_DO => return pardo(components, id, t),
+        urns::COMBINE_PER_KEY => return lift_combine(components, id, t),
         urns::ASSIGN_WINDOWS
         | urns::MAP_WINDOWS
         | urns::TO_STRING
