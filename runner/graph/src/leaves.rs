@@ -60,6 +60,7 @@ fn walk(components: &Components, id: &str, out: &mut Vec<String>) -> Result<(), 
         // A composite whose expansion returned its input (e.g. Create's
         // MaybeReshuffle for one element) has no parts and nothing to do.
         let passthrough = t.subtransforms.is_empty()
+            && ![urns::PAR_DO, urns::FLATTEN, urns::GROUP_BY_KEY, urns::ASSIGN_WINDOWS].contains(&urn)
             && !t.outputs.is_empty()
             && t.outputs.values().all(|o| t.inputs.values().any(|i| i == o));
         if !passthrough && !(urn.is_empty() && t.inputs.is_empty() && t.outputs.is_empty()) {
