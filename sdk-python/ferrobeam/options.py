@@ -87,6 +87,28 @@ class FerrobeamOptions(PipelineOptions):
             ),
         )
         parser.add_argument(
+            "--ferrobeam_no_inprocess_worker",
+            dest="ferrobeam_inprocess_worker",
+            default=None,
+            action="store_false",
+            help=(
+                "Do not run a worker inside the submitting process. By "
+                "default, with ferrobeam's default environment, the first "
+                "worker of a job runs inside this process (it has already "
+                "imported Beam, so small jobs start at once) next to the "
+                "worker processes. Use this flag when user code may crash "
+                "or kill its own process."
+            ),
+        )
+        parser.add_argument(
+            "--ferrobeam_inprocess_worker_pool",
+            default=None,
+            help=(
+                "Set by FerrobeamRunner: the address of the worker pool in "
+                "the submitting process. Not meant to be set by hand."
+            ),
+        )
+        parser.add_argument(
             "--ferrobeam_work_dir",
             default=None,
             help=(

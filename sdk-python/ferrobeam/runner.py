@@ -30,6 +30,7 @@ from typing import Any, Optional
 
 import grpc
 
+from apache_beam.options.pipeline_options import DebugOptions
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import PortableOptions
 from apache_beam.portability import python_urns
@@ -318,6 +319,29 @@ class FerrobeamRunner(portable_runner.PortableRunner):
         endpoint = embedded_job_endpoint(options)
         timeout = options.view_as(PortableOptions).job_server_timeout
         return _EmbeddedJobServer(endpoint, timeout)
+
+    def run_pipeline(self, pipeline: Any, options: PipelineOptions) -> Any:
+        """Submits the pipeline, lending it this process's worker pool.
+
+        With the default environment and a job server on this machine, the
+        job's first worker runs inside this process (see
+        :mod:`ferrobeam._inprocess`) unless ``--ferrobeam_no_inprocess_worker``
+        was given.
+        """
+        ferrobeam = options.view_as(FerrobeamOptions)
+        portable = options.view_as(PortableOptions)
+        default_env = portable.environment_type in (None, "", DEFAULT_ENVIRONMENT_URN)
+        local_server = not portable.job_endpoint or portable.job_endpoint.split(":")[0] in (
+            "localhost", "127.0.0.1", "[::1]")
+        if default_env:
+            # Beam records the submitting environment (`pip freeze`, ~2 s) so
+            # a container can be compared with it; our default workers run
+            # in this very interpreter, so there is nothing to compare.
+            options.view_as(DebugOptions).add_experiment("disable_logging_submission_environment")
+        if default_env and local_server and ferrobeam.ferrobeam_inprocess_worker is not False:
+            from ferrobeam import _inprocess
+            ferrobeam.ferrobeam_inprocess_worker_pool = _inprocess.worker_pool_address(options)
+        return super().run_pipeline(pipeline, options)
 
     def create_job_service_handle(
         self, job_service: Any, options: PipelineOptions
