@@ -38,7 +38,8 @@ impl Default for ServerConfig {
             allow_remote: false,
             python: std::env::var_os("FERROBEAM_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into()),
             workers: 0,
-            bundles_per_worker: 2,
+            // Measured: one bundle at a time per Python worker beats two (GIL).
+            bundles_per_worker: 1,
             strict_environments: false,
             work_dir: None,
         }

@@ -224,7 +224,15 @@ impl SdkStageRun<'_> {
         };
         let sinks: Vec<String> = self.stage.outputs.iter().map(|(_, id)| id.clone()).collect();
         let state = Arc::new(BundleState { side_inputs: self.side_inputs.clone(), user_state: self.user_state.clone() });
+        let started = std::time::Instant::now();
         let out = worker.process_bundle(&self.descriptor_id, inputs, &sinks, Some(state)).await?;
+        tracing::debug!(
+            stage = self.stage_name,
+            worker = worker.id(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            residuals = out.response.residual_roots.len(),
+            "bundle done"
+        );
         {
             // Commit: only now do the bundle's outputs become visible.
             let mut c = collected.lock();
