@@ -364,6 +364,10 @@ def run_benchmarks(args: argparse.Namespace, extra_args: Sequence[str]) -> dict[
                     for rep in range(args.repeat):
                         out_dir = os.path.join(work_root, "out", w.name, runner, str(rep))
                         os.makedirs(out_dir)
+                        # Let background work from the previous run (ferrobeam
+                        # refills its pre-started workers after each job) finish,
+                        # so neither runner is timed on a busy machine.
+                        time.sleep(args.settle)
                         t0 = time.perf_counter()
                         lines = w.run(runner, out_dir)
                         elapsed = time.perf_counter() - t0
@@ -458,6 +462,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="run only this workload (repeatable): wordcount, groupbykey, map, startup")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply all input sizes by this factor (default 1.0)")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="seconds to wait before each timed run, so background work of the previous run does not skew it (default 5)",
+    )
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each workload this many times per runner and report the fastest")
     parser.add_argument("--runners", default="%s,%s" % (DIRECT, FERROBEAM),

@@ -3,7 +3,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferrobeam_fnapi::{BundleError, BundleInput, Worker};
@@ -27,7 +29,38 @@ const MAX_BUNDLE_BYTES: usize = 8 << 20;
 struct Work {
     chunks: Vec<Bytes>,
     attempts: u32,
+    /// Every chunk is exactly one element, so the bundle can be split at
+    /// element indices (the SDK's channel splits) and retried in part.
+    elementwise: bool,
 }
+
+/// A running bundle the splitter may split.
+struct InFlight {
+    worker: Arc<Worker>,
+    started: Instant,
+    elements: Vec<Bytes>,
+    splits: u32,
+    /// What a retry must process after a split: the primary part only.
+    retry: Option<Vec<Bytes>>,
+}
+
+/// Shared by the lanes and the splitter of one round.
+struct Round {
+    queue: Mutex<VecDeque<Work>>,
+    inflight: Mutex<HashMap<String, InFlight>>,
+    /// Work was added, the queue drained, or a bundle finished.
+    changed: tokio::sync::Notify,
+    /// Lanes waiting for work while bundles run.
+    idle: AtomicUsize,
+    collected: Mutex<Collected>,
+}
+
+/// A bundle runs this long before the splitter considers splitting it.
+const SPLIT_AFTER: Duration = Duration::from_millis(300);
+/// How often the splitter looks for idle lanes.
+const SPLIT_POLL: Duration = Duration::from_millis(50);
+/// At most this many splits per bundle.
+const MAX_SPLITS: u32 = 8;
 
 pub struct SdkStageRun<'a> {
     pub stage_name: &'a str,
@@ -58,7 +91,7 @@ impl SdkStageRun<'_> {
         // A stage with no data input runs exactly one (empty) bundle.
         let mut pending = match input {
             Some(chunks) => self.cut(chunks)?,
-            None => vec![Vec::new()],
+            None => vec![(Vec::new(), false)],
         };
         while !pending.is_empty() {
             let collected = self.round(pending).await?;
@@ -72,14 +105,14 @@ impl SdkStageRun<'_> {
 
     /// Groups chunks into bundles: about one per lane (times two, so a slow
     /// bundle does not leave the others idle), or one per key partition.
-    fn cut(&self, chunks: Vec<Bytes>) -> Result<Vec<Vec<Bytes>>, EngineError> {
+    fn cut(&self, chunks: Vec<Bytes>) -> Result<Vec<(Vec<Bytes>, bool)>, EngineError> {
         let total: usize = chunks.iter().map(Bytes::len).sum();
         if total == 0 {
             return Ok(Vec::new());
         }
         let format = self.input_format.as_ref().ok_or_else(|| EngineError::Internal("stage input without format".into()))?;
         if self.stage.keyed {
-            return self.partition_by_key(&chunks, format);
+            return Ok(self.partition_by_key(&chunks, format)?.into_iter().map(|b| (b, false)).collect());
         }
         if self.stage.residual_target.is_some() || total < self.lanes() * MIN_BUNDLE_BYTES {
             return self.spread_elements(&chunks, format);
@@ -102,12 +135,12 @@ impl SdkStageRun<'_> {
         if !current.is_empty() {
             bundles.push(current);
         }
-        Ok(bundles)
+        Ok(bundles.into_iter().map(|b| (b, false)).collect())
     }
 
     /// Small inputs, and the restrictions of a splittable DoFn (each may be
     /// a lot of work): deal elements out so every lane gets some.
-    fn spread_elements(&self, chunks: &[Bytes], format: &WireFormat) -> Result<Vec<Vec<Bytes>>, EngineError> {
+    fn spread_elements(&self, chunks: &[Bytes], format: &WireFormat) -> Result<Vec<(Vec<Bytes>, bool)>, EngineError> {
         let mut elements = Vec::new();
         for chunk in chunks {
             format.for_each(chunk, |e| {
@@ -120,7 +153,7 @@ impl SdkStageRun<'_> {
         for (i, e) in elements.into_iter().enumerate() {
             bundles[i % n].push(e);
         }
-        Ok(bundles)
+        Ok(bundles.into_iter().map(|b| (b, true)).collect())
     }
 
     /// Stateful stages: every key's elements go to exactly one bundle, so
@@ -140,37 +173,77 @@ impl SdkStageRun<'_> {
         Ok(parts.into_iter().filter(|p| !p.is_empty()).map(|p| vec![Bytes::from(p)]).collect())
     }
 
-    async fn round(&self, bundles: Vec<Vec<Bytes>>) -> Result<Collected, EngineError> {
-        let queue: Mutex<VecDeque<Work>> =
-            Mutex::new(bundles.into_iter().map(|chunks| Work { chunks, attempts: 0 }).collect());
-        let collected = Mutex::new(Collected::default());
-        let drained = tokio::sync::Notify::new();
+    async fn round(&self, bundles: Vec<(Vec<Bytes>, bool)>) -> Result<Collected, EngineError> {
+        let round = Round {
+            queue: Mutex::new(
+                bundles.into_iter().map(|(chunks, elementwise)| Work { chunks, attempts: 0, elementwise }).collect(),
+            ),
+            inflight: Mutex::default(),
+            changed: tokio::sync::Notify::new(),
+            idle: AtomicUsize::new(0),
+            collected: Mutex::default(),
+        };
         let lanes = (0..self.pool.size())
             .flat_map(|slot| (0..self.bundles_per_worker.max(1)).map(move |_| slot))
-            .map(|slot| self.lane(slot, &queue, &collected, &drained));
-        try_join_all(lanes).await?;
-        Ok(collected.into_inner())
+            .map(|slot| self.lane(slot, &round));
+        let done = AtomicBool::new(false);
+        let lanes = async {
+            let r = try_join_all(lanes).await;
+            done.store(true, Ordering::Release);
+            r
+        };
+        if self.splittable() {
+            let (r, ()) = tokio::join!(lanes, self.splitter(&round, &done));
+            r?;
+        } else {
+            lanes.await?;
+        }
+        Ok(round.collected.into_inner())
     }
 
-    /// Runs bundles from `queue` on the worker in `slot` until the queue is
-    /// empty.  A lane whose worker is still starting gives up as soon as the
+    /// Only splittable-DoFn stages are split by the runner: their bundles
+    /// are few and long, and the SDK can hand back the unread part.
+    fn splittable(&self) -> bool {
+        self.stage.residual_target.is_some() && self.stage.input.is_some()
+    }
+
+    /// Waits for work: `None` when the round is over for this lane.
+    async fn next_work(&self, round: &Round) -> Option<Work> {
+        loop {
+            let notified = round.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let popped = round.queue.lock().pop_front();
+            if popped.is_some() {
+                if round.queue.lock().is_empty() {
+                    round.changed.notify_waiters();
+                }
+                return popped;
+            }
+            // With bundles still running, the splitter may yet hand out work.
+            if !self.splittable() || round.inflight.lock().is_empty() {
+                round.changed.notify_waiters();
+                return None;
+            }
+            round.idle.fetch_add(1, Ordering::AcqRel);
+            notified.await;
+            round.idle.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Runs bundles on the worker in `slot` until the round has no more
+    /// work.  A lane whose worker is still starting gives up as soon as the
     /// queue drains, so small jobs never wait for slow starters.
-    async fn lane(
-        &self,
-        slot: usize,
-        queue: &Mutex<VecDeque<Work>>,
-        collected: &Mutex<Collected>,
-        drained: &tokio::sync::Notify,
-    ) -> Result<(), EngineError> {
+    async fn lane(&self, slot: usize, round: &Round) -> Result<(), EngineError> {
         let mut worker: Option<Arc<Worker>> = None;
         loop {
             let w = match &worker {
                 Some(w) => w.clone(),
                 None => {
-                    let notified = drained.notified();
+                    let notified = round.changed.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
-                    if queue.lock().is_empty() {
+                    if round.queue.lock().is_empty() {
                         return Ok(());
                     }
                     tokio::select! {
@@ -183,12 +256,18 @@ impl SdkStageRun<'_> {
                     }
                 }
             };
-            let popped = queue.lock().pop_front();
-            if queue.lock().is_empty() {
-                drained.notify_waiters();
+            let Some(mut work) = self.next_work(round).await else { return Ok(()) };
+            let instruction_id = w.new_instruction_id();
+            if work.elementwise && self.splittable() {
+                round.inflight.lock().insert(
+                    instruction_id.clone(),
+                    InFlight { worker: w.clone(), started: Instant::now(), elements: work.chunks.clone(), splits: 0, retry: None },
+                );
             }
-            let Some(mut work) = popped else { return Ok(()) };
-            match self.run_bundle(&w, &work, collected).await {
+            let result = self.run_bundle(&w, instruction_id.clone(), &work, &round.collected).await;
+            let retry = round.inflight.lock().remove(&instruction_id).and_then(|f| f.retry);
+            round.changed.notify_waiters();
+            match result {
                 Ok(()) => {}
                 Err(BundleError::WorkerLost { worker: id, reason }) => {
                     work.attempts += 1;
@@ -202,7 +281,12 @@ impl SdkStageRun<'_> {
                         Level::Warning,
                         format!("SDK worker {id} was lost ({reason}); retrying its bundle of stage '{}' on a new worker", self.stage_name),
                     );
-                    queue.lock().push_back(work);
+                    if let Some(primary) = retry {
+                        // Split off parts are already queued: redo only the primary.
+                        work.chunks = primary;
+                    }
+                    round.queue.lock().push_back(work);
+                    round.changed.notify_waiters();
                     worker = Some(self.pool.replace(slot, &id).await?);
                 }
                 Err(BundleError::Failed(message)) => {
@@ -217,7 +301,71 @@ impl SdkStageRun<'_> {
         }
     }
 
-    async fn run_bundle(&self, worker: &Worker, work: &Work, collected: &Mutex<Collected>) -> Result<(), BundleError> {
+    /// Dynamic work rebalancing: while some lane is idle and the queue is
+    /// empty, ask the longest-running bundle to give up half of what it has
+    /// left, and queue the part it gave up.
+    async fn splitter(&self, round: &Round, done: &AtomicBool) {
+        let Some((_, source)) = &self.stage.input else { return };
+        while !done.load(Ordering::Acquire) {
+            tokio::time::sleep(SPLIT_POLL).await;
+            if round.idle.load(Ordering::Acquire) == 0 || !round.queue.lock().is_empty() {
+                continue;
+            }
+            let candidate = {
+                let inflight = round.inflight.lock();
+                inflight
+                    .iter()
+                    .filter(|(_, f)| f.started.elapsed() >= SPLIT_AFTER && f.splits < MAX_SPLITS)
+                    .max_by_key(|(_, f)| f.started.elapsed())
+                    .map(|(id, f)| (id.clone(), f.worker.clone(), f.elements.len()))
+            };
+            let Some((id, worker, n)) = candidate else { continue };
+            let split = match worker.split_bundle(&id, source, 0.5, n as i64).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(bundle = %id, error = %e, "split request failed");
+                    continue;
+                }
+            };
+            self.apply_split(round, &id, split);
+        }
+    }
+
+    fn apply_split(&self, round: &Round, id: &str, split: ferrobeam_proto::fn_api::ProcessBundleSplitResponse) {
+        let mut inflight = round.inflight.lock();
+        let Some(f) = inflight.get_mut(id) else { return };
+        f.splits += 1;
+        let channel = split.channel_splits.first();
+        let first_residual = channel.map_or(f.elements.len(), |c| (c.first_residual_element.max(0) as usize).min(f.elements.len()));
+        let last_primary = channel.map_or(-1, |c| c.last_primary_element);
+        let mut new_work: Vec<Bytes> =
+            split.residual_roots.iter().filter_map(|r| r.application.as_ref()).map(|a| a.element.clone()).collect();
+        new_work.extend(f.elements[first_residual..].iter().cloned());
+        if new_work.is_empty() {
+            return;
+        }
+        let keep = ((last_primary + 1).max(0) as usize).min(f.elements.len());
+        let mut primary: Vec<Bytes> = f.elements[..keep].to_vec();
+        primary.extend(split.primary_roots.iter().map(|p| p.element.clone()));
+        f.elements.truncate(first_residual);
+        f.retry = Some(primary);
+        tracing::debug!(bundle = id, residuals = new_work.len(), "split a running bundle");
+        drop(inflight);
+        let mut queue = round.queue.lock();
+        for element in new_work {
+            queue.push_back(Work { chunks: vec![element], attempts: 0, elementwise: true });
+        }
+        drop(queue);
+        round.changed.notify_waiters();
+    }
+
+    async fn run_bundle(
+        &self,
+        worker: &Worker,
+        instruction_id: String,
+        work: &Work,
+        collected: &Mutex<Collected>,
+    ) -> Result<(), BundleError> {
         let inputs = match &self.stage.input {
             Some((_, source)) => vec![BundleInput { transform_id: source.clone(), chunks: work.chunks.clone() }],
             None => Vec::new(),
@@ -225,7 +373,7 @@ impl SdkStageRun<'_> {
         let sinks: Vec<String> = self.stage.outputs.iter().map(|(_, id)| id.clone()).collect();
         let state = Arc::new(BundleState { side_inputs: self.side_inputs.clone(), user_state: self.user_state.clone() });
         let started = std::time::Instant::now();
-        let out = worker.process_bundle(&self.descriptor_id, inputs, &sinks, Some(state)).await?;
+        let out = worker.process_bundle(instruction_id, &self.descriptor_id, inputs, &sinks, Some(state)).await?;
         tracing::debug!(
             stage = self.stage_name,
             worker = worker.id(),

@@ -7,7 +7,8 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use ferrobeam_proto::fn_api::{
     elements, instruction_request, instruction_response, Elements, InstructionRequest,
-    InstructionResponse, ProcessBundleRequest, ProcessBundleResponse,
+    InstructionResponse, ProcessBundleRequest, ProcessBundleResponse, ProcessBundleSplitRequest,
+    ProcessBundleSplitResponse,
 };
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -148,17 +149,53 @@ impl Worker {
         rx.await.map_err(|_| self.lost())
     }
 
-    /// Runs one bundle: sends `inputs`, waits for the SDK's response and for
-    /// the end of every output named in `outputs`.
+    /// A fresh instruction id on this worker, for [`Worker::process_bundle`].
+    pub fn new_instruction_id(&self) -> String {
+        let n = self.next_instruction.fetch_add(1, Ordering::Relaxed);
+        format!("{}-b{n}", self.id)
+    }
+
+    /// Asks the SDK to split a running bundle, keeping about
+    /// `fraction_of_remainder` of what it has left.  Its residual roots are
+    /// work the runner must schedule; channel splits name the first input
+    /// element the bundle will no longer process.
+    pub async fn split_bundle(
+        &self,
+        instruction_id: &str,
+        source_transform: &str,
+        fraction_of_remainder: f64,
+        estimated_input_elements: i64,
+    ) -> Result<ProcessBundleSplitResponse, BundleError> {
+        use ferrobeam_proto::fn_api::process_bundle_split_request::DesiredSplit;
+        let request = instruction_request::Request::ProcessBundleSplit(ProcessBundleSplitRequest {
+            instruction_id: instruction_id.to_owned(),
+            desired_splits: HashMap::from([(
+                source_transform.to_owned(),
+                DesiredSplit { fraction_of_remainder, allowed_split_points: vec![], estimated_input_elements },
+            )]),
+        });
+        let n = self.next_instruction.fetch_add(1, Ordering::Relaxed);
+        let response = self.instruct(format!("{}-split{n}", self.id), request).await?;
+        if !response.error.is_empty() {
+            return Err(BundleError::Failed(response.error));
+        }
+        match response.response {
+            Some(instruction_response::Response::ProcessBundleSplit(r)) => Ok(r),
+            _ => Ok(ProcessBundleSplitResponse::default()),
+        }
+    }
+
+    /// Runs one bundle under `instruction_id` (from [`Worker::new_instruction_id`]):
+    /// sends `inputs`, waits for the SDK's response and for the end of every
+    /// output named in `outputs`.
     pub async fn process_bundle(
         &self,
+        instruction_id: String,
         descriptor_id: &str,
         inputs: Vec<BundleInput>,
         outputs: &[String],
         state: Option<Arc<dyn StateHandler>>,
     ) -> Result<BundleOutput, BundleError> {
-        let n = self.next_instruction.fetch_add(1, Ordering::Relaxed);
-        let instruction_id = format!("{}-b{n}", self.id);
         let (in_tx, mut in_rx) = mpsc::unbounded_channel();
         self.inbound.lock().insert(instruction_id.clone(), in_tx);
         let registry = self.registry.upgrade();
