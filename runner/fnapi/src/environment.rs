@@ -122,8 +122,11 @@ impl WarmPython {
 
     fn spawn(&self) -> Result<WarmProcess, String> {
         let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
-        let mut cmd = Command::new(&self.python);
-        cmd.args(["-c", WARM_BOOT]).env("PYTHONUNBUFFERED", "1");
+        // Lower priority: importing Beam is background work and must not slow
+        // the submitting program (or a job running on its in-process worker).
+        // The machine stays fully used, so a job's throughput does not suffer.
+        let mut cmd = Command::new("nice");
+        cmd.args(["-n", "10"]).arg(&self.python).args(["-c", WARM_BOOT]).env("PYTHONUNBUFFERED", "1");
         let mut child = spawn_with_output(cmd, "warm-python", &tail, true)?;
         let stdin = child.stdin.take().ok_or("no stdin")?;
         Ok(WarmProcess { child, stdin, tail })
