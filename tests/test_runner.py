@@ -108,3 +108,18 @@ def test_runner_by_name() -> None:
         assert_that(p | beam.Create([1, 2, 3]) | beam.combiners.Count.Globally(), equal_to([3]))
     from ferrobeam import FerrobeamRunner  # pylint: disable=import-outside-toplevel
     assert isinstance(p.runner, FerrobeamRunner)
+
+
+def test_job_longer_than_job_server_timeout_completes() -> None:
+    """Beam opens the job's streams with --job_server_timeout; a job that runs
+    longer than that must still complete (the streams get no deadline)."""
+    from ferrobeam import FerrobeamRunner  # pylint: disable=import-outside-toplevel
+    import time as _time  # pylint: disable=import-outside-toplevel
+
+    def slow(x: int) -> int:
+        _time.sleep(4)
+        return x
+
+    options = PipelineOptions(["--job_server_timeout=2"])
+    with beam.Pipeline(runner=FerrobeamRunner(), options=options) as p:
+        assert_that(p | beam.Create([1]) | beam.Map(slow), equal_to([1]))

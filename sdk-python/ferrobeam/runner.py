@@ -223,6 +223,21 @@ class _FerrobeamJobServiceHandle(portable_runner.JobServiceHandle):
             raise
 
 
+    def run(self, preparation_id: str) -> Any:
+        """Runs the job, with no deadline on its state and message streams.
+
+        Beam opens both streams with ``--job_server_timeout`` (300 s by
+        default), so any job running longer would fail in the client. The
+        streams last exactly as long as the job, so they get no deadline;
+        the other calls keep the timeout.
+        """
+        timeout, self.timeout = self.timeout, None
+        try:
+            return super().run(preparation_id)
+        finally:
+            self.timeout = timeout
+
+
 def _argv_config() -> Optional[EmbeddedServerConfig]:
     """Guesses the embedded server config from ``sys.argv``, for prewarming.
 
