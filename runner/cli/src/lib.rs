@@ -72,7 +72,6 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
                 bundles_per_worker,
                 strict_environments,
                 work_dir,
-                ..ServerConfig::default()
             };
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

@@ -93,22 +93,22 @@ pub async fn run_job(launcher: Arc<WorkerLauncher>, config: EngineConfig, job: J
 }
 
 async fn execute(launcher: &Arc<WorkerLauncher>, config: &EngineConfig, job: &JobSpec) -> Result<(), EngineError> {
-    let plan = &job.plan;
-    let pools = start_pools(launcher, config, job)?;
+    let pools = start_pools(launcher, config, job);
     let result = run_stages(config, job, &pools).await;
+    // Workers are disposable: stop them in the background, the job is done.
     for (_, pool) in pools {
         tokio::spawn(pool.shutdown());
     }
-    result?;
-    let _ = plan;
-    Ok(())
+    result
 }
 
 fn start_pools(
     launcher: &Arc<WorkerLauncher>,
     config: &EngineConfig,
     job: &JobSpec,
-) -> Result<HashMap<String, WorkerPool>, EngineError> {
+) -> HashMap<String, WorkerPool> {
+    // Workers start in the background; a failed start surfaces when a
+    // bundle needs that worker.
     let reporter = job.reporter.clone();
     let log_sink: LogSink = Arc::new(move |entry| {
         let severity = Severity::try_from(entry.severity).unwrap_or(Severity::Info);
@@ -148,7 +148,7 @@ fn start_pools(
         }
         (env_id.clone(), WorkerPool::start(launcher.clone(), templates))
     });
-    Ok(starts.collect())
+    starts.collect()
 }
 
 fn plan_environments(plan: &Plan) -> Vec<&String> {

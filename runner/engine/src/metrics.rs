@@ -54,11 +54,14 @@ impl Metrics {
 fn merge(kind: &str, a: &[u8], b: &[u8]) -> Option<Bytes> {
     let mut out = Vec::new();
     match kind {
-        SUM_INT64 => write_varint_i64(&mut out, read_varint_i64(a, 0).ok()?.0 + read_varint_i64(b, 0).ok()?.0),
+        // Saturating: a counter that overflows must not crash the job server.
+        SUM_INT64 => {
+            write_varint_i64(&mut out, read_varint_i64(a, 0).ok()?.0.saturating_add(read_varint_i64(b, 0).ok()?.0))
+        }
         SUM_DOUBLE => out.extend_from_slice(&(f64_at(a, 0)? + f64_at(b, 0)?).to_be_bytes()),
         DIST_INT64 => {
             let (a, b) = (ints::<4>(a)?, ints::<4>(b)?);
-            for v in [a[0] + b[0], a[1] + b[1], a[2].min(b[2]), a[3].max(b[3])] {
+            for v in [a[0].saturating_add(b[0]), a[1].saturating_add(b[1]), a[2].min(b[2]), a[3].max(b[3])] {
                 write_varint_i64(&mut out, v);
             }
         }
@@ -66,7 +69,7 @@ fn merge(kind: &str, a: &[u8], b: &[u8]) -> Option<Bytes> {
             let (ca, cb) = (read_varint_i64(a, 0).ok()?, read_varint_i64(b, 0).ok()?);
             let fa = [f64_at(a, ca.1)?, f64_at(a, ca.1 + 8)?, f64_at(a, ca.1 + 16)?];
             let fb = [f64_at(b, cb.1)?, f64_at(b, cb.1 + 8)?, f64_at(b, cb.1 + 16)?];
-            write_varint_i64(&mut out, ca.0 + cb.0);
+            write_varint_i64(&mut out, ca.0.saturating_add(cb.0));
             for v in [fa[0] + fb[0], fa[1].min(fb[1]), fa[2].max(fb[2])] {
                 out.extend_from_slice(&v.to_be_bytes());
             }
@@ -75,7 +78,7 @@ fn merge(kind: &str, a: &[u8], b: &[u8]) -> Option<Bytes> {
             let (ta, tb) = (read_varint_i64(a, 0).ok()?.0, read_varint_i64(b, 0).ok()?.0);
             out.extend_from_slice(if tb >= ta { b } else { a });
         }
-        SET_STRING => return Some(merge_string_sets(a, b)?),
+        SET_STRING => return merge_string_sets(a, b),
         _ => return None,
     }
     Some(out.into())

@@ -63,7 +63,8 @@ fn walk(components: &Components, id: &str, out: &mut Vec<String>) -> Result<(), 
             && ![urns::PAR_DO, urns::FLATTEN, urns::GROUP_BY_KEY, urns::ASSIGN_WINDOWS].contains(&urn)
             && !t.outputs.is_empty()
             && t.outputs.values().all(|o| t.inputs.values().any(|i| i == o));
-        if !passthrough && !(urn.is_empty() && t.inputs.is_empty() && t.outputs.is_empty()) {
+        let empty = urn.is_empty() && t.inputs.is_empty() && t.outputs.is_empty();
+        if !passthrough && !empty {
             out.push(id.to_owned());
         }
         return Ok(());

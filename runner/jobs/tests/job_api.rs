@@ -10,9 +10,8 @@ use ferrobeam_proto::job_api::job_message::MessageImportance;
 use ferrobeam_proto::job_api::job_messages_response::Response as MsgResponse;
 use ferrobeam_proto::job_api::job_state::Enum as JobState;
 use ferrobeam_proto::job_api::{
-    CancelJobRequest, DescribePipelineOptionsRequest, GetJobMetricsRequest, GetJobPipelineRequest,
+    DescribePipelineOptionsRequest, GetJobMetricsRequest, GetJobPipelineRequest,
     GetJobStateRequest, GetJobsRequest, JobMessagesRequest, JobMessagesResponse, PrepareJobRequest,
-    RunJobRequest,
 };
 use ferrobeam_proto::pipeline::v1::{FunctionSpec, PTransform};
 use tonic::transport::Channel;
@@ -20,34 +19,54 @@ use tonic::Code;
 
 type Client = ferrobeam_proto::job_api::job_service_client::JobServiceClient<Channel>;
 
-async fn collect_states(client: &mut Client, job_id: &str) -> Vec<JobState> {
-    let mut stream = client
-        .get_state_stream(GetJobStateRequest {
-            job_id: job_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut states = Vec::new();
-    while let Some(event) = stream.message().await.unwrap() {
-        states.push(JobState::try_from(event.state).unwrap());
+/// Every item of a server stream until it ends.
+async fn drain<T>(mut stream: tonic::Streaming<T>) -> Vec<T> {
+    let mut all = Vec::new();
+    while let Some(item) = stream.message().await.unwrap() {
+        all.push(item);
     }
-    states
+    all
+}
+
+async fn collect_states(client: &mut Client, job_id: &str) -> Vec<JobState> {
+    let request = GetJobStateRequest {
+        job_id: job_id.into(),
+    };
+    let stream = client.get_state_stream(request).await.unwrap().into_inner();
+    drain(stream)
+        .await
+        .into_iter()
+        .map(|event| JobState::try_from(event.state).unwrap())
+        .collect()
 }
 
 async fn collect_messages(client: &mut Client, job_id: &str) -> Vec<JobMessagesResponse> {
-    let mut stream = client
-        .get_message_stream(JobMessagesRequest {
-            job_id: job_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut all = Vec::new();
-    while let Some(m) = stream.message().await.unwrap() {
-        all.push(m);
-    }
-    all
+    let request = JobMessagesRequest {
+        job_id: job_id.into(),
+    };
+    drain(
+        client
+            .get_message_stream(request)
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+}
+
+/// Follows a job's state stream in the background.
+fn spawn_states(client: &Client, job_id: &str) -> tokio::task::JoinHandle<Vec<JobState>> {
+    let (mut c, id) = (client.clone(), job_id.to_string());
+    tokio::spawn(async move { collect_states(&mut c, &id).await })
+}
+
+/// Follows a job's message stream in the background.
+fn spawn_messages(
+    client: &Client,
+    job_id: &str,
+) -> tokio::task::JoinHandle<Vec<JobMessagesResponse>> {
+    let (mut c, id) = (client.clone(), job_id.to_string());
+    tokio::spawn(async move { collect_messages(&mut c, &id).await })
 }
 
 /// Text of ERROR messages, and the states, in stream order.
@@ -133,34 +152,16 @@ async fn prepare_stage_run_done() {
     assert!(!prep.staging_session_token.is_empty());
     assert_ne!(prep.staging_session_token, prep.preparation_id);
 
-    within(
-        20,
-        stage(
-            &endpoint,
-            &prep.staging_session_token,
-            &files,
-            64 * 1024,
-            ClientQuirks::default(),
-        ),
-    )
-    .await
-    .unwrap();
+    stage_prepared(20, &prep, &files, 64 * 1024).await.unwrap();
 
     // Beam's client opens both streams with the preparation id before Run.
     let job_id = prep.preparation_id.clone();
-    let (mut c1, mut c2) = (client.clone(), client.clone());
-    let (id1, id2) = (job_id.clone(), job_id.clone());
-    let states = tokio::spawn(async move { collect_states(&mut c1, &id1).await });
-    let messages = tokio::spawn(async move { collect_messages(&mut c2, &id2).await });
+    let states = spawn_states(&client, &job_id);
+    let messages = spawn_messages(&client, &job_id);
     tokio::time::sleep(Duration::from_millis(50)).await;
 
-    let run = client
-        .run(RunJobRequest {
-            preparation_id: job_id.clone(),
-            retrieval_token: String::new(),
-        })
-        .await;
-    assert_eq!(run.unwrap().into_inner().job_id, job_id);
+    let run = run_job(&mut client, &job_id).await;
+    assert_eq!(run.unwrap().job_id, job_id);
 
     let states = within(10, states).await.unwrap();
     assert_eq!(
@@ -222,13 +223,7 @@ async fn prepare_stage_run_done() {
         .unwrap()
         .environments["other_env"];
     assert_eq!(env.dependencies[0].type_urn, FILE_URN);
-    let state = client
-        .get_state(GetJobStateRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let state = job_state(&mut client, &job_id).await.unwrap();
     assert_eq!(state.state, JobState::Done as i32);
     assert!(state.timestamp.is_some());
     let jobs = client
@@ -255,12 +250,7 @@ async fn prepare_stage_run_done() {
     assert_eq!(replay, messages);
 
     // A job runs once.
-    let again = client
-        .run(RunJobRequest {
-            preparation_id: job_id.clone(),
-            retrieval_token: String::new(),
-        })
-        .await;
+    let again = run_job(&mut client, &job_id).await;
     assert_eq!(again.unwrap_err().code(), Code::FailedPrecondition);
     server.stop().await;
 }
@@ -274,15 +264,8 @@ async fn failing_executor_reports_error_then_failed() {
     let prep = prepare(&mut client, pipeline(&[("env", vec![])])).await;
     // No artifacts at all: Run does not insist on a staging round trip.
     let job_id = prep.preparation_id;
-    let (mut c, id) = (client.clone(), job_id.clone());
-    let messages = tokio::spawn(async move { collect_messages(&mut c, &id).await });
-    client
-        .run(RunJobRequest {
-            preparation_id: job_id.clone(),
-            retrieval_token: String::new(),
-        })
-        .await
-        .unwrap();
+    let messages = spawn_messages(&client, &job_id);
+    run_job(&mut client, &job_id).await.unwrap();
 
     let states = within(10, collect_states(&mut client, &job_id)).await;
     assert_eq!(states.last(), Some(&JobState::Failed));
@@ -301,14 +284,7 @@ async fn failing_executor_reports_error_then_failed() {
 async fn panicking_executor_fails_the_job_not_the_server() {
     let server = TestServer::start(FakeExecutor::new(Behavior::Panic)).await;
     let mut client = server.client().await;
-    let job_id = prepare(&mut client, pipeline(&[])).await.preparation_id;
-    client
-        .run(RunJobRequest {
-            preparation_id: job_id.clone(),
-            retrieval_token: String::new(),
-        })
-        .await
-        .unwrap();
+    let job_id = prepare_and_run_empty(&mut client).await;
     let states = within(10, collect_states(&mut client, &job_id)).await;
     assert_eq!(states.last(), Some(&JobState::Failed));
     let messages = summarize(&collect_messages(&mut client, &job_id).await);
@@ -324,26 +300,13 @@ async fn panicking_executor_fails_the_job_not_the_server() {
 async fn cancel_running_job() {
     let server = TestServer::start(FakeExecutor::new(Behavior::WaitForCancel)).await;
     let mut client = server.client().await;
-    let job_id = prepare(&mut client, pipeline(&[])).await.preparation_id;
-    let (mut c, id) = (client.clone(), job_id.clone());
-    let states = tokio::spawn(async move { collect_states(&mut c, &id).await });
-    client
-        .run(RunJobRequest {
-            preparation_id: job_id.clone(),
-            retrieval_token: String::new(),
-        })
-        .await
-        .unwrap();
+    let job_id = prepare_empty(&mut client).await;
+    let states = spawn_states(&client, &job_id);
+    run_job(&mut client, &job_id).await.unwrap();
     // Wait until it runs.
     within(5, async {
         loop {
-            let s = client
-                .get_state(GetJobStateRequest {
-                    job_id: job_id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let s = job_state(&mut client, &job_id).await.unwrap();
             if s.state == JobState::Running as i32 {
                 break;
             }
@@ -351,13 +314,7 @@ async fn cancel_running_job() {
         }
     })
     .await;
-    let cancel = client
-        .cancel(CancelJobRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cancel = cancel_job(&mut client, &job_id).await.unwrap();
     assert!(
         cancel.state == JobState::Cancelling as i32 || cancel.state == JobState::Cancelled as i32
     );
@@ -373,13 +330,7 @@ async fn cancel_running_job() {
         ]
     );
     // Cancelling a finished job is harmless.
-    let again = client
-        .cancel(CancelJobRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = cancel_job(&mut client, &job_id).await.unwrap();
     assert_eq!(again.state, JobState::Cancelled as i32);
     server.stop().await;
 }
@@ -394,20 +345,8 @@ async fn cancel_gives_up_on_an_executor_that_ignores_it() {
     })
     .await;
     let mut client = server.client().await;
-    let job_id = prepare(&mut client, pipeline(&[])).await.preparation_id;
-    client
-        .run(RunJobRequest {
-            preparation_id: job_id.clone(),
-            retrieval_token: String::new(),
-        })
-        .await
-        .unwrap();
-    client
-        .cancel(CancelJobRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .unwrap();
+    let job_id = prepare_and_run_empty(&mut client).await;
+    cancel_job(&mut client, &job_id).await.unwrap();
     let states = within(10, collect_states(&mut client, &job_id)).await;
     assert_eq!(states.last(), Some(&JobState::Cancelled));
     let messages = summarize(&collect_messages(&mut client, &job_id).await);
@@ -419,21 +358,10 @@ async fn cancel_gives_up_on_an_executor_that_ignores_it() {
 async fn cancel_before_run() {
     let server = TestServer::start(FakeExecutor::new(Behavior::Succeed(Duration::ZERO))).await;
     let mut client = server.client().await;
-    let job_id = prepare(&mut client, pipeline(&[])).await.preparation_id;
-    let cancel = client
-        .cancel(CancelJobRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let job_id = prepare_empty(&mut client).await;
+    let cancel = cancel_job(&mut client, &job_id).await.unwrap();
     assert_eq!(cancel.state, JobState::Cancelled as i32);
-    let run = client
-        .run(RunJobRequest {
-            preparation_id: job_id.clone(),
-            retrieval_token: String::new(),
-        })
-        .await;
+    let run = run_job(&mut client, &job_id).await;
     assert_eq!(run.unwrap_err().code(), Code::FailedPrecondition);
     let states = within(5, collect_states(&mut client, &job_id)).await;
     assert_eq!(states, vec![JobState::Stopped, JobState::Cancelled]);
@@ -445,22 +373,11 @@ async fn garbage_requests_get_statuses() {
     let server = TestServer::start(FakeExecutor::new(Behavior::Succeed(Duration::ZERO))).await;
     let mut client = server.client().await;
 
-    let run = client
-        .run(RunJobRequest {
-            preparation_id: "nope".into(),
-            retrieval_token: String::new(),
-        })
-        .await;
+    let run = run_job(&mut client, "nope").await;
     assert_eq!(run.unwrap_err().code(), Code::NotFound);
     // A huge id is not echoed back whole (clients cap header sizes).
     let huge = "x".repeat(1 << 20);
-    let err = client
-        .run(RunJobRequest {
-            preparation_id: huge,
-            retrieval_token: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let err = run_job(&mut client, huge).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().len() < 1000);
     let s = client
@@ -476,13 +393,7 @@ async fn garbage_requests_get_statuses() {
         .await;
     assert_eq!(m.unwrap_err().code(), Code::NotFound);
     for code in [
-        client
-            .get_state(GetJobStateRequest {
-                job_id: "nope".into(),
-            })
-            .await
-            .unwrap_err()
-            .code(),
+        job_state(&mut client, "nope").await.unwrap_err().code(),
         client
             .get_pipeline(GetJobPipelineRequest {
                 job_id: "nope".into(),
@@ -490,13 +401,7 @@ async fn garbage_requests_get_statuses() {
             .await
             .unwrap_err()
             .code(),
-        client
-            .cancel(CancelJobRequest {
-                job_id: "nope".into(),
-            })
-            .await
-            .unwrap_err()
-            .code(),
+        cancel_job(&mut client, "nope").await.unwrap_err().code(),
         client
             .get_job_metrics(GetJobMetricsRequest {
                 job_id: "nope".into(),
@@ -548,12 +453,7 @@ async fn garbage_requests_get_statuses() {
     // Artifacts declared but never staged.
     let (_, envs) = client_files();
     let job_id = prepare(&mut client, pipeline(&envs)).await.preparation_id;
-    let run = client
-        .run(RunJobRequest {
-            preparation_id: job_id,
-            retrieval_token: String::new(),
-        })
-        .await;
+    let run = run_job(&mut client, job_id).await;
     let err = run.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("staged"), "{}", err.message());
@@ -569,13 +469,7 @@ async fn garbage_requests_get_statuses() {
         .unwrap()
         .into_inner();
     assert!(!prep.preparation_id.contains('/') && !prep.preparation_id.starts_with('.'));
-    client
-        .run(RunJobRequest {
-            preparation_id: prep.preparation_id.clone(),
-            retrieval_token: String::new(),
-        })
-        .await
-        .unwrap();
+    run_job(&mut client, &prep.preparation_id).await.unwrap();
     let states = within(5, collect_states(&mut client, &prep.preparation_id)).await;
     assert_eq!(states.last(), Some(&JobState::Done));
 
@@ -594,14 +488,7 @@ async fn garbage_requests_get_statuses() {
 async fn shutdown_ends_open_streams() {
     let server = TestServer::start(FakeExecutor::new(Behavior::Hang)).await;
     let mut client = server.client().await;
-    let job_id = prepare(&mut client, pipeline(&[])).await.preparation_id;
-    client
-        .run(RunJobRequest {
-            preparation_id: job_id.clone(),
-            retrieval_token: String::new(),
-        })
-        .await
-        .unwrap();
+    let job_id = prepare_and_run_empty(&mut client).await;
     let mut stream = client
         .get_message_stream(JobMessagesRequest {
             job_id: job_id.clone(),
@@ -643,36 +530,13 @@ async fn old_jobs_are_forgotten_with_their_files() {
         })
         .await;
     let mut client = server.client().await;
-    let files: HashMap<String, Vec<u8>> =
-        [("f".to_string(), b"data".to_vec())].into_iter().collect();
+    let files = one_file(b"data".to_vec());
     let mut finished = Vec::new();
     for _ in 0..3 {
-        let prep = prepare(
-            &mut client,
-            pipeline(&[("env", vec![file_artifact("f", Some("f"))])]),
-        )
-        .await;
-        let endpoint = prep.artifact_staging_endpoint.unwrap().url;
-        within(
-            10,
-            stage(
-                &endpoint,
-                &prep.staging_session_token,
-                &files,
-                10,
-                ClientQuirks::default(),
-            ),
-        )
-        .await
-        .unwrap();
+        let prep = prepare_one_file(&mut client, "f").await;
+        stage_prepared(10, &prep, &files, 10).await.unwrap();
         let id = prep.preparation_id;
-        client
-            .run(RunJobRequest {
-                preparation_id: id.clone(),
-                retrieval_token: String::new(),
-            })
-            .await
-            .unwrap();
+        run_job(&mut client, &id).await.unwrap();
         assert_eq!(
             within(5, collect_states(&mut client, &id)).await.last(),
             Some(&JobState::Done)
@@ -681,13 +545,12 @@ async fn old_jobs_are_forgotten_with_their_files() {
     }
     // A prepared job nobody runs; a stream following it must end when it
     // is forgotten.
-    let idle = prepare(&mut client, pipeline(&[])).await.preparation_id;
-    let (mut c, id) = (client.clone(), idle.clone());
-    let idle_states = tokio::spawn(async move { collect_states(&mut c, &id).await });
+    let idle = prepare_empty(&mut client).await;
+    let idle_states = spawn_states(&client, &idle);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Eviction happens on Prepare.
-    let newest = prepare(&mut client, pipeline(&[])).await.preparation_id;
+    let newest = prepare_empty(&mut client).await;
     let ids: Vec<String> = client
         .get_jobs(GetJobsRequest {})
         .await

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use ferrobeam_jobs::JobServiceConfig;
 use ferrobeam_proto::job_api::artifact_retrieval_service_client::ArtifactRetrievalServiceClient;
-use ferrobeam_proto::job_api::{GetArtifactRequest, ResolveArtifactsRequest, RunJobRequest};
+use ferrobeam_proto::job_api::{GetArtifactRequest, ResolveArtifactsRequest};
 use ferrobeam_proto::pipeline::v1::{ArtifactFilePayload, ArtifactInformation};
 use prost::Message;
 use tonic::Code;
@@ -59,26 +59,8 @@ async fn hostile_names_cannot_escape_the_job_directory() {
         ("/abs_env", deps[..1].to_vec()),
     ];
     let prep = prepare(&mut client, pipeline(&envs)).await;
-    let endpoint = prep.artifact_staging_endpoint.unwrap().url;
-    within(
-        10,
-        stage(
-            &endpoint,
-            &prep.staging_session_token,
-            &files,
-            1,
-            ClientQuirks::default(),
-        ),
-    )
-    .await
-    .unwrap();
-    client
-        .run(RunJobRequest {
-            preparation_id: prep.preparation_id.clone(),
-            retrieval_token: String::new(),
-        })
-        .await
-        .unwrap();
+    stage_prepared(10, &prep, &files, 1).await.unwrap();
+    run_job(&mut client, &prep.preparation_id).await.unwrap();
 
     // Everything written lives in the job's directory.
     let root = server.dir.path();
@@ -125,31 +107,13 @@ async fn expect_staging_refused(
         .map(|i| file_artifact(&format!("f{i}"), Some("x")))
         .collect();
     let prep = prepare(&mut client, pipeline(&[("env", deps)])).await;
-    let endpoint = prep.artifact_staging_endpoint.unwrap().url;
-    let err = within(
-        10,
-        stage(
-            &endpoint,
-            &prep.staging_session_token,
-            &files,
-            100,
-            ClientQuirks::default(),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let err = stage_prepared(10, &prep, &files, 100).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("limit"), "{}", err.message());
     // Partial files are gone and the job cannot run.
     let job_dir = server.server.artifact_root().join(&prep.preparation_id);
     assert!(all_files(&job_dir).is_empty());
-    let run = client
-        .run(RunJobRequest {
-            preparation_id: prep.preparation_id,
-            retrieval_token: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let run = run_job(&mut client, prep.preparation_id).await.unwrap_err();
     assert_eq!(run.code(), Code::FailedPrecondition);
     assert!(run.message().contains("limit"), "{}", run.message());
     server.stop().await;
@@ -203,14 +167,9 @@ async fn truncated_staging_fails_cleanly_and_can_be_retried() {
         })
         .await;
     let mut client = server.client().await;
-    let files: HashMap<String, Vec<u8>> =
-        [("f".to_string(), vec![1u8; 1000])].into_iter().collect();
-    let prep = prepare(
-        &mut client,
-        pipeline(&[("env", vec![file_artifact("f", Some("f"))])]),
-    )
-    .await;
-    let endpoint = prep.artifact_staging_endpoint.unwrap().url;
+    let files = one_file(vec![1u8; 1000]);
+    let prep = prepare_one_file(&mut client, "f").await;
+    let endpoint = prep.artifact_staging_endpoint.clone().unwrap().url;
     let quirks = ClientQuirks {
         hang_up_after_chunks: Some(3),
     };
@@ -221,11 +180,7 @@ async fn truncated_staging_fails_cleanly_and_can_be_retried() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), Code::Aborted, "{err:?}");
-    let run = client
-        .run(RunJobRequest {
-            preparation_id: prep.preparation_id.clone(),
-            retrieval_token: String::new(),
-        })
+    let run = run_job(&mut client, &prep.preparation_id)
         .await
         .unwrap_err();
     assert_eq!(run.code(), Code::FailedPrecondition);
@@ -237,38 +192,11 @@ async fn truncated_staging_fails_cleanly_and_can_be_retried() {
     )
     .await;
     assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
-    within(
-        10,
-        stage(
-            &endpoint,
-            &prep.staging_session_token,
-            &files,
-            100,
-            ClientQuirks::default(),
-        ),
-    )
-    .await
-    .unwrap();
+    stage_prepared(10, &prep, &files, 100).await.unwrap();
     // Staging twice is refused.
-    let twice = within(
-        10,
-        stage(
-            &endpoint,
-            &prep.staging_session_token,
-            &files,
-            100,
-            ClientQuirks::default(),
-        ),
-    )
-    .await;
+    let twice = stage_prepared(10, &prep, &files, 100).await;
     assert_eq!(twice.unwrap_err().code(), Code::AlreadyExists);
-    client
-        .run(RunJobRequest {
-            preparation_id: prep.preparation_id,
-            retrieval_token: String::new(),
-        })
-        .await
-        .unwrap();
+    run_job(&mut client, prep.preparation_id).await.unwrap();
     server.stop().await;
 }
 
@@ -282,33 +210,10 @@ async fn retrieval_serves_only_staged_files() {
     .await;
     let mut client = server.client().await;
     let payload: Vec<u8> = (0..5555u32).map(|i| i as u8).collect();
-    let files: HashMap<String, Vec<u8>> =
-        [("f".to_string(), payload.clone())].into_iter().collect();
-    let prep = prepare(
-        &mut client,
-        pipeline(&[("env", vec![file_artifact("f", Some("f.whl"))])]),
-    )
-    .await;
-    let endpoint = prep.artifact_staging_endpoint.unwrap().url;
-    within(
-        10,
-        stage(
-            &endpoint,
-            &prep.staging_session_token,
-            &files,
-            4096,
-            ClientQuirks::default(),
-        ),
-    )
-    .await
-    .unwrap();
-    client
-        .run(RunJobRequest {
-            preparation_id: prep.preparation_id.clone(),
-            retrieval_token: String::new(),
-        })
-        .await
-        .unwrap();
+    let files = one_file(payload.clone());
+    let prep = prepare_one_file(&mut client, "f.whl").await;
+    stage_prepared(10, &prep, &files, 4096).await.unwrap();
+    run_job(&mut client, &prep.preparation_id).await.unwrap();
     let staged = within(5, async {
         loop {
             if let Some(s) = executor.seen.lock().first() {

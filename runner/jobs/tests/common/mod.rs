@@ -14,8 +14,9 @@ use ferrobeam_proto::job_api::artifact_staging_service_client::ArtifactStagingSe
 use ferrobeam_proto::job_api::job_message::MessageImportance;
 use ferrobeam_proto::job_api::job_service_client::JobServiceClient;
 use ferrobeam_proto::job_api::{
-    ArtifactResponseWrapper, GetArtifactResponse, PrepareJobRequest, PrepareJobResponse,
-    ResolveArtifactsResponse,
+    ArtifactResponseWrapper, CancelJobRequest, CancelJobResponse, GetArtifactResponse,
+    GetJobStateRequest, JobStateEvent, PrepareJobRequest, PrepareJobResponse,
+    ResolveArtifactsResponse, RunJobRequest, RunJobResponse,
 };
 use ferrobeam_proto::pipeline::v1::{
     ArtifactFilePayload, ArtifactInformation, ArtifactStagingToRolePayload, Components,
@@ -271,6 +272,98 @@ pub async fn prepare(
         .await
         .unwrap()
         .into_inner()
+}
+
+/// Prepares a job whose one environment `env` depends on the client file
+/// `f`, staged as `staged_name`.
+pub async fn prepare_one_file(
+    client: &mut JobServiceClient<Channel>,
+    staged_name: &str,
+) -> PrepareJobResponse {
+    prepare(
+        client,
+        pipeline(&[("env", vec![file_artifact("f", Some(staged_name))])]),
+    )
+    .await
+}
+
+/// The client files for [`prepare_one_file`]: just `f` with `data`.
+pub fn one_file(data: Vec<u8>) -> HashMap<String, Vec<u8>> {
+    [("f".to_string(), data)].into_iter().collect()
+}
+
+/// Prepares a job with no environments and returns its preparation id.
+pub async fn prepare_empty(client: &mut JobServiceClient<Channel>) -> String {
+    prepare(client, pipeline(&[])).await.preparation_id
+}
+
+/// Runs a prepared job (no retrieval token).
+pub async fn run_job(
+    client: &mut JobServiceClient<Channel>,
+    preparation_id: impl Into<String>,
+) -> Result<RunJobResponse, Status> {
+    client
+        .run(RunJobRequest {
+            preparation_id: preparation_id.into(),
+            retrieval_token: String::new(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Prepares a job with no environments, runs it and returns its id.
+pub async fn prepare_and_run_empty(client: &mut JobServiceClient<Channel>) -> String {
+    let job_id = prepare_empty(client).await;
+    run_job(client, &job_id).await.unwrap();
+    job_id
+}
+
+/// Asks the server to cancel a job.
+pub async fn cancel_job(
+    client: &mut JobServiceClient<Channel>,
+    job_id: &str,
+) -> Result<CancelJobResponse, Status> {
+    client
+        .cancel(CancelJobRequest {
+            job_id: job_id.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The current state of a job.
+pub async fn job_state(
+    client: &mut JobServiceClient<Channel>,
+    job_id: &str,
+) -> Result<JobStateEvent, Status> {
+    client
+        .get_state(GetJobStateRequest {
+            job_id: job_id.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Stages `files` for a prepared job as a well-behaved client would, in
+/// `chunk`-byte pieces, failing the test if it takes over `secs` seconds.
+pub async fn stage_prepared(
+    secs: u64,
+    prep: &PrepareJobResponse,
+    files: &HashMap<String, Vec<u8>>,
+    chunk: usize,
+) -> Result<(), Status> {
+    let endpoint = &prep.artifact_staging_endpoint.as_ref().unwrap().url;
+    within(
+        secs,
+        stage(
+            endpoint,
+            &prep.staging_session_token,
+            files,
+            chunk,
+            ClientQuirks::default(),
+        ),
+    )
+    .await
 }
 
 /// How the fake client misbehaves while staging.
