@@ -259,8 +259,7 @@ async fn prepare_stage_run_done() {
 async fn failing_executor_reports_error_then_failed() {
     let text =
         "Traceback (most recent call last):\n  ...\nValueError: boom [while running 'Map(fail)']";
-    let server = TestServer::start(FakeExecutor::new(Behavior::Fail(text.into()))).await;
-    let mut client = server.client().await;
+    let (server, mut client) = serve(Behavior::Fail(text.into())).await;
     let prep = prepare(&mut client, pipeline(&[("env", vec![])])).await;
     // No artifacts at all: Run does not insist on a staging round trip.
     let job_id = prep.preparation_id;
@@ -282,8 +281,7 @@ async fn failing_executor_reports_error_then_failed() {
 
 #[tokio::test]
 async fn panicking_executor_fails_the_job_not_the_server() {
-    let server = TestServer::start(FakeExecutor::new(Behavior::Panic)).await;
-    let mut client = server.client().await;
+    let (server, mut client) = serve(Behavior::Panic).await;
     let job_id = prepare_and_run_empty(&mut client).await;
     let states = within(10, collect_states(&mut client, &job_id)).await;
     assert_eq!(states.last(), Some(&JobState::Failed));
@@ -298,8 +296,7 @@ async fn panicking_executor_fails_the_job_not_the_server() {
 
 #[tokio::test]
 async fn cancel_running_job() {
-    let server = TestServer::start(FakeExecutor::new(Behavior::WaitForCancel)).await;
-    let mut client = server.client().await;
+    let (server, mut client) = serve(Behavior::WaitForCancel).await;
     let job_id = prepare_empty(&mut client).await;
     let states = spawn_states(&client, &job_id);
     run_job(&mut client, &job_id).await.unwrap();
@@ -356,8 +353,7 @@ async fn cancel_gives_up_on_an_executor_that_ignores_it() {
 
 #[tokio::test]
 async fn cancel_before_run() {
-    let server = TestServer::start(FakeExecutor::new(Behavior::Succeed(Duration::ZERO))).await;
-    let mut client = server.client().await;
+    let (server, mut client) = serve(Behavior::Succeed(Duration::ZERO)).await;
     let job_id = prepare_empty(&mut client).await;
     let cancel = cancel_job(&mut client, &job_id).await.unwrap();
     assert_eq!(cancel.state, JobState::Cancelled as i32);
@@ -370,8 +366,7 @@ async fn cancel_before_run() {
 
 #[tokio::test]
 async fn garbage_requests_get_statuses() {
-    let server = TestServer::start(FakeExecutor::new(Behavior::Succeed(Duration::ZERO))).await;
-    let mut client = server.client().await;
+    let (server, mut client) = serve(Behavior::Succeed(Duration::ZERO)).await;
 
     let run = run_job(&mut client, "nope").await;
     assert_eq!(run.unwrap_err().code(), Code::NotFound);
@@ -486,8 +481,7 @@ async fn garbage_requests_get_statuses() {
 
 #[tokio::test]
 async fn shutdown_ends_open_streams() {
-    let server = TestServer::start(FakeExecutor::new(Behavior::Hang)).await;
-    let mut client = server.client().await;
+    let (server, mut client) = serve(Behavior::Hang).await;
     let job_id = prepare_and_run_empty(&mut client).await;
     let mut stream = client
         .get_message_stream(JobMessagesRequest {

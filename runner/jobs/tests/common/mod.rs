@@ -193,6 +193,13 @@ impl TestServer {
     }
 }
 
+/// A server whose fake executor behaves as `behavior`, and a client of it.
+pub async fn serve(behavior: Behavior) -> (TestServer, JobServiceClient<Channel>) {
+    let server = TestServer::start(FakeExecutor::new(behavior)).await;
+    let client = server.client().await;
+    (server, client)
+}
+
 /// A client-side file artifact for `path` staged as `staged_name`.
 pub fn file_artifact(path: &str, staged_name: Option<&str>) -> ArtifactInformation {
     ArtifactInformation {
