@@ -213,9 +213,13 @@ impl SdkStageRun<'_> {
             let notified = round.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let popped = round.queue.lock().pop_front();
+            let (popped, drained) = {
+                let mut queue = round.queue.lock();
+                let popped = queue.pop_front();
+                (popped, queue.is_empty())
+            };
             if popped.is_some() {
-                if round.queue.lock().is_empty() {
+                if drained {
                     round.changed.notify_waiters();
                 }
                 return popped;

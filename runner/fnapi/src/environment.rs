@@ -390,7 +390,9 @@ fn spawn_with_output(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("{e}"))?;
-    for stream in [child.stdout.take().map(either_left), child.stderr.take().map(either_right)].into_iter().flatten() {
+    let stdout = child.stdout.take().map(|s| Box::new(s) as OutputStream);
+    let stderr = child.stderr.take().map(|s| Box::new(s) as OutputStream);
+    for stream in [stdout, stderr].into_iter().flatten() {
         let tail = tail.clone();
         let worker = worker_id.to_owned();
         tokio::spawn(async move {
@@ -409,12 +411,6 @@ fn spawn_with_output(
 }
 
 type OutputStream = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
-fn either_left(s: tokio::process::ChildStdout) -> OutputStream {
-    Box::new(s)
-}
-fn either_right(s: tokio::process::ChildStderr) -> OutputStream {
-    Box::new(s)
-}
 
 fn http_url(endpoint: &str) -> String {
     if endpoint.contains("://") {
