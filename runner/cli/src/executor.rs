@@ -11,7 +11,8 @@ use ferrobeam_jobs::{Executor, JobContext, JobEvents};
 use ferrobeam_proto::fn_api::ProvisionInfo;
 use ferrobeam_proto::job_api::job_message::MessageImportance;
 use ferrobeam_proto::pipeline::v1::{
-    ArtifactFilePayload, ArtifactInformation, ArtifactStagingToRolePayload, MonitoringInfo, Pipeline,
+    ArtifactFilePayload, ArtifactInformation, ArtifactStagingToRolePayload, MonitoringInfo,
+    Pipeline,
 };
 use futures::future::BoxFuture;
 use prost::Message;
@@ -28,13 +29,18 @@ pub struct EngineExecutor {
 
 impl EngineExecutor {
     fn translate_options(&self) -> TranslateOptions {
-        TranslateOptions { strict_environments: self.strict_environments, fn_endpoint: self.fn_endpoint.clone() }
+        TranslateOptions {
+            strict_environments: self.strict_environments,
+            fn_endpoint: self.fn_endpoint.clone(),
+        }
     }
 }
 
 impl Executor for EngineExecutor {
     fn validate(&self, pipeline: &Pipeline, _options: &prost_types::Struct) -> Result<(), String> {
-        translate(pipeline, &self.translate_options()).map(|_| ()).map_err(|e| e.to_string())
+        translate(pipeline, &self.translate_options())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn execute(&self, job: JobContext) -> BoxFuture<'static, Result<(), String>> {
@@ -43,7 +49,11 @@ impl Executor for EngineExecutor {
         let engine = self.engine.clone();
         Box::pin(async move {
             let plan = plan.map_err(|e| e.to_string())?;
-            let staged = job.artifacts.iter().map(|(env, arts)| (env.clone(), staged_files(arts))).collect();
+            let staged = job
+                .artifacts
+                .iter()
+                .map(|(env, arts)| (env.clone(), staged_files(arts)))
+                .collect();
             let dependencies = job.artifacts.values().flatten().cloned().collect();
             let spec = JobSpec {
                 job_id: job.job_id.clone(),
@@ -56,7 +66,10 @@ impl Executor for EngineExecutor {
                 },
                 staged,
                 work_dir: job.work_dir.clone(),
-                inprocess_worker_pool: string_option(&job.options, "ferrobeam_inprocess_worker_pool"),
+                inprocess_worker_pool: string_option(
+                    &job.options,
+                    "ferrobeam_inprocess_worker_pool",
+                ),
                 reporter: Arc::new(EventsReporter(job.events.clone())),
                 cancel: job.cancel.clone(),
             };
@@ -94,11 +107,18 @@ fn staged_files(artifacts: &[ArtifactInformation]) -> Vec<(PathBuf, String)> {
         .iter()
         .filter(|a| a.type_urn == FILE_ARTIFACT)
         .filter_map(|a| {
-            let path = ArtifactFilePayload::decode(a.type_payload.as_ref()).ok()?.path;
+            let path = ArtifactFilePayload::decode(a.type_payload.as_ref())
+                .ok()?
+                .path;
             let name = if a.role_urn == STAGING_TO_ROLE {
-                ArtifactStagingToRolePayload::decode(a.role_payload.as_ref()).ok()?.staged_name
+                ArtifactStagingToRolePayload::decode(a.role_payload.as_ref())
+                    .ok()?
+                    .staged_name
             } else {
-                PathBuf::from(&path).file_name()?.to_string_lossy().into_owned()
+                PathBuf::from(&path)
+                    .file_name()?
+                    .to_string_lossy()
+                    .into_owned()
             };
             Some((PathBuf::from(path), name))
         })
@@ -116,8 +136,11 @@ fn string_option(options: &prost_types::Struct, name: &str) -> Option<String> {
 
 /// Pipeline options as the Python harness reads them from `PIPELINE_OPTIONS`.
 pub fn options_json(options: &prost_types::Struct) -> String {
-    let map: serde_json::Map<String, serde_json::Value> =
-        options.fields.iter().map(|(k, v)| (k.clone(), to_json(v))).collect();
+    let map: serde_json::Map<String, serde_json::Value> = options
+        .fields
+        .iter()
+        .map(|(k, v)| (k.clone(), to_json(v)))
+        .collect();
     serde_json::Value::Object(map).to_string()
 }
 
@@ -125,12 +148,19 @@ fn to_json(v: &prost_types::Value) -> serde_json::Value {
     use prost_types::value::Kind;
     match &v.kind {
         None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into),
+        Some(Kind::NumberValue(n)) => {
+            serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into)
+        }
         Some(Kind::StringValue(s)) => s.clone().into(),
         Some(Kind::BoolValue(b)) => (*b).into(),
-        Some(Kind::StructValue(s)) => {
-            serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), to_json(v))).collect::<HashMap<_, _>>().into_iter().collect())
-        }
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect::<HashMap<_, _>>()
+                .into_iter()
+                .collect(),
+        ),
         Some(Kind::ListValue(l)) => l.values.iter().map(to_json).collect::<Vec<_>>().into(),
     }
 }

@@ -62,7 +62,16 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
     };
     init_logging("info,sdk_worker=warn");
     match cli.command {
-        Command::JobServer { host, port, allow_remote, workers, bundles_per_worker, python, strict_environments, work_dir } => {
+        Command::JobServer {
+            host,
+            port,
+            allow_remote,
+            workers,
+            bundles_per_worker,
+            python,
+            strict_environments,
+            work_dir,
+        } => {
             let config = ServerConfig {
                 host,
                 port,
@@ -73,7 +82,10 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
                 strict_environments,
                 work_dir,
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("ferrobeam: cannot start the runtime: {e}");

@@ -36,7 +36,9 @@ impl Default for ServerConfig {
             host: "127.0.0.1".into(),
             port: 8099,
             allow_remote: false,
-            python: std::env::var_os("FERROBEAM_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into()),
+            python: std::env::var_os("FERROBEAM_PYTHON")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "python3".into()),
             workers: 0,
             // Measured: one bundle at a time per Python worker beats two (GIL).
             bundles_per_worker: 1,
@@ -90,13 +92,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("ferrobeam-{}", std::process::id())),
     };
-    std::fs::create_dir_all(&work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("creating {}", work_dir.display()))?;
 
     let job_listener = TcpListener::bind((ip, config.port))
         .await
         .with_context(|| format!("cannot bind the job server to {ip}:{}", config.port))?;
     let job_addr = job_listener.local_addr()?;
-    let fn_listener = TcpListener::bind((ip, 0)).await.context("cannot bind the Fn API server")?;
+    let fn_listener = TcpListener::bind((ip, 0))
+        .await
+        .context("cannot bind the Fn API server")?;
 
     let jobs_config = JobServiceConfig {
         public_endpoint: Some(job_addr.to_string()),
@@ -106,7 +111,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     // address), and the retrieval service lives on it for booting workers.
     let fn_addr = fn_listener.local_addr()?;
     let workers = if config.workers == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
     } else {
         config.workers
     };
@@ -114,7 +121,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let jobs = Arc::new(JobServer::new(
         Arc::new(LazyExecutor {
             launcher: executor_slot.clone(),
-            engine: EngineConfig { python: config.python.clone(), workers, bundles_per_worker: config.bundles_per_worker },
+            engine: EngineConfig {
+                python: config.python.clone(),
+                workers,
+                bundles_per_worker: config.bundles_per_worker,
+            },
             strict_environments: config.strict_environments,
             fn_endpoint: fn_addr.to_string(),
         }),
@@ -137,7 +148,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         }
     });
     tracing::info!(%job_addr, %fn_addr, "ferrobeam job server listening");
-    Ok(RunningServer { job_addr, fn_addr, jobs, _fn_server: fn_server, shutdown })
+    Ok(RunningServer {
+        job_addr,
+        fn_addr,
+        jobs,
+        _fn_server: fn_server,
+        shutdown,
+    })
 }
 
 /// Builds the [`EngineExecutor`] once the Fn server (and so the launcher) exists.
@@ -150,7 +167,11 @@ struct LazyExecutor {
 
 impl LazyExecutor {
     fn inner(&self) -> Result<EngineExecutor, String> {
-        let launcher = self.launcher.get().ok_or("the Fn API server is not up yet")?.clone();
+        let launcher = self
+            .launcher
+            .get()
+            .ok_or("the Fn API server is not up yet")?
+            .clone();
         Ok(EngineExecutor {
             launcher,
             engine: self.engine.clone(),
@@ -161,11 +182,18 @@ impl LazyExecutor {
 }
 
 impl ferrobeam_jobs::Executor for LazyExecutor {
-    fn validate(&self, pipeline: &ferrobeam_proto::pipeline::v1::Pipeline, options: &prost_types::Struct) -> Result<(), String> {
+    fn validate(
+        &self,
+        pipeline: &ferrobeam_proto::pipeline::v1::Pipeline,
+        options: &prost_types::Struct,
+    ) -> Result<(), String> {
         self.inner()?.validate(pipeline, options)
     }
 
-    fn execute(&self, job: ferrobeam_jobs::JobContext) -> futures::future::BoxFuture<'static, Result<(), String>> {
+    fn execute(
+        &self,
+        job: ferrobeam_jobs::JobContext,
+    ) -> futures::future::BoxFuture<'static, Result<(), String>> {
         match self.inner() {
             Ok(e) => e.execute(job),
             Err(msg) => Box::pin(async move { Err(msg) }),

@@ -27,14 +27,18 @@ struct Group {
 
 /// Session-like windows merge: per key, overlapping intervals become one.
 fn is_merging(windowing: &WindowingStrategy) -> bool {
-    windowing.window_fn.as_ref().is_some_and(|f| f.urn == "beam:window_fn:session_windows:v1")
+    windowing
+        .window_fn
+        .as_ref()
+        .is_some_and(|f| f.urn == "beam:window_fn:session_windows:v1")
 }
 
 fn merge_sessions(groups: Vec<Group>) -> Result<Vec<Group>, EngineError> {
     let mut by_key: HashMap<Bytes, Vec<(IntervalWindow, Group)>> = HashMap::new();
     for g in groups {
-        let (w, _) = IntervalWindow::decode(&g.window, 0)
-            .map_err(|e| EngineError::Internal(format!("session window is not an interval window: {e}")))?;
+        let (w, _) = IntervalWindow::decode(&g.window, 0).map_err(|e| {
+            EngineError::Internal(format!("session window is not an interval window: {e}"))
+        })?;
         by_key.entry(g.key.clone()).or_default().push((w, g));
     }
     let mut out = Vec::new();
@@ -83,10 +87,18 @@ pub fn group_by_key(
             let value = chunk.slice(key_end..e.value.end);
             for w in &e.windows {
                 let window = chunk.slice(w.clone());
-                let n = *index.entry((window.clone(), key.clone())).or_insert_with(|| {
-                    groups.push(Group { window, key: key.clone(), values: Vec::new(), min_ts: i64::MAX, max_ts: i64::MIN });
-                    groups.len() - 1
-                });
+                let n = *index
+                    .entry((window.clone(), key.clone()))
+                    .or_insert_with(|| {
+                        groups.push(Group {
+                            window,
+                            key: key.clone(),
+                            values: Vec::new(),
+                            min_ts: i64::MAX,
+                            max_ts: i64::MIN,
+                        });
+                        groups.len() - 1
+                    });
                 let g = &mut groups[n];
                 g.values.push(value.clone());
                 g.min_ts = g.min_ts.min(e.timestamp);
@@ -98,9 +110,16 @@ pub fn group_by_key(
     if is_merging(windowing) {
         groups = merge_sessions(groups)?;
     }
-    let output_time = OutputTime::try_from(windowing.output_time).unwrap_or(OutputTime::EndOfWindow);
+    let output_time =
+        OutputTime::try_from(windowing.output_time).unwrap_or(OutputTime::EndOfWindow);
     // With the default trigger in batch every group fires exactly once, on time.
-    let pane = PaneInfo { is_first: true, is_last: true, timing: Timing::OnTime, index: 0, on_time_index: 0 };
+    let pane = PaneInfo {
+        is_first: true,
+        is_last: true,
+        timing: Timing::OnTime,
+        index: 0,
+        on_time_index: 0,
+    };
     let mut out = Vec::new();
     let mut buf = Vec::with_capacity(OUTPUT_CHUNK_BYTES + 4096);
     for g in groups {
@@ -116,7 +135,10 @@ pub fn group_by_key(
             buf.extend_from_slice(v);
         }
         if buf.len() >= OUTPUT_CHUNK_BYTES {
-            out.push(Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(OUTPUT_CHUNK_BYTES + 4096))));
+            out.push(Bytes::from(std::mem::replace(
+                &mut buf,
+                Vec::with_capacity(OUTPUT_CHUNK_BYTES + 4096),
+            )));
         }
     }
     if !buf.is_empty() {

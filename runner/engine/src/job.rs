@@ -67,7 +67,11 @@ pub struct JobSpec {
 }
 
 /// Runs `job` to completion.
-pub async fn run_job(launcher: Arc<WorkerLauncher>, config: EngineConfig, job: JobSpec) -> Result<(), EngineError> {
+pub async fn run_job(
+    launcher: Arc<WorkerLauncher>,
+    config: EngineConfig,
+    job: JobSpec,
+) -> Result<(), EngineError> {
     for note in &job.plan.notes {
         job.reporter.message(Level::Info, note.clone());
     }
@@ -92,7 +96,11 @@ pub async fn run_job(launcher: Arc<WorkerLauncher>, config: EngineConfig, job: J
     result
 }
 
-async fn execute(launcher: &Arc<WorkerLauncher>, config: &EngineConfig, job: &JobSpec) -> Result<(), EngineError> {
+async fn execute(
+    launcher: &Arc<WorkerLauncher>,
+    config: &EngineConfig,
+    job: &JobSpec,
+) -> Result<(), EngineError> {
     let pools = start_pools(launcher, config, job);
     let result = run_stages(config, job, &pools).await;
     // Workers are disposable: stop them in the background, the job is done.
@@ -125,11 +133,17 @@ fn start_pools(
     ids.dedup();
     let starts = ids.into_iter().map(|env_id| {
         let spec = match &job.plan.environments[env_id] {
-            Environment::LocalPython => EnvironmentSpec::LocalPython { python: config.python.clone() },
-            Environment::External { endpoint, params } => {
-                EnvironmentSpec::External { endpoint: endpoint.clone(), params: params.clone() }
-            }
-            Environment::Process { command, env } => EnvironmentSpec::Process { command: command.clone(), env: env.clone() },
+            Environment::LocalPython => EnvironmentSpec::LocalPython {
+                python: config.python.clone(),
+            },
+            Environment::External { endpoint, params } => EnvironmentSpec::External {
+                endpoint: endpoint.clone(),
+                params: params.clone(),
+            },
+            Environment::Process { command, env } => EnvironmentSpec::Process {
+                command: command.clone(),
+                env: env.clone(),
+            },
         };
         let template = WorkerTemplate {
             job_id: job.job_id.clone(),
@@ -142,11 +156,19 @@ fn start_pools(
             log_sink: log_sink.clone(),
         };
         let mut templates = vec![template.clone(); config.workers.max(1)];
-        if let (Some(endpoint), EnvironmentSpec::LocalPython { .. }) = (&job.inprocess_worker_pool, &template.spec) {
-            let spec = EnvironmentSpec::External { endpoint: endpoint.clone(), params: Default::default() };
+        if let (Some(endpoint), EnvironmentSpec::LocalPython { .. }) =
+            (&job.inprocess_worker_pool, &template.spec)
+        {
+            let spec = EnvironmentSpec::External {
+                endpoint: endpoint.clone(),
+                params: Default::default(),
+            };
             templates.insert(0, WorkerTemplate { spec, ..template });
         }
-        (env_id.clone(), WorkerPool::start(launcher.clone(), templates))
+        (
+            env_id.clone(),
+            WorkerPool::start(launcher.clone(), templates),
+        )
     });
     starts.collect()
 }
@@ -161,7 +183,11 @@ fn plan_environments(plan: &Plan) -> Vec<&String> {
         .collect()
 }
 
-async fn run_stages(config: &EngineConfig, job: &JobSpec, pools: &HashMap<String, WorkerPool>) -> Result<(), EngineError> {
+async fn run_stages(
+    config: &EngineConfig,
+    job: &JobSpec,
+    pools: &HashMap<String, WorkerPool>,
+) -> Result<(), EngineError> {
     let plan = &job.plan;
     let mut data: HashMap<PortRef, Vec<Bytes>> = HashMap::new();
     let mut readers = plan.port_readers();
@@ -170,27 +196,43 @@ async fn run_stages(config: &EngineConfig, job: &JobSpec, pools: &HashMap<String
     let format = |port: &PortRef| WireFormat::new(&plan.components, &port.coder_id);
     for stage in &plan.stages {
         tracing::debug!(job = %job.job_id, stage = %stage.id, name = %stage.name, "stage starting");
-        let take = |data: &HashMap<PortRef, Vec<Bytes>>, port: &PortRef| data.get(port).cloned().unwrap_or_default();
+        let take = |data: &HashMap<PortRef, Vec<Bytes>>, port: &PortRef| {
+            data.get(port).cloned().unwrap_or_default()
+        };
         let produced: Vec<(PortRef, Vec<Bytes>)> = match &stage.kind {
             StageKind::Impulse { output } => vec![(output.clone(), vec![impulse_element()])],
             StageKind::Flatten { inputs, output } => {
-                vec![(output.clone(), inputs.iter().flat_map(|p| take(&data, p)).collect())]
+                vec![(
+                    output.clone(),
+                    inputs.iter().flat_map(|p| take(&data, p)).collect(),
+                )]
             }
             StageKind::Identity { input, output } => vec![(output.clone(), take(&data, input))],
-            StageKind::GroupByKey { input, output, windowing, .. } => {
+            StageKind::GroupByKey {
+                input,
+                output,
+                windowing,
+                ..
+            } => {
                 let chunks = take(&data, input);
                 let fmt = format(input)?;
                 let windowing = windowing.clone();
-                let grouped = tokio::task::spawn_blocking(move || crate::gbk::group_by_key(&chunks, &fmt, &windowing))
-                    .await
-                    .map_err(|e| EngineError::Internal(format!("GroupByKey panicked: {e}")))??;
+                let grouped = tokio::task::spawn_blocking(move || {
+                    crate::gbk::group_by_key(&chunks, &fmt, &windowing)
+                })
+                .await
+                .map_err(|e| EngineError::Internal(format!("GroupByKey panicked: {e}")))??;
                 vec![(output.clone(), grouped)]
             }
             StageKind::Sdk(sdk) => {
                 let mut side_inputs = SideInputs::new();
                 for si in &sdk.side_inputs {
-                    let built = SideInputData::build(si, &take(&data, &si.port), &format(&si.port)?)?;
-                    side_inputs.insert((si.transform_id.clone(), si.local_name.clone()), Arc::new(built));
+                    let built =
+                        SideInputData::build(si, &take(&data, &si.port), &format(&si.port)?)?;
+                    side_inputs.insert(
+                        (si.transform_id.clone(), si.local_name.clone()),
+                        Arc::new(built),
+                    );
                 }
                 let input = sdk.input.as_ref().map(|(p, _)| take(&data, p));
                 let input_format = sdk.input.as_ref().map(|(p, _)| format(p)).transpose()?;
@@ -204,6 +246,7 @@ async fn run_stages(config: &EngineConfig, job: &JobSpec, pools: &HashMap<String
                     user_state: user_state.clone(),
                     metrics: &metrics,
                     input_format,
+                    components: &plan.components,
                     reporter: job.reporter.as_ref(),
                 };
                 run.run(input).await?.into_iter().collect()
@@ -231,7 +274,13 @@ async fn run_stages(config: &EngineConfig, job: &JobSpec, pools: &HashMap<String
 /// the minimum timestamp.
 fn impulse_element() -> Bytes {
     let mut out = Vec::new();
-    let pane = PaneInfo { is_first: true, is_last: true, timing: Timing::Unknown, index: 0, on_time_index: 0 };
+    let pane = PaneInfo {
+        is_first: true,
+        is_last: true,
+        timing: Timing::Unknown,
+        index: 0,
+        on_time_index: 0,
+    };
     // Global window encodes as nothing; the value is bytes(), nested: a zero length.
     crate::wire::write_element(&mut out, MIN_TIMESTAMP_MILLIS, &[], &pane, &[&[0u8]]);
     Bytes::from(out)

@@ -31,7 +31,13 @@ impl Metrics {
     }
 
     fn add(&mut self, info: &MonitoringInfo) {
-        let key = (info.urn.clone(), info.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+        let key = (
+            info.urn.clone(),
+            info.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        );
         match self.infos.get_mut(&key) {
             None => {
                 self.infos.insert(key, info.clone());
@@ -55,20 +61,37 @@ fn merge(kind: &str, a: &[u8], b: &[u8]) -> Option<Bytes> {
     let mut out = Vec::new();
     match kind {
         // Saturating: a counter that overflows must not crash the job server.
-        SUM_INT64 => {
-            write_varint_i64(&mut out, read_varint_i64(a, 0).ok()?.0.saturating_add(read_varint_i64(b, 0).ok()?.0))
-        }
+        SUM_INT64 => write_varint_i64(
+            &mut out,
+            read_varint_i64(a, 0)
+                .ok()?
+                .0
+                .saturating_add(read_varint_i64(b, 0).ok()?.0),
+        ),
         SUM_DOUBLE => out.extend_from_slice(&(f64_at(a, 0)? + f64_at(b, 0)?).to_be_bytes()),
         DIST_INT64 => {
             let (a, b) = (ints::<4>(a)?, ints::<4>(b)?);
-            for v in [a[0].saturating_add(b[0]), a[1].saturating_add(b[1]), a[2].min(b[2]), a[3].max(b[3])] {
+            for v in [
+                a[0].saturating_add(b[0]),
+                a[1].saturating_add(b[1]),
+                a[2].min(b[2]),
+                a[3].max(b[3]),
+            ] {
                 write_varint_i64(&mut out, v);
             }
         }
         DIST_DOUBLE => {
             let (ca, cb) = (read_varint_i64(a, 0).ok()?, read_varint_i64(b, 0).ok()?);
-            let fa = [f64_at(a, ca.1)?, f64_at(a, ca.1 + 8)?, f64_at(a, ca.1 + 16)?];
-            let fb = [f64_at(b, cb.1)?, f64_at(b, cb.1 + 8)?, f64_at(b, cb.1 + 16)?];
+            let fa = [
+                f64_at(a, ca.1)?,
+                f64_at(a, ca.1 + 8)?,
+                f64_at(a, ca.1 + 16)?,
+            ];
+            let fb = [
+                f64_at(b, cb.1)?,
+                f64_at(b, cb.1 + 8)?,
+                f64_at(b, cb.1 + 16)?,
+            ];
             write_varint_i64(&mut out, ca.0.saturating_add(cb.0));
             for v in [fa[0] + fb[0], fa[1].min(fb[1]), fa[2].max(fb[2])] {
                 out.extend_from_slice(&v.to_be_bytes());

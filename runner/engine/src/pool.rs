@@ -39,7 +39,11 @@ impl WorkerPool {
             });
         }
         let template = templates.last().expect("non-empty").clone();
-        Self { launcher, template, slots }
+        Self {
+            launcher,
+            template,
+            slots,
+        }
     }
 
     pub fn size(&self) -> usize {
@@ -50,7 +54,12 @@ impl WorkerPool {
     pub async fn worker(&self, slot: usize) -> Result<Arc<Worker>, EngineError> {
         let mut guard = self.slots[slot].lock().await;
         if guard.is_none() {
-            *guard = Some(self.launcher.launch(&self.template).await.map_err(|e| EngineError::Workers(e.to_string()))?);
+            *guard = Some(
+                self.launcher
+                    .launch(&self.template)
+                    .await
+                    .map_err(|e| EngineError::Workers(e.to_string()))?,
+            );
         }
         Ok(guard.as_ref().expect("filled").worker.clone())
     }

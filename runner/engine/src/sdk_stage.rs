@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferrobeam_fnapi::{BundleError, BundleInput, Worker};
+use ferrobeam_fnapi::{BundleError, BundleInput, TimerStream, Worker};
 use ferrobeam_graph::{PortRef, SdkStage};
 use ferrobeam_proto::fn_api::{instruction_request, FinalizeBundleRequest};
+use ferrobeam_proto::pipeline::v1::Components;
 use futures::future::try_join_all;
 use parking_lot::Mutex;
 
@@ -18,6 +19,7 @@ use crate::job::{Level, Reporter};
 use crate::metrics::Metrics;
 use crate::pool::WorkerPool;
 use crate::state::{BundleState, SideInputs, UserState};
+use crate::timers::{DueTimer, TimerStore};
 use crate::wire::WireFormat;
 use crate::EngineError;
 
@@ -28,6 +30,8 @@ const MAX_BUNDLE_BYTES: usize = 8 << 20;
 
 struct Work {
     chunks: Vec<Bytes>,
+    /// Timers to fire, per timer family of the stage.
+    timers: Vec<Vec<Bytes>>,
     attempts: u32,
     /// Every chunk is exactly one element, so the bundle can be split at
     /// element indices (the SDK's channel splits) and retried in part.
@@ -72,6 +76,7 @@ pub struct SdkStageRun<'a> {
     pub user_state: Arc<UserState>,
     pub metrics: &'a Mutex<Metrics>,
     pub input_format: Option<WireFormat>,
+    pub components: &'a Components,
     pub reporter: &'a dyn Reporter,
 }
 
@@ -79,6 +84,8 @@ pub struct SdkStageRun<'a> {
 struct Collected {
     outputs: HashMap<PortRef, Vec<Bytes>>,
     residuals: Vec<Bytes>,
+    /// Timer sets and clears, per family, in bundle commit order.
+    timers: Vec<(usize, Vec<Bytes>)>,
 }
 
 impl SdkStageRun<'_> {
@@ -86,21 +93,79 @@ impl SdkStageRun<'_> {
         self.pool.size() * self.bundles_per_worker.max(1)
     }
 
-    pub async fn run(&self, input: Option<Vec<Bytes>>) -> Result<HashMap<PortRef, Vec<Bytes>>, EngineError> {
+    pub async fn run(
+        &self,
+        input: Option<Vec<Bytes>>,
+    ) -> Result<HashMap<PortRef, Vec<Bytes>>, EngineError> {
         let mut outputs: HashMap<PortRef, Vec<Bytes>> = HashMap::new();
+        let mut timers = TimerStore::new(&self.stage.timer_families, self.components)?;
         // A stage with no data input runs exactly one (empty) bundle.
         let mut pending = match input {
             Some(chunks) => self.cut(chunks)?,
             None => vec![(Vec::new(), false)],
         };
         while !pending.is_empty() {
-            let collected = self.round(pending).await?;
-            for (port, chunks) in collected.outputs {
-                outputs.entry(port).or_default().extend(chunks);
+            let collected = self
+                .round(pending.into_iter().map(|(c, e)| self.work(c, e)).collect())
+                .await?;
+            let residuals = self.absorb(collected, &mut outputs, &mut timers)?;
+            pending = if residuals.is_empty() {
+                Vec::new()
+            } else {
+                self.cut(residuals)?
+            };
+        }
+        // The input is exhausted: in batch, event time and processing time
+        // both jump to +infinity, so every timer fires, earliest first.
+        loop {
+            let due = timers.next_due();
+            if due.is_empty() {
+                break;
             }
-            pending = if collected.residuals.is_empty() { Vec::new() } else { self.cut(collected.residuals)? };
+            let bundles = self.partition_timers(due);
+            let collected = self.round(bundles).await?;
+            self.absorb(collected, &mut outputs, &mut timers)?;
         }
         Ok(outputs)
+    }
+
+    fn work(&self, chunks: Vec<Bytes>, elementwise: bool) -> Work {
+        Work {
+            chunks,
+            timers: vec![Vec::new(); self.stage.timer_families.len()],
+            attempts: 0,
+            elementwise,
+        }
+    }
+
+    /// Takes in a round's results; returns its residuals.
+    fn absorb(
+        &self,
+        collected: Collected,
+        outputs: &mut HashMap<PortRef, Vec<Bytes>>,
+        timers: &mut TimerStore,
+    ) -> Result<Vec<Bytes>, EngineError> {
+        for (port, chunks) in collected.outputs {
+            outputs.entry(port).or_default().extend(chunks);
+        }
+        for (family, chunks) in &collected.timers {
+            timers.apply(*family, chunks)?;
+        }
+        Ok(collected.residuals)
+    }
+
+    /// Due timers, one bundle per key partition (as for elements, so a
+    /// key's state is never touched by two bundles at once).
+    fn partition_timers(&self, due: Vec<DueTimer>) -> Vec<Work> {
+        let n = self.lanes();
+        let mut parts: Vec<Work> = (0..n).map(|_| self.work(Vec::new(), false)).collect();
+        for t in due {
+            parts[key_partition(&t.key, n)].timers[t.family].push(t.encoded);
+        }
+        parts
+            .into_iter()
+            .filter(|w| w.timers.iter().any(|t| !t.is_empty()))
+            .collect()
     }
 
     /// Groups chunks into bundles: about one per lane (times two, so a slow
@@ -110,9 +175,16 @@ impl SdkStageRun<'_> {
         if total == 0 {
             return Ok(Vec::new());
         }
-        let format = self.input_format.as_ref().ok_or_else(|| EngineError::Internal("stage input without format".into()))?;
+        let format = self
+            .input_format
+            .as_ref()
+            .ok_or_else(|| EngineError::Internal("stage input without format".into()))?;
         if self.stage.keyed {
-            return Ok(self.partition_by_key(&chunks, format)?.into_iter().map(|b| (b, false)).collect());
+            return Ok(self
+                .partition_by_key(&chunks, format)?
+                .into_iter()
+                .map(|b| (b, false))
+                .collect());
         }
         if self.stage.residual_target.is_some() || total < self.lanes() * MIN_BUNDLE_BYTES {
             return self.spread_elements(&chunks, format);
@@ -122,7 +194,11 @@ impl SdkStageRun<'_> {
         let mut current = Vec::new();
         let mut size = 0;
         for chunk in chunks {
-            let pieces = if chunk.len() > target * 2 { format.split(&chunk, target)? } else { vec![chunk] };
+            let pieces = if chunk.len() > target * 2 {
+                format.split(&chunk, target)?
+            } else {
+                vec![chunk]
+            };
             for piece in pieces {
                 size += piece.len();
                 current.push(piece);
@@ -140,7 +216,11 @@ impl SdkStageRun<'_> {
 
     /// Small inputs, and the restrictions of a splittable DoFn (each may be
     /// a lot of work): deal elements out so every lane gets some.
-    fn spread_elements(&self, chunks: &[Bytes], format: &WireFormat) -> Result<Vec<(Vec<Bytes>, bool)>, EngineError> {
+    fn spread_elements(
+        &self,
+        chunks: &[Bytes],
+        format: &WireFormat,
+    ) -> Result<Vec<(Vec<Bytes>, bool)>, EngineError> {
         let mut elements = Vec::new();
         for chunk in chunks {
             format.for_each(chunk, |e| {
@@ -148,7 +228,11 @@ impl SdkStageRun<'_> {
                 Ok(())
             })?;
         }
-        let n = if self.stage.residual_target.is_some() { elements.len() } else { self.lanes().min(elements.len()) };
+        let n = if self.stage.residual_target.is_some() {
+            elements.len()
+        } else {
+            self.lanes().min(elements.len())
+        };
         let mut bundles: Vec<Vec<Bytes>> = vec![Vec::new(); n];
         for (i, e) in elements.into_iter().enumerate() {
             bundles[i % n].push(e);
@@ -157,27 +241,43 @@ impl SdkStageRun<'_> {
     }
 
     /// Stateful stages: every key's elements go to exactly one bundle, so
-    /// no two bundles touch the same key's state concurrently.
-    fn partition_by_key(&self, chunks: &[Bytes], format: &WireFormat) -> Result<Vec<Vec<Bytes>>, EngineError> {
+    /// no two bundles touch the same key's state concurrently.  With
+    /// @RequiresTimeSortedInput each partition is sorted by timestamp
+    /// (stable, so equal timestamps keep their arrival order).
+    fn partition_by_key(
+        &self,
+        chunks: &[Bytes],
+        format: &WireFormat,
+    ) -> Result<Vec<Vec<Bytes>>, EngineError> {
         let n = self.lanes();
-        let mut parts: Vec<Vec<u8>> = vec![Vec::new(); n];
+        let mut parts: Vec<Vec<(i64, Bytes)>> = vec![Vec::new(); n];
         for chunk in chunks {
             format.for_each(chunk, |e| {
                 let key_end = format.key_end(chunk, e.value.start)?;
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                chunk[e.value.start..key_end].hash(&mut h);
-                parts[(h.finish() % n as u64) as usize].extend_from_slice(&chunk[e.range]);
+                parts[key_partition(&chunk[e.value.start..key_end], n)]
+                    .push((e.timestamp, chunk.slice(e.range)));
                 Ok(())
             })?;
         }
-        Ok(parts.into_iter().filter(|p| !p.is_empty()).map(|p| vec![Bytes::from(p)]).collect())
+        Ok(parts
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .map(|mut p| {
+                if self.stage.time_sorted {
+                    p.sort_by_key(|(ts, _)| *ts);
+                }
+                let mut out = Vec::with_capacity(p.iter().map(|(_, e)| e.len()).sum());
+                for (_, e) in p {
+                    out.extend_from_slice(&e);
+                }
+                vec![Bytes::from(out)]
+            })
+            .collect())
     }
 
-    async fn round(&self, bundles: Vec<(Vec<Bytes>, bool)>) -> Result<Collected, EngineError> {
+    async fn round(&self, bundles: Vec<Work>) -> Result<Collected, EngineError> {
         let round = Round {
-            queue: Mutex::new(
-                bundles.into_iter().map(|(chunks, elementwise)| Work { chunks, attempts: 0, elementwise }).collect(),
-            ),
+            queue: Mutex::new(bundles.into_iter().collect()),
             inflight: Mutex::default(),
             changed: tokio::sync::Notify::new(),
             idle: AtomicUsize::new(0),
@@ -260,16 +360,30 @@ impl SdkStageRun<'_> {
                     }
                 }
             };
-            let Some(mut work) = self.next_work(round).await else { return Ok(()) };
+            let Some(mut work) = self.next_work(round).await else {
+                return Ok(());
+            };
             let instruction_id = w.new_instruction_id();
             if work.elementwise && self.splittable() {
                 round.inflight.lock().insert(
                     instruction_id.clone(),
-                    InFlight { worker: w.clone(), started: Instant::now(), elements: work.chunks.clone(), splits: 0, retry: None },
+                    InFlight {
+                        worker: w.clone(),
+                        started: Instant::now(),
+                        elements: work.chunks.clone(),
+                        splits: 0,
+                        retry: None,
+                    },
                 );
             }
-            let result = self.run_bundle(&w, instruction_id.clone(), &work, &round.collected).await;
-            let retry = round.inflight.lock().remove(&instruction_id).and_then(|f| f.retry);
+            let result = self
+                .run_bundle(&w, instruction_id.clone(), &work, &round.collected)
+                .await;
+            let retry = round
+                .inflight
+                .lock()
+                .remove(&instruction_id)
+                .and_then(|f| f.retry);
             round.changed.notify_waiters();
             match result {
                 Ok(()) => {}
@@ -299,7 +413,9 @@ impl SdkStageRun<'_> {
                     let culprit = failing_transform(&message)
                         .map(|t| format!("Transform '{t}'"))
                         .unwrap_or_else(|| format!("A transform of stage [{}]", self.stage_name));
-                    return Err(EngineError::UserCode(format!("{culprit} failed in the SDK worker:\n{message}")));
+                    return Err(EngineError::UserCode(format!(
+                        "{culprit} failed in the SDK worker:\n{message}"
+                    )));
                 }
             }
         }
@@ -309,7 +425,9 @@ impl SdkStageRun<'_> {
     /// empty, ask the longest-running bundle to give up half of what it has
     /// left, and queue the part it gave up.
     async fn splitter(&self, round: &Round, done: &AtomicBool) {
-        let Some((_, source)) = &self.stage.input else { return };
+        let Some((_, source)) = &self.stage.input else {
+            return;
+        };
         while !done.load(Ordering::Acquire) {
             tokio::time::sleep(SPLIT_POLL).await;
             if round.idle.load(Ordering::Acquire) == 0 || !round.queue.lock().is_empty() {
@@ -323,7 +441,9 @@ impl SdkStageRun<'_> {
                     .max_by_key(|(_, f)| f.started.elapsed())
                     .map(|(id, f)| (id.clone(), f.worker.clone(), f.elements.len()))
             };
-            let Some((id, worker, n)) = candidate else { continue };
+            let Some((id, worker, n)) = candidate else {
+                continue;
+            };
             let split = match worker.split_bundle(&id, source, 0.5, n as i64).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -335,15 +455,28 @@ impl SdkStageRun<'_> {
         }
     }
 
-    fn apply_split(&self, round: &Round, id: &str, split: ferrobeam_proto::fn_api::ProcessBundleSplitResponse) {
+    fn apply_split(
+        &self,
+        round: &Round,
+        id: &str,
+        split: ferrobeam_proto::fn_api::ProcessBundleSplitResponse,
+    ) {
         let mut inflight = round.inflight.lock();
-        let Some(f) = inflight.get_mut(id) else { return };
+        let Some(f) = inflight.get_mut(id) else {
+            return;
+        };
         f.splits += 1;
         let channel = split.channel_splits.first();
-        let first_residual = channel.map_or(f.elements.len(), |c| (c.first_residual_element.max(0) as usize).min(f.elements.len()));
+        let first_residual = channel.map_or(f.elements.len(), |c| {
+            (c.first_residual_element.max(0) as usize).min(f.elements.len())
+        });
         let last_primary = channel.map_or(-1, |c| c.last_primary_element);
-        let mut new_work: Vec<Bytes> =
-            split.residual_roots.iter().filter_map(|r| r.application.as_ref()).map(|a| a.element.clone()).collect();
+        let mut new_work: Vec<Bytes> = split
+            .residual_roots
+            .iter()
+            .filter_map(|r| r.application.as_ref())
+            .map(|a| a.element.clone())
+            .collect();
         new_work.extend(f.elements[first_residual..].iter().cloned());
         if new_work.is_empty() {
             return;
@@ -353,11 +486,15 @@ impl SdkStageRun<'_> {
         primary.extend(split.primary_roots.iter().map(|p| p.element.clone()));
         f.elements.truncate(first_residual);
         f.retry = Some(primary);
-        tracing::debug!(bundle = id, residuals = new_work.len(), "split a running bundle");
+        tracing::debug!(
+            bundle = id,
+            residuals = new_work.len(),
+            "split a running bundle"
+        );
         drop(inflight);
         let mut queue = round.queue.lock();
         for element in new_work {
-            queue.push_back(Work { chunks: vec![element], attempts: 0, elementwise: true });
+            queue.push_back(self.work(vec![element], true));
         }
         drop(queue);
         round.changed.notify_waiters();
@@ -370,14 +507,51 @@ impl SdkStageRun<'_> {
         work: &Work,
         collected: &Mutex<Collected>,
     ) -> Result<(), BundleError> {
-        let inputs = match &self.stage.input {
-            Some((_, source)) => vec![BundleInput { transform_id: source.clone(), chunks: work.chunks.clone() }],
+        let mut inputs = match &self.stage.input {
+            Some((_, source)) => {
+                vec![BundleInput {
+                    transform_id: source.clone(),
+                    timer_family: None,
+                    chunks: work.chunks.clone(),
+                }]
+            }
             None => Vec::new(),
         };
-        let sinks: Vec<String> = self.stage.outputs.iter().map(|(_, id)| id.clone()).collect();
-        let state = Arc::new(BundleState { side_inputs: self.side_inputs.clone(), user_state: self.user_state.clone() });
+        // The SDK waits for the end of every timer stream, even an empty one.
+        for (family, chunks) in self.stage.timer_families.iter().zip(&work.timers) {
+            inputs.push(BundleInput {
+                transform_id: family.transform_id.clone(),
+                timer_family: Some(family.family_id.clone()),
+                chunks: chunks.clone(),
+            });
+        }
+        let sinks: Vec<String> = self
+            .stage
+            .outputs
+            .iter()
+            .map(|(_, id)| id.clone())
+            .collect();
+        let timer_streams: Vec<TimerStream> = self
+            .stage
+            .timer_families
+            .iter()
+            .map(|f| (f.transform_id.clone(), f.family_id.clone()))
+            .collect();
+        let state = Arc::new(BundleState {
+            side_inputs: self.side_inputs.clone(),
+            user_state: self.user_state.clone(),
+        });
         let started = std::time::Instant::now();
-        let out = worker.process_bundle(instruction_id, &self.descriptor_id, inputs, &sinks, Some(state)).await?;
+        let out = worker
+            .process_bundle(
+                instruction_id,
+                &self.descriptor_id,
+                inputs,
+                &sinks,
+                &timer_streams,
+                Some(state),
+            )
+            .await?;
         tracing::debug!(
             stage = self.stage_name,
             worker = worker.id(),
@@ -394,6 +568,12 @@ impl SdkStageRun<'_> {
                     c.outputs.entry(port.clone()).or_default().extend(chunks);
                 }
             }
+            let mut set_timers = out.timers;
+            for (family, stream) in timer_streams.iter().enumerate() {
+                if let Some(chunks) = set_timers.remove(stream) {
+                    c.timers.push((family, chunks));
+                }
+            }
             for residual in &out.response.residual_roots {
                 if let Some(app) = &residual.application {
                     c.residuals.push(app.element.clone());
@@ -405,12 +585,23 @@ impl SdkStageRun<'_> {
             let request = instruction_request::Request::FinalizeBundle(FinalizeBundleRequest {
                 instruction_id: out.instruction_id.clone(),
             });
-            if let Err(e) = worker.instruct(format!("{}-finalize", out.instruction_id), request).await {
-                self.reporter.message(Level::Warning, format!("bundle finalization failed: {e}"));
+            if let Err(e) = worker
+                .instruct(format!("{}-finalize", out.instruction_id), request)
+                .await
+            {
+                self.reporter
+                    .message(Level::Warning, format!("bundle finalization failed: {e}"));
             }
         }
         Ok(())
     }
+}
+
+/// Which of `n` partitions a key (its encoded bytes) belongs to.
+fn key_partition(key: &[u8], n: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % n as u64) as usize
 }
 
 /// The transform the Python SDK blames in an error: the last `[while running 'X']`.

@@ -8,7 +8,9 @@ use ferrobeam_fnapi::StateHandler;
 use ferrobeam_graph::{SideInput, SideInputAccess};
 use ferrobeam_proto::fn_api::state_key::Type as Key;
 use ferrobeam_proto::fn_api::state_request::Request;
-use ferrobeam_proto::fn_api::{state_response, StateAppendResponse, StateClearResponse, StateGetResponse, StateRequest};
+use ferrobeam_proto::fn_api::{
+    state_response, StateAppendResponse, StateClearResponse, StateGetResponse, StateRequest,
+};
 use parking_lot::Mutex;
 
 use crate::wire::WireFormat;
@@ -27,16 +29,22 @@ pub struct SideInputData {
 }
 
 impl SideInputData {
-    pub fn build(spec: &SideInput, chunks: &[Bytes], format: &WireFormat) -> Result<Self, EngineError> {
+    pub fn build(
+        spec: &SideInput,
+        chunks: &[Bytes],
+        format: &WireFormat,
+    ) -> Result<Self, EngineError> {
         let mut data = SideInputData::default();
         for chunk in chunks {
             format.for_each(chunk, |e| {
                 for w in &e.windows {
                     let window = chunk.slice(w.clone());
                     match spec.access {
-                        SideInputAccess::Iterable => {
-                            data.iterable.entry(window).or_default().push(&chunk[e.value.clone()])
-                        }
+                        SideInputAccess::Iterable => data
+                            .iterable
+                            .entry(window)
+                            .or_default()
+                            .push(&chunk[e.value.clone()]),
                         SideInputAccess::Multimap => {
                             let key_end = format.key_end(chunk, e.value.start)?;
                             let entry = data
@@ -73,7 +81,12 @@ pub struct BundleState {
 
 fn user_key(k: &ferrobeam_proto::fn_api::state_key::BagUserState) -> Vec<u8> {
     let mut out = Vec::new();
-    for part in [k.transform_id.as_bytes(), k.user_state_id.as_bytes(), &k.window, &k.key] {
+    for part in [
+        k.transform_id.as_bytes(),
+        k.user_state_id.as_bytes(),
+        &k.window,
+        &k.key,
+    ] {
         out.extend_from_slice(&(part.len() as u32).to_be_bytes());
         out.extend_from_slice(part);
     }
@@ -101,7 +114,10 @@ impl Paged {
         let start = if token.is_empty() {
             0
         } else {
-            std::str::from_utf8(token).ok().and_then(|s| s.parse::<usize>().ok()).ok_or("bad continuation token")?
+            std::str::from_utf8(token)
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok())
+                .ok_or("bad continuation token")?
         };
         let first = self.ends.partition_point(|&e| e <= start);
         let limit = start + MAX_GET_BYTES;
@@ -110,7 +126,11 @@ impl Paged {
             l if l == first => self.ends.get(first).copied().unwrap_or(self.data.len()),
             l => self.ends[l - 1],
         };
-        let continuation_token = if end < self.data.len() { end.to_string().into_bytes().into() } else { Bytes::new() };
+        let continuation_token = if end < self.data.len() {
+            end.to_string().into_bytes().into()
+        } else {
+            Bytes::new()
+        };
         Ok(state_response::Response::Get(StateGetResponse {
             continuation_token,
             data: Bytes::copy_from_slice(self.data.get(start..end).unwrap_or_default()),
@@ -133,17 +153,27 @@ impl BundleState {
         match key {
             Key::IterableSideInput(k) => {
                 let s = self.side(&k.transform_id, &k.side_input_id)?;
-                s.iterable.get(&k.window[..]).map_or(Ok(empty_page()), |p| p.page(token))
+                s.iterable
+                    .get(&k.window[..])
+                    .map_or(Ok(empty_page()), |p| p.page(token))
             }
             Key::MultimapSideInput(k) => {
                 let s = self.side(&k.transform_id, &k.side_input_id)?;
-                let values = s.multimap.get(&k.window[..]).and_then(|m| m.get(&k.key[..]));
+                let values = s
+                    .multimap
+                    .get(&k.window[..])
+                    .and_then(|m| m.get(&k.key[..]));
                 values.map_or(Ok(empty_page()), |(_, p)| p.page(token))
             }
             Key::MultimapKeysSideInput(k) => {
                 let s = self.side(&k.transform_id, &k.side_input_id)?;
                 let mut out = Paged::default();
-                for key in s.multimap.get(&k.window[..]).into_iter().flat_map(|m| m.keys()) {
+                for key in s
+                    .multimap
+                    .get(&k.window[..])
+                    .into_iter()
+                    .flat_map(|m| m.keys())
+                {
                     out.push(key);
                 }
                 out.page(token)
@@ -164,7 +194,8 @@ impl BundleState {
             }
             Key::BagUserState(k) => {
                 let bags = self.user_state.bags.lock();
-                bags.get(&user_key(k)).map_or(Ok(empty_page()), |p| p.page(token))
+                bags.get(&user_key(k))
+                    .map_or(Ok(empty_page()), |p| p.page(token))
             }
             other => Err(format!("unsupported state key {other:?}")),
         }
@@ -182,7 +213,12 @@ impl StateHandler for BundleState {
             Request::Get(get) => self.get(key, &get.continuation_token),
             Request::Append(append) => match key {
                 Key::BagUserState(k) => {
-                    self.user_state.bags.lock().entry(user_key(k)).or_default().push(&append.data);
+                    self.user_state
+                        .bags
+                        .lock()
+                        .entry(user_key(k))
+                        .or_default()
+                        .push(&append.data);
                     Ok(state_response::Response::Append(StateAppendResponse {}))
                 }
                 _ => Err("append is only supported for user state".into()),

@@ -7,8 +7,8 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use ferrobeam_coders::{read_timestamp, write_timestamp};
 use ferrobeam_coders::IntervalWindow;
+use ferrobeam_coders::{read_timestamp, write_timestamp};
 use ferrobeam_coders::{Coder, PaneInfo};
 use ferrobeam_proto::pipeline::v1::Components;
 
@@ -51,7 +51,9 @@ impl WireFormat {
             .ok_or_else(|| EngineError::Internal(format!("unknown wire coder {coder_id}")))?;
         let urn = wv.spec.as_ref().map(|s| s.urn.as_str()).unwrap_or("");
         if urn != "beam:coder:windowed_value:v1" || wv.component_coder_ids.len() != 2 {
-            return Err(EngineError::Internal(format!("wire coder {coder_id} is not a windowed value coder")));
+            return Err(EngineError::Internal(format!(
+                "wire coder {coder_id} is not a windowed value coder"
+            )));
         }
         let value_id = &wv.component_coder_ids[0];
         let window_id = &wv.component_coder_ids[1];
@@ -59,7 +61,11 @@ impl WireFormat {
             Coder::from_components(components, id)
                 .map_err(|e| EngineError::Internal(format!("coder {id}: {e}")))
         };
-        let window_urn = components.coders.get(window_id).and_then(|c| c.spec.as_ref()).map(|s| s.urn.as_str());
+        let window_urn = components
+            .coders
+            .get(window_id)
+            .and_then(|c| c.spec.as_ref())
+            .map(|s| s.urn.as_str());
         let window = match window_urn {
             Some("beam:coder:global_window:v1") => WindowShape::Global,
             Some("beam:coder:interval_window:v1") => WindowShape::Interval,
@@ -70,7 +76,11 @@ impl WireFormat {
             Some("beam:coder:kv:v1") => Some(coder(&value_proto.component_coder_ids[0])?),
             _ => None,
         };
-        Ok(Self { value: coder(value_id)?, window, key })
+        Ok(Self {
+            value: coder(value_id)?,
+            window,
+            key,
+        })
     }
 
     fn skip_window(&self, buf: &[u8], pos: usize) -> Result<usize, EngineError> {
@@ -84,7 +94,12 @@ impl WireFormat {
     /// Parses the element starting at `pos`.
     pub fn parse(&self, buf: &[u8], pos: usize) -> Result<Element, EngineError> {
         let (timestamp, mut p) = read_timestamp(buf, pos).map_err(bad)?;
-        let count = u32::from_be_bytes(buf.get(p..p + 4).ok_or_else(truncated)?.try_into().expect("4 bytes"));
+        let count = u32::from_be_bytes(
+            buf.get(p..p + 4)
+                .ok_or_else(truncated)?
+                .try_into()
+                .expect("4 bytes"),
+        );
         p += 4;
         let mut windows = Vec::with_capacity(count as usize);
         for _ in 0..count {
@@ -94,12 +109,20 @@ impl WireFormat {
         }
         p = PaneInfo::skip(buf, p).map_err(bad)?;
         let end = self.value.skip(buf, p).map_err(bad)?;
-        Ok(Element { range: pos..end, timestamp, windows, value: p..end })
+        Ok(Element {
+            range: pos..end,
+            timestamp,
+            windows,
+            value: p..end,
+        })
     }
 
     /// End of the key inside a KV value starting at `value_start`.
     pub fn key_end(&self, buf: &[u8], value_start: usize) -> Result<usize, EngineError> {
-        let key = self.key.as_ref().ok_or_else(|| EngineError::Internal("keyed operation on a non-KV coder".into()))?;
+        let key = self
+            .key
+            .as_ref()
+            .ok_or_else(|| EngineError::Internal("keyed operation on a non-KV coder".into()))?;
         key.skip(buf, value_start).map_err(bad)
     }
 
@@ -107,13 +130,22 @@ impl WireFormat {
     pub fn window_max_timestamp(&self, window: &[u8]) -> Result<i64, EngineError> {
         match &self.window {
             WindowShape::Global => Ok(GLOBAL_WINDOW_MAX_TIMESTAMP_MILLIS),
-            WindowShape::Interval => Ok(IntervalWindow::decode(window, 0).map_err(bad)?.0.max_timestamp()),
-            WindowShape::Other(_) => Err(EngineError::Internal("custom windows are not supported yet".into())),
+            WindowShape::Interval => Ok(IntervalWindow::decode(window, 0)
+                .map_err(bad)?
+                .0
+                .max_timestamp()),
+            WindowShape::Other(_) => Err(EngineError::Internal(
+                "custom windows are not supported yet".into(),
+            )),
         }
     }
 
     /// Calls `f` for every element of `chunk`.
-    pub fn for_each(&self, chunk: &[u8], mut f: impl FnMut(Element) -> Result<(), EngineError>) -> Result<(), EngineError> {
+    pub fn for_each(
+        &self,
+        chunk: &[u8],
+        mut f: impl FnMut(Element) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
         let mut pos = 0;
         while pos < chunk.len() {
             let e = self.parse(chunk, pos)?;
@@ -144,7 +176,13 @@ impl WireFormat {
 }
 
 /// Appends a windowed value with one window to `out`.
-pub fn write_element(out: &mut Vec<u8>, timestamp: i64, window: &[u8], pane: &PaneInfo, value: &[&[u8]]) {
+pub fn write_element(
+    out: &mut Vec<u8>,
+    timestamp: i64,
+    window: &[u8],
+    pane: &PaneInfo,
+    value: &[&[u8]],
+) {
     write_timestamp(out, timestamp);
     out.extend_from_slice(&1u32.to_be_bytes());
     out.extend_from_slice(window);

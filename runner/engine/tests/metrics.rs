@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use ferrobeam_coders::varint::{read_varint_i64, read_varint_u64, write_varint_i64, write_varint_u64};
+use ferrobeam_coders::varint::{
+    read_varint_i64, read_varint_u64, write_varint_i64, write_varint_u64,
+};
 use ferrobeam_engine::metrics::Metrics;
 use ferrobeam_proto::pipeline::v1::MonitoringInfo;
 
@@ -11,7 +13,10 @@ fn info(urn: &str, kind: &str, name: &str, payload: Vec<u8>) -> MonitoringInfo {
         urn: urn.into(),
         r#type: kind.into(),
         payload: payload.into(),
-        labels: HashMap::from([("NAME".to_owned(), name.to_owned()), ("NAMESPACE".to_owned(), "ns".to_owned())]),
+        labels: HashMap::from([
+            ("NAME".to_owned(), name.to_owned()),
+            ("NAMESPACE".to_owned(), "ns".to_owned()),
+        ]),
         start_time: None,
     }
 }
@@ -37,7 +42,11 @@ fn read_varints(buf: &[u8], n: usize) -> Vec<i64> {
 }
 
 fn only(m: &Metrics, name: &str) -> MonitoringInfo {
-    let found: Vec<MonitoringInfo> = m.snapshot().into_iter().filter(|i| i.labels["NAME"] == name).collect();
+    let found: Vec<MonitoringInfo> = m
+        .snapshot()
+        .into_iter()
+        .filter(|i| i.labels["NAME"] == name)
+        .collect();
     assert_eq!(found.len(), 1, "{found:?}");
     found.into_iter().next().unwrap()
 }
@@ -52,8 +61,14 @@ fn int_distributions_add_counts_and_sums_and_keep_extremes() {
     let mut m = Metrics::default();
     // count, sum, min, max
     m.add_all(&[info(urn, DIST_INT, "d", varints(&[3, 30, 5, 15]))]);
-    m.add_all(&[info(urn, DIST_INT, "d", varints(&[2, -4, -7, 3])), info(urn, DIST_INT, "d", varints(&[1, 100, 100, 100]))]);
-    assert_eq!(read_varints(&only(&m, "d").payload, 4), vec![6, 126, -7, 100]);
+    m.add_all(&[
+        info(urn, DIST_INT, "d", varints(&[2, -4, -7, 3])),
+        info(urn, DIST_INT, "d", varints(&[1, 100, 100, 100])),
+    ]);
+    assert_eq!(
+        read_varints(&only(&m, "d").payload, 4),
+        vec![6, 126, -7, 100]
+    );
 }
 
 #[test]
@@ -67,7 +82,10 @@ fn double_distributions_merge() {
         out
     };
     let mut m = Metrics::default();
-    m.add_all(&[info(urn, DIST_DOUBLE, "d", payload(2, 1.5, 0.25, 1.25)), info(urn, DIST_DOUBLE, "d", payload(3, -2.0, -1.5, 0.5))]);
+    m.add_all(&[
+        info(urn, DIST_DOUBLE, "d", payload(2, 1.5, 0.25, 1.25)),
+        info(urn, DIST_DOUBLE, "d", payload(3, -2.0, -1.5, 0.5)),
+    ]);
     let p = only(&m, "d").payload;
     let (count, pos) = read_varint_i64(&p, 0).unwrap();
     assert_eq!(count, 5);
@@ -103,7 +121,12 @@ fn string_sets_union_without_duplicates() {
     let urn = "beam:metric:user:set_string:v1";
     let mut m = Metrics::default();
     m.add_all(&[info(urn, SET_STRING, "s", string_set(&["b", "a"]))]);
-    m.add_all(&[info(urn, SET_STRING, "s", string_set(&["c", "a", "ünïcode"]))]);
+    m.add_all(&[info(
+        urn,
+        SET_STRING,
+        "s",
+        string_set(&["c", "a", "ünïcode"]),
+    )]);
     m.add_all(&[info(urn, SET_STRING, "s", string_set(&[]))]);
     let mut got = read_string_set(&only(&m, "s").payload);
     got.sort();
@@ -120,23 +143,55 @@ fn sums_latest_and_labels() {
         info(sum_urn, "beam:metrics:sum_int64:v1", "a", varints(&[-2])),
     ]);
     assert_eq!(read_varints(&only(&m, "a").payload, 1), vec![3]);
-    assert_eq!(read_varints(&only(&m, "b").payload, 1), vec![7], "different labels are different metrics");
+    assert_eq!(
+        read_varints(&only(&m, "b").payload, 1),
+        vec![7],
+        "different labels are different metrics"
+    );
 
     let dbl_urn = "beam:metric:user:sum_double:v1";
     m.add_all(&[
-        info(dbl_urn, "beam:metrics:sum_double:v1", "x", 0.5f64.to_be_bytes().to_vec()),
-        info(dbl_urn, "beam:metrics:sum_double:v1", "x", 2.25f64.to_be_bytes().to_vec()),
+        info(
+            dbl_urn,
+            "beam:metrics:sum_double:v1",
+            "x",
+            0.5f64.to_be_bytes().to_vec(),
+        ),
+        info(
+            dbl_urn,
+            "beam:metrics:sum_double:v1",
+            "x",
+            2.25f64.to_be_bytes().to_vec(),
+        ),
     ]);
-    assert_eq!(f64::from_be_bytes(only(&m, "x").payload[..].try_into().unwrap()), 2.75);
+    assert_eq!(
+        f64::from_be_bytes(only(&m, "x").payload[..].try_into().unwrap()),
+        2.75
+    );
 
     // Gauges keep the most recent value (timestamp, value).
     let latest = "beam:metric:user:latest_int64:v1";
     m.add_all(&[
-        info(latest, "beam:metrics:latest_int64:v1", "g", varints(&[200, 1])),
-        info(latest, "beam:metrics:latest_int64:v1", "g", varints(&[100, 2])),
+        info(
+            latest,
+            "beam:metrics:latest_int64:v1",
+            "g",
+            varints(&[200, 1]),
+        ),
+        info(
+            latest,
+            "beam:metrics:latest_int64:v1",
+            "g",
+            varints(&[100, 2]),
+        ),
     ]);
     assert_eq!(read_varints(&only(&m, "g").payload, 2), vec![200, 1]);
-    m.add_all(&[info(latest, "beam:metrics:latest_int64:v1", "g", varints(&[300, 3]))]);
+    m.add_all(&[info(
+        latest,
+        "beam:metrics:latest_int64:v1",
+        "g",
+        varints(&[300, 3]),
+    )]);
     assert_eq!(read_varints(&only(&m, "g").payload, 2), vec![300, 3]);
 }
 
@@ -149,12 +204,18 @@ fn unmergeable_infos_keep_the_newest() {
     m.add_all(&[info(urn, DIST_INT, "d", vec![0x80])]);
     assert_eq!(only(&m, "d").payload.as_ref(), &[0x80]);
     // Unknown types are replaced too.
-    m.add_all(&[info("beam:metric:x:v1", "beam:metrics:progress:v1", "p", vec![1]), info("beam:metric:x:v1", "beam:metrics:progress:v1", "p", vec![2])]);
+    m.add_all(&[
+        info("beam:metric:x:v1", "beam:metrics:progress:v1", "p", vec![1]),
+        info("beam:metric:x:v1", "beam:metrics:progress:v1", "p", vec![2]),
+    ]);
     assert_eq!(only(&m, "p").payload.as_ref(), &[2]);
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// Payloads exactly as apache-beam 2.77.0's Python SDK writes them
@@ -165,16 +226,30 @@ fn merges_payloads_written_by_the_python_sdk() {
     let mut m = Metrics::default();
     // DistributionData(sum=30, count=3, min=5, max=15) and (sum=-4, count=2, min=-7, max=3).
     let d = "beam:metric:user:distribution_int64:v1";
-    m.add_all(&[info(d, DIST_INT, "d", hex("031e050f")), info(d, DIST_INT, "d", hex("02fcffffffffffffffff01f9ffffffffffffffff0103"))]);
+    m.add_all(&[
+        info(d, DIST_INT, "d", hex("031e050f")),
+        info(
+            d,
+            DIST_INT,
+            "d",
+            hex("02fcffffffffffffffff01f9ffffffffffffffff0103"),
+        ),
+    ]);
     assert_eq!(read_varints(&only(&m, "d").payload, 4), vec![5, 26, -7, 15]);
     // StringSetData({'a', 'b'}) and {'c', 'a'} built by hand.
     let s = "beam:metric:user:set_string:v1";
-    m.add_all(&[info(s, SET_STRING, "s", hex("0000000201620161")), info(s, SET_STRING, "s", string_set(&["c", "a"]))]);
+    m.add_all(&[
+        info(s, SET_STRING, "s", hex("0000000201620161")),
+        info(s, SET_STRING, "s", string_set(&["c", "a"])),
+    ]);
     let mut got = read_string_set(&only(&m, "s").payload);
     got.sort();
     assert_eq!(got, ["a", "b", "c"]);
     // Counter 300, twice.
     let c = "beam:metric:user:sum_int64:v1";
-    m.add_all(&[info(c, "beam:metrics:sum_int64:v1", "c", hex("ac02")), info(c, "beam:metrics:sum_int64:v1", "c", hex("ac02"))]);
+    m.add_all(&[
+        info(c, "beam:metrics:sum_int64:v1", "c", hex("ac02")),
+        info(c, "beam:metrics:sum_int64:v1", "c", hex("ac02")),
+    ]);
     assert_eq!(read_varints(&only(&m, "c").payload, 1), vec![600]);
 }

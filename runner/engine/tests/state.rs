@@ -13,7 +13,8 @@ use ferrobeam_engine::state::{BundleState, SideInputData, UserState};
 use ferrobeam_fnapi::StateHandler;
 use ferrobeam_graph::{PortRef, SideInput, SideInputAccess};
 use ferrobeam_proto::fn_api::state_key::{
-    BagUserState, IterableSideInput, MultimapKeysSideInput, MultimapKeysValuesSideInput, MultimapSideInput, Type as Key,
+    BagUserState, IterableSideInput, MultimapKeysSideInput, MultimapKeysValuesSideInput,
+    MultimapSideInput, Type as Key,
 };
 use ferrobeam_proto::fn_api::state_request::Request;
 use ferrobeam_proto::fn_api::{
@@ -27,7 +28,10 @@ fn spec(access: SideInputAccess) -> SideInput {
     SideInput {
         transform_id: "T".into(),
         local_name: "side".into(),
-        port: PortRef { pcollection: "pc".into(), coder_id: "wv".into() },
+        port: PortRef {
+            pcollection: "pc".into(),
+            coder_id: "wv".into(),
+        },
         access,
     }
 }
@@ -36,15 +40,25 @@ fn state_with(access: SideInputAccess, chunks: &[Bytes], wire: &str) -> BundleSt
     let data = SideInputData::build(&spec(access), chunks, &format(wire)).unwrap();
     let mut side = HashMap::new();
     side.insert(("T".to_owned(), "side".to_owned()), Arc::new(data));
-    BundleState { side_inputs: Arc::new(side), user_state: Arc::new(UserState::default()) }
+    BundleState {
+        side_inputs: Arc::new(side),
+        user_state: Arc::new(UserState::default()),
+    }
 }
 
 fn request(key: Key, request: Request) -> StateRequest {
-    StateRequest { id: "r".into(), instruction_id: "i".into(), state_key: Some(StateKey { r#type: Some(key) }), request: Some(request) }
+    StateRequest {
+        id: "r".into(),
+        instruction_id: "i".into(),
+        state_key: Some(StateKey { r#type: Some(key) }),
+        request: Some(request),
+    }
 }
 
 fn get_page(state: &BundleState, key: &Key, token: &[u8]) -> Result<(Bytes, Bytes), String> {
-    let get = Request::Get(StateGetRequest { continuation_token: Bytes::copy_from_slice(token) });
+    let get = Request::Get(StateGetRequest {
+        continuation_token: Bytes::copy_from_slice(token),
+    });
     match state.handle(&request(key.clone(), get))? {
         state_response::Response::Get(g) => Ok((g.data, g.continuation_token)),
         other => panic!("not a get response: {other:?}"),
@@ -103,11 +117,21 @@ fn iterable_side_input_per_window() {
     push(&mut buf, 1, &[iw(0, 10)], "a", 1);
     push(&mut buf, 2, &[iw(0, 10), iw(10, 20)], "b", 2);
     push(&mut buf, 12, &[iw(10, 20)], "c", 3);
-    let state = state_with(SideInputAccess::Iterable, &[Bytes::from(buf)], "wv_interval");
+    let state = state_with(
+        SideInputAccess::Iterable,
+        &[Bytes::from(buf)],
+        "wv_interval",
+    );
 
-    let w1 = concat(&get_all(&state, &iterable_key(&encoded(IntervalWindow::new(0, 10)))));
+    let w1 = concat(&get_all(
+        &state,
+        &iterable_key(&encoded(IntervalWindow::new(0, 10))),
+    ));
     assert_eq!(values("kv", &w1), vec![kv("a", 1), kv("b", 2)]);
-    let w2 = concat(&get_all(&state, &iterable_key(&encoded(IntervalWindow::new(10, 20)))));
+    let w2 = concat(&get_all(
+        &state,
+        &iterable_key(&encoded(IntervalWindow::new(10, 20))),
+    ));
     assert_eq!(values("kv", &w2), vec![kv("b", 2), kv("c", 3)]);
     // A window with no elements is an empty iterable, not an error.
     let none = get_all(&state, &iterable_key(&encoded(IntervalWindow::new(20, 30))));
@@ -125,7 +149,11 @@ fn iterable_side_input_in_the_global_window() {
 
 #[test]
 fn unknown_side_input_is_an_error() {
-    let state = state_with(SideInputAccess::Iterable, &[global(&[(0, "x", 1)])], "wv_global");
+    let state = state_with(
+        SideInputAccess::Iterable,
+        &[global(&[(0, "x", 1)])],
+        "wv_global",
+    );
     let key = Key::IterableSideInput(IterableSideInput {
         transform_id: "T".into(),
         side_input_id: "other".into(),
@@ -134,17 +162,31 @@ fn unknown_side_input_is_an_error() {
     let err = get_page(&state, &key, &[]).unwrap_err();
     assert!(err.contains("other"), "{err}");
     // Side inputs are read-only.
-    let append = Request::Append(StateAppendRequest { data: Bytes::from_static(b"x") });
+    let append = Request::Append(StateAppendRequest {
+        data: Bytes::from_static(b"x"),
+    });
     assert!(state.handle(&request(iterable_key(&[]), append)).is_err());
-    assert!(state.handle(&request(iterable_key(&[]), Request::Clear(StateClearRequest {}))).is_err());
+    assert!(state
+        .handle(&request(
+            iterable_key(&[]),
+            Request::Clear(StateClearRequest {})
+        ))
+        .is_err());
 }
 
 #[test]
 fn multimap_side_input_by_key_keys_and_entries() {
-    let chunks = [global(&[(0, "a", 1), (0, "b", 2), (0, "a", 3)]), global(&[(0, "c", 4), (0, "a", 5)])];
+    let chunks = [
+        global(&[(0, "a", 1), (0, "b", 2), (0, "a", 3)]),
+        global(&[(0, "c", 4), (0, "a", 5)]),
+    ];
     let state = state_with(SideInputAccess::Multimap, &chunks, "wv_global");
     // The SDK sends keys nested-encoded with the key coder.
-    let key_bytes = |k: &str| coder("lp_str").encode_to_vec(&Value::String(k.into()), true).unwrap();
+    let key_bytes = |k: &str| {
+        coder("lp_str")
+            .encode_to_vec(&Value::String(k.into()), true)
+            .unwrap()
+    };
     let by_key = |k: &str| {
         Key::MultimapSideInput(MultimapSideInput {
             transform_id: "T".into(),
@@ -153,8 +195,14 @@ fn multimap_side_input_by_key_keys_and_entries() {
             key: key_bytes(k).into(),
         })
     };
-    assert_eq!(values("varint", &concat(&get_all(&state, &by_key("a")))), vec![Value::Int(1), Value::Int(3), Value::Int(5)]);
-    assert_eq!(values("varint", &concat(&get_all(&state, &by_key("c")))), vec![Value::Int(4)]);
+    assert_eq!(
+        values("varint", &concat(&get_all(&state, &by_key("a")))),
+        vec![Value::Int(1), Value::Int(3), Value::Int(5)]
+    );
+    assert_eq!(
+        values("varint", &concat(&get_all(&state, &by_key("c")))),
+        vec![Value::Int(4)]
+    );
     assert!(concat(&get_all(&state, &by_key("nope"))).is_empty());
 
     let keys = Key::MultimapKeysSideInput(MultimapKeysSideInput {
@@ -207,12 +255,20 @@ fn bag(transform: &str, id: &str, window: &[u8], key: &[u8]) -> Key {
 }
 
 fn append(state: &BundleState, key: &Key, data: Vec<u8>) {
-    let r = state.handle(&request(key.clone(), Request::Append(StateAppendRequest { data: data.into() }))).unwrap();
+    let r = state
+        .handle(&request(
+            key.clone(),
+            Request::Append(StateAppendRequest { data: data.into() }),
+        ))
+        .unwrap();
     assert!(matches!(r, state_response::Response::Append(_)));
 }
 
 fn user_state() -> BundleState {
-    BundleState { side_inputs: Arc::new(HashMap::new()), user_state: Arc::new(UserState::default()) }
+    BundleState {
+        side_inputs: Arc::new(HashMap::new()),
+        user_state: Arc::new(UserState::default()),
+    }
 }
 
 #[test]
@@ -220,8 +276,15 @@ fn bag_state_append_get_clear() {
     let state = user_state();
     let k = bag("T", "seen", &[], b"\x01k");
     let str_coder = Coder::StringUtf8;
-    let enc = |s: &str| str_coder.encode_to_vec(&Value::String(s.into()), true).unwrap();
-    assert!(concat(&get_all(&state, &k)).is_empty(), "an unwritten bag is empty");
+    let enc = |s: &str| {
+        str_coder
+            .encode_to_vec(&Value::String(s.into()), true)
+            .unwrap()
+    };
+    assert!(
+        concat(&get_all(&state, &k)).is_empty(),
+        "an unwritten bag is empty"
+    );
     append(&state, &k, enc("a"));
     append(&state, &k, [enc("b"), enc("c")].concat());
     let strings = |buf: &[u8]| {
@@ -235,22 +298,36 @@ fn bag_state_append_get_clear() {
         out
     };
     let s = |x: &str| Value::String(x.into());
-    assert_eq!(strings(&concat(&get_all(&state, &k))), vec![s("a"), s("b"), s("c")]);
+    assert_eq!(
+        strings(&concat(&get_all(&state, &k))),
+        vec![s("a"), s("b"), s("c")]
+    );
 
     // Bags are per transform, state id, window and key, and the parts
     // cannot run into each other.
-    for other in [bag("T2", "seen", &[], b"\x01k"), bag("T", "seen2", &[], b"\x01k"), bag("T", "seen", &[1], b"\x01k"), bag("T", "seen", &[], b"\x01j"), bag("T", "see", &[], b"n\x01k")] {
+    for other in [
+        bag("T2", "seen", &[], b"\x01k"),
+        bag("T", "seen2", &[], b"\x01k"),
+        bag("T", "seen", &[1], b"\x01k"),
+        bag("T", "seen", &[], b"\x01j"),
+        bag("T", "see", &[], b"n\x01k"),
+    ] {
         assert!(concat(&get_all(&state, &other)).is_empty(), "{other:?}");
     }
 
-    let r = state.handle(&request(k.clone(), Request::Clear(StateClearRequest {}))).unwrap();
+    let r = state
+        .handle(&request(k.clone(), Request::Clear(StateClearRequest {})))
+        .unwrap();
     assert!(matches!(r, state_response::Response::Clear(_)));
     assert!(concat(&get_all(&state, &k)).is_empty());
     append(&state, &k, enc("d"));
     assert_eq!(strings(&concat(&get_all(&state, &k))), vec![s("d")]);
 
     // State outlives the bundle: a new BundleState over the same UserState sees it.
-    let next = BundleState { side_inputs: Arc::new(HashMap::new()), user_state: state.user_state.clone() };
+    let next = BundleState {
+        side_inputs: Arc::new(HashMap::new()),
+        user_state: state.user_state.clone(),
+    };
     assert_eq!(strings(&concat(&get_all(&next, &k))), vec![s("d")]);
 }
 
@@ -260,7 +337,17 @@ fn bag_state_append_get_clear() {
 fn large_state_is_paged_at_element_boundaries() {
     let state = user_state();
     let k = bag("T", "big", &[], b"k");
-    let sizes = [1_500_000usize, 1_000_000, 10, 3_000_000, 5, 700_000, 700_000, 700_000, 1];
+    let sizes = [
+        1_500_000usize,
+        1_000_000,
+        10,
+        3_000_000,
+        5,
+        700_000,
+        700_000,
+        700_000,
+        1,
+    ];
     let mut all = Vec::new();
     let mut ends = vec![0];
     for (i, &n) in sizes.iter().enumerate() {
@@ -276,13 +363,26 @@ fn large_state_is_paged_at_element_boundaries() {
     for (i, p) in pages.iter().enumerate() {
         assert!(!p.is_empty(), "page {i} is empty");
         pos += p.len();
-        assert!(ends.contains(&pos), "page {i} ends at {pos}, inside an element");
-        let elements = ends.iter().filter(|&&e| e > pos - p.len() && e <= pos).count();
-        assert!(p.len() <= PAGE_LIMIT || elements == 1, "page {i}: {} bytes in {elements} elements", p.len());
+        assert!(
+            ends.contains(&pos),
+            "page {i} ends at {pos}, inside an element"
+        );
+        let elements = ends
+            .iter()
+            .filter(|&&e| e > pos - p.len() && e <= pos)
+            .count();
+        assert!(
+            p.len() <= PAGE_LIMIT || elements == 1,
+            "page {i}: {} bytes in {elements} elements",
+            p.len()
+        );
         // A page stops only where the next element would not fit.
         if i + 1 < pages.len() {
             let next_end = ends.iter().copied().find(|&e| e > pos).unwrap();
-            assert!(next_end - (pos - p.len()) > PAGE_LIMIT, "page {i} could have taken the next element");
+            assert!(
+                next_end - (pos - p.len()) > PAGE_LIMIT,
+                "page {i} could have taken the next element"
+            );
         }
     }
     // The first page: 1.5 MB alone (with the next 1 MB it would exceed 2 MiB).
@@ -304,7 +404,13 @@ fn large_side_input_pages_decode_on_their_own() {
     let mut buf = Vec::new();
     let big = "v".repeat(100_000);
     for i in 0..60 {
-        push(&mut buf, 0, &[ferrobeam_coders::WindowRef::Global], &format!("{big}{i}"), i);
+        push(
+            &mut buf,
+            0,
+            &[ferrobeam_coders::WindowRef::Global],
+            &format!("{big}{i}"),
+            i,
+        );
     }
     let state = state_with(SideInputAccess::Iterable, &[Bytes::from(buf)], "wv_global");
     let pages = get_all(&state, &iterable_key(&[]));

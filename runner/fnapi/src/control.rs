@@ -32,7 +32,11 @@ impl BeamFnControl for ControlService {
     ) -> Result<Response<Self::ControlStream>, Status> {
         let worker_id = crate::worker_id(&request)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let worker = Arc::new(Worker::new(worker_id.clone(), Arc::downgrade(&self.registry), tx));
+        let worker = Arc::new(Worker::new(
+            worker_id.clone(),
+            Arc::downgrade(&self.registry),
+            tx,
+        ));
         self.registry.worker_connected(worker.clone())?;
         tracing::debug!(worker = %worker_id, "control stream connected");
         let mut responses = request.into_inner();
@@ -40,7 +44,9 @@ impl BeamFnControl for ControlService {
             let reason = loop {
                 match responses.next().await {
                     Some(Ok(resp)) => worker.route_response(resp),
-                    Some(Err(status)) => break format!("control stream failed: {}", status.message()),
+                    Some(Err(status)) => {
+                        break format!("control stream failed: {}", status.message())
+                    }
                     None => break "control stream closed by the worker".to_owned(),
                 }
             };

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::registry::Registry;
+use crate::worker::InboundData;
 
 pub struct DataService {
     pub(crate) registry: Arc<Registry>,
@@ -41,7 +42,10 @@ impl BeamFnData for DataService {
                 match msg {
                     Ok(elements) => {
                         for data in elements.data {
-                            worker.route_data(data);
+                            worker.route_data(InboundData::Data(data));
+                        }
+                        for timers in elements.timers {
+                            worker.route_data(InboundData::Timers(timers));
                         }
                     }
                     Err(status) => {

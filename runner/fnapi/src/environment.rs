@@ -35,9 +35,15 @@ pub enum EnvironmentSpec {
     /// where the harness expects them.
     LocalPython { python: PathBuf },
     /// A `BeamFnExternalWorkerPool` (LOOPBACK or EXTERNAL) at this address.
-    External { endpoint: String, params: HashMap<String, String> },
+    External {
+        endpoint: String,
+        params: HashMap<String, String>,
+    },
     /// A boot command we run ourselves (PROCESS).
-    Process { command: String, env: HashMap<String, String> },
+    Process {
+        command: String,
+        env: HashMap<String, String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +51,11 @@ pub enum LaunchError {
     #[error("could not start SDK worker {worker}: {reason}")]
     Start { worker: String, reason: String },
     #[error("SDK worker {worker} exited before connecting ({status}). Its last output:\n{output}")]
-    EarlyExit { worker: String, status: String, output: String },
+    EarlyExit {
+        worker: String,
+        status: String,
+        output: String,
+    },
     #[error("SDK worker {worker} did not connect within {secs} s")]
     Timeout { worker: String, secs: u64 },
 }
@@ -100,7 +110,11 @@ sdk_worker_main.main(sys.argv)\n";
 
 impl WarmPython {
     pub fn new(python: PathBuf, target: usize) -> Arc<Self> {
-        let warm = Arc::new(Self { python, target, ready: Mutex::default() });
+        let warm = Arc::new(Self {
+            python,
+            target,
+            ready: Mutex::default(),
+        });
         warm.refill();
         warm
     }
@@ -126,7 +140,10 @@ impl WarmPython {
         // the submitting program (or a job running on its in-process worker).
         // The machine stays fully used, so a job's throughput does not suffer.
         let mut cmd = Command::new("nice");
-        cmd.args(["-n", "10"]).arg(&self.python).args(["-c", WARM_BOOT]).env("PYTHONUNBUFFERED", "1");
+        cmd.args(["-n", "10"])
+            .arg(&self.python)
+            .args(["-c", WARM_BOOT])
+            .env("PYTHONUNBUFFERED", "1");
         let mut child = spawn_with_output(cmd, "warm-python", &tail, true)?;
         let stdin = child.stdin.take().ok_or("no stdin")?;
         Ok(WarmProcess { child, stdin, tail })
@@ -158,7 +175,12 @@ pub struct RunningWorker {
 
 impl WorkerLauncher {
     pub fn new(registry: Arc<Registry>, endpoint: ApiServiceDescriptor) -> Self {
-        Self { registry, endpoint, counter: AtomicU64::new(0), warm: None }
+        Self {
+            registry,
+            endpoint,
+            counter: AtomicU64::new(0),
+            warm: None,
+        }
     }
 
     /// Keeps `count` pre-imported interpreters of `python` ready.
@@ -176,30 +198,46 @@ impl WorkerLauncher {
     /// Starts one worker from `template` and waits until it is connected.
     pub async fn launch(&self, template: &WorkerTemplate) -> Result<RunningWorker, LaunchError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let worker_id = format!("{}-{}-w{n}", template.job_id, sanitize(&template.environment_id));
+        let worker_id = format!(
+            "{}-{}-w{n}",
+            template.job_id,
+            sanitize(&template.environment_id)
+        );
         let mut provision = template.provision.clone();
         provision.control_endpoint = Some(self.endpoint.clone());
         provision.logging_endpoint = Some(self.endpoint.clone());
         provision.artifact_endpoint = Some(self.endpoint.clone());
         let connected = self.registry.expect_worker(
             &worker_id,
-            WorkerSetup { provision, log_sink: template.log_sink.clone() },
+            WorkerSetup {
+                provision,
+                log_sink: template.log_sink.clone(),
+            },
         );
         let mut tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
-        let start_err = |reason: String| LaunchError::Start { worker: worker_id.clone(), reason };
+        let start_err = |reason: String| LaunchError::Start {
+            worker: worker_id.clone(),
+            reason,
+        };
         let (mut process, external) = match &template.spec {
             EnvironmentSpec::LocalPython { python } => {
-                let (child, output) =
-                    self.start_local_python(&worker_id, python, template, &tail).await.map_err(start_err)?;
+                let (child, output) = self
+                    .start_local_python(&worker_id, python, template, &tail)
+                    .await
+                    .map_err(start_err)?;
                 tail = output;
                 (Some(child), None)
             }
             EnvironmentSpec::Process { command, env } => {
-                let child = self.spawn_process(&worker_id, command, env, &tail).map_err(start_err)?;
+                let child = self
+                    .spawn_process(&worker_id, command, env, &tail)
+                    .map_err(start_err)?;
                 (Some(child), None)
             }
             EnvironmentSpec::External { endpoint, params } => {
-                self.start_external(&worker_id, endpoint, params).await.map_err(start_err)?;
+                self.start_external(&worker_id, endpoint, params)
+                    .await
+                    .map_err(start_err)?;
                 (None, Some(endpoint.clone()))
             }
         };
@@ -229,7 +267,10 @@ impl WorkerLauncher {
             }
             Err(_) => {
                 self.registry.remove_worker(&worker_id);
-                return Err(LaunchError::Timeout { worker: worker_id, secs: CONNECT_TIMEOUT.as_secs() });
+                return Err(LaunchError::Timeout {
+                    worker: worker_id,
+                    secs: CONNECT_TIMEOUT.as_secs(),
+                });
             }
         };
         tracing::debug!(worker = %worker_id, "SDK worker connected");
@@ -259,7 +300,8 @@ impl WorkerLauncher {
                 let mut line = serde_json::to_string(&env).map_err(|e| e.to_string())?;
                 line.push('\n');
                 use tokio::io::AsyncWriteExt;
-                if p.stdin.write_all(line.as_bytes()).await.is_ok() && p.stdin.flush().await.is_ok() {
+                if p.stdin.write_all(line.as_bytes()).await.is_ok() && p.stdin.flush().await.is_ok()
+                {
                     // The warm process's output tail becomes the worker's.
                     *tail.lock() = std::mem::take(&mut *p.tail.lock());
                     return Ok((p.child, p.tail));
@@ -267,16 +309,25 @@ impl WorkerLauncher {
             }
         }
         let mut cmd = Command::new(python);
-        cmd.args(["-m", "apache_beam.runners.worker.sdk_worker_main"]).envs(&env);
-        Ok((spawn_with_output(cmd, worker_id, tail, false)?, tail.clone()))
+        cmd.args(["-m", "apache_beam.runners.worker.sdk_worker_main"])
+            .envs(&env);
+        Ok((
+            spawn_with_output(cmd, worker_id, tail, false)?,
+            tail.clone(),
+        ))
     }
 
     /// The environment `sdk_worker_main` is configured by, with the staged
     /// artifacts (pickled main session, …) put where it looks for them.
-    fn local_python_env(&self, worker_id: &str, template: &WorkerTemplate) -> Result<HashMap<String, String>, String> {
+    fn local_python_env(
+        &self,
+        worker_id: &str,
+        template: &WorkerTemplate,
+    ) -> Result<HashMap<String, String>, String> {
         let semi = template.work_dir.join("workers").join(sanitize(worker_id));
         let staged = semi.join("staged");
-        std::fs::create_dir_all(&staged).map_err(|e| format!("creating {}: {e}", staged.display()))?;
+        std::fs::create_dir_all(&staged)
+            .map_err(|e| format!("creating {}: {e}", staged.display()))?;
         for (src, name) in &template.staged {
             let dst = staged.join(sanitize(name));
             if std::fs::hard_link(src, &dst).is_err() {
@@ -285,10 +336,16 @@ impl WorkerLauncher {
         }
         let descriptor = format!("url: \"{}\"", self.endpoint.url);
         Ok(HashMap::from([
-            ("CONTROL_API_SERVICE_DESCRIPTOR".to_owned(), descriptor.clone()),
+            (
+                "CONTROL_API_SERVICE_DESCRIPTOR".to_owned(),
+                descriptor.clone(),
+            ),
             ("LOGGING_API_SERVICE_DESCRIPTOR".to_owned(), descriptor),
             ("PIPELINE_OPTIONS".to_owned(), template.options_json.clone()),
-            ("SEMI_PERSISTENT_DIRECTORY".to_owned(), semi.to_string_lossy().into_owned()),
+            (
+                "SEMI_PERSISTENT_DIRECTORY".to_owned(),
+                semi.to_string_lossy().into_owned(),
+            ),
             ("WORKER_ID".to_owned(), worker_id.to_owned()),
             ("RUNNER_CAPABILITIES".to_owned(), String::new()),
             ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
@@ -332,7 +389,12 @@ impl WorkerLauncher {
                 params: params.clone(),
             })
             .await
-            .map_err(|s| format!("worker pool at {endpoint} refused StartWorker: {}", s.message()))?
+            .map_err(|s| {
+                format!(
+                    "worker pool at {endpoint} refused StartWorker: {}",
+                    s.message()
+                )
+            })?
             .into_inner();
         if resp.error.is_empty() {
             Ok(())
@@ -345,7 +407,12 @@ impl WorkerLauncher {
 impl RunningWorker {
     /// The worker process's last lines of output, for error messages.
     pub fn output_tail(&self) -> String {
-        self.output_tail.lock().iter().cloned().collect::<Vec<_>>().join("\n")
+        self.output_tail
+            .lock()
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Closes the worker's control stream and makes sure it is gone.
@@ -356,14 +423,21 @@ impl RunningWorker {
             tokio::task::spawn_blocking(move || warm.refill());
         }
         if let Some(mut child) = self.process.take() {
-            if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), child.wait())
+                .await
+                .is_err()
+            {
                 let _ = child.kill().await;
             }
         }
         if let Some(endpoint) = self.external.take() {
-            if let Ok(mut client) = BeamFnExternalWorkerPoolClient::connect(http_url(&endpoint)).await {
+            if let Ok(mut client) =
+                BeamFnExternalWorkerPoolClient::connect(http_url(&endpoint)).await
+            {
                 let _ = client
-                    .stop_worker(StopWorkerRequest { worker_id: self.worker.id().to_owned() })
+                    .stop_worker(StopWorkerRequest {
+                        worker_id: self.worker.id().to_owned(),
+                    })
                     .await;
             }
         }
@@ -385,10 +459,14 @@ fn spawn_with_output(
     tail: &Arc<Mutex<VecDeque<String>>>,
     piped_stdin: bool,
 ) -> Result<Child, String> {
-    cmd.stdin(if piped_stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.stdin(if piped_stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("{e}"))?;
     let stdout = child.stdout.take().map(|s| Box::new(s) as OutputStream);
     let stderr = child.stderr.take().map(|s| Box::new(s) as OutputStream);
@@ -424,7 +502,13 @@ fn http_url(endpoint: &str) -> String {
 pub fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.is_empty() || s.chars().all(|c| c == '.') {
         "_".to_owned()

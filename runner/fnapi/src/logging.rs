@@ -54,7 +54,9 @@ fn emit(worker: &str, entry: &ferrobeam_proto::fn_api::LogEntry) {
             tracing::error!(target: "sdk_worker", %worker, transform, "{msg}{}", trace_suffix(entry))
         }
         Severity::Warn => tracing::warn!(target: "sdk_worker", %worker, transform, "{msg}"),
-        Severity::Notice | Severity::Info => tracing::info!(target: "sdk_worker", %worker, transform, "{msg}"),
+        Severity::Notice | Severity::Info => {
+            tracing::info!(target: "sdk_worker", %worker, transform, "{msg}")
+        }
         _ => tracing::debug!(target: "sdk_worker", %worker, transform, "{msg}"),
     }
 }

@@ -43,11 +43,19 @@ impl Registry {
 
     /// Announces a worker we are about to start; the receiver resolves when
     /// its control stream connects.
-    pub fn expect_worker(&self, worker_id: &str, setup: WorkerSetup) -> oneshot::Receiver<Arc<Worker>> {
+    pub fn expect_worker(
+        &self,
+        worker_id: &str,
+        setup: WorkerSetup,
+    ) -> oneshot::Receiver<Arc<Worker>> {
         let (tx, rx) = oneshot::channel();
-        self.expected
-            .lock()
-            .insert(worker_id.to_owned(), Expected { setup, connected: Some(tx) });
+        self.expected.lock().insert(
+            worker_id.to_owned(),
+            Expected {
+                setup,
+                connected: Some(tx),
+            },
+        );
         rx
     }
 
@@ -60,11 +68,17 @@ impl Registry {
     }
 
     pub(crate) fn provision_info(&self, worker_id: &str) -> Option<ProvisionInfo> {
-        self.expected.lock().get(worker_id).map(|e| e.setup.provision.clone())
+        self.expected
+            .lock()
+            .get(worker_id)
+            .map(|e| e.setup.provision.clone())
     }
 
     pub(crate) fn log_sink(&self, worker_id: &str) -> Option<LogSink> {
-        self.expected.lock().get(worker_id).map(|e| e.setup.log_sink.clone())
+        self.expected
+            .lock()
+            .get(worker_id)
+            .map(|e| e.setup.log_sink.clone())
     }
 
     /// Called by the control service when a worker's control stream opens.
@@ -73,7 +87,9 @@ impl Registry {
         let entry = expected.get_mut(worker.id()).ok_or_else(|| {
             tonic::Status::permission_denied(format!("unknown worker id {:?}", worker.id()))
         })?;
-        self.workers.lock().insert(worker.id().to_owned(), worker.clone());
+        self.workers
+            .lock()
+            .insert(worker.id().to_owned(), worker.clone());
         if let Some(tx) = entry.connected.take() {
             let _ = tx.send(worker);
         }
@@ -85,7 +101,9 @@ impl Registry {
     }
 
     pub fn add_descriptor(&self, descriptor: ProcessBundleDescriptor) {
-        self.descriptors.lock().insert(descriptor.id.clone(), descriptor);
+        self.descriptors
+            .lock()
+            .insert(descriptor.id.clone(), descriptor);
     }
 
     pub fn remove_descriptor(&self, id: &str) {
@@ -97,7 +115,9 @@ impl Registry {
     }
 
     pub(crate) fn set_bundle_state(&self, instruction_id: &str, handler: Arc<dyn StateHandler>) {
-        self.bundle_state.lock().insert(instruction_id.to_owned(), handler);
+        self.bundle_state
+            .lock()
+            .insert(instruction_id.to_owned(), handler);
     }
 
     pub(crate) fn clear_bundle_state(&self, instruction_id: &str) {

@@ -42,12 +42,29 @@ impl FnServer {
         let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let r = registry.clone();
         let routes = tonic::service::Routes::new(
-            BeamFnControlServer::new(ControlService { registry: r.clone() })
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            BeamFnControlServer::new(ControlService {
+                registry: r.clone(),
+            })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(BeamFnDataServer::new(DataService { registry: r.clone() }).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .add_service(BeamFnStateServer::new(StateService { registry: r.clone() }).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .add_service(BeamFnLoggingServer::new(LoggingService { registry: r.clone() }).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(
+            BeamFnDataServer::new(DataService {
+                registry: r.clone(),
+            })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            BeamFnStateServer::new(StateService {
+                registry: r.clone(),
+            })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            BeamFnLoggingServer::new(LoggingService {
+                registry: r.clone(),
+            })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(ProvisionServiceServer::new(ProvisionServer { registry: r }));
         let routes = extra(routes);
         tokio::spawn(async move {
@@ -63,7 +80,11 @@ impl FnServer {
             }
         });
         tracing::info!(%addr, "Fn API server listening");
-        Ok(Self { registry, addr, shutdown: Some(shutdown) })
+        Ok(Self {
+            registry,
+            addr,
+            shutdown: Some(shutdown),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -72,7 +93,10 @@ impl FnServer {
 
     /// The descriptor workers are told to dial.
     pub fn descriptor(&self) -> ApiServiceDescriptor {
-        ApiServiceDescriptor { url: self.addr.to_string(), ..Default::default() }
+        ApiServiceDescriptor {
+            url: self.addr.to_string(),
+            ..Default::default()
+        }
     }
 }
 

@@ -44,8 +44,16 @@ impl BeamFnState for StateService {
                     )),
                 };
                 let resp = match result {
-                    Ok(r) => StateResponse { id: req.id, error: String::new(), response: Some(r) },
-                    Err(error) => StateResponse { id: req.id, error, response: None },
+                    Ok(r) => StateResponse {
+                        id: req.id,
+                        error: String::new(),
+                        response: Some(r),
+                    },
+                    Err(error) => StateResponse {
+                        id: req.id,
+                        error,
+                        response: None,
+                    },
                 };
                 if tx.send(Ok(resp)).is_err() {
                     break;

@@ -20,12 +20,18 @@ use crate::state::StateHandler;
 /// accept far more, but 4 MiB keeps us under every SDK's default limit.
 const MAX_ELEMENTS_MESSAGE_BYTES: usize = 4 << 20;
 
-/// Data sent into a bundle for one `beam:runner:source:v1` transform.
+/// Data sent into a bundle for one `beam:runner:source:v1` transform, or
+/// timers for one timer family of a ParDo.
 pub struct BundleInput {
     pub transform_id: String,
-    /// Whole encoded elements, concatenated; chunk boundaries are free.
+    /// Set for timers: the ParDo's timer family id.
+    pub timer_family: Option<String>,
+    /// Whole encoded elements (or timers), concatenated; chunk boundaries are free.
     pub chunks: Vec<Bytes>,
 }
+
+/// The timer streams of a bundle: (ParDo transform id, timer family id).
+pub type TimerStream = (String, String);
 
 /// What a finished bundle produced.
 #[derive(Debug, Default)]
@@ -34,6 +40,8 @@ pub struct BundleOutput {
     pub instruction_id: String,
     /// Output bytes per `beam:runner:sink:v1` transform id, in arrival order.
     pub outputs: HashMap<String, Vec<Bytes>>,
+    /// Timers the bundle set or cleared, per timer stream, in the order set.
+    pub timers: HashMap<TimerStream, Vec<Bytes>>,
     pub response: ProcessBundleResponse,
 }
 
@@ -47,8 +55,20 @@ pub enum BundleError {
     Failed(String),
 }
 
-/// Inbound data for one bundle.
-pub(crate) type InboundData = elements::Data;
+/// Inbound data or timers for one bundle.
+pub(crate) enum InboundData {
+    Data(elements::Data),
+    Timers(elements::Timers),
+}
+
+impl InboundData {
+    fn instruction_id(&self) -> &str {
+        match self {
+            InboundData::Data(d) => &d.instruction_id,
+            InboundData::Timers(t) => &t.instruction_id,
+        }
+    }
+}
 
 /// Handle to a worker whose control stream is connected.
 pub struct Worker {
@@ -117,7 +137,7 @@ impl Worker {
 
     pub(crate) fn route_data(&self, data: InboundData) {
         let inbound = self.inbound.lock();
-        if let Some(tx) = inbound.get(&data.instruction_id) {
+        if let Some(tx) = inbound.get(data.instruction_id()) {
             let _ = tx.send(data);
         }
     }
@@ -140,8 +160,15 @@ impl Worker {
             return Err(self.lost());
         }
         self.pending.lock().insert(instruction_id.clone(), tx);
-        let req = InstructionRequest { instruction_id, request: Some(request) };
-        let sent = self.control_tx.lock().as_ref().is_some_and(|tx| tx.send(Ok(req)).is_ok());
+        let req = InstructionRequest {
+            instruction_id,
+            request: Some(request),
+        };
+        let sent = self
+            .control_tx
+            .lock()
+            .as_ref()
+            .is_some_and(|tx| tx.send(Ok(req)).is_ok());
         if !sent {
             self.pending.lock().clear();
             return Err(self.lost());
@@ -171,11 +198,17 @@ impl Worker {
             instruction_id: instruction_id.to_owned(),
             desired_splits: HashMap::from([(
                 source_transform.to_owned(),
-                DesiredSplit { fraction_of_remainder, allowed_split_points: vec![], estimated_input_elements },
+                DesiredSplit {
+                    fraction_of_remainder,
+                    allowed_split_points: vec![],
+                    estimated_input_elements,
+                },
             )]),
         });
         let n = self.next_instruction.fetch_add(1, Ordering::Relaxed);
-        let response = self.instruct(format!("{}-split{n}", self.id), request).await?;
+        let response = self
+            .instruct(format!("{}-split{n}", self.id), request)
+            .await?;
         if !response.error.is_empty() {
             return Err(BundleError::Failed(response.error));
         }
@@ -187,13 +220,14 @@ impl Worker {
 
     /// Runs one bundle under `instruction_id` (from [`Worker::new_instruction_id`]):
     /// sends `inputs`, waits for the SDK's response and for the end of every
-    /// output named in `outputs`.
+    /// output named in `outputs` and every timer stream in `timer_outputs`.
     pub async fn process_bundle(
         &self,
         instruction_id: String,
         descriptor_id: &str,
         inputs: Vec<BundleInput>,
         outputs: &[String],
+        timer_outputs: &[TimerStream],
         state: Option<Arc<dyn StateHandler>>,
     ) -> Result<BundleOutput, BundleError> {
         let (in_tx, mut in_rx) = mpsc::unbounded_channel();
@@ -203,7 +237,14 @@ impl Worker {
             reg.set_bundle_state(&instruction_id, state);
         }
         let result = self
-            .run_bundle(&instruction_id, descriptor_id, inputs, outputs, &mut in_rx)
+            .run_bundle(
+                &instruction_id,
+                descriptor_id,
+                inputs,
+                outputs,
+                timer_outputs,
+                &mut in_rx,
+            )
             .await;
         self.inbound.lock().remove(&instruction_id);
         if let Some(reg) = &registry {
@@ -218,6 +259,7 @@ impl Worker {
         descriptor_id: &str,
         inputs: Vec<BundleInput>,
         outputs: &[String],
+        timer_outputs: &[TimerStream],
         in_rx: &mut mpsc::UnboundedReceiver<InboundData>,
     ) -> Result<BundleOutput, BundleError> {
         let request = instruction_request::Request::ProcessBundle(ProcessBundleRequest {
@@ -242,12 +284,23 @@ impl Worker {
         };
         // The response and the data travel on different streams: keep
         // reading until every output has said it is complete.
-        let mut out = BundleOutput { instruction_id: instruction_id.to_owned(), outputs: HashMap::new(), response };
-        let mut open: HashSet<&str> = outputs.iter().map(String::as_str).collect();
+        let mut out = BundleOutput {
+            instruction_id: instruction_id.to_owned(),
+            outputs: HashMap::new(),
+            timers: HashMap::new(),
+            response,
+        };
+        let mut open = OpenStreams {
+            data: outputs.iter().map(String::as_str).collect(),
+            timers: timer_outputs
+                .iter()
+                .map(|(t, f)| (t.as_str(), f.as_str()))
+                .collect(),
+        };
         while let Ok(data) = in_rx.try_recv() {
             accept(&mut out, &mut open, data);
         }
-        while !open.is_empty() {
+        while !open.data.is_empty() || !open.timers.is_empty() {
             match in_rx.recv().await {
                 Some(data) => accept(&mut out, &mut open, data),
                 None => return Err(self.lost()),
@@ -256,7 +309,11 @@ impl Worker {
         Ok(out)
     }
 
-    async fn send_inputs(&self, instruction_id: &str, inputs: Vec<BundleInput>) -> Result<(), BundleError> {
+    async fn send_inputs(
+        &self,
+        instruction_id: &str,
+        inputs: Vec<BundleInput>,
+    ) -> Result<(), BundleError> {
         if inputs.is_empty() {
             return Ok(());
         }
@@ -264,35 +321,45 @@ impl Worker {
         for input in inputs {
             let mut batch = Elements::default();
             let mut batch_bytes = 0;
-            for chunk in input.chunks {
+            let push = |batch: &mut Elements, data: Bytes, is_last: bool| match &input.timer_family
+            {
+                None => batch.data.push(elements::Data {
+                    instruction_id: instruction_id.to_owned(),
+                    transform_id: input.transform_id.clone(),
+                    data,
+                    is_last,
+                }),
+                Some(family) => batch.timers.push(elements::Timers {
+                    instruction_id: instruction_id.to_owned(),
+                    transform_id: input.transform_id.clone(),
+                    timer_family_id: family.clone(),
+                    timers: data,
+                    is_last,
+                }),
+            };
+            for chunk in input.chunks.iter().cloned() {
                 if chunk.is_empty() {
                     continue;
                 }
-                if batch_bytes + chunk.len() > MAX_ELEMENTS_MESSAGE_BYTES && !batch.data.is_empty() {
-                    tx.send(Ok(std::mem::take(&mut batch))).await.map_err(|_| self.lost())?;
+                if batch_bytes + chunk.len() > MAX_ELEMENTS_MESSAGE_BYTES && batch_bytes > 0 {
+                    tx.send(Ok(std::mem::take(&mut batch)))
+                        .await
+                        .map_err(|_| self.lost())?;
                     batch_bytes = 0;
                 }
                 batch_bytes += chunk.len();
-                batch.data.push(elements::Data {
-                    instruction_id: instruction_id.to_owned(),
-                    transform_id: input.transform_id.clone(),
-                    data: chunk,
-                    is_last: false,
-                });
+                push(&mut batch, chunk, false);
             }
-            batch.data.push(elements::Data {
-                instruction_id: instruction_id.to_owned(),
-                transform_id: input.transform_id,
-                data: Bytes::new(),
-                is_last: true,
-            });
+            push(&mut batch, Bytes::new(), true);
             tx.send(Ok(batch)).await.map_err(|_| self.lost())?;
         }
         Ok(())
     }
 
     /// The worker opens its data stream lazily (on its first bundle), so wait for it.
-    async fn data_sender(&self) -> Result<mpsc::Sender<Result<Elements, tonic::Status>>, BundleError> {
+    async fn data_sender(
+        &self,
+    ) -> Result<mpsc::Sender<Result<Elements, tonic::Status>>, BundleError> {
         let mut data_rx = self.data_tx.subscribe();
         let mut dead_rx = self.dead.subscribe();
         loop {
@@ -316,11 +383,36 @@ impl Worker {
     }
 }
 
-fn accept(out: &mut BundleOutput, open: &mut HashSet<&str>, data: InboundData) {
-    if !data.data.is_empty() {
-        out.outputs.entry(data.transform_id.clone()).or_default().push(data.data);
-    }
-    if data.is_last {
-        open.remove(data.transform_id.as_str());
+/// The output streams of a bundle that have not ended yet.
+struct OpenStreams<'a> {
+    data: HashSet<&'a str>,
+    timers: HashSet<(&'a str, &'a str)>,
+}
+
+fn accept(out: &mut BundleOutput, open: &mut OpenStreams, inbound: InboundData) {
+    match inbound {
+        InboundData::Data(data) => {
+            if data.is_last {
+                open.data.remove(data.transform_id.as_str());
+            }
+            if !data.data.is_empty() {
+                out.outputs
+                    .entry(data.transform_id)
+                    .or_default()
+                    .push(data.data);
+            }
+        }
+        InboundData::Timers(timers) => {
+            if timers.is_last {
+                open.timers
+                    .retain(|&(t, f)| t != timers.transform_id || f != timers.timer_family_id);
+            }
+            if !timers.timers.is_empty() {
+                out.timers
+                    .entry((timers.transform_id, timers.timer_family_id))
+                    .or_default()
+                    .push(timers.timers);
+            }
+        }
     }
 }

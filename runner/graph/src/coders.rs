@@ -7,14 +7,22 @@ use ferrobeam_proto::pipeline::v1::{Coder, Components, FunctionSpec};
 /// always yields the same id.
 pub fn ensure(components: &mut Components, urn: &str, component_coder_ids: Vec<String>) -> String {
     let wanted = Coder {
-        spec: Some(FunctionSpec { urn: urn.to_owned(), payload: Default::default() }),
+        spec: Some(FunctionSpec {
+            urn: urn.to_owned(),
+            payload: Default::default(),
+        }),
         component_coder_ids,
     };
     if let Some((id, _)) = components.coders.iter().find(|(_, c)| **c == wanted) {
         return id.clone();
     }
-    let short = urn.trim_start_matches("beam:coder:").trim_end_matches(":v1");
-    let base = format!("ferrobeam_{short}({})", wanted.component_coder_ids.join(","));
+    let short = urn
+        .trim_start_matches("beam:coder:")
+        .trim_end_matches(":v1");
+    let base = format!(
+        "ferrobeam_{short}({})",
+        wanted.component_coder_ids.join(",")
+    );
     let id = crate::leaves::unique_key(&components.coders, &base);
     components.coders.insert(id.clone(), wanted);
     id
@@ -31,7 +39,11 @@ pub fn windowed(components: &mut Components, pcollection: &str) -> String {
         .map(|w| w.window_coder_id.clone())
         .unwrap_or_default();
     let window = ferrobeam_coders::wrap_unknown_coders(components, &window);
-    ensure(components, crate::urns::WINDOWED_VALUE_CODER, vec![elem, window])
+    ensure(
+        components,
+        crate::urns::WINDOWED_VALUE_CODER,
+        vec![elem, window],
+    )
 }
 
 /// A string that is equal for structurally equal coders, whatever their ids.
@@ -40,8 +52,17 @@ pub fn canonical(components: &Components, coder_id: &str) -> String {
         None => format!("?{coder_id}"),
         Some(c) => {
             let spec = c.spec.clone().unwrap_or_default();
-            let parts: Vec<String> = c.component_coder_ids.iter().map(|id| canonical(components, id)).collect();
-            format!("{}#{:x?}({})", spec.urn, spec.payload.as_ref(), parts.join(","))
+            let parts: Vec<String> = c
+                .component_coder_ids
+                .iter()
+                .map(|id| canonical(components, id))
+                .collect();
+            format!(
+                "{}#{:x?}({})",
+                spec.urn,
+                spec.payload.as_ref(),
+                parts.join(",")
+            )
         }
     }
 }

@@ -23,7 +23,9 @@ pub fn resolve(
             continue;
         }
         let env = components.environments.get(&id).ok_or_else(|| {
-            GraphError::Malformed(format!("transform {transform} names an unknown environment id {id:?}"))
+            GraphError::Malformed(format!(
+                "transform {transform} names an unknown environment id {id:?}"
+            ))
         })?;
         out.insert(id.clone(), classify(&id, &transform, env, strict, notes)?);
     }

@@ -15,7 +15,11 @@ pub struct Group {
 /// input's producer when both run in the same SDK environment, it does not
 /// have to start a stage, and none of its side inputs depends on that group
 /// (which would make the stage wait for itself).
-pub fn fuse(leaves: &[Leaf], outputs_of: &dyn Fn(&str) -> Vec<String>, inputs_of: &dyn Fn(&str) -> Vec<String>) -> (Vec<Group>, Vec<usize>) {
+pub fn fuse(
+    leaves: &[Leaf],
+    outputs_of: &dyn Fn(&str) -> Vec<String>,
+    inputs_of: &dyn Fn(&str) -> Vec<String>,
+) -> (Vec<Group>, Vec<usize>) {
     let mut producer: HashMap<String, usize> = HashMap::new();
     for (i, leaf) in leaves.iter().enumerate() {
         for pc in outputs_of(&leaf.id) {
@@ -46,7 +50,10 @@ pub fn fuse(leaves: &[Leaf], outputs_of: &dyn Fn(&str) -> Vec<String>, inputs_of
             }
             None => {
                 group_of[i] = groups.len();
-                groups.push(Group { leaves: vec![i], kind: leaf.kind.clone() });
+                groups.push(Group {
+                    leaves: vec![i],
+                    kind: leaf.kind.clone(),
+                });
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Flattening the composite tree into the leaves we execute, and expanding
 //! splittable DoFns into their pair / split-and-size / process parts.
 
-use ferrobeam_proto::pipeline::v1::{self as pb, Components, FunctionSpec, PTransform, ParDoPayload};
+use ferrobeam_proto::pipeline::v1::{
+    self as pb, Components, FunctionSpec, PTransform, ParDoPayload,
+};
 use prost::Message;
 
 use crate::error::GraphError;
@@ -29,12 +31,18 @@ pub struct Leaf {
     pub starts_stage: bool,
     /// Needs input partitioned by key (state or timers).
     pub keyed: bool,
+    /// Each key's input must arrive in timestamp order (@RequiresTimeSortedInput).
+    pub time_sorted: bool,
     /// Residuals return here (SDF process).
     pub splittable: bool,
 }
 
 /// Composites whose leaves are ignored because the engine does their job natively.
-const NATIVE_COMPOSITES: &[&str] = &[urns::RESHUFFLE, urns::REDISTRIBUTE_ARBITRARILY, urns::REDISTRIBUTE_BY_KEY];
+const NATIVE_COMPOSITES: &[&str] = &[
+    urns::RESHUFFLE,
+    urns::REDISTRIBUTE_ARBITRARILY,
+    urns::REDISTRIBUTE_BY_KEY,
+];
 
 /// Leaves in pipeline order (which the SDKs emit topologically).
 pub fn collect(components: &mut Components, roots: &[String]) -> Result<Vec<Leaf>, GraphError> {
@@ -56,13 +64,24 @@ fn walk(components: &Components, id: &str, out: &mut Vec<String>) -> Result<(), 
         .get(id)
         .ok_or_else(|| GraphError::Malformed(format!("unknown transform id {id:?}")))?;
     let urn = urn(t);
-    if NATIVE_COMPOSITES.contains(&urn) || t.subtransforms.is_empty() || liftable_combine(components, t) {
+    if NATIVE_COMPOSITES.contains(&urn)
+        || t.subtransforms.is_empty()
+        || liftable_combine(components, t)
+    {
         // A composite whose expansion returned its input (e.g. Create's
         // MaybeReshuffle for one element) has no parts and nothing to do.
         let passthrough = t.subtransforms.is_empty()
-            && ![urns::PAR_DO, urns::FLATTEN, urns::GROUP_BY_KEY, urns::ASSIGN_WINDOWS].contains(&urn)
+            && ![
+                urns::PAR_DO,
+                urns::FLATTEN,
+                urns::GROUP_BY_KEY,
+                urns::ASSIGN_WINDOWS,
+            ]
+            .contains(&urn)
             && !t.outputs.is_empty()
-            && t.outputs.values().all(|o| t.inputs.values().any(|i| i == o));
+            && t.outputs
+                .values()
+                .all(|o| t.inputs.values().any(|i| i == o));
         let empty = urn.is_empty() && t.inputs.is_empty() && t.outputs.is_empty();
         if !passthrough && !empty {
             out.push(id.to_owned());
@@ -82,18 +101,27 @@ fn liftable_combine(components: &Components, t: &PTransform) -> bool {
     if urn(t) != urns::COMBINE_PER_KEY || t.spec.as_ref().is_none_or(|s| s.payload.is_empty()) {
         return false;
     }
-    let already_lifted = t
-        .subtransforms
-        .iter()
-        .any(|s| components.transforms.get(s).is_some_and(|s| urn(s) == urns::COMBINE_PRECOMBINE));
+    let already_lifted = t.subtransforms.iter().any(|s| {
+        components
+            .transforms
+            .get(s)
+            .is_some_and(|s| urn(s) == urns::COMBINE_PRECOMBINE)
+    });
     let default_trigger = t
         .inputs
         .values()
         .next()
         .and_then(|pc| components.pcollections.get(pc))
-        .and_then(|pc| components.windowing_strategies.get(&pc.windowing_strategy_id))
+        .and_then(|pc| {
+            components
+                .windowing_strategies
+                .get(&pc.windowing_strategy_id)
+        })
         .is_some_and(|ws| {
-            matches!(ws.trigger.as_ref().and_then(|t| t.trigger.as_ref()), None | Some(pb::trigger::Trigger::Default(_)))
+            matches!(
+                ws.trigger.as_ref().and_then(|t| t.trigger.as_ref()),
+                None | Some(pb::trigger::Trigger::Default(_))
+            )
         });
     !already_lifted && default_trigger
 }
@@ -101,7 +129,11 @@ fn liftable_combine(components: &Components, t: &PTransform) -> bool {
 /// Combiner lifting: CombinePerKey → Precombine (SDK, before the shuffle)
 /// → GroupByKey (native) → MergeAccumulators → ExtractOutputs (SDK).
 /// Only accumulators cross the shuffle, not every input element.
-fn lift_combine(components: &mut Components, id: &str, t: &PTransform) -> Result<Vec<Leaf>, GraphError> {
+fn lift_combine(
+    components: &mut Components,
+    id: &str,
+    t: &PTransform,
+) -> Result<Vec<Leaf>, GraphError> {
     let env = environment(t)?;
     let input = single_input(t)?;
     let output = t
@@ -114,11 +146,18 @@ fn lift_combine(components: &mut Components, id: &str, t: &PTransform) -> Result
         .map_err(|e| GraphError::unsupported(t, format!("undecodable CombinePayload: {e}")))?;
     let input_coder = &components.coders[&components.pcollections[&input].coder_id];
     if input_coder.spec.as_ref().map(|s| s.urn.as_str()) != Some(urns::KV_CODER) {
-        return Err(GraphError::unsupported(t, "CombinePerKey input is not a KV"));
+        return Err(GraphError::unsupported(
+            t,
+            "CombinePerKey input is not a KV",
+        ));
     }
     let key_coder = input_coder.component_coder_ids[0].clone();
     let acc = payload.accumulator_coder_id.clone();
-    let kv_acc = crate::coders::ensure(components, urns::KV_CODER, vec![key_coder.clone(), acc.clone()]);
+    let kv_acc = crate::coders::ensure(
+        components,
+        urns::KV_CODER,
+        vec![key_coder.clone(), acc.clone()],
+    );
     let accs = crate::coders::ensure(components, urns::ITERABLE_CODER, vec![acc]);
     let kv_accs = crate::coders::ensure(components, urns::KV_CODER, vec![key_coder, accs]);
     let precombined = copy_pcollection(components, &input, "precombined", kv_acc.clone());
@@ -128,7 +167,10 @@ fn lift_combine(components: &mut Components, id: &str, t: &PTransform) -> Result
     let mut add = |suffix: &str, urn: &str, from: &str, to: &str, environment_id: &str| {
         let new = PTransform {
             unique_name: format!("{}/{suffix}", t.unique_name),
-            spec: Some(FunctionSpec { urn: urn.to_owned(), payload: spec_payload.clone() }),
+            spec: Some(FunctionSpec {
+                urn: urn.to_owned(),
+                payload: spec_payload.clone(),
+            }),
             inputs: [("in".to_owned(), from.to_owned())].into(),
             outputs: [("out".to_owned(), to.to_owned())].into(),
             environment_id: environment_id.to_owned(),
@@ -139,10 +181,22 @@ fn lift_combine(components: &mut Components, id: &str, t: &PTransform) -> Result
         new_id
     };
     let ids = [
-        add("Precombine", urns::COMBINE_PRECOMBINE, &input, &precombined, &env),
+        add(
+            "Precombine",
+            urns::COMBINE_PRECOMBINE,
+            &input,
+            &precombined,
+            &env,
+        ),
         add("Group", urns::GROUP_BY_KEY, &precombined, &grouped, ""),
         add("Merge", urns::COMBINE_MERGE, &grouped, &merged, &env),
-        add("ExtractOutputs", urns::COMBINE_EXTRACT, &merged, &output, &env),
+        add(
+            "ExtractOutputs",
+            urns::COMBINE_EXTRACT,
+            &merged,
+            &output,
+            &env,
+        ),
     ];
     let mains = [&input, &precombined, &grouped, &merged];
     Ok(ids
@@ -151,11 +205,18 @@ fn lift_combine(components: &mut Components, id: &str, t: &PTransform) -> Result
         .enumerate()
         .map(|(i, (id, main))| Leaf {
             id,
-            kind: if i == 1 { LeafKind::GroupByKey } else { LeafKind::Sdk { environment_id: env.clone() } },
+            kind: if i == 1 {
+                LeafKind::GroupByKey
+            } else {
+                LeafKind::Sdk {
+                    environment_id: env.clone(),
+                }
+            },
             main_input: Some(main.clone()),
             side_inputs: vec![],
             starts_stage: false,
             keyed: false,
+            time_sorted: false,
             splittable: false,
         })
         .collect())
@@ -169,19 +230,29 @@ fn single_input(t: &PTransform) -> Result<String, GraphError> {
     let mut it = t.inputs.values();
     match (it.next(), it.next()) {
         (Some(p), None) => Ok(p.clone()),
-        _ => Err(GraphError::unsupported(t, format!("expected exactly one input, found {}", t.inputs.len()))),
+        _ => Err(GraphError::unsupported(
+            t,
+            format!("expected exactly one input, found {}", t.inputs.len()),
+        )),
     }
 }
 
 fn environment(t: &PTransform) -> Result<String, GraphError> {
     if t.environment_id.is_empty() {
-        Err(GraphError::unsupported(t, "an SDK-executed transform must name an environment"))
+        Err(GraphError::unsupported(
+            t,
+            "an SDK-executed transform must name an environment",
+        ))
     } else {
         Ok(t.environment_id.clone())
     }
 }
 
-fn classify(components: &mut Components, id: &str, t: &PTransform) -> Result<Vec<Leaf>, GraphError> {
+fn classify(
+    components: &mut Components,
+    id: &str,
+    t: &PTransform,
+) -> Result<Vec<Leaf>, GraphError> {
     let simple = |kind: LeafKind, main_input: Option<String>| Leaf {
         id: id.to_owned(),
         kind,
@@ -189,6 +260,7 @@ fn classify(components: &mut Components, id: &str, t: &PTransform) -> Result<Vec
         side_inputs: vec![],
         starts_stage: false,
         keyed: false,
+        time_sorted: false,
         splittable: false,
     };
     let u = urn(t);
@@ -209,29 +281,33 @@ fn classify(components: &mut Components, id: &str, t: &PTransform) -> Result<Vec
         | urns::COMBINE_EXTRACT
         | urns::COMBINE_GROUPED_VALUES
         | urns::COMBINE_CONVERT => {
-            vec![simple(LeafKind::Sdk { environment_id: environment(t)? }, Some(single_input(t)?))]
+            vec![simple(
+                LeafKind::Sdk {
+                    environment_id: environment(t)?,
+                },
+                Some(single_input(t)?),
+            )]
         }
-        urns::TEST_STREAM => {
+        urns::TEST_STREAM => return Err(GraphError::unsupported(
+            t,
+            "TestStream is not supported yet (planned with batch/streaming TestStream support); \
+                 use beam.Create with timestamps for batch tests",
+        )),
+        urns::MERGE_WINDOWS => {
             return Err(GraphError::unsupported(
                 t,
-                "TestStream is not supported yet (planned with batch/streaming TestStream support); \
-                 use beam.Create with timestamps for batch tests",
+                "custom merging window functions are not supported yet",
             ))
-        }
-        urns::MERGE_WINDOWS => {
-            return Err(GraphError::unsupported(t, "custom merging window functions are not supported yet"))
         }
         "" => return Err(GraphError::unsupported(t, "leaf transform without a URN")),
-        other => {
-            return Err(GraphError::unsupported(
-                t,
-                format!(
-                    "unknown primitive transform URN {other}. If this is a cross-language transform, \
+        other => return Err(GraphError::unsupported(
+            t,
+            format!(
+                "unknown primitive transform URN {other}. If this is a cross-language transform, \
                      expand it with an expansion service first; otherwise it needs a runner that \
                      implements it"
-                ),
-            ))
-        }
+            ),
+        )),
     })
 }
 
@@ -240,11 +316,23 @@ fn pardo(components: &mut Components, id: &str, t: &PTransform) -> Result<Vec<Le
     let payload = ParDoPayload::decode(spec.payload.as_ref())
         .map_err(|e| GraphError::unsupported(t, format!("undecodable ParDoPayload: {e}")))?;
     let env = environment(t)?;
-    if !payload.timer_family_specs.is_empty() || !payload.on_window_expiration_timer_family_spec.is_empty() {
-        return Err(GraphError::unsupported(t, "timers are not supported yet"));
+    if !payload.on_window_expiration_timer_family_spec.is_empty() {
+        return Err(GraphError::unsupported(
+            t,
+            "@OnWindowExpiration is not supported yet (no Python SDK emits it; Java pipelines are issue 10)",
+        ));
     }
-    if payload.requires_time_sorted_input {
-        return Err(GraphError::unsupported(t, "@RequiresTimeSortedInput is not supported yet"));
+    for (name, spec) in &payload.timer_family_specs {
+        use pb::time_domain::Enum as Domain;
+        match Domain::try_from(spec.time_domain) {
+            Ok(Domain::EventTime | Domain::ProcessingTime) => {}
+            _ => {
+                return Err(GraphError::unsupported(
+                    t,
+                    format!("timer family '{name}' uses time domain {}; only event time and processing time exist in Beam", spec.time_domain),
+                ))
+            }
+        }
     }
     for (name, spec) in &payload.state_specs {
         use pb::state_spec::Spec;
@@ -260,38 +348,60 @@ fn pardo(components: &mut Components, id: &str, t: &PTransform) -> Result<Vec<Le
     }
     let mut side_inputs = Vec::new();
     for (local, si) in &payload.side_inputs {
-        let pcoll = t
-            .inputs
-            .get(local)
-            .ok_or_else(|| GraphError::unsupported(t, format!("side input '{local}' is not among the inputs")))?;
-        let access = si.access_pattern.as_ref().map(|a| a.urn.clone()).unwrap_or_default();
+        let pcoll = t.inputs.get(local).ok_or_else(|| {
+            GraphError::unsupported(t, format!("side input '{local}' is not among the inputs"))
+        })?;
+        let access = si
+            .access_pattern
+            .as_ref()
+            .map(|a| a.urn.clone())
+            .unwrap_or_default();
         if access != urns::SIDE_INPUT_ITERABLE && access != urns::SIDE_INPUT_MULTIMAP {
-            return Err(GraphError::unsupported(t, format!("side input '{local}' uses access pattern '{access}'")));
+            return Err(GraphError::unsupported(
+                t,
+                format!("side input '{local}' uses access pattern '{access}'"),
+            ));
         }
         side_inputs.push((local.clone(), pcoll.clone(), access));
     }
     side_inputs.sort();
-    let mains: Vec<&String> = t.inputs.keys().filter(|k| !payload.side_inputs.contains_key(*k)).collect();
+    let mains: Vec<&String> = t
+        .inputs
+        .keys()
+        .filter(|k| !payload.side_inputs.contains_key(*k))
+        .collect();
     let main_tag = match mains.as_slice() {
         [one] => (*one).clone(),
-        _ => return Err(GraphError::unsupported(t, format!("expected one main input, found {}", mains.len()))),
+        _ => {
+            return Err(GraphError::unsupported(
+                t,
+                format!("expected one main input, found {}", mains.len()),
+            ))
+        }
     };
     let main_input = t.inputs[&main_tag].clone();
-    let keyed = !payload.state_specs.is_empty();
+    let keyed = !payload.state_specs.is_empty() || !payload.timer_family_specs.is_empty();
+    let time_sorted = payload.requires_time_sorted_input;
     let leaf = |id: String, main: String, starts_stage: bool, splittable: bool| Leaf {
         id,
-        kind: LeafKind::Sdk { environment_id: env.clone() },
+        kind: LeafKind::Sdk {
+            environment_id: env.clone(),
+        },
         main_input: Some(main),
         side_inputs: side_inputs.clone(),
         starts_stage,
         keyed,
+        time_sorted,
         splittable,
     };
     if payload.restriction_coder_id.is_empty() {
         return Ok(vec![leaf(id.to_owned(), main_input, keyed, false)]);
     }
     if keyed {
-        return Err(GraphError::unsupported(t, "a splittable DoFn with state is not supported"));
+        return Err(GraphError::unsupported(
+            t,
+            "a splittable DoFn with state is not supported",
+        ));
     }
     // Splittable DoFn: pair with restriction → split and size → (stage
     // boundary, so the initial splits spread over workers) → process.
@@ -301,16 +411,55 @@ fn pardo(components: &mut Components, id: &str, t: &PTransform) -> Result<Vec<Le
         .ok_or_else(|| GraphError::Malformed(format!("unknown pcollection {main_input:?}")))?
         .coder_id
         .clone();
-    let paired_coder = crate::coders::ensure(components, urns::KV_CODER, vec![elem_coder, payload.restriction_coder_id.clone()]);
+    let paired_coder = crate::coders::ensure(
+        components,
+        urns::KV_CODER,
+        vec![elem_coder, payload.restriction_coder_id.clone()],
+    );
     let double = crate::coders::ensure(components, urns::DOUBLE_CODER, vec![]);
-    let sized_coder = crate::coders::ensure(components, urns::KV_CODER, vec![paired_coder.clone(), double]);
+    let sized_coder = crate::coders::ensure(
+        components,
+        urns::KV_CODER,
+        vec![paired_coder.clone(), double],
+    );
     let paired = copy_pcollection(components, &main_input, "paired", paired_coder);
     let sized = copy_pcollection(components, &main_input, "sized", sized_coder);
-    let pair_id = copy_transform(components, id, t, "PairWithRestriction", urns::SDF_PAIR, &main_tag, &main_input, &paired);
-    let split_id = copy_transform(components, id, t, "SplitAndSizeRestrictions", urns::SDF_SPLIT_AND_SIZE, &main_tag, &paired, &sized);
+    let pair_id = copy_transform(
+        components,
+        id,
+        t,
+        "PairWithRestriction",
+        urns::SDF_PAIR,
+        &main_tag,
+        &main_input,
+        &paired,
+    );
+    let split_id = copy_transform(
+        components,
+        id,
+        t,
+        "SplitAndSizeRestrictions",
+        urns::SDF_SPLIT_AND_SIZE,
+        &main_tag,
+        &paired,
+        &sized,
+    );
     let outputs = t.outputs.clone();
-    let process_id = copy_transform(components, id, t, "Process", urns::SDF_PROCESS, &main_tag, &sized, "");
-    components.transforms.get_mut(&process_id).expect("just added").outputs = outputs;
+    let process_id = copy_transform(
+        components,
+        id,
+        t,
+        "Process",
+        urns::SDF_PROCESS,
+        &main_tag,
+        &sized,
+        "",
+    );
+    components
+        .transforms
+        .get_mut(&process_id)
+        .expect("just added")
+        .outputs = outputs;
     Ok(vec![
         leaf(pair_id, main_input, false, false),
         leaf(split_id, paired, false, false),
@@ -318,7 +467,12 @@ fn pardo(components: &mut Components, id: &str, t: &PTransform) -> Result<Vec<Le
     ])
 }
 
-fn copy_pcollection(components: &mut Components, original: &str, suffix: &str, coder_id: String) -> String {
+fn copy_pcollection(
+    components: &mut Components,
+    original: &str,
+    suffix: &str,
+    coder_id: String,
+) -> String {
     let mut pc = components.pcollections[original].clone();
     let id = unique_key(&components.pcollections, &format!("{original}/{suffix}"));
     pc.unique_name = format!("{}/{suffix}", pc.unique_name);
@@ -340,8 +494,15 @@ fn copy_transform(
 ) -> String {
     let mut copy = t.clone();
     copy.unique_name = format!("{}/{suffix}", t.unique_name);
-    let payload = t.spec.as_ref().map(|s| s.payload.clone()).unwrap_or_default();
-    copy.spec = Some(FunctionSpec { urn: urn.to_owned(), payload });
+    let payload = t
+        .spec
+        .as_ref()
+        .map(|s| s.payload.clone())
+        .unwrap_or_default();
+    copy.spec = Some(FunctionSpec {
+        urn: urn.to_owned(),
+        payload,
+    });
     copy.inputs.insert(main_tag.to_owned(), input.to_owned());
     copy.outputs.clear();
     if !output.is_empty() {
@@ -357,5 +518,8 @@ pub(crate) fn unique_key<V>(map: &std::collections::HashMap<String, V>, base: &s
     if !map.contains_key(base) {
         return base.to_owned();
     }
-    (1..).map(|i| format!("{base}_{i}")).find(|k| !map.contains_key(k)).expect("unbounded")
+    (1..)
+        .map(|i| format!("{base}_{i}"))
+        .find(|k| !map.contains_key(k))
+        .expect("unbounded")
 }

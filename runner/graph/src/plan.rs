@@ -22,9 +22,15 @@ pub enum Environment {
     /// The stock Python SDK harness in local processes we start.
     LocalPython,
     /// An external worker pool (LOOPBACK is rewritten to this by the client).
-    External { endpoint: String, params: HashMap<String, String> },
+    External {
+        endpoint: String,
+        params: HashMap<String, String>,
+    },
     /// A boot command we run.
-    Process { command: String, env: HashMap<String, String> },
+    Process {
+        command: String,
+        env: HashMap<String, String>,
+    },
 }
 
 /// The executable form of a pipeline.
@@ -49,11 +55,24 @@ pub struct Stage {
 
 #[derive(Clone, Debug)]
 pub enum StageKind {
-    Impulse { output: PortRef },
-    GroupByKey { transform_id: String, input: PortRef, output: PortRef, windowing: WindowingStrategy },
-    Flatten { inputs: Vec<PortRef>, output: PortRef },
+    Impulse {
+        output: PortRef,
+    },
+    GroupByKey {
+        transform_id: String,
+        input: PortRef,
+        output: PortRef,
+        windowing: WindowingStrategy,
+    },
+    Flatten {
+        inputs: Vec<PortRef>,
+        output: PortRef,
+    },
     /// Reshuffle and friends: a stage boundary, no change to the data.
-    Identity { input: PortRef, output: PortRef },
+    Identity {
+        input: PortRef,
+        output: PortRef,
+    },
     Sdk(Box<SdkStage>),
 }
 
@@ -69,9 +88,31 @@ pub struct SdkStage {
     pub side_inputs: Vec<SideInput>,
     /// Elements must reach workers partitioned by key (stateful ParDo).
     pub keyed: bool,
+    /// Each key's elements must reach the SDK in timestamp order.
+    pub time_sorted: bool,
+    /// Timer families of the stage's stateful ParDo (empty without timers).
+    pub timer_families: Vec<TimerFamily>,
     /// The transform that residuals (SDF checkpoints, splits) return to;
     /// it reads the stage's main input directly.
     pub residual_target: Option<String>,
+}
+
+/// One timer family of a ParDo: timers travel on the data plane, addressed by
+/// (transform id, family id), encoded with `coder_id`.
+#[derive(Clone, Debug)]
+pub struct TimerFamily {
+    pub transform_id: String,
+    pub family_id: String,
+    /// A `beam:coder:timer:v1` coder whose key and window coders the runner
+    /// can delimit (the same wrapping as the ParDo's main input).
+    pub coder_id: String,
+    pub domain: TimeDomain,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeDomain {
+    EventTime,
+    ProcessingTime,
 }
 
 #[derive(Clone, Debug)]

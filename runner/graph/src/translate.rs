@@ -4,7 +4,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use ferrobeam_proto::fn_api::{ProcessBundleDescriptor, RemoteGrpcPort};
 use ferrobeam_proto::pipeline::v1::{
-    self as pb, ApiServiceDescriptor, Components, FunctionSpec, PTransform, Pipeline,
+    self as pb, time_domain::Enum as TimeDomainProto, ApiServiceDescriptor, Components,
+    FunctionSpec, PTransform, ParDoPayload, Pipeline,
 };
 use prost::Message;
 
@@ -25,8 +26,13 @@ pub struct TranslateOptions {
     pub fn_endpoint: String,
 }
 
-const SUPPORTED_REQUIREMENTS: &[&str] =
-    &[urns::REQ_SPLITTABLE_DOFN, urns::REQ_STATEFUL, urns::REQ_STABLE_INPUT, urns::REQ_FINALIZATION];
+const SUPPORTED_REQUIREMENTS: &[&str] = &[
+    urns::REQ_SPLITTABLE_DOFN,
+    urns::REQ_STATEFUL,
+    urns::REQ_STABLE_INPUT,
+    urns::REQ_FINALIZATION,
+    urns::REQ_TIME_SORTED_INPUT,
+];
 
 /// Translates a pipeline, or explains why it cannot run.
 pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, GraphError> {
@@ -41,7 +47,9 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
         .ok_or_else(|| GraphError::Malformed("the pipeline has no components".into()))?;
     let leaves = leaves::collect(&mut components, &pipeline.root_transform_ids)?;
     if leaves.is_empty() {
-        return Err(GraphError::Malformed("the pipeline has no transforms".into()));
+        return Err(GraphError::Malformed(
+            "the pipeline has no transforms".into(),
+        ));
     }
     for leaf in &leaves {
         if leaf.kind == LeafKind::GroupByKey {
@@ -52,11 +60,15 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
     let used_envs = leaves.iter().filter_map(|l| match &l.kind {
         LeafKind::Sdk { environment_id } => {
             let t = &components.transforms[&l.id];
-            Some((environment_id.clone(), format!("'{}' ({})", t.unique_name, leaves::urn(t))))
+            Some((
+                environment_id.clone(),
+                format!("'{}' ({})", t.unique_name, leaves::urn(t)),
+            ))
         }
         _ => None,
     });
-    let environments = environments::resolve(&components, used_envs, opts.strict_environments, &mut notes)?;
+    let environments =
+        environments::resolve(&components, used_envs, opts.strict_environments, &mut notes)?;
 
     // The SDKs and the runner must agree on bytes: length-prefix every coder
     // the runner cannot parse, in every PCollection, before building ports.
@@ -64,17 +76,24 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
     for id in ids {
         let coder = components.pcollections[&id].coder_id.clone();
         if !components.coders.contains_key(&coder) {
-            return Err(GraphError::Malformed(format!("pcollection {id:?} has unknown coder {coder:?}")));
+            return Err(GraphError::Malformed(format!(
+                "pcollection {id:?} has unknown coder {coder:?}"
+            )));
         }
         let wrapped = ferrobeam_coders::wrap_unknown_coders(&mut components, &coder);
-        components.pcollections.get_mut(&id).expect("exists").coder_id = wrapped;
+        components
+            .pcollections
+            .get_mut(&id)
+            .expect("exists")
+            .coder_id = wrapped;
     }
 
     let io = |f: fn(&PTransform) -> &HashMap<String, String>| -> HashMap<String, Vec<String>> {
         leaves
             .iter()
             .map(|l| {
-                let mut v: Vec<String> = f(&components.transforms[&l.id]).values().cloned().collect();
+                let mut v: Vec<String> =
+                    f(&components.transforms[&l.id]).values().cloned().collect();
                 v.sort();
                 (l.id.clone(), v)
             })
@@ -85,9 +104,20 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
     let leaves = producers_first(leaves, &components, &inputs, &outputs)?;
     let (groups, group_of) = fuse(&leaves, &|id| outputs[id].clone(), &|id| inputs[id].clone());
     let order = topological(&groups, &group_of, &leaves, &inputs, &outputs)?;
-    let mut b = Builder { components, opts, leaves: &leaves, group_of: &group_of, canonical: HashMap::new() };
+    let mut b = Builder {
+        components,
+        opts,
+        leaves: &leaves,
+        group_of: &group_of,
+        canonical: HashMap::new(),
+    };
     let stages = b.stages(&groups, &order, &inputs, &outputs)?;
-    Ok(Plan { components: b.components, stages, environments, notes })
+    Ok(Plan {
+        components: b.components,
+        stages,
+        environments,
+        notes,
+    })
 }
 
 /// The leaves in an order where every leaf comes after the producers of its
@@ -116,8 +146,10 @@ fn producers_first(
             }
         }
     }
-    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> =
-        (0..leaves.len()).filter(|&i| waiting[i] == 0).map(std::cmp::Reverse).collect();
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..leaves.len())
+        .filter(|&i| waiting[i] == 0)
+        .map(std::cmp::Reverse)
+        .collect();
     let mut order = Vec::with_capacity(leaves.len());
     while let Some(std::cmp::Reverse(i)) = ready.pop() {
         order.push(i);
@@ -129,23 +161,41 @@ fn producers_first(
         }
     }
     if order.len() < leaves.len() {
-        let stuck = (0..leaves.len()).find(|&i| waiting[i] > 0).expect("some leaf is stuck");
+        let stuck = (0..leaves.len())
+            .find(|&i| waiting[i] > 0)
+            .expect("some leaf is stuck");
         let name = &components.transforms[&leaves[stuck].id].unique_name;
-        return Err(GraphError::Malformed(format!("the pipeline graph has a cycle through transform '{name}'")));
+        return Err(GraphError::Malformed(format!(
+            "the pipeline graph has a cycle through transform '{name}'"
+        )));
     }
     let mut slots: Vec<Option<Leaf>> = leaves.into_iter().map(Some).collect();
-    Ok(order.into_iter().map(|i| slots[i].take().expect("each leaf once")).collect())
+    Ok(order
+        .into_iter()
+        .map(|i| slots[i].take().expect("each leaf once"))
+        .collect())
 }
 
 fn check_gbk_windowing(components: &Components, t: &PTransform) -> Result<(), GraphError> {
     let input = t.inputs.values().next().cloned().unwrap_or_default();
-    let ws_id = components.pcollections.get(&input).map(|p| p.windowing_strategy_id.clone()).unwrap_or_default();
+    let ws_id = components
+        .pcollections
+        .get(&input)
+        .map(|p| p.windowing_strategy_id.clone())
+        .unwrap_or_default();
     let ws = components
         .windowing_strategies
         .get(&ws_id)
         .ok_or_else(|| GraphError::Malformed(format!("unknown windowing strategy {ws_id:?}")))?;
     let window_fn = ws.window_fn.as_ref().map(|f| f.urn.as_str()).unwrap_or("");
-    if ![urns::GLOBAL_WINDOWS, urns::FIXED_WINDOWS, urns::SLIDING_WINDOWS, urns::SESSION_WINDOWS].contains(&window_fn) {
+    if ![
+        urns::GLOBAL_WINDOWS,
+        urns::FIXED_WINDOWS,
+        urns::SLIDING_WINDOWS,
+        urns::SESSION_WINDOWS,
+    ]
+    .contains(&window_fn)
+    {
         return Err(GraphError::unsupported(
             t,
             format!(
@@ -158,7 +208,10 @@ fn check_gbk_windowing(components: &Components, t: &PTransform) -> Result<(), Gr
         None | Some(pb::trigger::Trigger::Default(_))
     );
     if !default_trigger {
-        return Err(GraphError::unsupported(t, "only the default trigger is supported yet"));
+        return Err(GraphError::unsupported(
+            t,
+            "only the default trigger is supported yet",
+        ));
     }
     Ok(())
 }
@@ -204,7 +257,11 @@ fn topological(
                 done[g] = true;
                 order.push(g);
             }
-            None => return Err(GraphError::Malformed("the pipeline graph has a cycle".into())),
+            None => {
+                return Err(GraphError::Malformed(
+                    "the pipeline graph has a cycle".into(),
+                ))
+            }
         }
     }
     Ok(order)
@@ -225,13 +282,19 @@ impl Builder<'_> {
         let coder = coders::windowed(&mut self.components, like);
         let key = coders::canonical(&self.components, &coder);
         let coder_id = self.canonical.entry(key).or_insert(coder).clone();
-        PortRef { pcollection: pcollection.to_owned(), coder_id }
+        PortRef {
+            pcollection: pcollection.to_owned(),
+            coder_id,
+        }
     }
 
     fn single(&self, v: &[String], leaf: &Leaf) -> Result<String, GraphError> {
         match v {
             [one] => Ok(one.clone()),
-            _ => Err(GraphError::unsupported(&self.components.transforms[&leaf.id], "expected exactly one output")),
+            _ => Err(GraphError::unsupported(
+                &self.components.transforms[&leaf.id],
+                "expected exactly one output",
+            )),
         }
     }
 
@@ -267,7 +330,10 @@ impl Builder<'_> {
                 for port in wanted {
                     let mut ins = Vec::new();
                     for pc in &inputs[&leaf.id] {
-                        let input = PortRef { pcollection: pc.clone(), coder_id: port.coder_id.clone() };
+                        let input = PortRef {
+                            pcollection: pc.clone(),
+                            coder_id: port.coder_id.clone(),
+                        };
                         requested[producer[pc]].insert(input.clone());
                         ins.push(input);
                     }
@@ -307,39 +373,128 @@ impl Builder<'_> {
                 Ok(port)
             };
             let kind = match &group.kind {
-                LeafKind::Impulse => StageKind::Impulse { output: native_output(self)? },
+                LeafKind::Impulse => StageKind::Impulse {
+                    output: native_output(self)?,
+                },
                 LeafKind::GroupByKey => {
                     let input = reads[&(g, first.main_input.clone().expect("gbk input"))].clone();
-                    let ws_id = self.components.pcollections[&input.pcollection].windowing_strategy_id.clone();
+                    let ws_id = self.components.pcollections[&input.pcollection]
+                        .windowing_strategy_id
+                        .clone();
                     let windowing = self.components.windowing_strategies[&ws_id].clone();
-                    StageKind::GroupByKey { transform_id: first.id.clone(), input, output: native_output(self)?, windowing }
+                    StageKind::GroupByKey {
+                        transform_id: first.id.clone(),
+                        input,
+                        output: native_output(self)?,
+                        windowing,
+                    }
                 }
                 LeafKind::Identity | LeafKind::Flatten => {
                     // One stage per encoding its readers asked for.
                     let name = self.components.transforms[&first.id].unique_name.clone();
-                    for (k, (ins, output)) in variants.remove(&g).unwrap_or_default().into_iter().enumerate() {
+                    for (k, (ins, output)) in variants
+                        .remove(&g)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .enumerate()
+                    {
                         let kind = if group.kind == LeafKind::Flatten {
-                            StageKind::Flatten { inputs: ins, output }
+                            StageKind::Flatten {
+                                inputs: ins,
+                                output,
+                            }
                         } else {
-                            StageKind::Identity { input: ins.into_iter().next().expect("one input"), output }
+                            StageKind::Identity {
+                                input: ins.into_iter().next().expect("one input"),
+                                output,
+                            }
                         };
-                        stages.push(Stage { id: format!("{id}v{k}"), name: name.clone(), kind });
+                        stages.push(Stage {
+                            id: format!("{id}v{k}"),
+                            name: name.clone(),
+                            kind,
+                        });
                     }
                     continue;
                 }
-                LeafKind::Sdk { environment_id } => {
-                    StageKind::Sdk(Box::new(self.sdk_stage(&id, environment_id, group, &reads, g, &requested[g])?))
-                }
+                LeafKind::Sdk { environment_id } => StageKind::Sdk(Box::new(self.sdk_stage(
+                    &id,
+                    environment_id,
+                    group,
+                    &reads,
+                    g,
+                    &requested[g],
+                )?)),
             };
             let name = group
                 .leaves
                 .iter()
-                .map(|&l| self.components.transforms[&self.leaves[l].id].unique_name.clone())
+                .map(|&l| {
+                    self.components.transforms[&self.leaves[l].id]
+                        .unique_name
+                        .clone()
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             stages.push(Stage { id, name, kind });
         }
         Ok(stages)
+    }
+
+    /// The timer families of the group's ParDos, with their timer coders
+    /// rewritten (in the descriptor's copies) so the runner can read keys,
+    /// windows and timestamps out of every timer.
+    fn timer_families(
+        &mut self,
+        group: &Group,
+        transforms: &mut HashMap<String, PTransform>,
+    ) -> Result<Vec<TimerFamily>, GraphError> {
+        let mut families = Vec::new();
+        for &l in &group.leaves {
+            let id = &self.leaves[l].id;
+            let t = transforms.get_mut(id).expect("group transform");
+            let Some(spec) = t.spec.as_mut().filter(|s| s.urn == urns::PAR_DO) else {
+                continue;
+            };
+            let mut payload = ParDoPayload::decode(spec.payload.as_ref()).map_err(|e| {
+                GraphError::Malformed(format!("transform {id:?}: undecodable ParDoPayload: {e}"))
+            })?;
+            if payload.timer_family_specs.is_empty() {
+                continue;
+            }
+            let mut names: Vec<String> = payload.timer_family_specs.keys().cloned().collect();
+            names.sort();
+            for name in names {
+                let fam = payload.timer_family_specs.get_mut(&name).expect("listed");
+                if !self
+                    .components
+                    .coders
+                    .contains_key(&fam.timer_family_coder_id)
+                {
+                    return Err(GraphError::Malformed(format!(
+                        "transform {id:?}: timer family '{name}' has unknown coder {:?}",
+                        fam.timer_family_coder_id
+                    )));
+                }
+                fam.timer_family_coder_id = ferrobeam_coders::wrap_unknown_coders(
+                    &mut self.components,
+                    &fam.timer_family_coder_id,
+                );
+                let domain = if fam.time_domain == TimeDomainProto::ProcessingTime as i32 {
+                    TimeDomain::ProcessingTime
+                } else {
+                    TimeDomain::EventTime
+                };
+                families.push(TimerFamily {
+                    transform_id: id.clone(),
+                    family_id: name,
+                    coder_id: fam.timer_family_coder_id.clone(),
+                    domain,
+                });
+            }
+            spec.payload = payload.encode_to_vec().into();
+        }
+        Ok(families)
     }
 
     fn sdk_stage(
@@ -352,7 +507,10 @@ impl Builder<'_> {
         outputs: &BTreeSet<PortRef>,
     ) -> Result<SdkStage, GraphError> {
         let first = &self.leaves[group.leaves[0]];
-        let endpoint = Some(ApiServiceDescriptor { url: self.opts.fn_endpoint.clone(), ..Default::default() });
+        let endpoint = Some(ApiServiceDescriptor {
+            url: self.opts.fn_endpoint.clone(),
+            ..Default::default()
+        });
         let mut transforms = HashMap::new();
         for &l in &group.leaves {
             let id = &self.leaves[l].id;
@@ -361,7 +519,11 @@ impl Builder<'_> {
             transforms.insert(id.clone(), t);
         }
         let grpc = |coder_id: &str| {
-            RemoteGrpcPort { api_service_descriptor: endpoint.clone(), coder_id: coder_id.to_owned() }.encode_to_vec()
+            RemoteGrpcPort {
+                api_service_descriptor: endpoint.clone(),
+                coder_id: coder_id.to_owned(),
+            }
+            .encode_to_vec()
         };
         let mut input = None;
         if let Some(main) = &first.main_input {
@@ -371,7 +533,10 @@ impl Builder<'_> {
                     source_id.clone(),
                     PTransform {
                         unique_name: source_id.clone(),
-                        spec: Some(FunctionSpec { urn: urns::DATA_SOURCE.into(), payload: grpc(&port.coder_id).into() }),
+                        spec: Some(FunctionSpec {
+                            urn: urns::DATA_SOURCE.into(),
+                            payload: grpc(&port.coder_id).into(),
+                        }),
                         outputs: HashMap::from([("out".to_owned(), main.clone())]),
                         ..Default::default()
                     },
@@ -386,7 +551,10 @@ impl Builder<'_> {
                 sink_id.clone(),
                 PTransform {
                     unique_name: sink_id.clone(),
-                    spec: Some(FunctionSpec { urn: urns::DATA_SINK.into(), payload: grpc(&port.coder_id).into() }),
+                    spec: Some(FunctionSpec {
+                        urn: urns::DATA_SINK.into(),
+                        payload: grpc(&port.coder_id).into(),
+                    }),
                     inputs: HashMap::from([("in".to_owned(), port.pcollection.clone())]),
                     ..Default::default()
                 },
@@ -402,10 +570,15 @@ impl Builder<'_> {
                     transform_id: leaf.id.clone(),
                     local_name: local.clone(),
                     port,
-                    access: if access == urns::SIDE_INPUT_MULTIMAP { SideInputAccess::Multimap } else { SideInputAccess::Iterable },
+                    access: if access == urns::SIDE_INPUT_MULTIMAP {
+                        SideInputAccess::Multimap
+                    } else {
+                        SideInputAccess::Iterable
+                    },
                 });
             }
         }
+        let timer_families = self.timer_families(group, &mut transforms)?;
         let mut pcollections = HashMap::new();
         for t in transforms.values() {
             for pc in t.inputs.values().chain(t.outputs.values()) {
@@ -420,7 +593,11 @@ impl Builder<'_> {
             coders: self.components.coders.clone(),
             environments: self.components.environments.clone(),
             state_api_service_descriptor: endpoint.clone(),
-            timer_api_service_descriptor: None,
+            timer_api_service_descriptor: if timer_families.is_empty() {
+                None
+            } else {
+                endpoint.clone()
+            },
         };
         Ok(SdkStage {
             environment_id: environment_id.to_owned(),
@@ -429,6 +606,8 @@ impl Builder<'_> {
             outputs: sinks,
             side_inputs,
             keyed: first.keyed,
+            time_sorted: first.time_sorted,
+            timer_families,
             residual_target: first.splittable.then(|| first.id.clone()),
         })
     }

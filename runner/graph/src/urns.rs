@@ -24,7 +24,8 @@ pub const SDF_PAIR: &str = "beam:transform:sdf_pair_with_restriction:v1";
 pub const SDF_SPLIT_AND_SIZE: &str = "beam:transform:sdf_split_and_size_restrictions:v1";
 pub const SDF_PROCESS: &str = "beam:transform:sdf_process_sized_element_and_restrictions:v1";
 pub const SDF_TRUNCATE: &str = "beam:transform:sdf_truncate_sized_restrictions:v1";
-pub const TEST_STREAM: &str = "beam:transform:test_stream:v1";
+pub const TEST_STREAM: &str = "beam:transform:teststream:v1";
+pub const TIMER_CODER: &str = "beam:coder:timer:v1";
 // Data-plane edges of a fused stage.
 pub const DATA_SOURCE: &str = "beam:runner:source:v1";
 pub const DATA_SINK: &str = "beam:runner:sink:v1";
@@ -58,5 +59,6 @@ pub const ENV_DEFAULT: &str = "beam:env:default:v1";
 // Pipeline requirements we honour.
 pub const REQ_SPLITTABLE_DOFN: &str = "beam:requirement:pardo:splittable_dofn:v1";
 pub const REQ_STATEFUL: &str = "beam:requirement:pardo:stateful:v1";
-pub const REQ_STABLE_INPUT: &str = "beam:requirement:pardo:requires_stable_input:v1";
+pub const REQ_STABLE_INPUT: &str = "beam:requirement:pardo:stable_input:v1";
+pub const REQ_TIME_SORTED_INPUT: &str = "beam:requirement:pardo:time_sorted_input:v1";
 pub const REQ_FINALIZATION: &str = "beam:requirement:pardo:finalization:v1";

@@ -10,8 +10,16 @@ use common::*;
 use ferrobeam_coders::Coder;
 use ferrobeam_graph::{Environment, GraphError, SideInputAccess, StageKind, TranslateOptions};
 use ferrobeam_proto::pipeline::v1 as pb;
+use prost::Message;
 
-const ALL_OK: &[&str] = &["wordcount", "side_inputs", "flatten", "stateful", "sessions", "process_env"];
+const ALL_OK: &[&str] = &[
+    "wordcount",
+    "side_inputs",
+    "flatten",
+    "stateful",
+    "sessions",
+    "process_env",
+];
 
 #[test]
 fn every_fixture_satisfies_the_plan_invariants() {
@@ -43,7 +51,11 @@ fn every_sdk_transform_runs_in_exactly_one_stage() {
                 ferrobeam_graph::leaves::LeafKind::Sdk { .. } => {
                     assert_eq!(stages.len(), 1, "{name}: {} in stages {stages:?}", leaf.id)
                 }
-                _ => assert!(stages.is_empty(), "{name}: native {} in SDK stages {stages:?}", leaf.id),
+                _ => assert!(
+                    stages.is_empty(),
+                    "{name}: native {} in SDK stages {stages:?}",
+                    leaf.id
+                ),
             }
         }
     }
@@ -63,21 +75,31 @@ fn unparseable_coders_are_length_prefixed_and_parseable_ones_kept() {
             let old = Coder::from_components(before, &pc.coder_id).unwrap();
             let new = assert_skippable(&plan.components, &after.coder_id, &format!("{name}: {id}"));
             if old.is_skippable() {
-                assert_eq!(after.coder_id, pc.coder_id, "{name}: {id} had a parseable coder and must keep it");
+                assert_eq!(
+                    after.coder_id, pc.coder_id,
+                    "{name}: {id} had a parseable coder and must keep it"
+                );
             } else {
                 wrapped += 1;
                 assert_ne!(after.coder_id, pc.coder_id, "{name}: {id}");
                 assert!(contains_length_prefix(&new), "{name}: {id} coder {new:?}");
                 match &old {
                     // An opaque SDK coder sits whole inside a length prefix.
-                    Coder::Unknown { .. } => assert_eq!(new, Coder::LengthPrefix(Box::new(old.clone())), "{name}: {id}"),
+                    Coder::Unknown { .. } => assert_eq!(
+                        new,
+                        Coder::LengthPrefix(Box::new(old.clone())),
+                        "{name}: {id}"
+                    ),
                     // A standard composite keeps its shape; only parts get wrapped.
                     _ => assert_eq!(new.urn(), old.urn(), "{name}: {id}"),
                 }
             }
         }
         // Python's pickling coders appear in every fixture.
-        assert!(wrapped > 0, "{name}: expected some pickled coders to be wrapped");
+        assert!(
+            wrapped > 0,
+            "{name}: expected some pickled coders to be wrapped"
+        );
     }
 }
 
@@ -86,7 +108,9 @@ fn contains_length_prefix(c: &Coder) -> bool {
         Coder::LengthPrefix(_) => true,
         Coder::Kv { key, value } => contains_length_prefix(key) || contains_length_prefix(value),
         Coder::Iterable(c) | Coder::Nullable(c) => contains_length_prefix(c),
-        Coder::WindowedValue { value, window } => contains_length_prefix(value) || contains_length_prefix(window),
+        Coder::WindowedValue { value, window } => {
+            contains_length_prefix(value) || contains_length_prefix(window)
+        }
         _ => false,
     }
 }
@@ -100,18 +124,43 @@ fn gbk_output_reuses_the_input_key_and_value_encodings() {
         for s in &plan.stages {
             if let StageKind::GroupByKey { input, output, .. } = &s.kind {
                 let c = &plan.components;
-                let (Coder::WindowedValue { value: iv, window: iw }, Coder::WindowedValue { value: ov, window: ow }) = (
+                let (
+                    Coder::WindowedValue {
+                        value: iv,
+                        window: iw,
+                    },
+                    Coder::WindowedValue {
+                        value: ov,
+                        window: ow,
+                    },
+                ) = (
                     Coder::from_components(c, &input.coder_id).unwrap(),
                     Coder::from_components(c, &output.coder_id).unwrap(),
-                ) else {
+                )
+                else {
                     panic!("not windowed values")
                 };
                 assert_eq!(iw, ow, "{name} {}: window coder", s.name);
-                let (Coder::Kv { key: ik, value: ivv }, Coder::Kv { key: ok, value: ovv }) = (*iv, *ov) else {
+                let (
+                    Coder::Kv {
+                        key: ik,
+                        value: ivv,
+                    },
+                    Coder::Kv {
+                        key: ok,
+                        value: ovv,
+                    },
+                ) = (*iv, *ov)
+                else {
                     panic!("{name} {}: not KVs", s.name)
                 };
                 assert_eq!(ik, ok, "{name} {}: key encoding", s.name);
-                assert_eq!(*ovv, Coder::Iterable(ivv), "{name} {}: grouped values encoding", s.name);
+                assert_eq!(
+                    *ovv,
+                    Coder::Iterable(ivv),
+                    "{name} {}: grouped values encoding",
+                    s.name
+                );
             }
         }
     }
@@ -135,8 +184,15 @@ fn wordcount_stages() {
     let (split, _) = stage_running(&plan, "Split");
     assert_eq!(pre, pair);
     assert_eq!(pre, split);
-    let gbk = plan.stages.iter().position(|s| s.name == "Count/Group").expect("Count/Group stage");
-    assert!(matches!(plan.stages[gbk].kind, StageKind::GroupByKey { .. }), "{listing}");
+    let gbk = plan
+        .stages
+        .iter()
+        .position(|s| s.name == "Count/Group")
+        .expect("Count/Group stage");
+    assert!(
+        matches!(plan.stages[gbk].kind, StageKind::GroupByKey { .. }),
+        "{listing}"
+    );
     let (merge, _) = stage_running(&plan, "Count/Merge");
     let (extract, _) = stage_running(&plan, "Count/ExtractOutputs");
     let (format, _) = stage_running(&plan, "Format");
@@ -145,16 +201,29 @@ fn wordcount_stages() {
     assert_eq!(merge, format);
 
     // The GroupByKey reads exactly what the precombine stage writes.
-    let StageKind::GroupByKey { input, windowing, .. } = &plan.stages[gbk].kind else { unreachable!() };
+    let StageKind::GroupByKey {
+        input, windowing, ..
+    } = &plan.stages[gbk].kind
+    else {
+        unreachable!()
+    };
     let pre_stage = sdk(&plan.stages[pre]).unwrap();
-    assert!(pre_stage.outputs.iter().any(|(p, _)| p == input), "{listing}");
-    assert_eq!(windowing.window_fn.as_ref().unwrap().urn, "beam:window_fn:global_windows:v1");
+    assert!(
+        pre_stage.outputs.iter().any(|(p, _)| p == input),
+        "{listing}"
+    );
+    assert_eq!(
+        windowing.window_fn.as_ref().unwrap().urn,
+        "beam:window_fn:global_windows:v1"
+    );
     // Python's keys are pickled: the runner sees them length-prefixed.
     match Coder::from_components(&plan.components, &input.coder_id).unwrap() {
         Coder::WindowedValue { value, window } => {
             assert_eq!(*window, Coder::GlobalWindow);
             match *value {
-                Coder::Kv { key, .. } => assert!(matches!(*key, Coder::LengthPrefix(_)), "key coder {key:?}"),
+                Coder::Kv { key, .. } => {
+                    assert!(matches!(*key, Coder::LengthPrefix(_)), "key coder {key:?}")
+                }
                 other => panic!("{other:?}"),
             }
         }
@@ -173,18 +242,42 @@ fn wordcount_sdf_read_gets_a_stage_boundary_before_process() {
     let (process, process_stage) = stage_running(&plan, &format!("{base}/Process"));
     assert_eq!(emit, pair, "{listing}");
     assert_eq!(pair, split, "{listing}");
-    assert!(split < process, "the process step must start a later stage:\n{listing}");
+    assert!(
+        split < process,
+        "the process step must start a later stage:\n{listing}"
+    );
 
     // The parts have the SDF URNs, chained through the new pcollections.
     let d = &process_stage.descriptor;
-    let (process_id, process_t) =
-        d.transforms.iter().find(|(_, t)| t.unique_name == format!("{base}/Process")).unwrap();
-    assert_eq!(urn_of(process_t), "beam:transform:sdf_process_sized_element_and_restrictions:v1");
-    let pair_t = pair_stage.descriptor.transforms.values().find(|t| t.unique_name.ends_with("/PairWithRestriction")).unwrap();
-    let split_t =
-        pair_stage.descriptor.transforms.values().find(|t| t.unique_name.ends_with("/SplitAndSizeRestrictions")).unwrap();
-    assert_eq!(urn_of(pair_t), "beam:transform:sdf_pair_with_restriction:v1");
-    assert_eq!(urn_of(split_t), "beam:transform:sdf_split_and_size_restrictions:v1");
+    let (process_id, process_t) = d
+        .transforms
+        .iter()
+        .find(|(_, t)| t.unique_name == format!("{base}/Process"))
+        .unwrap();
+    assert_eq!(
+        urn_of(process_t),
+        "beam:transform:sdf_process_sized_element_and_restrictions:v1"
+    );
+    let pair_t = pair_stage
+        .descriptor
+        .transforms
+        .values()
+        .find(|t| t.unique_name.ends_with("/PairWithRestriction"))
+        .unwrap();
+    let split_t = pair_stage
+        .descriptor
+        .transforms
+        .values()
+        .find(|t| t.unique_name.ends_with("/SplitAndSizeRestrictions"))
+        .unwrap();
+    assert_eq!(
+        urn_of(pair_t),
+        "beam:transform:sdf_pair_with_restriction:v1"
+    );
+    assert_eq!(
+        urn_of(split_t),
+        "beam:transform:sdf_split_and_size_restrictions:v1"
+    );
     let paired = pair_t.outputs.values().next().unwrap();
     assert_eq!(split_t.inputs.values().next(), Some(paired));
     let sized = split_t.outputs.values().next().unwrap();
@@ -195,8 +288,14 @@ fn wordcount_sdf_read_gets_a_stage_boundary_before_process() {
     let (port, source) = process_stage.input.as_ref().expect("process stage input");
     assert_eq!(&port.pcollection, sized);
     assert_eq!(d.transforms[source].outputs.values().next(), Some(sized));
-    assert_eq!(process_stage.residual_target.as_deref(), Some(process_id.as_str()));
-    assert!(process_stage.descriptor.transforms[process_id].inputs.values().any(|pc| pc == sized));
+    assert_eq!(
+        process_stage.residual_target.as_deref(),
+        Some(process_id.as_str())
+    );
+    assert!(process_stage.descriptor.transforms[process_id]
+        .inputs
+        .values()
+        .any(|pc| pc == sized));
     // Sized elements are KV<KV<element, restriction>, double>.
     match Coder::from_components(&plan.components, &port.coder_id).unwrap() {
         Coder::WindowedValue { value, .. } => match *value {
@@ -210,8 +309,11 @@ fn wordcount_sdf_read_gets_a_stage_boundary_before_process() {
     }
 
     // Only the SDF process stage takes residuals.
-    let with_residuals: Vec<&str> =
-        sdk_stages(&plan).into_iter().filter(|(_, s)| s.residual_target.is_some()).map(|(st, _)| st.id.as_str()).collect();
+    let with_residuals: Vec<&str> = sdk_stages(&plan)
+        .into_iter()
+        .filter(|(_, s)| s.residual_target.is_some())
+        .map(|(st, _)| st.id.as_str())
+        .collect();
     assert_eq!(with_residuals, vec![plan.stages[process].id.as_str()]);
     assert!(sdk_stages(&plan).iter().all(|(_, s)| !s.keyed));
 }
@@ -220,27 +322,55 @@ fn wordcount_sdf_read_gets_a_stage_boundary_before_process() {
 fn wordcount_write_side_inputs_are_iterables_from_earlier_stages() {
     let plan = plan_of("wordcount");
     let (n, s) = stage_running(&plan, "Write/Write/WriteImpl/FinalizeWrite");
-    let names: HashSet<&str> = s.side_inputs.iter().map(|si| si.local_name.as_str()).collect();
-    assert_eq!(names, HashSet::from(["python_side_input0", "python_side_input1", "python_side_input2"]));
+    let names: HashSet<&str> = s
+        .side_inputs
+        .iter()
+        .map(|si| si.local_name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        HashSet::from([
+            "python_side_input0",
+            "python_side_input1",
+            "python_side_input2"
+        ])
+    );
     for si in &s.side_inputs {
         assert_eq!(si.access, SideInputAccess::Iterable);
-        let producer = plan.stages.iter().position(|st| st.kind.outputs().contains(&&si.port)).unwrap();
+        let producer = plan
+            .stages
+            .iter()
+            .position(|st| st.kind.outputs().contains(&&si.port))
+            .unwrap();
         assert!(producer < n);
     }
     let (_, wb) = stage_running(&plan, "Write/Write/WriteImpl/WriteBundles");
     assert_eq!(wb.side_inputs.len(), 1);
-    assert_eq!(wb.side_inputs[0].transform_id, transform_id(&plan.components, "Write/Write/WriteImpl/WriteBundles"));
+    assert_eq!(
+        wb.side_inputs[0].transform_id,
+        transform_id(&plan.components, "Write/Write/WriteImpl/WriteBundles")
+    );
 }
 
 #[test]
 fn default_docker_image_runs_locally_with_a_note_unless_strict() {
     let plan = plan_of("wordcount");
     assert_eq!(plan.environments.len(), 1);
-    assert_eq!(plan.environments.values().next(), Some(&Environment::LocalPython));
+    assert_eq!(
+        plan.environments.values().next(),
+        Some(&Environment::LocalPython)
+    );
     assert_eq!(plan.notes.len(), 1, "{:?}", plan.notes);
-    assert!(plan.notes[0].contains("apache/beam_python3.11_sdk:2.77.0"), "{:?}", plan.notes);
+    assert!(
+        plan.notes[0].contains("apache/beam_python3.11_sdk:2.77.0"),
+        "{:?}",
+        plan.notes
+    );
 
-    let strict = TranslateOptions { strict_environments: true, ..opts() };
+    let strict = TranslateOptions {
+        strict_environments: true,
+        ..opts()
+    };
     let err = refusal(&load("wordcount"), &strict);
     assert!(matches!(err, GraphError::Environment { .. }), "{err:?}");
     let text = err.to_string();
@@ -273,7 +403,10 @@ fn assert_names_a_user_of_the_environment(p: &pb::Pipeline, text: &str) {
             && text.contains(&format!("'{}'", t.unique_name))
             && text.contains(urn_of(t))
     });
-    assert!(named, "the error names no transform (with its URN) that uses the environment: {text}");
+    assert!(
+        named,
+        "the error names no transform (with its URN) that uses the environment: {text}"
+    );
 }
 
 #[test]
@@ -291,7 +424,11 @@ fn process_and_external_environments() {
     let (c, s) = stage_running(&plan, "Print");
     assert_eq!((a, b), (b, c));
     assert!(s.outputs.is_empty(), "nothing reads Print's output");
-    assert!(matches!(plan.stages[a - 1].kind, StageKind::Identity { .. }), "{}", describe(&plan));
+    assert!(
+        matches!(plan.stages[a - 1].kind, StageKind::Identity { .. }),
+        "{}",
+        describe(&plan)
+    );
 
     let plan = plan_of("side_inputs");
     match plan.environments.values().next().unwrap() {
@@ -312,7 +449,11 @@ fn reshuffle_is_native_and_its_parts_do_not_run() {
     assert_eq!(ids, vec!["Create/MaybeReshuffle/Reshuffle"]);
     for (_, s) in sdk_stages(&plan) {
         for t in s.descriptor.transforms.values() {
-            assert!(!t.unique_name.contains("Reshuffle/"), "{} runs in an SDK stage", t.unique_name);
+            assert!(
+                !t.unique_name.contains("Reshuffle/"),
+                "{} runs in an SDK stage",
+                t.unique_name
+            );
         }
     }
     // Identity reads and writes the same encoding.
@@ -336,25 +477,54 @@ fn side_inputs_list_their_access_patterns() {
         t.outputs.values().next().unwrap().clone()
     };
     let expected = [
-        ("python_side_input0", out_of("Upper"), SideInputAccess::Iterable),           // AsList
-        ("python_side_input1", out_of("Multi/Map(decode)"), SideInputAccess::Multimap), // AsMultiMap
-        ("python_side_input2", out_of("Double"), SideInputAccess::Iterable),          // AsDict
+        (
+            "python_side_input0",
+            out_of("Upper"),
+            SideInputAccess::Iterable,
+        ), // AsList
+        (
+            "python_side_input1",
+            out_of("Multi/Map(decode)"),
+            SideInputAccess::Multimap,
+        ), // AsMultiMap
+        (
+            "python_side_input2",
+            out_of("Double"),
+            SideInputAccess::Iterable,
+        ), // AsDict
     ];
     assert_eq!(s.side_inputs.len(), expected.len(), "{:?}", s.side_inputs);
     for (local, pc, access) in expected {
-        let si = s.side_inputs.iter().find(|si| si.local_name == local).unwrap_or_else(|| panic!("{local}"));
+        let si = s
+            .side_inputs
+            .iter()
+            .find(|si| si.local_name == local)
+            .unwrap_or_else(|| panic!("{local}"));
         assert_eq!(si.transform_id, use_id);
         assert_eq!(si.port.pcollection, pc, "{local}");
         assert_eq!(si.access, access, "{local}");
-        let producer = plan.stages.iter().position(|st| st.kind.outputs().contains(&&si.port)).expect("produced");
-        assert!(producer < n, "{local}: produced by stage {producer}, read by {n}:\n{listing}");
+        let producer = plan
+            .stages
+            .iter()
+            .position(|st| st.kind.outputs().contains(&&si.port))
+            .expect("produced");
+        assert!(
+            producer < n,
+            "{local}: produced by stage {producer}, read by {n}:\n{listing}"
+        );
         // The side input is not also read as the stage's main input.
         assert_ne!(s.input.as_ref().unwrap().0.pcollection, pc);
     }
     // A multimap side input must be a KV the runner can split into key and value.
-    let mm = s.side_inputs.iter().find(|si| si.access == SideInputAccess::Multimap).unwrap();
+    let mm = s
+        .side_inputs
+        .iter()
+        .find(|si| si.access == SideInputAccess::Multimap)
+        .unwrap();
     match Coder::from_components(c, &mm.port.coder_id).unwrap() {
-        Coder::WindowedValue { value, .. } => assert!(matches!(*value, Coder::Kv { .. }), "{value:?}"),
+        Coder::WindowedValue { value, .. } => {
+            assert!(matches!(*value, Coder::Kv { .. }), "{value:?}")
+        }
         other => panic!("{other:?}"),
     }
     // The main input arrives through the stage's data source; Print fuses in.
@@ -372,10 +542,19 @@ fn side_inputs_list_their_access_patterns() {
 fn flatten_with_equal_coders_passes_bytes_through() {
     let plan = plan_of("flatten");
     let listing = describe(&plan);
-    let flattens: Vec<_> = plan.stages.iter().filter(|s| matches!(s.kind, StageKind::Flatten { .. })).collect();
+    let flattens: Vec<_> = plan
+        .stages
+        .iter()
+        .filter(|s| matches!(s.kind, StageKind::Flatten { .. }))
+        .collect();
     assert_eq!(flattens.len(), 2, "{listing}");
-    let same = flattens.iter().find(|s| s.name == "FlattenSame").expect("FlattenSame");
-    let StageKind::Flatten { inputs, output } = &same.kind else { unreachable!() };
+    let same = flattens
+        .iter()
+        .find(|s| s.name == "FlattenSame")
+        .expect("FlattenSame");
+    let StageKind::Flatten { inputs, output } = &same.kind else {
+        unreachable!()
+    };
     assert_eq!(inputs.len(), 2);
     for i in inputs {
         assert_eq!(i.coder_id, output.coder_id, "{listing}");
@@ -391,19 +570,39 @@ fn flatten_with_a_different_output_coder_reads_inputs_transcoded() {
     let plan = plan_of("flatten");
     let listing = describe(&plan);
     let c = &plan.components;
-    let mixed = plan.stages.iter().find(|s| s.name == "FlattenMixed").expect("FlattenMixed");
-    let StageKind::Flatten { inputs, output } = &mixed.kind else { panic!("{listing}") };
+    let mixed = plan
+        .stages
+        .iter()
+        .find(|s| s.name == "FlattenMixed")
+        .expect("FlattenMixed");
+    let StageKind::Flatten { inputs, output } = &mixed.kind else {
+        panic!("{listing}")
+    };
     // The output coder (a pickling union coder) is not the inputs' own.
-    let words = c.transforms[&transform_id(c, "Words/Map(decode)")].outputs.values().next().unwrap().clone();
+    let words = c.transforms[&transform_id(c, "Words/Map(decode)")]
+        .outputs
+        .values()
+        .next()
+        .unwrap()
+        .clone();
     assert!(inputs.iter().any(|p| p.pcollection == words));
     for i in inputs {
-        assert_eq!(i.coder_id, output.coder_id, "the flatten reads its inputs in its output's encoding:\n{listing}");
+        assert_eq!(
+            i.coder_id, output.coder_id,
+            "the flatten reads its inputs in its output's encoding:\n{listing}"
+        );
     }
     let natural = c.pcollections[&words].coder_id.clone();
-    assert_eq!(Coder::from_components(c, &natural).unwrap(), Coder::StringUtf8);
+    assert_eq!(
+        Coder::from_components(c, &natural).unwrap(),
+        Coder::StringUtf8
+    );
     match Coder::from_components(c, &output.coder_id).unwrap() {
         Coder::WindowedValue { value, .. } => {
-            assert!(matches!(*value, Coder::LengthPrefix(_)), "union coder must be length-prefixed: {value:?}")
+            assert!(
+                matches!(*value, Coder::LengthPrefix(_)),
+                "union coder must be length-prefixed: {value:?}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -411,13 +610,20 @@ fn flatten_with_a_different_output_coder_reads_inputs_transcoded() {
     // (for FlattenSame), once in the union coder (for FlattenMixed), each
     // through its own data sink.
     let (_, producer) = stage_running(&plan, "Words/Map(decode)");
-    let ports: Vec<_> = producer.outputs.iter().filter(|(p, _)| p.pcollection == words).collect();
+    let ports: Vec<_> = producer
+        .outputs
+        .iter()
+        .filter(|(p, _)| p.pcollection == words)
+        .collect();
     assert_eq!(ports.len(), 2, "{listing}");
     let coders: HashSet<&str> = ports.iter().map(|(p, _)| p.coder_id.as_str()).collect();
     assert_eq!(coders.len(), 2);
     assert!(coders.contains(output.coder_id.as_str()));
     for (port, sink) in &ports {
-        assert_eq!(decode_port(&producer.descriptor.transforms[sink]).coder_id, port.coder_id);
+        assert_eq!(
+            decode_port(&producer.descriptor.transforms[sink]).coder_id,
+            port.coder_id
+        );
     }
 }
 
@@ -430,12 +636,18 @@ fn stateful_dofn_starts_a_keyed_stage() {
     let (after, _) = stage_running(&plan, "After");
     assert!(s.keyed, "{listing}");
     assert!(!p.keyed, "{listing}");
-    assert!(prepare < n, "the stateful DoFn must start its own stage:\n{listing}");
+    assert!(
+        prepare < n,
+        "the stateful DoFn must start its own stage:\n{listing}"
+    );
     assert_eq!(after, n, "downstream transforms fuse into the keyed stage");
     // The stage's source feeds the stateful transform directly.
     let stateful_id = transform_id(&plan.components, "Stateful");
     let (port, _) = s.input.as_ref().unwrap();
-    assert!(s.descriptor.transforms[&stateful_id].inputs.values().any(|pc| *pc == port.pcollection));
+    assert!(s.descriptor.transforms[&stateful_id]
+        .inputs
+        .values()
+        .any(|pc| *pc == port.pcollection));
     // Keyed routing needs a key the runner can delimit.
     match Coder::from_components(&plan.components, &port.coder_id).unwrap() {
         Coder::WindowedValue { value, .. } => match *value {
@@ -446,8 +658,13 @@ fn stateful_dofn_starts_a_keyed_stage() {
     }
     // The bag state spec survives into the descriptor.
     let t = &s.descriptor.transforms[&stateful_id];
-    let payload: pb::ParDoPayload = prost::Message::decode(t.spec.as_ref().unwrap().payload.as_ref()).unwrap();
-    assert!(payload.state_specs.contains_key("seen"), "{:?}", payload.state_specs.keys());
+    let payload: pb::ParDoPayload =
+        prost::Message::decode(t.spec.as_ref().unwrap().payload.as_ref()).unwrap();
+    assert!(
+        payload.state_specs.contains_key("seen"),
+        "{:?}",
+        payload.state_specs.keys()
+    );
     assert!(s.residual_target.is_none());
 }
 
@@ -455,12 +672,27 @@ fn stateful_dofn_starts_a_keyed_stage() {
 fn session_windows_group_natively() {
     let plan = plan_of("sessions");
     let listing = describe(&plan);
-    let gbk: Vec<_> = plan.stages.iter().filter(|s| matches!(s.kind, StageKind::GroupByKey { .. })).collect();
+    let gbk: Vec<_> = plan
+        .stages
+        .iter()
+        .filter(|s| matches!(s.kind, StageKind::GroupByKey { .. }))
+        .collect();
     let names: Vec<&str> = gbk.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, vec!["Group"], "{listing}");
-    let StageKind::GroupByKey { windowing, input, transform_id: t, .. } = &gbk[0].kind else { unreachable!() };
+    let StageKind::GroupByKey {
+        windowing,
+        input,
+        transform_id: t,
+        ..
+    } = &gbk[0].kind
+    else {
+        unreachable!()
+    };
     assert_eq!(plan.components.transforms[t].unique_name, "Group");
-    assert_eq!(windowing.window_fn.as_ref().unwrap().urn, "beam:window_fn:session_windows:v1");
+    assert_eq!(
+        windowing.window_fn.as_ref().unwrap().urn,
+        "beam:window_fn:session_windows:v1"
+    );
     match Coder::from_components(&plan.components, &input.coder_id).unwrap() {
         Coder::WindowedValue { window, .. } => assert_eq!(*window, Coder::IntervalWindow),
         other => panic!("{other:?}"),
@@ -472,13 +704,29 @@ fn session_windows_group_natively() {
 }
 
 #[test]
-fn timers_are_refused_naming_the_transform() {
-    let err = refusal(&load("timer"), &opts());
-    let text = err.to_string();
-    assert!(matches!(err, GraphError::Unsupported { .. }), "{err:?}");
-    assert!(text.contains("'Timed'"), "{text}");
-    assert!(text.contains("beam:transform:pardo:v1"), "{text}");
-    assert!(text.contains("timer"), "{text}");
+fn timers_run_in_a_keyed_stage_with_runner_readable_timer_coders() {
+    let plan = plan_of("timer");
+    let listing = describe(&plan);
+    let (_, s) = stage_running(&plan, "Timed");
+    assert!(s.keyed, "{listing}");
+    let timed = transform_id(&plan.components, "Timed");
+    assert!(!s.timer_families.is_empty(), "{listing}");
+    for family in &s.timer_families {
+        assert_eq!(family.transform_id, timed);
+        // The SDK must be told where to send timers.
+        assert!(s.descriptor.timer_api_service_descriptor.is_some());
+        // The runner reads every part of the timer: key, tag, windows, timestamps.
+        let coder = Coder::from_components(&plan.components, &family.coder_id).unwrap();
+        match &coder {
+            Coder::Timer { key, window } => assert!(key.is_skippable() && window.is_skippable(), "{coder:?}"),
+            other => panic!("not a timer coder: {other:?}"),
+        }
+        // ... and the descriptor's ParDo points the SDK at that same coder.
+        let spec = s.descriptor.transforms[&timed].spec.as_ref().unwrap();
+        let payload = pb::ParDoPayload::decode(spec.payload.as_ref()).unwrap();
+        assert_eq!(payload.timer_family_specs[&family.family_id].timer_family_coder_id, family.coder_id);
+        assert!(s.descriptor.coders.contains_key(&family.coder_id));
+    }
 }
 
 #[test]
@@ -492,7 +740,10 @@ fn unknown_urns_are_refused_naming_the_transform() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(text.contains("'Mystery'") && text.contains("beam:transform:ferrobeam_test:unknown:v1"), "{text}");
+    assert!(
+        text.contains("'Mystery'") && text.contains("beam:transform:ferrobeam_test:unknown:v1"),
+        "{text}"
+    );
     assert!(text.contains("expansion service"), "a suggestion: {text}");
 }
 

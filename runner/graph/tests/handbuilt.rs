@@ -14,7 +14,10 @@ const ENV: &str = "env";
 const WS: &str = "global";
 
 fn spec(urn: &str, payload: Vec<u8>) -> Option<FunctionSpec> {
-    Some(FunctionSpec { urn: urn.into(), payload: payload.into() })
+    Some(FunctionSpec {
+        urn: urn.into(),
+        payload: payload.into(),
+    })
 }
 
 /// A pipeline under construction: pcollections are `KV<bytes, bytes>` in
@@ -39,7 +42,10 @@ impl B {
         ] {
             c.coders.insert(
                 id.into(),
-                pb::Coder { spec: spec(urn, vec![]), component_coder_ids: comps.into_iter().map(String::from).collect() },
+                pb::Coder {
+                    spec: spec(urn, vec![]),
+                    component_coder_ids: comps.into_iter().map(String::from).collect(),
+                },
             );
         }
         c.windowing_strategies.insert(
@@ -50,9 +56,25 @@ impl B {
                 ..Default::default()
             },
         );
-        c.environments.insert(ENV.into(), pb::Environment { urn: "beam:env:embedded_python:v1".into(), ..Default::default() });
-        c.environments.insert("other".into(), pb::Environment { urn: "beam:env:embedded_python:v1".into(), ..Default::default() });
-        B { c, roots: vec![], requirements: vec![] }
+        c.environments.insert(
+            ENV.into(),
+            pb::Environment {
+                urn: "beam:env:embedded_python:v1".into(),
+                ..Default::default()
+            },
+        );
+        c.environments.insert(
+            "other".into(),
+            pb::Environment {
+                urn: "beam:env:embedded_python:v1".into(),
+                ..Default::default()
+            },
+        );
+        B {
+            c,
+            roots: vec![],
+            requirements: vec![],
+        }
     }
 
     fn pc(&mut self, id: &str, coder: &str) {
@@ -67,7 +89,15 @@ impl B {
         );
     }
 
-    fn add(&mut self, id: &str, urn: &str, payload: Vec<u8>, env: &str, inputs: &[(&str, &str)], outputs: &[&str]) {
+    fn add(
+        &mut self,
+        id: &str,
+        urn: &str,
+        payload: Vec<u8>,
+        env: &str,
+        inputs: &[(&str, &str)],
+        outputs: &[&str],
+    ) {
         for o in outputs {
             if !self.c.pcollections.contains_key(*o) {
                 self.pc(o, "kv");
@@ -79,8 +109,15 @@ impl B {
                 unique_name: id.into(),
                 spec: spec(urn, payload),
                 environment_id: env.into(),
-                inputs: inputs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                outputs: outputs.iter().enumerate().map(|(i, o)| (format!("o{i}"), o.to_string())).collect(),
+                inputs: inputs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                outputs: outputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| (format!("o{i}"), o.to_string()))
+                    .collect(),
                 ..Default::default()
             },
         );
@@ -92,18 +129,45 @@ impl B {
     }
 
     fn pardo(&mut self, id: &str, input: &str, out: &str) {
-        self.pardo_with(id, pb::ParDoPayload::default(), ENV, &[("main", input)], &[out]);
+        self.pardo_with(
+            id,
+            pb::ParDoPayload::default(),
+            ENV,
+            &[("main", input)],
+            &[out],
+        );
     }
 
-    fn pardo_with(&mut self, id: &str, payload: pb::ParDoPayload, env: &str, inputs: &[(&str, &str)], outputs: &[&str]) {
+    fn pardo_with(
+        &mut self,
+        id: &str,
+        payload: pb::ParDoPayload,
+        env: &str,
+        inputs: &[(&str, &str)],
+        outputs: &[&str],
+    ) {
         let mut payload = payload;
         payload.do_fn = spec("beam:dofn:pickled_python_info:v1", b"fn".to_vec());
-        self.add(id, "beam:transform:pardo:v1", payload.encode_to_vec(), env, inputs, outputs);
+        self.add(
+            id,
+            "beam:transform:pardo:v1",
+            payload.encode_to_vec(),
+            env,
+            inputs,
+            outputs,
+        );
     }
 
     fn gbk(&mut self, id: &str, input: &str, out: &str) {
         self.pc(out, "kv_iter");
-        self.add(id, "beam:transform:group_by_key:v1", vec![], "", &[("in", input)], &[out]);
+        self.add(
+            id,
+            "beam:transform:group_by_key:v1",
+            vec![],
+            "",
+            &[("in", input)],
+            &[out],
+        );
     }
 
     fn build(&self) -> Pipeline {
@@ -127,7 +191,10 @@ impl B {
 }
 
 fn side_input(access: &str) -> pb::SideInput {
-    pb::SideInput { access_pattern: spec(access, vec![]), ..Default::default() }
+    pb::SideInput {
+        access_pattern: spec(access, vec![]),
+        ..Default::default()
+    }
 }
 
 fn malformed(err: GraphError) -> String {
@@ -153,17 +220,29 @@ fn linear() -> B {
 fn linear_pipeline_fuses_between_native_operations() {
     let plan = linear().plan();
     let kinds: Vec<&str> = plan.stages.iter().map(|s| kind_name(&s.kind)).collect();
-    assert_eq!(kinds, ["impulse", "sdk", "gbk", "sdk"], "{}", describe(&plan));
+    assert_eq!(
+        kinds,
+        ["impulse", "sdk", "gbk", "sdk"],
+        "{}",
+        describe(&plan)
+    );
     assert_eq!(plan.stages[1].name, "A, B");
     let s = sdk(&plan.stages[1]).unwrap();
     assert_eq!(s.input.as_ref().unwrap().0.pcollection, "p0");
     assert_eq!(s.outputs.len(), 1);
     assert_eq!(s.outputs[0].0.pcollection, "p2");
     // The intermediate p1 stays inside the stage.
-    assert!(plan.stages.iter().flat_map(|s| s.kind.outputs()).all(|p| p.pcollection != "p1"));
+    assert!(plan
+        .stages
+        .iter()
+        .flat_map(|s| s.kind.outputs())
+        .all(|p| p.pcollection != "p1"));
     // Nobody reads C's output: no sink.
     assert!(sdk(&plan.stages[3]).unwrap().outputs.is_empty());
-    assert_eq!(plan.environments[ENV], ferrobeam_graph::Environment::LocalPython);
+    assert_eq!(
+        plan.environments[ENV],
+        ferrobeam_graph::Environment::LocalPython
+    );
 }
 
 #[test]
@@ -177,7 +256,13 @@ fn empty_pipelines_are_malformed() {
 
     // A root that is an empty composite is no transform either.
     let mut b = B::new();
-    b.c.transforms.insert("root".into(), PTransform { unique_name: "root".into(), ..Default::default() });
+    b.c.transforms.insert(
+        "root".into(),
+        PTransform {
+            unique_name: "root".into(),
+            ..Default::default()
+        },
+    );
     b.roots.push("root".into());
     malformed(b.err());
 }
@@ -197,17 +282,29 @@ fn missing_producer_is_malformed() {
     b.pc("nowhere", "kv");
     b.pardo("A", "nowhere", "p1");
     let m = malformed(b.err());
-    assert!(m.contains("nowhere") && m.contains("produced by no transform"), "{m}");
+    assert!(
+        m.contains("nowhere") && m.contains("produced by no transform"),
+        "{m}"
+    );
 
     // Also for a side input.
     let mut b = B::new();
     b.impulse("Impulse", "p0");
     b.pc("nowhere", "kv");
     let payload = pb::ParDoPayload {
-        side_inputs: HashMap::from([("side".to_owned(), side_input("beam:side_input:iterable:v1"))]),
+        side_inputs: HashMap::from([(
+            "side".to_owned(),
+            side_input("beam:side_input:iterable:v1"),
+        )]),
         ..Default::default()
     };
-    b.pardo_with("A", payload, ENV, &[("main", "p0"), ("side", "nowhere")], &["p1"]);
+    b.pardo_with(
+        "A",
+        payload,
+        ENV,
+        &[("main", "p0"), ("side", "nowhere")],
+        &["p1"],
+    );
     let m = malformed(b.err());
     assert!(m.contains("nowhere"), "{m}");
 }
@@ -219,10 +316,19 @@ fn cycle_through_a_native_operation_is_malformed() {
     b.impulse("Impulse", "p0");
     b.pc("p3", "kv");
     let payload = pb::ParDoPayload {
-        side_inputs: HashMap::from([("side".to_owned(), side_input("beam:side_input:iterable:v1"))]),
+        side_inputs: HashMap::from([(
+            "side".to_owned(),
+            side_input("beam:side_input:iterable:v1"),
+        )]),
         ..Default::default()
     };
-    b.pardo_with("A", payload, ENV, &[("main", "p0"), ("side", "p3")], &["p1"]);
+    b.pardo_with(
+        "A",
+        payload,
+        ENV,
+        &[("main", "p0"), ("side", "p3")],
+        &["p1"],
+    );
     b.gbk("GBK", "p1", "p2");
     b.pardo("B", "p2", "p3");
     let m = malformed(b.err());
@@ -247,10 +353,19 @@ fn transform_reading_its_own_output_is_malformed() {
     b.impulse("Impulse", "p0");
     b.pc("p1", "kv");
     let payload = pb::ParDoPayload {
-        side_inputs: HashMap::from([("side".to_owned(), side_input("beam:side_input:iterable:v1"))]),
+        side_inputs: HashMap::from([(
+            "side".to_owned(),
+            side_input("beam:side_input:iterable:v1"),
+        )]),
         ..Default::default()
     };
-    b.pardo_with("A", payload, ENV, &[("main", "p0"), ("side", "p1")], &["p1"]);
+    b.pardo_with(
+        "A",
+        payload,
+        ENV,
+        &[("main", "p0"), ("side", "p1")],
+        &["p1"],
+    );
     let m = malformed(b.err());
     assert!(m.contains("cycle"), "{m}");
 }
@@ -258,9 +373,14 @@ fn transform_reading_its_own_output_is_malformed() {
 #[test]
 fn unknown_requirements_are_refused() {
     let mut b = linear();
-    b.requirements = vec!["beam:requirement:pardo:stateful:v1".into(), "beam:requirement:pardo:on_window_expiration:v1".into()];
+    b.requirements = vec![
+        "beam:requirement:pardo:stateful:v1".into(),
+        "beam:requirement:pardo:on_window_expiration:v1".into(),
+    ];
     match b.err() {
-        GraphError::Requirement(r) => assert_eq!(r, "beam:requirement:pardo:on_window_expiration:v1"),
+        GraphError::Requirement(r) => {
+            assert_eq!(r, "beam:requirement:pardo:on_window_expiration:v1")
+        }
         other => panic!("{other:?}"),
     }
     b.requirements.pop();
@@ -278,24 +398,43 @@ fn unknown_pcollection_coder_is_malformed() {
 fn assert_unsupported(err: GraphError, name: &str, urn: &str, needle: &str) {
     let text = err.to_string();
     match &err {
-        GraphError::Unsupported { name: n, urn: u, .. } => {
+        GraphError::Unsupported {
+            name: n, urn: u, ..
+        } => {
             assert_eq!(n, name, "{text}");
             assert_eq!(u, urn, "{text}");
         }
         other => panic!("expected Unsupported, got {other:?}"),
     }
-    assert!(text.contains(&format!("'{name}'")) && text.contains(urn), "{text}");
+    assert!(
+        text.contains(&format!("'{name}'")) && text.contains(urn),
+        "{text}"
+    );
     assert!(text.contains(needle), "{text}");
 }
 
 #[test]
 fn test_stream_and_merge_windows_are_refused() {
     let mut b = linear();
-    b.add("TS", "beam:transform:test_stream:v1", vec![], ENV, &[], &["ts"]);
-    assert_unsupported(b.err(), "TS", "beam:transform:test_stream:v1", "TestStream");
+    b.add(
+        "TS",
+        "beam:transform:teststream:v1",
+        vec![],
+        ENV,
+        &[],
+        &["ts"],
+    );
+    assert_unsupported(b.err(), "TS", "beam:transform:teststream:v1", "TestStream");
 
     let mut b = linear();
-    b.add("MW", "beam:transform:merge_windows:v1", vec![], ENV, &[("in", "p1")], &["mw"]);
+    b.add(
+        "MW",
+        "beam:transform:merge_windows:v1",
+        vec![],
+        ENV,
+        &[("in", "p1")],
+        &["mw"],
+    );
     assert_unsupported(b.err(), "MW", "beam:transform:merge_windows:v1", "merging");
 }
 
@@ -303,7 +442,13 @@ fn test_stream_and_merge_windows_are_refused() {
 fn sdk_transform_without_environment_is_refused() {
     let mut b = B::new();
     b.impulse("Impulse", "p0");
-    b.pardo_with("NoEnv", pb::ParDoPayload::default(), "", &[("main", "p0")], &["p1"]);
+    b.pardo_with(
+        "NoEnv",
+        pb::ParDoPayload::default(),
+        "",
+        &[("main", "p0")],
+        &["p1"],
+    );
     assert_unsupported(b.err(), "NoEnv", "beam:transform:pardo:v1", "environment");
 }
 
@@ -319,18 +464,27 @@ fn leaf_without_urn_is_refused() {
 fn gbk_with_non_default_trigger_or_custom_windows_is_refused() {
     let mut b = linear();
     b.c.windowing_strategies.get_mut(WS).unwrap().trigger = Some(pb::Trigger {
-        trigger: Some(pb::trigger::Trigger::ElementCount(pb::trigger::ElementCount { element_count: 2 })),
+        trigger: Some(pb::trigger::Trigger::ElementCount(
+            pb::trigger::ElementCount { element_count: 2 },
+        )),
     });
     assert_unsupported(b.err(), "GBK", "beam:transform:group_by_key:v1", "trigger");
 
     let mut b = linear();
-    b.c.windowing_strategies.get_mut(WS).unwrap().window_fn = spec("beam:window_fn:custom:v1", vec![]);
-    assert_unsupported(b.err(), "GBK", "beam:transform:group_by_key:v1", "beam:window_fn:custom:v1");
+    b.c.windowing_strategies.get_mut(WS).unwrap().window_fn =
+        spec("beam:window_fn:custom:v1", vec![]);
+    assert_unsupported(
+        b.err(),
+        "GBK",
+        "beam:transform:group_by_key:v1",
+        "beam:window_fn:custom:v1",
+    );
 
     // An explicit Default trigger is fine.
     let mut b = linear();
-    b.c.windowing_strategies.get_mut(WS).unwrap().trigger =
-        Some(pb::Trigger { trigger: Some(pb::trigger::Trigger::Default(pb::trigger::Default {})) });
+    b.c.windowing_strategies.get_mut(WS).unwrap().trigger = Some(pb::Trigger {
+        trigger: Some(pb::trigger::Trigger::Default(pb::trigger::Default {})),
+    });
     b.plan();
 }
 
@@ -350,7 +504,10 @@ fn unsupported_pardo_features_are_refused() {
         )]),
         ..Default::default()
     };
-    let sorted = pb::ParDoPayload { requires_time_sorted_input: true, ..Default::default() };
+    let expiry = pb::ParDoPayload {
+        on_window_expiration_timer_family_spec: "gc".into(),
+        ..Default::default()
+    };
     let bad_side = pb::ParDoPayload {
         side_inputs: HashMap::from([("s".to_owned(), side_input("beam:side_input:weird:v1"))]),
         ..Default::default()
@@ -359,7 +516,9 @@ fn unsupported_pardo_features_are_refused() {
         state_specs: HashMap::from([(
             "b".to_owned(),
             pb::StateSpec {
-                spec: Some(pb::state_spec::Spec::BagSpec(pb::BagStateSpec { element_coder_id: "bytes".into() })),
+                spec: Some(pb::state_spec::Spec::BagSpec(pb::BagStateSpec {
+                    element_coder_id: "bytes".into(),
+                })),
                 ..Default::default()
             },
         )]),
@@ -367,9 +526,9 @@ fn unsupported_pardo_features_are_refused() {
         ..Default::default()
     };
     let cases: Vec<(pb::ParDoPayload, &str)> = vec![
-        (timer, "timers"),
+        (timer, "time domain"),
         (map_state, "state 'm'"),
-        (sorted, "RequiresTimeSortedInput"),
+        (expiry, "OnWindowExpiration"),
         (bad_side, "beam:side_input:weird:v1"),
         (stateful_sdf, "splittable DoFn with state"),
     ];
@@ -389,8 +548,20 @@ fn unsupported_pardo_features_are_refused() {
     // Undecodable payloads too.
     let mut b = B::new();
     b.impulse("Impulse", "p0");
-    b.add("Garbage", "beam:transform:pardo:v1", vec![0xff, 0xff, 0xff], ENV, &[("main", "p0")], &["p1"]);
-    assert_unsupported(b.err(), "Garbage", "beam:transform:pardo:v1", "ParDoPayload");
+    b.add(
+        "Garbage",
+        "beam:transform:pardo:v1",
+        vec![0xff, 0xff, 0xff],
+        ENV,
+        &[("main", "p0")],
+        &["p1"],
+    );
+    assert_unsupported(
+        b.err(),
+        "Garbage",
+        "beam:transform:pardo:v1",
+        "ParDoPayload",
+    );
 }
 
 #[test]
@@ -398,7 +569,13 @@ fn different_environments_do_not_fuse() {
     let mut b = B::new();
     b.impulse("Impulse", "p0");
     b.pardo("A", "p0", "p1");
-    b.pardo_with("B", pb::ParDoPayload::default(), "other", &[("main", "p1")], &["p2"]);
+    b.pardo_with(
+        "B",
+        pb::ParDoPayload::default(),
+        "other",
+        &[("main", "p1")],
+        &["p2"],
+    );
     b.pardo("C", "p2", "p3");
     let plan = b.plan();
     let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
@@ -416,10 +593,19 @@ fn side_input_from_the_same_stage_forces_a_boundary() {
     b.pardo("A", "p0", "p1");
     b.pardo("B", "p1", "p2");
     let payload = pb::ParDoPayload {
-        side_inputs: HashMap::from([("side".to_owned(), side_input("beam:side_input:multimap:v1"))]),
+        side_inputs: HashMap::from([(
+            "side".to_owned(),
+            side_input("beam:side_input:multimap:v1"),
+        )]),
         ..Default::default()
     };
-    b.pardo_with("C", payload, ENV, &[("main", "p1"), ("side", "p2")], &["p3"]);
+    b.pardo_with(
+        "C",
+        payload,
+        ENV,
+        &[("main", "p1"), ("side", "p2")],
+        &["p3"],
+    );
     b.pardo("D", "p3", "p4");
     let plan = b.plan();
     let listing = describe(&plan);
@@ -431,7 +617,11 @@ fn side_input_from_the_same_stage_forces_a_boundary() {
     assert!(a < c, "{listing}");
     assert_eq!(c, d, "{listing}");
     // A's stage writes p1 (C's main input) and p2 (C's side input).
-    let written: Vec<&str> = sa.outputs.iter().map(|(p, _)| p.pcollection.as_str()).collect();
+    let written: Vec<&str> = sa
+        .outputs
+        .iter()
+        .map(|(p, _)| p.pcollection.as_str())
+        .collect();
     assert_eq!(written, ["p1", "p2"]);
     assert_eq!(sc.side_inputs.len(), 1);
     assert_eq!(sc.side_inputs[0].access, SideInputAccess::Multimap);
@@ -446,7 +636,14 @@ fn opaque_coders_are_length_prefixed_on_every_port() {
     b.pc("p1", "pickled");
     b.impulse("Impulse", "p0");
     b.pardo("A", "p0", "p1");
-    b.add("Reshuffle", "beam:transform:reshuffle:v1", vec![], ENV, &[("in", "p1")], &["p2"]);
+    b.add(
+        "Reshuffle",
+        "beam:transform:reshuffle:v1",
+        vec![],
+        ENV,
+        &[("in", "p1")],
+        &["p2"],
+    );
     b.c.pcollections.get_mut("p2").unwrap().coder_id = "pickled".into();
     b.pardo("B", "p2", "p3");
     let plan = b.plan();
@@ -455,15 +652,26 @@ fn opaque_coders_are_length_prefixed_on_every_port() {
         let coder = Coder::from_components(c, &c.pcollections[pc].coder_id).unwrap();
         match coder {
             Coder::LengthPrefix(inner) => {
-                assert!(matches!(*inner, Coder::Unknown { ref urn, .. } if urn == "beam:coder:pickled_python:v1"))
+                assert!(
+                    matches!(*inner, Coder::Unknown { ref urn, .. } if urn == "beam:coder:pickled_python:v1")
+                )
             }
             other => panic!("{pc}: {other:?}"),
         }
     }
     // The reshuffle is native, and its ports carry the wrapped coder.
-    let id = plan.stages.iter().find(|s| matches!(s.kind, StageKind::Identity { .. })).expect("identity stage");
-    let StageKind::Identity { input, output } = &id.kind else { unreachable!() };
-    assert_eq!((input.pcollection.as_str(), output.pcollection.as_str()), ("p1", "p2"));
+    let id = plan
+        .stages
+        .iter()
+        .find(|s| matches!(s.kind, StageKind::Identity { .. }))
+        .expect("identity stage");
+    let StageKind::Identity { input, output } = &id.kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        (input.pcollection.as_str(), output.pcollection.as_str()),
+        ("p1", "p2")
+    );
     for port in [input, output] {
         match Coder::from_components(c, &port.coder_id).unwrap() {
             Coder::WindowedValue { value, window } => {
@@ -475,14 +683,20 @@ fn opaque_coders_are_length_prefixed_on_every_port() {
     }
     // A descriptor's pcollection uses the wrapped coder too.
     let (_, sa) = stage_running(&plan, "A");
-    assert_eq!(sa.descriptor.pcollections["p1"].coder_id, c.pcollections["p1"].coder_id);
+    assert_eq!(
+        sa.descriptor.pcollections["p1"].coder_id,
+        c.pcollections["p1"].coder_id
+    );
 }
 
 #[test]
 fn splittable_dofn_is_expanded_with_a_boundary() {
     let mut b = B::new();
     b.impulse("Impulse", "p0");
-    let payload = pb::ParDoPayload { restriction_coder_id: "pickled".into(), ..Default::default() };
+    let payload = pb::ParDoPayload {
+        restriction_coder_id: "pickled".into(),
+        ..Default::default()
+    };
     b.pardo_with("Read", payload, ENV, &[("main", "p0")], &["p1"]);
     b.pardo("After", "p1", "p2");
     b.requirements = vec!["beam:requirement:pardo:splittable_dofn:v1".into()];
@@ -491,7 +705,11 @@ fn splittable_dofn_is_expanded_with_a_boundary() {
     let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
-        ["Impulse", "Read/PairWithRestriction, Read/SplitAndSizeRestrictions", "Read/Process, After"],
+        [
+            "Impulse",
+            "Read/PairWithRestriction, Read/SplitAndSizeRestrictions",
+            "Read/Process, After"
+        ],
         "{listing}"
     );
     let s = sdk(&plan.stages[2]).unwrap();
@@ -499,7 +717,14 @@ fn splittable_dofn_is_expanded_with_a_boundary() {
     assert_eq!(s.residual_target.as_deref(), Some(process_id.as_str()));
     assert_eq!(sdk(&plan.stages[1]).unwrap().residual_target, None);
     // The process transform keeps the original outputs.
-    assert_eq!(s.descriptor.transforms[&process_id].outputs.values().next().map(String::as_str), Some("p1"));
+    assert_eq!(
+        s.descriptor.transforms[&process_id]
+            .outputs
+            .values()
+            .next()
+            .map(String::as_str),
+        Some("p1")
+    );
     // The restriction coder (opaque) is wrapped inside the sized KV.
     let (port, _) = s.input.as_ref().unwrap();
     match Coder::from_components(&plan.components, &port.coder_id).unwrap() {
@@ -507,7 +732,9 @@ fn splittable_dofn_is_expanded_with_a_boundary() {
             Coder::Kv { key, value } => {
                 assert_eq!(*value, Coder::Double);
                 match *key {
-                    Coder::Kv { value: restriction, .. } => assert!(matches!(*restriction, Coder::LengthPrefix(_))),
+                    Coder::Kv {
+                        value: restriction, ..
+                    } => assert!(matches!(*restriction, Coder::LengthPrefix(_))),
                     other => panic!("{other:?}"),
                 }
             }
@@ -525,19 +752,36 @@ fn flatten_of_three_inputs_from_two_stages() {
     b.pardo("B", "a", "b");
     b.impulse("Impulse2", "q0");
     b.pardo("C", "q0", "c");
-    b.add("Flatten", "beam:transform:flatten:v1", vec![], ENV, &[("0", "a"), ("1", "b"), ("2", "c")], &["f"]);
+    b.add(
+        "Flatten",
+        "beam:transform:flatten:v1",
+        vec![],
+        ENV,
+        &[("0", "a"), ("1", "b"), ("2", "c")],
+        &["f"],
+    );
     b.gbk("GBK", "f", "g");
     let plan = b.plan();
     let listing = describe(&plan);
-    let f = plan.stages.iter().find(|s| s.name == "Flatten").expect("flatten stage");
-    let StageKind::Flatten { inputs, output } = &f.kind else { unreachable!() };
+    let f = plan
+        .stages
+        .iter()
+        .find(|s| s.name == "Flatten")
+        .expect("flatten stage");
+    let StageKind::Flatten { inputs, output } = &f.kind else {
+        unreachable!()
+    };
     let mut pcs: Vec<&str> = inputs.iter().map(|p| p.pcollection.as_str()).collect();
     pcs.sort();
     assert_eq!(pcs, ["a", "b", "c"], "{listing}");
     assert_eq!(output.pcollection, "f");
     // A's stage writes both a and b (b is made from a inside the stage).
     let (_, sa) = stage_running(&plan, "A");
-    let written: Vec<&str> = sa.outputs.iter().map(|(p, _)| p.pcollection.as_str()).collect();
+    let written: Vec<&str> = sa
+        .outputs
+        .iter()
+        .map(|(p, _)| p.pcollection.as_str())
+        .collect();
     assert_eq!(written, ["a", "b"]);
 }
 
@@ -555,11 +799,20 @@ fn roots_out_of_order_still_fuse_producers_first() {
     b.impulse("Impulse", "p0");
     b.pardo("A", "p0", "p1");
     let payload = pb::ParDoPayload {
-        side_inputs: HashMap::from([("side".to_owned(), side_input("beam:side_input:iterable:v1"))]),
+        side_inputs: HashMap::from([(
+            "side".to_owned(),
+            side_input("beam:side_input:iterable:v1"),
+        )]),
         ..Default::default()
     };
     b.pc("p2", "kv");
-    b.pardo_with("C", payload, ENV, &[("main", "p1"), ("side", "p2")], &["p3"]);
+    b.pardo_with(
+        "C",
+        payload,
+        ENV,
+        &[("main", "p1"), ("side", "p2")],
+        &["p3"],
+    );
     b.pardo("B", "p1", "p2");
     let plan = b.plan();
     let (a, _) = stage_running(&plan, "A");
@@ -572,28 +825,57 @@ fn roots_out_of_order_still_fuse_producers_first() {
 #[test]
 fn environment_errors_name_a_transform_using_it() {
     let mut b = linear();
-    b.c.environments.insert(ENV.into(), pb::Environment { urn: "beam:env:mystery:v1".into(), ..Default::default() });
+    b.c.environments.insert(
+        ENV.into(),
+        pb::Environment {
+            urn: "beam:env:mystery:v1".into(),
+            ..Default::default()
+        },
+    );
     let err = b.err();
     let text = err.to_string();
     match &err {
-        GraphError::Environment { transform, id, urn, .. } => {
+        GraphError::Environment {
+            transform, id, urn, ..
+        } => {
             assert_eq!(transform, "'A' (beam:transform:pardo:v1)");
             assert_eq!(id, ENV);
             assert_eq!(urn, "beam:env:mystery:v1");
         }
         other => panic!("{other:?}"),
     }
-    assert!(text.contains("'A'") && text.contains("beam:env:mystery:v1"), "{text}");
+    assert!(
+        text.contains("'A'") && text.contains("beam:env:mystery:v1"),
+        "{text}"
+    );
 
     // An external environment without an endpoint, a process one without a command.
     for (urn, payload, needle) in [
-        ("beam:env:external:v1", pb::ExternalPayload::default().encode_to_vec(), "endpoint"),
-        ("beam:env:process:v1", pb::ProcessPayload::default().encode_to_vec(), "command"),
+        (
+            "beam:env:external:v1",
+            pb::ExternalPayload::default().encode_to_vec(),
+            "endpoint",
+        ),
+        (
+            "beam:env:process:v1",
+            pb::ProcessPayload::default().encode_to_vec(),
+            "command",
+        ),
     ] {
         let mut b = linear();
-        b.c.environments.insert(ENV.into(), pb::Environment { urn: urn.into(), payload: payload.into(), ..Default::default() });
+        b.c.environments.insert(
+            ENV.into(),
+            pb::Environment {
+                urn: urn.into(),
+                payload: payload.into(),
+                ..Default::default()
+            },
+        );
         let text = b.err().to_string();
-        assert!(text.contains("'A'") && text.contains(urn) && text.contains(needle), "{text}");
+        assert!(
+            text.contains("'A'") && text.contains(urn) && text.contains(needle),
+            "{text}"
+        );
     }
 
     // An environment id missing from the components.

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use ferrobeam_proto::job_api::job_message::MessageImportance;
 use ferrobeam_proto::pipeline::v1::{ArtifactInformation, MonitoringInfo, Pipeline};
+use futures::future::BoxFuture;
 
 /// Runs pipelines for the job service.
 pub trait Executor: Send + Sync + 'static {

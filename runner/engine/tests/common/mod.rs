@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use ferrobeam_coders::{encode_windowed_value, Coder, IntervalWindow, PaneInfo, Value, WindowRef, WindowedValue};
+use ferrobeam_coders::{
+    encode_windowed_value, Coder, IntervalWindow, PaneInfo, Value, WindowRef, WindowedValue,
+};
 use ferrobeam_engine::wire::WireFormat;
 use ferrobeam_proto::pipeline::v1::{self as pb, Components, FunctionSpec};
 
@@ -22,16 +24,35 @@ pub fn components() -> Components {
         ("kv_iter", "beam:coder:kv:v1", vec!["lp_str", "iter"]),
         ("gw", "beam:coder:global_window:v1", vec![]),
         ("iw", "beam:coder:interval_window:v1", vec![]),
-        ("wv_global", "beam:coder:windowed_value:v1", vec!["kv", "gw"]),
-        ("wv_interval", "beam:coder:windowed_value:v1", vec!["kv", "iw"]),
-        ("wv_global_out", "beam:coder:windowed_value:v1", vec!["kv_iter", "gw"]),
-        ("wv_interval_out", "beam:coder:windowed_value:v1", vec!["kv_iter", "iw"]),
+        (
+            "wv_global",
+            "beam:coder:windowed_value:v1",
+            vec!["kv", "gw"],
+        ),
+        (
+            "wv_interval",
+            "beam:coder:windowed_value:v1",
+            vec!["kv", "iw"],
+        ),
+        (
+            "wv_global_out",
+            "beam:coder:windowed_value:v1",
+            vec!["kv_iter", "gw"],
+        ),
+        (
+            "wv_interval_out",
+            "beam:coder:windowed_value:v1",
+            vec!["kv_iter", "iw"],
+        ),
         ("wv_str", "beam:coder:windowed_value:v1", vec!["str", "gw"]),
     ] {
         c.coders.insert(
             id.into(),
             pb::Coder {
-                spec: Some(FunctionSpec { urn: urn.into(), payload: Default::default() }),
+                spec: Some(FunctionSpec {
+                    urn: urn.into(),
+                    payload: Default::default(),
+                }),
                 component_coder_ids: comps.into_iter().map(String::from).collect(),
             },
         );
@@ -110,9 +131,15 @@ pub fn grouped(coder_id: &str, chunks: &[Bytes]) -> Vec<Grouped> {
                     other => panic!("{other:?}"),
                 })
                 .collect();
-            let Value::Kv(k, v) = wv.value else { panic!("{:?}", wv.value) };
-            let Value::String(key) = *k else { panic!("{k:?}") };
-            let Value::Iterable(vs) = *v else { panic!("{v:?}") };
+            let Value::Kv(k, v) = wv.value else {
+                panic!("{:?}", wv.value)
+            };
+            let Value::String(key) = *k else {
+                panic!("{k:?}")
+            };
+            let Value::Iterable(vs) = *v else {
+                panic!("{v:?}")
+            };
             let mut values: Vec<i64> = vs
                 .into_iter()
                 .map(|v| match v {
@@ -121,7 +148,12 @@ pub fn grouped(coder_id: &str, chunks: &[Bytes]) -> Vec<Grouped> {
                 })
                 .collect();
             values.sort();
-            out.push(Grouped { key, windows, values, timestamp: wv.timestamp });
+            out.push(Grouped {
+                key,
+                windows,
+                values,
+                timestamp: wv.timestamp,
+            });
         }
     }
     out.sort();
