@@ -110,6 +110,9 @@ pub fn group_by_key(
     if is_merging(windowing) {
         groups = merge_sessions(groups)?;
     }
+    if let Some(rules) = crate::panes::PaneRules::new(windowing) {
+        return write_triggered(groups, format, &rules);
+    }
     let output_time =
         OutputTime::try_from(windowing.output_time).unwrap_or(OutputTime::EndOfWindow);
     // With the default trigger in batch every group fires exactly once, on time.
@@ -145,4 +148,64 @@ pub fn group_by_key(
         out.push(Bytes::from(buf));
     }
     Ok(out)
+}
+
+/// Non-default triggers: each group may fire several panes (see `panes`).
+fn write_triggered(
+    groups: Vec<Group>,
+    format: &WireFormat,
+    rules: &crate::panes::PaneRules,
+) -> Result<Vec<Bytes>, EngineError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut out = ChunkWriter::default();
+    for g in groups {
+        let input = crate::panes::WindowInput {
+            values: &g.values,
+            min_ts: g.min_ts,
+            max_ts: g.max_ts,
+            window_max: format.window_max_timestamp(&g.window)?,
+        };
+        for pane in rules.panes(&input, now) {
+            let values = &g.values[pane.values];
+            let count = (values.len() as u32).to_be_bytes();
+            let buf = out.buf();
+            crate::wire::write_element(
+                buf,
+                pane.timestamp,
+                &g.window,
+                &pane.pane,
+                &[&g.key, &count],
+            );
+            for v in values {
+                buf.extend_from_slice(v);
+            }
+        }
+    }
+    Ok(out.finish())
+}
+
+/// Output bytes cut into chunks of about [`OUTPUT_CHUNK_BYTES`].
+#[derive(Default)]
+struct ChunkWriter {
+    chunks: Vec<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    /// The buffer to append the next element to.
+    fn buf(&mut self) -> &mut Vec<u8> {
+        if self.buf.len() >= OUTPUT_CHUNK_BYTES {
+            self.chunks.push(Bytes::from(std::mem::take(&mut self.buf)));
+        }
+        &mut self.buf
+    }
+
+    fn finish(mut self) -> Vec<Bytes> {
+        if !self.buf.is_empty() {
+            self.chunks.push(Bytes::from(self.buf));
+        }
+        self.chunks
+    }
 }

@@ -7,10 +7,12 @@
 pub mod gbk;
 pub mod job;
 pub mod metrics;
+mod panes;
 pub mod pool;
 mod sdk_stage;
 pub mod state;
 mod timers;
+mod triggers;
 pub mod wire;
 
 pub use job::{run_job, EngineConfig, JobSpec, Level, Reporter};

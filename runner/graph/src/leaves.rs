@@ -300,14 +300,16 @@ fn classify(
             ))
         }
         "" => return Err(GraphError::unsupported(t, "leaf transform without a URN")),
-        other => return Err(GraphError::unsupported(
-            t,
-            format!(
+        other => {
+            return Err(GraphError::unsupported(
+                t,
+                format!(
                 "unknown primitive transform URN {other}. If this is a cross-language transform, \
                      expand it with an expansion service first; otherwise it needs a runner that \
                      implements it"
             ),
-        )),
+            ))
+        }
     })
 }
 

@@ -13,6 +13,7 @@ mod fuse;
 pub mod leaves;
 pub mod plan;
 mod translate;
+pub mod trigger;
 pub mod urns;
 
 pub use error::GraphError;

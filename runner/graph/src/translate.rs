@@ -203,16 +203,14 @@ fn check_gbk_windowing(components: &Components, t: &PTransform) -> Result<(), Gr
             ),
         ));
     }
-    let default_trigger = matches!(
-        ws.trigger.as_ref().and_then(|t| t.trigger.as_ref()),
-        None | Some(pb::trigger::Trigger::Default(_))
-    );
-    if !default_trigger {
+    if ws.accumulation_mode == pb::accumulation_mode::Enum::Retracting as i32 {
         return Err(GraphError::unsupported(
             t,
-            "only the default trigger is supported yet",
+            "RETRACTING accumulation mode is not part of any Beam SDK's model yet; use DISCARDING or ACCUMULATING",
         ));
     }
+    crate::trigger::Trigger::from_proto(ws.trigger.as_ref())
+        .map_err(|why| GraphError::unsupported(t, format!("its trigger cannot run: {why}")))?;
     Ok(())
 }
 

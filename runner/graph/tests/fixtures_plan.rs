@@ -718,13 +718,18 @@ fn timers_run_in_a_keyed_stage_with_runner_readable_timer_coders() {
         // The runner reads every part of the timer: key, tag, windows, timestamps.
         let coder = Coder::from_components(&plan.components, &family.coder_id).unwrap();
         match &coder {
-            Coder::Timer { key, window } => assert!(key.is_skippable() && window.is_skippable(), "{coder:?}"),
+            Coder::Timer { key, window } => {
+                assert!(key.is_skippable() && window.is_skippable(), "{coder:?}")
+            }
             other => panic!("not a timer coder: {other:?}"),
         }
         // ... and the descriptor's ParDo points the SDK at that same coder.
         let spec = s.descriptor.transforms[&timed].spec.as_ref().unwrap();
         let payload = pb::ParDoPayload::decode(spec.payload.as_ref()).unwrap();
-        assert_eq!(payload.timer_family_specs[&family.family_id].timer_family_coder_id, family.coder_id);
+        assert_eq!(
+            payload.timer_family_specs[&family.family_id].timer_family_coder_id,
+            family.coder_id
+        );
         assert!(s.descriptor.coders.contains_key(&family.coder_id));
     }
 }
