@@ -193,6 +193,7 @@ RE_ENABLED = (
     "test_large_elements",
     "test_pardo_large_input",
     "test_pardo_side_input_sparse_dependencies",
+    "test_teststream_pardo_timers",
 )
 
 

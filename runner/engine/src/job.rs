@@ -201,6 +201,9 @@ async fn run_stages(
         };
         let produced: Vec<(PortRef, Vec<Bytes>)> = match &stage.kind {
             StageKind::Impulse { output } => vec![(output.clone(), vec![impulse_element()])],
+            StageKind::TestStream { payload, outputs } => {
+                crate::test_stream::replay(payload, outputs, &plan.components)?
+            }
             StageKind::Flatten { inputs, output } => {
                 vec![(
                     output.clone(),

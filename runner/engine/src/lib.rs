@@ -11,6 +11,7 @@ mod panes;
 pub mod pool;
 mod sdk_stage;
 pub mod state;
+mod test_stream;
 mod timers;
 mod triggers;
 pub mod wire;

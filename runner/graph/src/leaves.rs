@@ -13,6 +13,7 @@ use crate::urns;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeafKind {
     Impulse,
+    TestStream,
     GroupByKey,
     Flatten,
     Identity,
@@ -222,6 +223,56 @@ fn lift_combine(
         .collect())
 }
 
+/// A batch job replays a TestStream as a bounded source: all its elements,
+/// then the watermark and processing time jump to +infinity.  That equals
+/// the stream's own semantics only when no element is late against the
+/// stream's watermark and no element follows a processing-time advance;
+/// anything else needs streaming execution, so it is refused, not run wrong.
+fn check_test_stream(t: &PTransform) -> Result<(), GraphError> {
+    use pb::test_stream_payload::event::Event;
+    let spec = t.spec.as_ref().expect("leaf has a spec");
+    let payload = pb::TestStreamPayload::decode(spec.payload.as_ref())
+        .map_err(|e| GraphError::unsupported(t, format!("undecodable TestStreamPayload: {e}")))?;
+    if payload.endpoint.as_ref().is_some_and(|e| !e.url.is_empty()) {
+        return Err(GraphError::unsupported(
+            t,
+            "a TestStream served by an external TestStreamService is not supported",
+        ));
+    }
+    let mut watermarks: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    let mut processing_time_advanced = false;
+    for event in &payload.events {
+        match &event.event {
+            Some(Event::WatermarkEvent(w)) => {
+                watermarks.insert(&w.tag, w.new_watermark);
+            }
+            Some(Event::ProcessingTimeEvent(_)) => processing_time_advanced = true,
+            Some(Event::ElementEvent(e)) => {
+                let streaming_only = |why: String| {
+                    GraphError::unsupported(
+                        t,
+                        format!("{why}; a batch job cannot replay that faithfully. Run it with --streaming (ferrobeam issue 4)"),
+                    )
+                };
+                if processing_time_advanced && !e.elements.is_empty() {
+                    return Err(streaming_only(
+                        "elements follow a processing-time advance".into(),
+                    ));
+                }
+                let wm = watermarks.get(e.tag.as_str()).copied().unwrap_or(i64::MIN);
+                if let Some(late) = e.elements.iter().find(|el| el.timestamp < wm) {
+                    return Err(streaming_only(format!(
+                        "an element at {} ms on output '{}' is behind that output's watermark ({wm} ms), i.e. late data",
+                        late.timestamp, e.tag
+                    )));
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
 pub fn urn(t: &PTransform) -> &str {
     t.spec.as_ref().map(|s| s.urn.as_str()).unwrap_or("")
 }
@@ -288,11 +339,10 @@ fn classify(
                 Some(single_input(t)?),
             )]
         }
-        urns::TEST_STREAM => return Err(GraphError::unsupported(
-            t,
-            "TestStream is not supported yet (planned with batch/streaming TestStream support); \
-                 use beam.Create with timestamps for batch tests",
-        )),
+        urns::TEST_STREAM => {
+            check_test_stream(t)?;
+            vec![simple(LeafKind::TestStream, None)]
+        }
         urns::MERGE_WINDOWS => {
             return Err(GraphError::unsupported(
                 t,

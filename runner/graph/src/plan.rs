@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use ferrobeam_proto::fn_api::ProcessBundleDescriptor;
-use ferrobeam_proto::pipeline::v1::{Components, WindowingStrategy};
+use ferrobeam_proto::pipeline::v1::{Components, TestStreamPayload, WindowingStrategy};
 
 /// A PCollection's elements in one particular wire encoding.  The same
 /// PCollection may be needed in two encodings (e.g. feeding a Flatten whose
@@ -57,6 +57,12 @@ pub struct Stage {
 pub enum StageKind {
     Impulse {
         output: PortRef,
+    },
+    /// A TestStream replayed as a bounded source: each output (by event tag)
+    /// gets its elements, in order.
+    TestStream {
+        payload: TestStreamPayload,
+        outputs: Vec<(String, PortRef)>,
     },
     GroupByKey {
         transform_id: String,
@@ -147,7 +153,7 @@ impl StageKind {
     /// Every port this stage reads (main and side inputs).
     pub fn inputs(&self) -> Vec<&PortRef> {
         match self {
-            StageKind::Impulse { .. } => vec![],
+            StageKind::Impulse { .. } | StageKind::TestStream { .. } => vec![],
             StageKind::GroupByKey { input, .. } | StageKind::Identity { input, .. } => vec![input],
             StageKind::Flatten { inputs, .. } => inputs.iter().collect(),
             StageKind::Sdk(s) => s
@@ -166,6 +172,7 @@ impl StageKind {
             | StageKind::GroupByKey { output, .. }
             | StageKind::Flatten { output, .. }
             | StageKind::Identity { output, .. } => vec![output],
+            StageKind::TestStream { outputs, .. } => outputs.iter().map(|(_, p)| p).collect(),
             StageKind::Sdk(s) => s.outputs.iter().map(|(p, _)| p).collect(),
         }
     }

@@ -70,6 +70,28 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
     let environments =
         environments::resolve(&components, used_envs, opts.strict_environments, &mut notes)?;
 
+    // A TestStream's elements are encoded with its payload's coder, which may
+    // differ from its outputs' (inferred) coders: the outputs take the
+    // payload's coder, so readers decode exactly the bytes the stream holds.
+    for leaf in leaves.iter().filter(|l| l.kind == LeafKind::TestStream) {
+        let t = &components.transforms[&leaf.id];
+        let spec = t.spec.as_ref().expect("leaf has a spec");
+        let coder_id = pb::TestStreamPayload::decode(spec.payload.as_ref())
+            .map_err(|e| GraphError::unsupported(t, format!("undecodable TestStreamPayload: {e}")))?
+            .coder_id;
+        if !components.coders.contains_key(&coder_id) {
+            return Err(GraphError::unsupported(
+                t,
+                format!("its element coder {coder_id:?} is not in the pipeline"),
+            ));
+        }
+        for pc in t.outputs.values().cloned().collect::<Vec<_>>() {
+            if let Some(p) = components.pcollections.get_mut(&pc) {
+                p.coder_id = coder_id.clone();
+            }
+        }
+    }
+
     // The SDKs and the runner must agree on bytes: length-prefix every coder
     // the runner cannot parse, in every PCollection, before building ports.
     let ids: Vec<String> = components.pcollections.keys().cloned().collect();
@@ -374,6 +396,36 @@ impl Builder<'_> {
                 LeafKind::Impulse => StageKind::Impulse {
                     output: native_output(self)?,
                 },
+                LeafKind::TestStream => {
+                    let spec = t.spec.as_ref().expect("leaf has a spec");
+                    let payload =
+                        pb::TestStreamPayload::decode(spec.payload.as_ref()).map_err(|e| {
+                            GraphError::unsupported(
+                                &t,
+                                format!("undecodable TestStreamPayload: {e}"),
+                            )
+                        })?;
+                    let mut ports = Vec::new();
+                    let mut tags: Vec<(&String, &String)> = t.outputs.iter().collect();
+                    tags.sort();
+                    for (tag, pc) in tags {
+                        let port = self.port(pc, pc);
+                        if let Some(r) = requested[g]
+                            .iter()
+                            .find(|r| r.pcollection == *pc && **r != port)
+                        {
+                            return Err(GraphError::unsupported(
+                                &t,
+                                format!("its output is read with a different coder ({}), which is not supported", r.coder_id),
+                            ));
+                        }
+                        ports.push((tag.clone(), port));
+                    }
+                    StageKind::TestStream {
+                        payload,
+                        outputs: ports,
+                    }
+                }
                 LeafKind::GroupByKey => {
                     let input = reads[&(g, first.main_input.clone().expect("gbk input"))].clone();
                     let ws_id = self.components.pcollections[&input.pcollection]

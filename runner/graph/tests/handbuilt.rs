@@ -415,16 +415,75 @@ fn assert_unsupported(err: GraphError, name: &str, urn: &str, needle: &str) {
 
 #[test]
 fn test_stream_and_merge_windows_are_refused() {
-    let mut b = linear();
-    b.add(
+    use pb::test_stream_payload::{event, Event};
+    let element = |ts: i64| pb::test_stream_payload::TimestampedElement {
+        encoded_element: vec![1, 2].into(),
+        timestamp: ts,
+    };
+    let stream = |events: Vec<event::Event>| {
+        pb::TestStreamPayload {
+            coder_id: "bytes".into(),
+            events: events
+                .into_iter()
+                .map(|e| Event { event: Some(e) })
+                .collect(),
+            endpoint: None,
+        }
+        .encode_to_vec()
+    };
+    let watermark = |ms: i64| {
+        event::Event::WatermarkEvent(event::AdvanceWatermark {
+            new_watermark: ms,
+            tag: "out".into(),
+        })
+    };
+    let elements = |ts: i64| {
+        event::Event::ElementEvent(event::AddElements {
+            elements: vec![element(ts)],
+            tag: "out".into(),
+        })
+    };
+    let pipeline = |payload: Vec<u8>| {
+        let mut b = B::new();
+        b.add(
+            "TS",
+            "beam:transform:teststream:v1",
+            payload,
+            ENV,
+            &[],
+            &["ts"],
+        );
+        b.pardo("A", "ts", "p1");
+        b
+    };
+    // On-time elements replay as a bounded source stage.
+    let plan = pipeline(stream(vec![elements(5), watermark(10), elements(10)])).plan();
+    assert_eq!(
+        kind_name(&plan.stages[0].kind),
+        "test_stream",
+        "{}",
+        describe(&plan)
+    );
+    // Late data needs streaming semantics: refused, not replayed wrong.
+    let late = pipeline(stream(vec![watermark(10), elements(5)]));
+    assert_unsupported(
+        late.err(),
         "TS",
         "beam:transform:teststream:v1",
-        vec![],
-        ENV,
-        &[],
-        &["ts"],
+        "late data",
     );
-    assert_unsupported(b.err(), "TS", "beam:transform:teststream:v1", "TestStream");
+    let after_pt = pipeline(stream(vec![
+        event::Event::ProcessingTimeEvent(event::AdvanceProcessingTime {
+            advance_duration: 5,
+        }),
+        elements(5),
+    ]));
+    assert_unsupported(
+        after_pt.err(),
+        "TS",
+        "beam:transform:teststream:v1",
+        "processing-time",
+    );
 
     let mut b = linear();
     b.add(
@@ -461,14 +520,34 @@ fn leaf_without_urn_is_refused() {
 }
 
 #[test]
-fn gbk_with_non_default_trigger_or_custom_windows_is_refused() {
+fn gbk_with_an_invalid_trigger_or_custom_windows_is_refused() {
+    let count = |n: i32| {
+        let mut b = linear();
+        b.c.windowing_strategies.get_mut(WS).unwrap().trigger = Some(pb::Trigger {
+            trigger: Some(pb::trigger::Trigger::ElementCount(
+                pb::trigger::ElementCount { element_count: n },
+            )),
+        });
+        b
+    };
+    count(2).plan();
+    assert_unsupported(
+        count(0).err(),
+        "GBK",
+        "beam:transform:group_by_key:v1",
+        "trigger",
+    );
     let mut b = linear();
-    b.c.windowing_strategies.get_mut(WS).unwrap().trigger = Some(pb::Trigger {
-        trigger: Some(pb::trigger::Trigger::ElementCount(
-            pb::trigger::ElementCount { element_count: 2 },
-        )),
-    });
-    assert_unsupported(b.err(), "GBK", "beam:transform:group_by_key:v1", "trigger");
+    b.c.windowing_strategies
+        .get_mut(WS)
+        .unwrap()
+        .accumulation_mode = pb::accumulation_mode::Enum::Retracting as i32;
+    assert_unsupported(
+        b.err(),
+        "GBK",
+        "beam:transform:group_by_key:v1",
+        "RETRACTING",
+    );
 
     let mut b = linear();
     b.c.windowing_strategies.get_mut(WS).unwrap().window_fn =

@@ -105,6 +105,7 @@ pub fn stage_running<'a>(plan: &'a Plan, unique_name: &str) -> (usize, &'a SdkSt
 pub fn kind_name(kind: &StageKind) -> &'static str {
     match kind {
         StageKind::Impulse { .. } => "impulse",
+        StageKind::TestStream { .. } => "test_stream",
         StageKind::GroupByKey { .. } => "gbk",
         StageKind::Flatten { .. } => "flatten",
         StageKind::Identity { .. } => "identity",
