@@ -4,7 +4,12 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto/beam_model.binpb");
+    // Read the manifest dir when the script runs, not when it was compiled:
+    // a cached build script may come from a checkout at another path.
+    let path = format!(
+        "{}/../../proto/beam_model.binpb",
+        std::env::var("CARGO_MANIFEST_DIR")?
+    );
     println!("cargo:rerun-if-changed={path}");
     let bytes = std::fs::read(path)?;
     let fds = prost_types::FileDescriptorSet::decode(bytes.as_slice())?;

@@ -77,6 +77,17 @@ class FerrobeamOptions(PipelineOptions):
             ),
         )
         parser.add_argument(
+            "--ferrobeam_drain",
+            default=False,
+            action="store_true",
+            help=(
+                "Run the job as if it were draining: every splittable DoFn "
+                "first truncates its restrictions (Beam's truncate; by "
+                "default unbounded restrictions are dropped and bounded ones "
+                "kept). Draining a running streaming job is `ferrobeam drain`."
+            ),
+        )
+        parser.add_argument(
             "--ferrobeam_python",
             default=None,
             help=(

@@ -28,23 +28,24 @@ pub struct EngineExecutor {
 }
 
 impl EngineExecutor {
-    fn translate_options(&self) -> TranslateOptions {
+    fn translate_options(&self, options: &prost_types::Struct) -> TranslateOptions {
         TranslateOptions {
             strict_environments: self.strict_environments,
             fn_endpoint: self.fn_endpoint.clone(),
+            drain: bool_option(options, "ferrobeam_drain"),
         }
     }
 }
 
 impl Executor for EngineExecutor {
-    fn validate(&self, pipeline: &Pipeline, _options: &prost_types::Struct) -> Result<(), String> {
-        translate(pipeline, &self.translate_options())
+    fn validate(&self, pipeline: &Pipeline, options: &prost_types::Struct) -> Result<(), String> {
+        translate(pipeline, &self.translate_options(options))
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
 
     fn execute(&self, job: JobContext) -> BoxFuture<'static, Result<(), String>> {
-        let plan = translate(&job.pipeline, &self.translate_options());
+        let plan = translate(&job.pipeline, &self.translate_options(&job.options));
         let launcher = self.launcher.clone();
         let engine = self.engine.clone();
         Box::pin(async move {
@@ -131,6 +132,19 @@ fn string_option(options: &prost_types::Struct, name: &str) -> Option<String> {
     match &v.kind {
         Some(prost_types::value::Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
+    }
+}
+
+/// A flag pipeline option by its Python name (Beam sends unknown flags as strings).
+fn bool_option(options: &prost_types::Struct, name: &str) -> bool {
+    match options
+        .fields
+        .get(&format!("beam:option:{name}:v1"))
+        .and_then(|v| v.kind.as_ref())
+    {
+        Some(prost_types::value::Kind::BoolValue(b)) => *b,
+        Some(prost_types::value::Kind::StringValue(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
     }
 }
 

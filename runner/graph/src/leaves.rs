@@ -519,6 +519,60 @@ fn pardo(components: &mut Components, id: &str, t: &PTransform) -> Result<Vec<Le
     ])
 }
 
+/// Drain: every splittable DoFn first truncates its restrictions (the SDK's
+/// `truncate`: bounded restrictions by default stay whole, unbounded ones
+/// are dropped), as a runner does when a job drains.  The truncation runs
+/// right after split-and-size, before the stage boundary in front of Process.
+pub fn truncate_restrictions(components: &mut Components, leaves: Vec<Leaf>) -> Vec<Leaf> {
+    let mut out = Vec::with_capacity(leaves.len());
+    for mut leaf in leaves {
+        let is_process = components
+            .transforms
+            .get(&leaf.id)
+            .is_some_and(|t| urn(t) == urns::SDF_PROCESS);
+        let Some(sized) = leaf.main_input.clone().filter(|_| is_process) else {
+            out.push(leaf);
+            continue;
+        };
+        let t = components.transforms[&leaf.id].clone();
+        let Some(main_tag) = t
+            .inputs
+            .iter()
+            .find(|(_, pc)| **pc == sized)
+            .map(|(k, _)| k.clone())
+        else {
+            out.push(leaf);
+            continue;
+        };
+        let coder = components.pcollections[&sized].coder_id.clone();
+        let truncated = copy_pcollection(components, &sized, "truncated", coder);
+        let base = leaf.id.trim_end_matches("/Process").to_owned();
+        let truncate_id = copy_transform(
+            components,
+            &base,
+            &t,
+            "TruncateSizedRestriction",
+            urns::SDF_TRUNCATE,
+            &main_tag,
+            &sized,
+            &truncated,
+        );
+        if let Some(process) = components.transforms.get_mut(&leaf.id) {
+            process.inputs.insert(main_tag, truncated.clone());
+        }
+        out.push(Leaf {
+            id: truncate_id,
+            main_input: Some(sized),
+            starts_stage: false,
+            splittable: false,
+            ..leaf.clone()
+        });
+        leaf.main_input = Some(truncated);
+        out.push(leaf);
+    }
+    out
+}
+
 fn copy_pcollection(
     components: &mut Components,
     original: &str,

@@ -24,6 +24,8 @@ pub struct TranslateOptions {
     pub strict_environments: bool,
     /// Address of the Fn API server the descriptors point workers at.
     pub fn_endpoint: String,
+    /// Run as if draining: splittable DoFns truncate their restrictions first.
+    pub drain: bool,
 }
 
 const SUPPORTED_REQUIREMENTS: &[&str] = &[
@@ -45,7 +47,10 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
         .components
         .clone()
         .ok_or_else(|| GraphError::Malformed("the pipeline has no components".into()))?;
-    let leaves = leaves::collect(&mut components, &pipeline.root_transform_ids)?;
+    let mut leaves = leaves::collect(&mut components, &pipeline.root_transform_ids)?;
+    if opts.drain {
+        leaves = leaves::truncate_restrictions(&mut components, leaves);
+    }
     if leaves.is_empty() {
         return Err(GraphError::Malformed(
             "the pipeline has no transforms".into(),
@@ -86,9 +91,33 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
             ));
         }
         for pc in t.outputs.values().cloned().collect::<Vec<_>>() {
-            if let Some(p) = components.pcollections.get_mut(&pc) {
-                p.coder_id = coder_id.clone();
+            let Some(p) = components.pcollections.get(&pc) else {
+                continue;
+            };
+            let is_kv = |id: &str| {
+                components
+                    .coders
+                    .get(id)
+                    .and_then(|c| c.spec.as_ref())
+                    .is_some_and(|s| s.urn == urns::KV_CODER)
+            };
+            // Keyed readers need the KV structure; the stream's coder must have it.
+            if is_kv(&p.coder_id) && !is_kv(&coder_id) && p.coder_id != coder_id {
+                return Err(GraphError::unsupported(
+                    t,
+                    format!(
+                        "its elements are encoded with coder {coder_id:?} but its output is a key-value \
+                         PCollection (coder {:?}); give the TestStream a matching coder, e.g. \
+                         TestStream(coder=TupleCoder([StrUtf8Coder(), VarIntCoder()]))",
+                        p.coder_id
+                    ),
+                ));
             }
+            components
+                .pcollections
+                .get_mut(&pc)
+                .expect("exists")
+                .coder_id = coder_id.clone();
         }
     }
 

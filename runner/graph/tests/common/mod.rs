@@ -34,6 +34,7 @@ pub fn opts() -> TranslateOptions {
     TranslateOptions {
         strict_environments: false,
         fn_endpoint: FN_ENDPOINT.into(),
+        drain: false,
     }
 }
 
