@@ -445,6 +445,7 @@ fn test_stream_and_merge_windows_are_refused() {
     };
     let pipeline = |payload: Vec<u8>| {
         let mut b = B::new();
+        b.pc("ts", "bytes");
         b.add(
             "TS",
             "beam:transform:teststream:v1",
@@ -471,6 +472,23 @@ fn test_stream_and_merge_windows_are_refused() {
         "TS",
         "beam:transform:teststream:v1",
         "late data",
+    );
+    // A keyed output the stream's own (non-KV) coder cannot provide.
+    let mut keyed = B::new();
+    keyed.add(
+        "TS",
+        "beam:transform:teststream:v1",
+        stream(vec![elements(5)]),
+        ENV,
+        &[],
+        &["ts"],
+    );
+    keyed.pardo("A", "ts", "p1");
+    assert_unsupported(
+        keyed.err(),
+        "TS",
+        "beam:transform:teststream:v1",
+        "key-value",
     );
     let after_pt = pipeline(stream(vec![
         event::Event::ProcessingTimeEvent(event::AdvanceProcessingTime {
