@@ -93,7 +93,7 @@ pub async fn run_job(launcher: Arc<WorkerLauncher>, config: EngineConfig, job: J
 
 async fn execute(launcher: &Arc<WorkerLauncher>, config: &EngineConfig, job: &JobSpec) -> Result<(), EngineError> {
     let pools = start_pools(launcher, config, job);
-    let metrics = JobMetrics::new(job.reporter.clone());
+    let metrics = JobMetrics::new(job.reporter.clone(), crate::metrics::step_names(&job.plan));
     let result = run_stages(config, job, &pools, &metrics).await;
     // Also when the job failed: what committed before the failure counts.
     metrics.publish();

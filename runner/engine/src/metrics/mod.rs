@@ -12,6 +12,10 @@
 //! pipeline, and named differently in every run), and the element counts and
 //! byte sizes a stage reports for the input it reads from the runner when
 //! another stage already counted those elements.
+//!
+//! The SDK names transforms by their pipeline ids (`ref_AppliedPTransform_M_21`);
+//! the job publishes them under their unique names (`M`), as Beam's own
+//! runners do, so `MetricsFilter().with_step("M")` finds them.
 
 mod bounded_trie;
 pub mod payload;
@@ -27,7 +31,7 @@ use parking_lot::Mutex;
 
 use crate::job::Reporter;
 
-pub use scope::StageScope;
+pub use scope::{step_names, StageScope};
 pub use string_set::STRING_SET_SIZE_LIMIT;
 
 /// A payload that does not decode as its type says.
@@ -96,6 +100,20 @@ impl Metrics {
     pub fn snapshot(&self) -> Vec<MonitoringInfo> {
         self.infos.values().cloned().collect()
     }
+
+    /// The merged infos with `PTRANSFORM` labels renamed by `names`
+    /// (transform id to the name users know it by).
+    pub fn snapshot_named(&self, names: &HashMap<String, String>) -> Vec<MonitoringInfo> {
+        let mut infos = self.snapshot();
+        for info in &mut infos {
+            if let Some(step) = info.labels.get_mut(scope::PTRANSFORM_LABEL) {
+                if let Some(name) = names.get(step.as_str()) {
+                    step.clone_from(name);
+                }
+            }
+        }
+        infos
+    }
 }
 
 /// How often a running job's metrics are republished while bundles commit.
@@ -106,13 +124,16 @@ const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 pub struct JobMetrics {
     state: Mutex<(Metrics, Option<Instant>)>,
     reporter: Arc<dyn Reporter>,
+    /// Transform id to unique name ([`step_names`]).
+    step_names: HashMap<String, String>,
 }
 
 impl JobMetrics {
-    pub fn new(reporter: Arc<dyn Reporter>) -> Self {
+    pub fn new(reporter: Arc<dyn Reporter>, step_names: HashMap<String, String>) -> Self {
         JobMetrics {
             state: Mutex::new((Metrics::default(), None)),
             reporter,
+            step_names,
         }
     }
 
@@ -124,7 +145,8 @@ impl JobMetrics {
         if state.1.is_none_or(|t| t.elapsed() >= PUBLISH_INTERVAL) {
             state.1 = Some(Instant::now());
             // Under the lock, so publications never go back in time.
-            self.reporter.metrics(state.0.snapshot());
+            self.reporter
+                .metrics(state.0.snapshot_named(&self.step_names));
         }
     }
 
@@ -132,6 +154,60 @@ impl JobMetrics {
     pub fn publish(&self) {
         let mut state = self.state.lock();
         state.1 = Some(Instant::now());
-        self.reporter.metrics(state.0.snapshot());
+        self.reporter
+            .metrics(state.0.snapshot_named(&self.step_names));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::Level;
+
+    #[derive(Default)]
+    struct Published(Mutex<Vec<Vec<MonitoringInfo>>>);
+
+    impl Reporter for Published {
+        fn message(&self, _: Level, _: String) {}
+        fn metrics(&self, infos: Vec<MonitoringInfo>) {
+            self.0.lock().push(infos);
+        }
+    }
+
+    fn counter(step: &str) -> MonitoringInfo {
+        MonitoringInfo {
+            urn: "beam:metric:user:sum_int64:v1".into(),
+            r#type: payload::SUM_INT64.into(),
+            payload: vec![1].into(),
+            labels: [("PTRANSFORM".to_owned(), step.to_owned())].into(),
+            start_time: None,
+        }
+    }
+
+    #[test]
+    fn publishes_the_first_bundle_then_at_most_every_interval_and_always_on_request() {
+        let published = Arc::new(Published::default());
+        let names = HashMap::from([("ref_M".to_owned(), "M".to_owned())]);
+        let metrics = JobMetrics::new(published.clone(), names);
+        let scope = StageScope::default();
+        metrics.commit_bundle(&scope, &[counter("ref_M")]);
+        metrics.commit_bundle(&scope, &[counter("ref_M")]);
+        assert_eq!(
+            published.0.lock().len(),
+            1,
+            "the second bundle is within the interval"
+        );
+        metrics.publish();
+        let all = published.0.lock();
+        assert_eq!(all.len(), 2);
+        let last = &all[1];
+        assert_eq!(last.len(), 1);
+        assert_eq!(
+            (
+                last[0].labels["PTRANSFORM"].as_str(),
+                last[0].payload.as_ref()
+            ),
+            ("M", &[2u8][..])
+        );
     }
 }

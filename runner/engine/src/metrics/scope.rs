@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use ferrobeam_graph::{Plan, StageKind};
 use ferrobeam_proto::pipeline::v1::MonitoringInfo;
 
-const PTRANSFORM_LABEL: &str = "PTRANSFORM";
+pub(super) const PTRANSFORM_LABEL: &str = "PTRANSFORM";
 const PCOLLECTION_LABEL: &str = "PCOLLECTION";
 
 /// What one SDK stage's bundles report that the job's totals leave out.
@@ -70,4 +70,15 @@ impl StageScope {
             .is_some_and(|p| self.counted_elsewhere.contains(p));
         !synthetic && !recounted
     }
+}
+
+/// Transform id to unique name, for every transform of the plan whose
+/// unique name differs from its id.
+pub fn step_names(plan: &Plan) -> HashMap<String, String> {
+    plan.components
+        .transforms
+        .iter()
+        .filter(|(id, t)| !t.unique_name.is_empty() && t.unique_name != **id)
+        .map(|(id, t)| (id.clone(), t.unique_name.clone()))
+        .collect()
 }
