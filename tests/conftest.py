@@ -7,6 +7,7 @@ skipped silently.
 
 from __future__ import annotations
 
+import collections
 import glob
 import os
 import socket
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import pytest
 
@@ -152,3 +153,56 @@ def run_python(args: Sequence[str], timeout: float = 280, cwd: Optional[os.PathL
     assert proc.returncode == 0, "python %s exited with %d\n--- stdout\n%s\n--- stderr\n%s" % (
         " ".join(args), proc.returncode, proc.stdout[-5000:], proc.stderr[-10000:])
     return proc
+
+
+class ValidatesRunnerTally:
+    """Outcomes of Beam's it_validatesrunner tests, per Beam module, for the
+    summary printed at the end of the run (see test_validates_runner.py)."""
+
+    def __init__(self) -> None:
+        self.modules: dict[str, collections.Counter] = {}
+
+    def add(self, module: str, results: dict[str, dict], excluded: Iterable[str]) -> None:
+        excluded = set(excluded)
+        counts: collections.Counter = collections.Counter()
+        for test, r in results.items():
+            if r["outcome"] == "passed":
+                counts["passed"] += 1
+            elif r["outcome"] in ("skipped", "xfailed"):
+                counts["skipped by Beam"] += 1
+            elif test in excluded:
+                counts["excluded"] += 1
+            else:
+                counts["failed"] += 1
+        self.modules[module] = counts
+
+    def lines(self) -> list[str]:
+        total: collections.Counter = sum(self.modules.values(), collections.Counter())
+        n = sum(total.values())
+        lines = ["Beam it_validatesrunner tests on ferrobeam: %d passed of %d (%s)" % (
+            total["passed"], n, self._details(total))]
+        for module, counts in sorted(self.modules.items()):
+            lines.append("  %s: %d/%d passed (%s)" % (
+                module, counts["passed"], sum(counts.values()), self._details(counts)))
+        return lines
+
+    @staticmethod
+    def _details(counts: collections.Counter) -> str:
+        return ", ".join("%d %s" % (counts[k], k) for k in ("excluded", "skipped by Beam", "failed"))
+
+
+_VR_TALLY = pytest.StashKey[ValidatesRunnerTally]()
+
+
+@pytest.fixture
+def validates_runner_tally(request: pytest.FixtureRequest) -> ValidatesRunnerTally:
+    """The session's tally of Beam it_validatesrunner outcomes."""
+    return request.config.stash.setdefault(_VR_TALLY, ValidatesRunnerTally())
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    tally = config.stash.get(_VR_TALLY, None)
+    if tally is not None and tally.modules:
+        terminalreporter.section("Beam it_validatesrunner")
+        for line in tally.lines():
+            terminalreporter.write_line(line)

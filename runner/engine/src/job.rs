@@ -13,10 +13,9 @@ use ferrobeam_graph::{Environment, Plan, PortRef, StageKind};
 use ferrobeam_proto::fn_api::log_entry::severity::Enum as Severity;
 use ferrobeam_proto::fn_api::ProvisionInfo;
 use ferrobeam_proto::pipeline::v1::MonitoringInfo;
-use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::metrics::Metrics;
+use crate::metrics::{JobMetrics, StageScope};
 use crate::pool::WorkerPool;
 use crate::sdk_stage::SdkStageRun;
 use crate::state::{SideInputData, SideInputs, UserState};
@@ -102,7 +101,10 @@ async fn execute(
     job: &JobSpec,
 ) -> Result<(), EngineError> {
     let pools = start_pools(launcher, config, job);
-    let result = run_stages(config, job, &pools).await;
+    let metrics = JobMetrics::new(job.reporter.clone(), crate::metrics::step_names(&job.plan));
+    let result = run_stages(config, job, &pools, &metrics).await;
+    // Also when the job failed: what committed before the failure counts.
+    metrics.publish();
     // Workers are disposable: stop them in the background, the job is done.
     for (_, pool) in pools {
         tokio::spawn(pool.shutdown());
@@ -187,11 +189,12 @@ async fn run_stages(
     config: &EngineConfig,
     job: &JobSpec,
     pools: &HashMap<String, WorkerPool>,
+    metrics: &JobMetrics,
 ) -> Result<(), EngineError> {
     let plan = &job.plan;
     let mut data: HashMap<PortRef, Vec<Bytes>> = HashMap::new();
     let mut readers = plan.port_readers();
-    let metrics = Mutex::new(Metrics::default());
+    let metric_scopes = StageScope::for_plan(plan);
     let user_state = Arc::new(UserState::default());
     let format = |port: &PortRef| WireFormat::new(&plan.components, &port.coder_id);
     for stage in &plan.stages {
@@ -247,7 +250,8 @@ async fn run_stages(
                     bundles_per_worker: config.bundles_per_worker,
                     side_inputs: Arc::new(side_inputs),
                     user_state: user_state.clone(),
-                    metrics: &metrics,
+                    metrics,
+                    metric_scope: &metric_scopes[&stage.id],
                     input_format,
                     components: &plan.components,
                     reporter: job.reporter.as_ref(),
@@ -268,7 +272,7 @@ async fn run_stages(
                 data.entry(port).or_default().extend(chunks);
             }
         }
-        job.reporter.metrics(metrics.lock().snapshot());
+        metrics.publish();
     }
     Ok(())
 }

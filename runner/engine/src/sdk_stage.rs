@@ -16,7 +16,7 @@ use futures::future::try_join_all;
 use parking_lot::Mutex;
 
 use crate::job::{Level, Reporter};
-use crate::metrics::Metrics;
+use crate::metrics::{JobMetrics, StageScope};
 use crate::pool::WorkerPool;
 use crate::state::{BundleState, SideInputs, UserState};
 use crate::timers::{DueTimer, TimerStore};
@@ -74,7 +74,9 @@ pub struct SdkStageRun<'a> {
     pub bundles_per_worker: usize,
     pub side_inputs: Arc<SideInputs>,
     pub user_state: Arc<UserState>,
-    pub metrics: &'a Mutex<Metrics>,
+    pub metrics: &'a JobMetrics,
+    /// Which of this stage's monitoring infos count towards the job's.
+    pub metric_scope: &'a StageScope,
     pub input_format: Option<WireFormat>,
     pub components: &'a Components,
     pub reporter: &'a dyn Reporter,
@@ -580,7 +582,7 @@ impl SdkStageRun<'_> {
                 }
             }
         }
-        self.metrics.lock().add_all(&out.response.monitoring_infos);
+        self.metrics.commit_bundle(self.metric_scope, &out.response.monitoring_infos);
         if out.response.requires_finalization {
             let request = instruction_request::Request::FinalizeBundle(FinalizeBundleRequest {
                 instruction_id: out.instruction_id.clone(),

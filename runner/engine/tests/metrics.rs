@@ -253,3 +253,249 @@ fn merges_payloads_written_by_the_python_sdk() {
     ]);
     assert_eq!(read_varints(&only(&m, "c").payload, 1), vec![600]);
 }
+
+/// A bounded trie {a/b, a/c} and a singleton x, as apache-beam 2.77.0's
+/// `monitoring_infos.user_bounded_trie` serializes them.
+#[test]
+fn merges_bounded_tries_written_by_the_python_sdk() {
+    use ferrobeam_proto::pipeline::v1::BoundedTrie;
+    use prost::Message;
+    let urn = "beam:metric:user:bounded_trie:v1";
+    let kind = "beam:metrics:bounded_trie:v1";
+    let mut m = Metrics::default();
+    m.add_all(&[
+        info(
+            urn,
+            kind,
+            "t",
+            hex("0864121512130a0161120e12050a0163120012050a01621200"),
+        ),
+        info(urn, kind, "t", hex("08641a0178")),
+    ]);
+    let trie = BoundedTrie::decode(only(&m, "t").payload).unwrap();
+    assert_eq!(trie.bound, 100);
+    let root = trie.root.unwrap();
+    let mut top: Vec<&String> = root.children.keys().collect();
+    top.sort();
+    assert_eq!(top, ["a", "x"]);
+    let mut under_a: Vec<&String> = root.children["a"].children.keys().collect();
+    under_a.sort();
+    assert_eq!(under_a, ["b", "c"]);
+    assert!(root.children["x"].children.is_empty() && !root.children["x"].truncated);
+}
+
+/// Gauges as the SDK writes them (timestamp millis, value), and a string set
+/// with a non-ASCII member.
+#[test]
+fn merges_gauges_and_string_sets_written_by_the_python_sdk() {
+    let g = "beam:metric:user:latest_int64:v1";
+    let mut m = Metrics::default();
+    // GaugeData(7, timestamp 1700000000.123) then an older reading.
+    m.add_all(&[
+        info(
+            g,
+            "beam:metrics:latest_int64:v1",
+            "g",
+            hex("fbd095ffbc3107"),
+        ),
+        info(g, "beam:metrics:latest_int64:v1", "g", varints(&[1, 9])),
+    ]);
+    assert_eq!(
+        read_varints(&only(&m, "g").payload, 2),
+        vec![1_700_000_000_123, 7]
+    );
+    let s = "beam:metric:user:set_string:v1";
+    m.add_all(&[
+        info(s, SET_STRING, "s", hex("00000002016102c3bc")),
+        info(s, SET_STRING, "s", string_set(&["ü", "b"])),
+    ]);
+    let mut got = read_string_set(&only(&m, "s").payload);
+    got.sort();
+    assert_eq!(got, ["a", "b", "ü"]);
+}
+
+#[test]
+fn an_info_whose_type_changes_is_replaced_not_merged() {
+    let urn = "beam:metric:user:sum_int64:v1";
+    let mut m = Metrics::default();
+    m.add_all(&[info(urn, "beam:metrics:sum_int64:v1", "c", varints(&[5]))]);
+    m.add_all(&[info(
+        urn,
+        "beam:metrics:sum_double:v1",
+        "c",
+        1.5f64.to_be_bytes().to_vec(),
+    )]);
+    let got = only(&m, "c");
+    assert_eq!(
+        (got.r#type.as_str(), got.payload.len()),
+        ("beam:metrics:sum_double:v1", 8)
+    );
+}
+
+mod scopes {
+    use std::collections::HashMap;
+
+    use ferrobeam_engine::metrics::{Metrics, StageScope};
+    use ferrobeam_graph::{Plan, PortRef, SdkStage, Stage, StageKind};
+    use ferrobeam_proto::pipeline::v1::MonitoringInfo;
+
+    fn port(pc: &str) -> PortRef {
+        PortRef {
+            pcollection: pc.into(),
+            coder_id: "c".into(),
+        }
+    }
+
+    fn sdk(id: &str, input: Option<&str>, outputs: &[&str]) -> Stage {
+        Stage {
+            id: id.into(),
+            name: id.into(),
+            kind: StageKind::Sdk(Box::new(SdkStage {
+                environment_id: "env".into(),
+                descriptor: Default::default(),
+                input: input.map(|pc| (port(pc), format!("{id}/source"))),
+                outputs: outputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, pc)| (port(pc), format!("{id}/sink{i}")))
+                    .collect(),
+                side_inputs: vec![],
+                keyed: false,
+                time_sorted: false,
+                timer_families: Vec::new(),
+                residual_target: None,
+            })),
+        }
+    }
+
+    /// impulse -> s1 -> {p1 -> s2, p2 -> gbk -> p3 -> s4 and s5}
+    fn plan() -> Plan {
+        let stage = |id: &str, kind| Stage {
+            id: id.into(),
+            name: id.into(),
+            kind,
+        };
+        Plan {
+            components: Default::default(),
+            stages: vec![
+                stage("s0", StageKind::Impulse { output: port("p0") }),
+                sdk("s1", Some("p0"), &["p1", "p2"]),
+                sdk("s2", Some("p1"), &[]),
+                stage(
+                    "s3",
+                    StageKind::GroupByKey {
+                        transform_id: "gbk".into(),
+                        input: port("p2"),
+                        output: port("p3"),
+                        windowing: Default::default(),
+                    },
+                ),
+                sdk("s4", Some("p3"), &[]),
+                sdk("s5", Some("p3"), &[]),
+            ],
+            environments: HashMap::new(),
+            notes: vec![],
+        }
+    }
+
+    fn element_count(pc: &str, n: i64) -> MonitoringInfo {
+        let mut payload = Vec::new();
+        ferrobeam_coders::varint::write_varint_i64(&mut payload, n);
+        MonitoringInfo {
+            urn: "beam:metric:element_count:v1".into(),
+            r#type: "beam:metrics:sum_int64:v1".into(),
+            payload: payload.into(),
+            labels: HashMap::from([("PCOLLECTION".to_owned(), pc.to_owned())]),
+            start_time: None,
+        }
+    }
+
+    fn msecs(transform: &str) -> MonitoringInfo {
+        MonitoringInfo {
+            urn: "beam:metric:ptransform_execution_time:total_msecs:v1".into(),
+            r#type: "beam:metrics:sum_int64:v1".into(),
+            payload: vec![3].into(),
+            labels: HashMap::from([("PTRANSFORM".to_owned(), transform.to_owned())]),
+            start_time: None,
+        }
+    }
+
+    fn counts(m: &Metrics) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = m
+            .snapshot()
+            .into_iter()
+            .filter(|i| i.urn == "beam:metric:element_count:v1")
+            .map(|i| {
+                (
+                    i.labels["PCOLLECTION"].clone(),
+                    ferrobeam_coders::varint::read_varint_i64(&i.payload, 0)
+                        .unwrap()
+                        .0,
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn each_pcollection_is_counted_by_one_stage() {
+        let scopes = StageScope::for_plan(&plan());
+        assert_eq!(scopes.len(), 4, "one scope per SDK stage");
+        let mut m = Metrics::default();
+        // What the SDK reports: every stage counts its input again.
+        m.add_bundle(
+            &scopes["s1"],
+            &[
+                element_count("p0", 1),
+                element_count("p1", 10),
+                element_count("p2", 10),
+            ],
+        );
+        m.add_bundle(&scopes["s2"], &[element_count("p1", 10)]);
+        m.add_bundle(&scopes["s4"], &[element_count("p3", 4)]);
+        m.add_bundle(&scopes["s4"], &[element_count("p3", 2)]);
+        m.add_bundle(&scopes["s5"], &[element_count("p3", 6)]);
+        assert_eq!(
+            counts(&m),
+            [
+                ("p0".into(), 1),
+                ("p1".into(), 10),
+                ("p2".into(), 10),
+                ("p3".into(), 6)
+            ]
+        );
+    }
+
+    #[test]
+    fn runner_added_transforms_are_left_out() {
+        let scopes = StageScope::for_plan(&plan());
+        let mut m = Metrics::default();
+        m.add_bundle(
+            &scopes["s1"],
+            &[msecs("s1/source"), msecs("s1/sink1"), msecs("user/Map")],
+        );
+        let names: Vec<String> = m
+            .snapshot()
+            .into_iter()
+            .map(|i| i.labels["PTRANSFORM"].clone())
+            .collect();
+        assert_eq!(names, ["user/Map"]);
+    }
+
+    #[test]
+    fn steps_are_published_under_their_unique_names() {
+        use ferrobeam_proto::pipeline::v1::PTransform;
+        let mut plan = plan();
+        for (id, name) in [("ref_AppliedPTransform_M_21", "M"), ("same", "same"), ("unnamed", "")] {
+            plan.components.transforms.insert(id.into(), PTransform { unique_name: name.into(), ..Default::default() });
+        }
+        let names = ferrobeam_engine::metrics::step_names(&plan);
+        assert_eq!(names, HashMap::from([("ref_AppliedPTransform_M_21".to_owned(), "M".to_owned())]));
+        let mut m = Metrics::default();
+        m.add_all(&[msecs("ref_AppliedPTransform_M_21"), msecs("unnamed")]);
+        let mut steps: Vec<String> = m.snapshot_named(&names).into_iter().map(|i| i.labels["PTRANSFORM"].clone()).collect();
+        steps.sort();
+        assert_eq!(steps, ["M", "unnamed"]);
+    }
+}
