@@ -74,12 +74,15 @@ pub async fn run_job(launcher: Arc<WorkerLauncher>, config: EngineConfig, job: J
     let registry = launcher.registry().clone();
     let mut descriptor_ids = Vec::new();
     for stage in &job.plan.stages {
-        if let StageKind::Sdk(sdk) = &stage.kind {
-            let mut d = sdk.descriptor.clone();
-            d.id = format!("{}-{}", job.job_id, stage.id);
-            descriptor_ids.push(d.id.clone());
-            registry.add_descriptor(d);
-        }
+        let descriptor = match &stage.kind {
+            StageKind::Sdk(sdk) => &sdk.descriptor,
+            StageKind::GroupByKey { merge: Some(merge), .. } => &merge.descriptor,
+            _ => continue,
+        };
+        let mut d = descriptor.clone();
+        d.id = format!("{}-{}", job.job_id, stage.id);
+        descriptor_ids.push(d.id.clone());
+        registry.add_descriptor(d);
     }
     let mut cancel = job.cancel.clone();
     let result = tokio::select! {
@@ -156,6 +159,7 @@ fn plan_environments(plan: &Plan) -> Vec<&String> {
         .iter()
         .filter_map(|s| match &s.kind {
             StageKind::Sdk(sdk) => Some(&sdk.environment_id),
+            StageKind::GroupByKey { merge: Some(merge), .. } => Some(&merge.environment_id),
             _ => None,
         })
         .collect()
@@ -177,13 +181,31 @@ async fn run_stages(config: &EngineConfig, job: &JobSpec, pools: &HashMap<String
                 vec![(output.clone(), inputs.iter().flat_map(|p| take(&data, p)).collect())]
             }
             StageKind::Identity { input, output } => vec![(output.clone(), take(&data, input))],
-            StageKind::GroupByKey { input, output, windowing, .. } => {
+            StageKind::GroupByKey { input, output, windowing, merge, .. } => {
                 let chunks = take(&data, input);
                 let fmt = format(input)?;
                 let windowing = windowing.clone();
-                let grouped = tokio::task::spawn_blocking(move || crate::gbk::group_by_key(&chunks, &fmt, &windowing))
-                    .await
-                    .map_err(|e| EngineError::Internal(format!("GroupByKey panicked: {e}")))??;
+                let merged = match merge {
+                    Some(merge) => {
+                        let merger = crate::window_merge::SdkWindowMerger {
+                            merge,
+                            components: &plan.components,
+                            pool: &pools[&merge.environment_id],
+                            descriptor_id: format!("{}-{}", job.job_id, stage.id),
+                        };
+                        let (c, f) = (chunks.clone(), fmt.clone());
+                        let per_key = tokio::task::spawn_blocking(move || crate::window_merge::windows_per_key(&c, &f))
+                            .await
+                            .map_err(|e| EngineError::Internal(format!("collecting windows panicked: {e}")))??;
+                        Some(merger.merge(&per_key).await?)
+                    }
+                    None => None,
+                };
+                let grouped = tokio::task::spawn_blocking(move || {
+                    crate::gbk::group_by_key_merged(&chunks, &fmt, &windowing, merged.as_ref())
+                })
+                .await
+                .map_err(|e| EngineError::Internal(format!("GroupByKey panicked: {e}")))??;
                 vec![(output.clone(), grouped)]
             }
             StageKind::Sdk(sdk) => {

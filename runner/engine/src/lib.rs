@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod pool;
 mod sdk_stage;
 pub mod state;
+pub mod window_merge;
 pub mod wire;
 
 pub use job::{run_job, EngineConfig, JobSpec, Level, Reporter};

@@ -14,6 +14,7 @@ pub mod leaves;
 pub mod plan;
 mod translate;
 pub mod urns;
+mod window_merge;
 
 pub use error::GraphError;
 pub use plan::*;

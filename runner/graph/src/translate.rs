@@ -43,18 +43,25 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
     if leaves.is_empty() {
         return Err(GraphError::Malformed("the pipeline has no transforms".into()));
     }
+    let mut notes = Vec::new();
+    // GroupByKey id → environment of the custom merging WindowFn it runs.
+    let mut merge_envs: HashMap<String, String> = HashMap::new();
     for leaf in &leaves {
         if leaf.kind == LeafKind::GroupByKey {
-            check_gbk_windowing(&components, &components.transforms[&leaf.id])?;
+            let t = &components.transforms[&leaf.id];
+            if let Some(env) = check_gbk_windowing(&components, t, &mut notes)? {
+                merge_envs.insert(leaf.id.clone(), env);
+            }
         }
     }
-    let mut notes = Vec::new();
-    let used_envs = leaves.iter().filter_map(|l| match &l.kind {
-        LeafKind::Sdk { environment_id } => {
-            let t = &components.transforms[&l.id];
-            Some((environment_id.clone(), format!("'{}' ({})", t.unique_name, leaves::urn(t))))
-        }
-        _ => None,
+    let used_envs = leaves.iter().filter_map(|l| {
+        let env = match &l.kind {
+            LeafKind::Sdk { environment_id } => environment_id.clone(),
+            LeafKind::GroupByKey => merge_envs.get(&l.id)?.clone(),
+            _ => return None,
+        };
+        let t = &components.transforms[&l.id];
+        Some((env, format!("'{}' ({})", t.unique_name, leaves::urn(t))))
     });
     let environments = environments::resolve(&components, used_envs, opts.strict_environments, &mut notes)?;
 
@@ -69,6 +76,10 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
         let wrapped = ferrobeam_coders::wrap_unknown_coders(&mut components, &coder);
         components.pcollections.get_mut(&id).expect("exists").coder_id = wrapped;
     }
+    // Windows travel outside data-plane elements too (side input and user
+    // state keys, timers): the SDK encodes those with the windowing
+    // strategy's window coder, so it must be the wire's wrapped one.
+    coders::wrap_window_coders(&mut components);
 
     let io = |f: fn(&PTransform) -> &HashMap<String, String>| -> HashMap<String, Vec<String>> {
         leaves
@@ -85,7 +96,8 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
     let leaves = producers_first(leaves, &components, &inputs, &outputs)?;
     let (groups, group_of) = fuse(&leaves, &|id| outputs[id].clone(), &|id| inputs[id].clone());
     let order = topological(&groups, &group_of, &leaves, &inputs, &outputs)?;
-    let mut b = Builder { components, opts, leaves: &leaves, group_of: &group_of, canonical: HashMap::new() };
+    let mut b =
+        Builder { components, opts, leaves: &leaves, group_of: &group_of, canonical: HashMap::new(), merge_envs };
     let stages = b.stages(&groups, &order, &inputs, &outputs)?;
     Ok(Plan { components: b.components, stages, environments, notes })
 }
@@ -137,22 +149,19 @@ fn producers_first(
     Ok(order.into_iter().map(|i| slots[i].take().expect("each leaf once")).collect())
 }
 
-fn check_gbk_windowing(components: &Components, t: &PTransform) -> Result<(), GraphError> {
+/// Refuses what the native GroupByKey cannot do yet; returns the environment
+/// of a custom merging window function, which the SDK must merge.
+fn check_gbk_windowing(
+    components: &Components,
+    t: &PTransform,
+    notes: &mut Vec<String>,
+) -> Result<Option<String>, GraphError> {
     let input = t.inputs.values().next().cloned().unwrap_or_default();
     let ws_id = components.pcollections.get(&input).map(|p| p.windowing_strategy_id.clone()).unwrap_or_default();
     let ws = components
         .windowing_strategies
         .get(&ws_id)
         .ok_or_else(|| GraphError::Malformed(format!("unknown windowing strategy {ws_id:?}")))?;
-    let window_fn = ws.window_fn.as_ref().map(|f| f.urn.as_str()).unwrap_or("");
-    if ![urns::GLOBAL_WINDOWS, urns::FIXED_WINDOWS, urns::SLIDING_WINDOWS, urns::SESSION_WINDOWS].contains(&window_fn) {
-        return Err(GraphError::unsupported(
-            t,
-            format!(
-                "grouping in {window_fn} windows is not supported yet (global, fixed, sliding and session windows are)"
-            ),
-        ));
-    }
     let default_trigger = matches!(
         ws.trigger.as_ref().and_then(|t| t.trigger.as_ref()),
         None | Some(pb::trigger::Trigger::Default(_))
@@ -160,7 +169,25 @@ fn check_gbk_windowing(components: &Components, t: &PTransform) -> Result<(), Gr
     if !default_trigger {
         return Err(GraphError::unsupported(t, "only the default trigger is supported yet"));
     }
-    Ok(())
+    let window_coder = components.coders.get(&ws.window_coder_id).and_then(|c| c.spec.as_ref()).map(|s| s.urn.as_str());
+    let readable = matches!(window_coder, Some(urns::GLOBAL_WINDOW_CODER | urns::INTERVAL_WINDOW_CODER));
+    let end_of_window = !matches!(
+        pb::output_time::Enum::try_from(ws.output_time),
+        Ok(pb::output_time::Enum::EarliestInPane | pb::output_time::Enum::LatestInPane)
+    );
+    if !readable && end_of_window {
+        notes.push(format!(
+            "GroupByKey '{}' groups windows of a custom window coder ({}) whose end the runner cannot \
+             read: each group is output at the latest timestamp among its inputs (still inside its \
+             window) instead of at the end of its window.",
+            t.unique_name,
+            window_coder.unwrap_or("unknown")
+        ));
+    }
+    if crate::window_merge::needs_sdk_merge(ws) {
+        return crate::window_merge::environment(components, &ws_id, t).map(Some);
+    }
+    Ok(None)
 }
 
 fn topological(
@@ -217,6 +244,8 @@ struct Builder<'a> {
     group_of: &'a [usize],
     /// Structural coder key → the one coder id we use for it.
     canonical: HashMap<String, String>,
+    /// GroupByKey id → environment of its custom merging WindowFn.
+    merge_envs: HashMap<String, String>,
 }
 
 impl Builder<'_> {
@@ -312,7 +341,12 @@ impl Builder<'_> {
                     let input = reads[&(g, first.main_input.clone().expect("gbk input"))].clone();
                     let ws_id = self.components.pcollections[&input.pcollection].windowing_strategy_id.clone();
                     let windowing = self.components.windowing_strategies[&ws_id].clone();
-                    StageKind::GroupByKey { transform_id: first.id.clone(), input, output: native_output(self)?, windowing }
+                    let merge = self.merge_envs.get(&first.id).map(|env| {
+                        let endpoint = &self.opts.fn_endpoint;
+                        Box::new(crate::window_merge::build(&mut self.components, &ws_id, &t.unique_name, env, endpoint))
+                    });
+                    let output = native_output(self)?;
+                    StageKind::GroupByKey { transform_id: first.id.clone(), input, output, windowing, merge }
                 }
                 LeafKind::Identity | LeafKind::Flatten => {
                     // One stage per encoding its readers asked for.
