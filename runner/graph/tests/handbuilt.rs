@@ -316,16 +316,12 @@ fn leaf_without_urn_is_refused() {
 }
 
 #[test]
-fn gbk_with_non_default_trigger_or_custom_windows_is_refused() {
+fn gbk_with_non_default_trigger_is_refused() {
     let mut b = linear();
     b.c.windowing_strategies.get_mut(WS).unwrap().trigger = Some(pb::Trigger {
         trigger: Some(pb::trigger::Trigger::ElementCount(pb::trigger::ElementCount { element_count: 2 })),
     });
     assert_unsupported(b.err(), "GBK", "beam:transform:group_by_key:v1", "trigger");
-
-    let mut b = linear();
-    b.c.windowing_strategies.get_mut(WS).unwrap().window_fn = spec("beam:window_fn:custom:v1", vec![]);
-    assert_unsupported(b.err(), "GBK", "beam:transform:group_by_key:v1", "beam:window_fn:custom:v1");
 
     // An explicit Default trigger is fine.
     let mut b = linear();
