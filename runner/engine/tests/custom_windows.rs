@@ -94,12 +94,17 @@ fn opaque(name: &str) -> Value {
 
 #[test]
 fn opaque_windows_group_by_their_bytes() {
-    let input = elements(
+    let input = [elements(
         "wv_custom",
-        &[(5, opaque("red"), "a", 1), (3, opaque("black"), "a", 2), (7, opaque("red"), "a", 3), (1, opaque("red"), "b", 4)],
-    );
+        &[
+            (5, opaque("red"), "a", 1),
+            (3, opaque("black"), "a", 2),
+            (7, opaque("red"), "a", 3),
+            (1, opaque("red"), "b", 4),
+        ],
+    )];
     let format = WireFormat::new(&components(), "wv_custom").unwrap();
-    let earliest = group_by_key(&[input.clone()], &format, &windowing(output_time::Enum::EarliestInPane)).unwrap();
+    let earliest = group_by_key(&input, &format, &windowing(output_time::Enum::EarliestInPane)).unwrap();
     assert_eq!(
         grouped("wv_custom_out", &earliest),
         vec![
@@ -108,10 +113,10 @@ fn opaque_windows_group_by_their_bytes() {
             ("b".into(), opaque("red"), vec![4], 1),
         ]
     );
-    let latest = group_by_key(&[input.clone()], &format, &windowing(output_time::Enum::LatestInPane)).unwrap();
+    let latest = group_by_key(&input, &format, &windowing(output_time::Enum::LatestInPane)).unwrap();
     assert_eq!(grouped("wv_custom_out", &latest)[0].3, 7);
     // The end of an opaque window is unknown: the latest input stands in.
-    let eow = group_by_key(&[input], &format, &windowing(output_time::Enum::EndOfWindow)).unwrap();
+    let eow = group_by_key(&input, &format, &windowing(output_time::Enum::EndOfWindow)).unwrap();
     let times: Vec<i64> = grouped("wv_custom_out", &eow).iter().map(|g| g.3).collect();
     assert_eq!(times, vec![7, 3, 1]);
 }
@@ -119,13 +124,13 @@ fn opaque_windows_group_by_their_bytes() {
 #[test]
 fn merged_windows_group_under_their_merge_result() {
     let w = |s, e| Value::IntervalWindow(IntervalWindow::new(s, e));
-    let input = elements(
+    let input = [elements(
         "wv_interval",
         &[(0, w(0, 10), "a", 1), (6, w(6, 16), "a", 2), (20, w(20, 30), "a", 3), (6, w(6, 16), "b", 4)],
-    );
+    )];
     let format = WireFormat::new(&components(), "wv_interval").unwrap();
     // Each key's distinct windows, in arrival order.
-    let per_key = windows_per_key(&[input.clone()], &format).unwrap();
+    let per_key = windows_per_key(&input, &format).unwrap();
     let enc = |s, e| {
         let mut b = Vec::new();
         IntervalWindow::new(s, e).encode(&mut b);
@@ -142,7 +147,7 @@ fn merged_windows_group_under_their_merge_result() {
         (output_time::Enum::EarliestInPane, 0),
         (output_time::Enum::LatestInPane, 6),
     ] {
-        let out = group_by_key_merged(&[input.clone()], &format, &windowing(output_time), Some(&merged)).unwrap();
+        let out = group_by_key_merged(&input, &format, &windowing(output_time), Some(&merged)).unwrap();
         let got = grouped("wv_interval_out", &out);
         assert_eq!(got[0], ("a".into(), w(0, 16), vec![1, 2], a_time), "{output_time:?}");
         assert_eq!(got[1].1, w(20, 30));

@@ -66,8 +66,11 @@ fn pipeline(window_coder: &str, merge: pb::merge_status::Enum, ws_env: &str) -> 
             ..Default::default()
         },
     );
-    c.environments.insert(ENV.into(), pb::Environment { urn: "beam:env:embedded_python:v1".into(), ..Default::default() });
-    for (id, coder, ws) in [("p0", "bytes", "global"), ("p1", "kv", "custom"), ("p2", "kv_iter", "custom"), ("p3", "kv", "custom")] {
+    c.environments
+        .insert(ENV.into(), pb::Environment { urn: "beam:env:embedded_python:v1".into(), ..Default::default() });
+    for (id, coder, ws) in
+        [("p0", "bytes", "global"), ("p1", "kv", "custom"), ("p2", "kv_iter", "custom"), ("p3", "kv", "custom")]
+    {
         c.pcollections.insert(
             id.into(),
             pb::PCollection {
@@ -142,7 +145,10 @@ fn timer_coders_wrap_their_window_like_the_windowing_strategy() {
     let mut c = plan.components.clone();
     let timer = ferrobeam_coders::wrap_unknown_coders(&mut c, "timer");
     assert_ne!(timer, "timer");
-    assert_eq!(c.coders[&timer].component_coder_ids, ["bytes", c.windowing_strategies["custom"].window_coder_id.as_str()]);
+    assert_eq!(
+        c.coders[&timer].component_coder_ids,
+        ["bytes", c.windowing_strategies["custom"].window_coder_id.as_str()]
+    );
     assert!(Coder::from_components(&c, &timer).unwrap().is_skippable());
 }
 
@@ -175,7 +181,8 @@ fn custom_merging_window_fns_get_a_merge_descriptor() {
     assert!(plan.environments.contains_key(ENV));
     let d = &m.descriptor;
     assert_eq!(d.transforms.len(), 3);
-    let merge_t = d.transforms.values().find(|t| urn_of(t) == "beam:transform:merge_windows:v1").expect("merge transform");
+    let merge_t =
+        d.transforms.values().find(|t| urn_of(t) == "beam:transform:merge_windows:v1").expect("merge transform");
     assert_eq!(merge_t.environment_id, ENV);
     // Its payload is the window function's own spec.
     let payload = FunctionSpec::decode(merge_t.spec.as_ref().unwrap().payload.as_ref()).unwrap();
@@ -198,7 +205,10 @@ fn custom_merging_window_fns_get_a_merge_descriptor() {
     let merges = Box::new(Coder::Iterable(kv(w(), ws())));
     assert_eq!(
         Coder::from_components(c, &m.output_coder_id).unwrap(),
-        Coder::WindowedValue { value: kv(Box::new(Coder::Bytes), kv(ws(), merges)), window: Box::new(Coder::GlobalWindow) }
+        Coder::WindowedValue {
+            value: kv(Box::new(Coder::Bytes), kv(ws(), merges)),
+            window: Box::new(Coder::GlobalWindow)
+        }
     );
     assert_eq!(m.window_coder_id, "iw");
     // The descriptor is self-contained.
