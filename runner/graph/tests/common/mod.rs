@@ -184,12 +184,7 @@ pub fn check_invariants(plan: &Plan) {
 fn check_descriptor(plan: &Plan, stage: &Stage, s: &SdkStage) {
     let d = &s.descriptor;
     assert_eq!(d.id, stage.id);
-    assert!(
-        plan.environments.contains_key(&s.environment_id),
-        "stage {} env {:?} not resolved",
-        stage.id,
-        s.environment_id
-    );
+    assert!(plan.environments.contains_key(&s.environment_id), "stage {} env {:?} not resolved", stage.id, s.environment_id);
     assert_eq!(d.state_api_service_descriptor.as_ref().map(|a| a.url.as_str()), Some(FN_ENDPOINT));
 
     let sources: Vec<(&String, &pb::PTransform)> =
