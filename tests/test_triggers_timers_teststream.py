@@ -188,3 +188,18 @@ def test_late_test_stream_data_is_refused_in_batch(tmp_path: Path) -> None:
                 .add_elements([window.TimestampedValue("late", 2)]))
     with pytest.raises(PipelineRefusedError, match="late data"):
         run_and_describe(build, "ferrobeam.FerrobeamRunner", tmp_path)
+
+
+def test_a_trigger_that_never_finishes_still_terminates_in_batch(tmp_path: Path) -> None:
+    """Repeatedly(AfterProcessingTime) in the global window never finishes on
+    its own; in batch the input ends, the window expires, and its data comes
+    out once, in the final pane."""
+    def build(p: beam.Pipeline) -> beam.PCollection:
+        return (_events(p)
+                | beam.WindowInto(window.GlobalWindows(),
+                                  trigger=trigger.Repeatedly(trigger.AfterProcessingTime(1)),
+                                  accumulation_mode=DISCARDING)
+                | beam.GroupByKey())
+    out = run_and_describe(build, "ferrobeam.FerrobeamRunner", tmp_path)
+    assert sorted((o["value"][0], len(o["value"][1])) for o in out) == [("a", 7), ("b", 3), ("c", 1)], out
+    assert all(o["pane"][1] for o in out), "each is its window's last pane"

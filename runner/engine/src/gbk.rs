@@ -11,6 +11,7 @@ use ferrobeam_coders::{IntervalWindow, PaneInfo, Timing};
 use ferrobeam_proto::pipeline::v1::output_time::Enum as OutputTime;
 use ferrobeam_proto::pipeline::v1::WindowingStrategy;
 
+use crate::window_merge::MergedWindows;
 use crate::wire::WireFormat;
 use crate::EngineError;
 
@@ -77,6 +78,17 @@ pub fn group_by_key(
     format: &WireFormat,
     windowing: &WindowingStrategy,
 ) -> Result<Vec<Bytes>, EngineError> {
+    group_by_key_merged(input, format, windowing, None)
+}
+
+/// [`group_by_key`] for custom merging window functions: `merged` says which
+/// window each (key, window) merged into (see [`crate::window_merge`]).
+pub fn group_by_key_merged(
+    input: &[Bytes],
+    format: &WireFormat,
+    windowing: &WindowingStrategy,
+    merged: Option<&MergedWindows>,
+) -> Result<Vec<Bytes>, EngineError> {
     let mut index: HashMap<(Bytes, Bytes), usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     // (Beam's GroupByKey output order is unspecified; ours follows first arrival.)
@@ -86,7 +98,13 @@ pub fn group_by_key(
             let key = chunk.slice(e.value.start..key_end);
             let value = chunk.slice(key_end..e.value.end);
             for w in &e.windows {
-                let window = chunk.slice(w.clone());
+                let mut window = chunk.slice(w.clone());
+                if let Some(to) = merged
+                    .and_then(|m| m.get(&key))
+                    .and_then(|m| m.get(&window))
+                {
+                    window = to.clone();
+                }
                 let n = *index
                     .entry((window.clone(), key.clone()))
                     .or_insert_with(|| {
@@ -126,7 +144,9 @@ pub fn group_by_key(
     let mut out = Vec::new();
     let mut buf = Vec::with_capacity(OUTPUT_CHUNK_BYTES + 4096);
     for g in groups {
-        let eow = format.window_max_timestamp(&g.window)?;
+        // Custom windows the runner cannot read: the latest input timestamp
+        // stands in for the end of the window (see docs/design.md).
+        let eow = format.window_max_timestamp_or(&g.window, g.max_ts)?;
         let ts = match output_time {
             OutputTime::EarliestInPane => g.min_ts,
             OutputTime::LatestInPane => g.max_ts,
@@ -165,7 +185,7 @@ fn write_triggered(
             values: &g.values,
             min_ts: g.min_ts,
             max_ts: g.max_ts,
-            window_max: format.window_max_timestamp(&g.window)?,
+            window_max: format.window_max_timestamp_or(&g.window, g.max_ts)?,
         };
         for pane in rules.panes(&input, now) {
             let values = &g.values[pane.values];

@@ -77,12 +77,17 @@ pub async fn run_job(
     let registry = launcher.registry().clone();
     let mut descriptor_ids = Vec::new();
     for stage in &job.plan.stages {
-        if let StageKind::Sdk(sdk) = &stage.kind {
-            let mut d = sdk.descriptor.clone();
-            d.id = format!("{}-{}", job.job_id, stage.id);
-            descriptor_ids.push(d.id.clone());
-            registry.add_descriptor(d);
-        }
+        let descriptor = match &stage.kind {
+            StageKind::Sdk(sdk) => &sdk.descriptor,
+            StageKind::GroupByKey {
+                merge: Some(merge), ..
+            } => &merge.descriptor,
+            _ => continue,
+        };
+        let mut d = descriptor.clone();
+        d.id = format!("{}-{}", job.job_id, stage.id);
+        descriptor_ids.push(d.id.clone());
+        registry.add_descriptor(d);
     }
     let mut cancel = job.cancel.clone();
     let result = tokio::select! {
@@ -180,6 +185,9 @@ fn plan_environments(plan: &Plan) -> Vec<&String> {
         .iter()
         .filter_map(|s| match &s.kind {
             StageKind::Sdk(sdk) => Some(&sdk.environment_id),
+            StageKind::GroupByKey {
+                merge: Some(merge), ..
+            } => Some(&merge.environment_id),
             _ => None,
         })
         .collect()
@@ -218,13 +226,34 @@ async fn run_stages(
                 input,
                 output,
                 windowing,
+                merge,
                 ..
             } => {
                 let chunks = take(&data, input);
                 let fmt = format(input)?;
                 let windowing = windowing.clone();
+                let merged = match merge {
+                    Some(merge) => {
+                        let merger = crate::window_merge::SdkWindowMerger {
+                            merge,
+                            components: &plan.components,
+                            pool: &pools[&merge.environment_id],
+                            descriptor_id: format!("{}-{}", job.job_id, stage.id),
+                        };
+                        let (c, f) = (chunks.clone(), fmt.clone());
+                        let per_key = tokio::task::spawn_blocking(move || {
+                            crate::window_merge::windows_per_key(&c, &f)
+                        })
+                        .await
+                        .map_err(|e| {
+                            EngineError::Internal(format!("collecting windows panicked: {e}"))
+                        })??;
+                        Some(merger.merge(&per_key).await?)
+                    }
+                    None => None,
+                };
                 let grouped = tokio::task::spawn_blocking(move || {
-                    crate::gbk::group_by_key(&chunks, &fmt, &windowing)
+                    crate::gbk::group_by_key_merged(&chunks, &fmt, &windowing, merged.as_ref())
                 })
                 .await
                 .map_err(|e| EngineError::Internal(format!("GroupByKey panicked: {e}")))??;

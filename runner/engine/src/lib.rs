@@ -14,6 +14,7 @@ pub mod state;
 mod test_stream;
 mod timers;
 mod triggers;
+pub mod window_merge;
 pub mod wire;
 
 pub use job::{run_job, EngineConfig, JobSpec, Level, Reporter};

@@ -582,7 +582,8 @@ impl SdkStageRun<'_> {
                 }
             }
         }
-        self.metrics.commit_bundle(self.metric_scope, &out.response.monitoring_infos);
+        self.metrics
+            .commit_bundle(self.metric_scope, &out.response.monitoring_infos);
         if out.response.requires_finalization {
             let request = instruction_request::Request::FinalizeBundle(FinalizeBundleRequest {
                 instruction_id: out.instruction_id.clone(),

@@ -140,6 +140,20 @@ impl WireFormat {
         }
     }
 
+    /// The last timestamp inside an encoded window, or `fallback` when the
+    /// window's coder is opaque to the runner (custom windows: their end is
+    /// inside bytes only the SDK can decode).
+    pub fn window_max_timestamp_or(
+        &self,
+        window: &[u8],
+        fallback: i64,
+    ) -> Result<i64, EngineError> {
+        match &self.window {
+            WindowShape::Other(_) => Ok(fallback),
+            _ => self.window_max_timestamp(window),
+        }
+    }
+
     /// Calls `f` for every element of `chunk`.
     pub fn for_each(
         &self,

@@ -66,3 +66,27 @@ pub fn canonical(components: &Components, coder_id: &str) -> String {
         }
     }
 }
+
+/// Rewrites every windowing strategy's window coder with
+/// [`ferrobeam_coders::wrap_unknown_coders`], so that windows the SDK
+/// encodes on its own (state keys of side inputs and user state) have the
+/// same bytes as the windows of data-plane elements, whose wire coders
+/// ([`windowed`]) wrap the window coder the same way. Timer coders
+/// (`beam:coder:timer:v1`, key and window components) need no extra step:
+/// `wrap_unknown_coders` on the timer coder wraps its window component to
+/// the same id.
+pub fn wrap_window_coders(components: &mut Components) {
+    let ids: Vec<String> = components.windowing_strategies.keys().cloned().collect();
+    for id in ids {
+        let window = components.windowing_strategies[&id].window_coder_id.clone();
+        if window.is_empty() {
+            continue;
+        }
+        let wrapped = ferrobeam_coders::wrap_unknown_coders(components, &window);
+        components
+            .windowing_strategies
+            .get_mut(&id)
+            .expect("exists")
+            .window_coder_id = wrapped;
+    }
+}

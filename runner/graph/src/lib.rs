@@ -15,6 +15,7 @@ pub mod plan;
 mod translate;
 pub mod trigger;
 pub mod urns;
+mod window_merge;
 
 pub use error::GraphError;
 pub use plan::*;

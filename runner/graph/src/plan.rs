@@ -69,6 +69,9 @@ pub enum StageKind {
         input: PortRef,
         output: PortRef,
         windowing: WindowingStrategy,
+        /// Set for custom merging window functions: the SDK merges the
+        /// windows of each key before the runner groups.
+        merge: Option<Box<WindowMerge>>,
     },
     Flatten {
         inputs: Vec<PortRef>,
@@ -119,6 +122,26 @@ pub struct TimerFamily {
 pub enum TimeDomain {
     EventTime,
     ProcessingTime,
+}
+
+/// How to merge the windows of a custom merging `WindowFn`: a one-transform
+/// descriptor (data source → `beam:transform:merge_windows:v1` → data sink)
+/// that the engine runs on a worker of `environment_id`, sending one
+/// `KV<nonce, iterable<window>>` per key and reading back
+/// `KV<nonce, KV<iterable<unmerged window>, iterable<KV<merged window, iterable<window>>>>>`.
+#[derive(Clone, Debug)]
+pub struct WindowMerge {
+    pub environment_id: String,
+    pub descriptor: ProcessBundleDescriptor,
+    /// The data-source and data-sink transform ids.
+    pub source: String,
+    pub sink: String,
+    /// `windowed_value(KV<bytes, iterable<W>>, global)`: what the source reads.
+    pub input_coder_id: String,
+    /// `windowed_value(KV<bytes, KV<...>>, global)`: what the sink writes.
+    pub output_coder_id: String,
+    /// `W`: the window coder, as the grouped port encodes windows.
+    pub window_coder_id: String,
 }
 
 #[derive(Clone, Debug)]

@@ -56,21 +56,25 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
             "the pipeline has no transforms".into(),
         ));
     }
+    let mut notes = Vec::new();
+    // GroupByKey id → environment of the custom merging WindowFn it runs.
+    let mut merge_envs: HashMap<String, String> = HashMap::new();
     for leaf in &leaves {
         if leaf.kind == LeafKind::GroupByKey {
-            check_gbk_windowing(&components, &components.transforms[&leaf.id])?;
+            let t = &components.transforms[&leaf.id];
+            if let Some(env) = check_gbk_windowing(&components, t, &mut notes)? {
+                merge_envs.insert(leaf.id.clone(), env);
+            }
         }
     }
-    let mut notes = Vec::new();
-    let used_envs = leaves.iter().filter_map(|l| match &l.kind {
-        LeafKind::Sdk { environment_id } => {
-            let t = &components.transforms[&l.id];
-            Some((
-                environment_id.clone(),
-                format!("'{}' ({})", t.unique_name, leaves::urn(t)),
-            ))
-        }
-        _ => None,
+    let used_envs = leaves.iter().filter_map(|l| {
+        let env = match &l.kind {
+            LeafKind::Sdk { environment_id } => environment_id.clone(),
+            LeafKind::GroupByKey => merge_envs.get(&l.id)?.clone(),
+            _ => return None,
+        };
+        let t = &components.transforms[&l.id];
+        Some((env, format!("'{}' ({})", t.unique_name, leaves::urn(t))))
     });
     let environments =
         environments::resolve(&components, used_envs, opts.strict_environments, &mut notes)?;
@@ -138,6 +142,10 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
             .expect("exists")
             .coder_id = wrapped;
     }
+    // Windows travel outside data-plane elements too (side input and user
+    // state keys, timers): the SDK encodes those with the windowing
+    // strategy's window coder, so it must be the wire's wrapped one.
+    coders::wrap_window_coders(&mut components);
 
     let io = |f: fn(&PTransform) -> &HashMap<String, String>| -> HashMap<String, Vec<String>> {
         leaves
@@ -161,6 +169,7 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
         leaves: &leaves,
         group_of: &group_of,
         canonical: HashMap::new(),
+        merge_envs,
     };
     let stages = b.stages(&groups, &order, &inputs, &outputs)?;
     Ok(Plan {
@@ -227,7 +236,13 @@ fn producers_first(
         .collect())
 }
 
-fn check_gbk_windowing(components: &Components, t: &PTransform) -> Result<(), GraphError> {
+/// Refuses what the native GroupByKey cannot do yet; returns the environment
+/// of a custom merging window function, which the SDK must merge.
+fn check_gbk_windowing(
+    components: &Components,
+    t: &PTransform,
+    notes: &mut Vec<String>,
+) -> Result<Option<String>, GraphError> {
     let input = t.inputs.values().next().cloned().unwrap_or_default();
     let ws_id = components
         .pcollections
@@ -238,22 +253,6 @@ fn check_gbk_windowing(components: &Components, t: &PTransform) -> Result<(), Gr
         .windowing_strategies
         .get(&ws_id)
         .ok_or_else(|| GraphError::Malformed(format!("unknown windowing strategy {ws_id:?}")))?;
-    let window_fn = ws.window_fn.as_ref().map(|f| f.urn.as_str()).unwrap_or("");
-    if ![
-        urns::GLOBAL_WINDOWS,
-        urns::FIXED_WINDOWS,
-        urns::SLIDING_WINDOWS,
-        urns::SESSION_WINDOWS,
-    ]
-    .contains(&window_fn)
-    {
-        return Err(GraphError::unsupported(
-            t,
-            format!(
-                "grouping in {window_fn} windows is not supported yet (global, fixed, sliding and session windows are)"
-            ),
-        ));
-    }
     if ws.accumulation_mode == pb::accumulation_mode::Enum::Retracting as i32 {
         return Err(GraphError::unsupported(
             t,
@@ -262,7 +261,32 @@ fn check_gbk_windowing(components: &Components, t: &PTransform) -> Result<(), Gr
     }
     crate::trigger::Trigger::from_proto(ws.trigger.as_ref())
         .map_err(|why| GraphError::unsupported(t, format!("its trigger cannot run: {why}")))?;
-    Ok(())
+    let window_coder = components
+        .coders
+        .get(&ws.window_coder_id)
+        .and_then(|c| c.spec.as_ref())
+        .map(|s| s.urn.as_str());
+    let readable = matches!(
+        window_coder,
+        Some(urns::GLOBAL_WINDOW_CODER | urns::INTERVAL_WINDOW_CODER)
+    );
+    let end_of_window = !matches!(
+        pb::output_time::Enum::try_from(ws.output_time),
+        Ok(pb::output_time::Enum::EarliestInPane | pb::output_time::Enum::LatestInPane)
+    );
+    if !readable && end_of_window {
+        notes.push(format!(
+            "GroupByKey '{}' groups windows of a custom window coder ({}) whose end the runner cannot \
+             read: each group is output at the latest timestamp among its inputs (still inside its \
+             window) instead of at the end of its window.",
+            t.unique_name,
+            window_coder.unwrap_or("unknown")
+        ));
+    }
+    if crate::window_merge::needs_sdk_merge(ws) {
+        return crate::window_merge::environment(components, &ws_id, t).map(Some);
+    }
+    Ok(None)
 }
 
 fn topological(
@@ -323,6 +347,8 @@ struct Builder<'a> {
     group_of: &'a [usize],
     /// Structural coder key → the one coder id we use for it.
     canonical: HashMap<String, String>,
+    /// GroupByKey id → environment of its custom merging WindowFn.
+    merge_envs: HashMap<String, String>,
 }
 
 impl Builder<'_> {
@@ -461,11 +487,23 @@ impl Builder<'_> {
                         .windowing_strategy_id
                         .clone();
                     let windowing = self.components.windowing_strategies[&ws_id].clone();
+                    let merge = self.merge_envs.get(&first.id).map(|env| {
+                        let endpoint = &self.opts.fn_endpoint;
+                        Box::new(crate::window_merge::build(
+                            &mut self.components,
+                            &ws_id,
+                            &t.unique_name,
+                            env,
+                            endpoint,
+                        ))
+                    });
+                    let output = native_output(self)?;
                     StageKind::GroupByKey {
                         transform_id: first.id.clone(),
                         input,
-                        output: native_output(self)?,
+                        output,
                         windowing,
+                        merge,
                     }
                 }
                 LeafKind::Identity | LeafKind::Flatten => {

@@ -567,16 +567,6 @@ fn gbk_with_an_invalid_trigger_or_custom_windows_is_refused() {
         "RETRACTING",
     );
 
-    let mut b = linear();
-    b.c.windowing_strategies.get_mut(WS).unwrap().window_fn =
-        spec("beam:window_fn:custom:v1", vec![]);
-    assert_unsupported(
-        b.err(),
-        "GBK",
-        "beam:transform:group_by_key:v1",
-        "beam:window_fn:custom:v1",
-    );
-
     // An explicit Default trigger is fine.
     let mut b = linear();
     b.c.windowing_strategies.get_mut(WS).unwrap().trigger = Some(pb::Trigger {
