@@ -12,7 +12,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
-from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing import test_stream
 from apache_beam.transforms import trigger, userstate, window
 from apache_beam.coders import coders
 from apache_beam.utils.timestamp import Duration, Timestamp
@@ -162,7 +162,7 @@ def test_early_processing_time_firings_wait_for_the_end_in_batch(tmp_path: Path)
 
 def test_multi_output_test_stream_with_triggers_matches_the_direct_runner(tmp_path: Path) -> None:
     def build(p: beam.Pipeline) -> beam.PCollection:
-        stream = (p | TestStream(coder=coders.TupleCoder([coders.StrUtf8Coder(), coders.VarIntCoder()]))
+        stream = (p | test_stream.TestStream(coder=coders.TupleCoder([coders.StrUtf8Coder(), coders.VarIntCoder()]))
                   .add_elements([window.TimestampedValue(("k", 1), 1), window.TimestampedValue(("k", 2), 2)],
                                 tag="left")
                   .advance_watermark_to(5, tag="left")
@@ -184,7 +184,7 @@ def test_late_test_stream_data_is_refused_in_batch(tmp_path: Path) -> None:
     from ferrobeam.runner import PipelineRefusedError
 
     def build(p: beam.Pipeline) -> beam.PCollection:
-        return (p | TestStream(coder=coders.StrUtf8Coder()).advance_watermark_to(10)
+        return (p | test_stream.TestStream(coder=coders.StrUtf8Coder()).advance_watermark_to(10)
                 .add_elements([window.TimestampedValue("late", 2)]))
     with pytest.raises(PipelineRefusedError, match="late data"):
         run_and_describe(build, "ferrobeam.FerrobeamRunner", tmp_path)
