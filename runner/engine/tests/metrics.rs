@@ -410,14 +410,31 @@ mod scopes {
     fn steps_are_published_under_their_unique_names() {
         use ferrobeam_proto::pipeline::v1::PTransform;
         let mut plan = plan();
-        for (id, name) in [("ref_AppliedPTransform_M_21", "M"), ("same", "same"), ("unnamed", "")] {
-            plan.components.transforms.insert(id.into(), PTransform { unique_name: name.into(), ..Default::default() });
+        for (id, name) in [
+            ("ref_AppliedPTransform_M_21", "M"),
+            ("same", "same"),
+            ("unnamed", ""),
+        ] {
+            plan.components.transforms.insert(
+                id.into(),
+                PTransform {
+                    unique_name: name.into(),
+                    ..Default::default()
+                },
+            );
         }
         let names = ferrobeam_engine::metrics::step_names(&plan);
-        assert_eq!(names, HashMap::from([("ref_AppliedPTransform_M_21".to_owned(), "M".to_owned())]));
+        assert_eq!(
+            names,
+            HashMap::from([("ref_AppliedPTransform_M_21".to_owned(), "M".to_owned())])
+        );
         let mut m = Metrics::default();
         m.add_all(&[msecs("ref_AppliedPTransform_M_21"), msecs("unnamed")]);
-        let mut steps: Vec<String> = m.snapshot_named(&names).into_iter().map(|i| i.labels["PTRANSFORM"].clone()).collect();
+        let mut steps: Vec<String> = m
+            .snapshot_named(&names)
+            .into_iter()
+            .map(|i| i.labels["PTRANSFORM"].clone())
+            .collect();
         steps.sort();
         assert_eq!(steps, ["M", "unnamed"]);
     }
