@@ -90,10 +90,13 @@ pub async fn run_job(
         registry.add_descriptor(d);
     }
     let mut cancel = job.cancel.clone();
+    let metrics = JobMetrics::new(job.reporter.clone(), crate::metrics::step_names(&job.plan));
     let result = tokio::select! {
-        r = execute(&launcher, &config, &job) => r,
+        r = execute(&launcher, &config, &job, &metrics) => r,
         _ = cancel.wait_for(|c| *c) => Err(EngineError::Cancelled),
     };
+    // Whatever the outcome (done, failed, cancelled): what committed counts.
+    metrics.publish();
     for id in descriptor_ids {
         registry.remove_descriptor(&id);
     }
@@ -104,12 +107,10 @@ async fn execute(
     launcher: &Arc<WorkerLauncher>,
     config: &EngineConfig,
     job: &JobSpec,
+    metrics: &JobMetrics,
 ) -> Result<(), EngineError> {
     let pools = start_pools(launcher, config, job);
-    let metrics = JobMetrics::new(job.reporter.clone(), crate::metrics::step_names(&job.plan));
-    let result = run_stages(config, job, &pools, &metrics).await;
-    // Also when the job failed: what committed before the failure counts.
-    metrics.publish();
+    let result = run_stages(config, job, &pools, metrics).await;
     // Workers are disposable: stop them in the background, the job is done.
     for (_, pool) in pools {
         tokio::spawn(pool.shutdown());
