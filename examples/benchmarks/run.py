@@ -16,6 +16,9 @@ Workloads (sizes at ``--scale 1``):
   WriteToText.
 * ``groupbykey``: GroupByKey of 2M (int, int) pairs over 100k keys.
 * ``map``: ``Map(x + 1)`` over 5M ints.
+* ``windowed``: per-key sums over 500k events and 100 keys in 10-minute
+  windows sliding every minute, with early firings every 50 elements
+  (accumulating); every pane is compared between the runners.
 * ``startup``: a 3-element pipeline, timed as a whole fresh Python process.
 
 Large inputs are not built with a giant ``beam.Create`` (which would make the
@@ -47,6 +50,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms import trigger, window
 
 _LOG = logging.getLogger("ferrobeam.benchmarks")
 
@@ -65,6 +69,8 @@ GBK_PAIRS = 2_000_000
 GBK_KEYS = 100_000
 MAP_INTS = 5_000_000
 RANGE_SHARDS = 16
+WINDOWED_EVENTS = 500_000
+WINDOWED_KEYS = 100
 
 WORD_RE = re.compile(r"[\w']+")
 
@@ -202,6 +208,38 @@ def map_pipeline(p: beam.Pipeline, num_ints: int, output_prefix: str) -> None:
     )
 
 
+def _windowed_event(i: int, num_keys: int) -> window.TimestampedValue:
+    """Event i: key, a small value, and a timestamp spread over six hours."""
+    return window.TimestampedValue((i % num_keys, i % 7), (i * 7919) % 21_600)
+
+
+class _DescribePane(beam.DoFn):
+    """One line per pane: timing, key, window start, sum."""
+
+    def process(self, kv: tuple[int, int], w: Any = beam.DoFn.WindowParam,
+                pane: Any = beam.DoFn.PaneInfoParam) -> Iterable[str]:
+        yield "%d,%d,%d,%d" % (pane.timing, kv[0], int(w.start), kv[1])
+
+
+def windowed_pipeline(p: beam.Pipeline, num_events: int, num_keys: int, output_prefix: str) -> None:
+    """Per-key sums in 10-minute windows sliding every minute, with early
+    firings every 50 elements, accumulating: a rolling feature with
+    speculative results."""
+    _ = (
+        p
+        | "Shards" >> beam.Create(_range_shards(num_events, RANGE_SHARDS))
+        | "Events" >> beam.FlatMap(lambda shard: (_windowed_event(i, num_keys) for i in _expand_range(shard)))
+        | "Window" >> beam.WindowInto(
+            window.SlidingWindows(600, 60),
+            trigger=trigger.AfterWatermark(early=trigger.AfterCount(50)),
+            accumulation_mode=trigger.AccumulationMode.ACCUMULATING)
+        | "SumPerKey" >> beam.CombinePerKey(sum)
+        | "Panes" >> beam.ParDo(_DescribePane())
+        | "Rewindow" >> beam.WindowInto(window.GlobalWindows())
+        | "Write" >> beam.io.WriteToText(output_prefix)
+    )
+
+
 STARTUP_SCRIPT = """
 import sys
 import apache_beam as beam
@@ -277,6 +315,15 @@ def make_workloads(data_dir: str, scale: float, extra_args: Sequence[str]) -> li
             map_pipeline(p, n_ints, prefix)
         return _read_lines(prefix + "*")
 
+    n_windowed = max(1000, int(WINDOWED_EVENTS * scale))
+    n_windowed_keys = max(10, int(WINDOWED_KEYS * scale))
+
+    def run_windowed(runner: str, out_dir: str) -> list[str]:
+        prefix = os.path.join(out_dir, "windowed")
+        with _pipeline(runner, extra_args) as p:
+            windowed_pipeline(p, n_windowed, n_windowed_keys, prefix)
+        return _read_lines(prefix + "*")
+
     def run_startup(runner: str, out_dir: str) -> list[str]:
         proc = subprocess.run(
             [sys.executable, "-c", STARTUP_SCRIPT] + RUNNER_FLAGS[runner] + list(extra_args),
@@ -297,6 +344,8 @@ def make_workloads(data_dir: str, scale: float, extra_args: Sequence[str]) -> li
         Workload("groupbykey", "GroupByKey, %d pairs over %d keys" % (n_pairs, n_keys),
                  run_gbk, gbk_expected),
         Workload("map", "Map(x+1) over %d ints" % n_ints, run_map, map_expected),
+        Workload("windowed", "sliding-window sums with early firings, %d events over %d keys"
+                 % (n_windowed, n_windowed_keys), run_windowed),
         Workload("startup", "3-element pipeline, whole fresh process", run_startup, ["startup-ok"]),
     ]
 
