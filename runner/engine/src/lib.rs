@@ -9,7 +9,10 @@ pub mod job;
 pub mod metrics;
 pub mod pool;
 mod sdk_stage;
+mod paging;
+pub mod partition;
 pub mod state;
+pub mod user_state;
 pub mod wire;
 
 pub use job::{run_job, EngineConfig, JobSpec, Level, Reporter};

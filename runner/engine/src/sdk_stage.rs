@@ -2,7 +2,6 @@
 //! bundles whose worker died, feed residuals back until none are left.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,12 +9,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferrobeam_fnapi::{BundleError, BundleInput, Worker};
 use ferrobeam_graph::{PortRef, SdkStage};
+use ferrobeam_proto::fn_api::process_bundle_request::CacheToken;
 use ferrobeam_proto::fn_api::{instruction_request, FinalizeBundleRequest};
 use futures::future::try_join_all;
 use parking_lot::Mutex;
 
 use crate::job::{Level, Reporter};
 use crate::metrics::Metrics;
+use crate::partition::{key_partition, partition_slot, side_input_tokens, user_state_token, CacheTokens};
 use crate::pool::WorkerPool;
 use crate::state::{BundleState, SideInputs, UserState};
 use crate::wire::WireFormat;
@@ -32,6 +33,14 @@ struct Work {
     /// Every chunk is exactly one element, so the bundle can be split at
     /// element indices (the SDK's channel splits) and retried in part.
     elementwise: bool,
+    /// Keyed stages: the worker slot that owns this partition's keys.
+    owner: Option<usize>,
+}
+
+impl Work {
+    fn new(chunks: Vec<Bytes>, elementwise: bool, owner: Option<usize>) -> Self {
+        Work { chunks, attempts: 0, elementwise, owner }
+    }
 }
 
 /// A running bundle the splitter may split.
@@ -52,6 +61,9 @@ struct Round {
     changed: tokio::sync::Notify,
     /// Lanes waiting for work while bundles run.
     idle: AtomicUsize,
+    /// Bundles taken from the queue and not finished (changed under the
+    /// queue's lock when taken, so "queue empty and none running" is exact).
+    running: AtomicUsize,
     collected: Mutex<Collected>,
 }
 
@@ -91,7 +103,7 @@ impl SdkStageRun<'_> {
         // A stage with no data input runs exactly one (empty) bundle.
         let mut pending = match input {
             Some(chunks) => self.cut(chunks)?,
-            None => vec![(Vec::new(), false)],
+            None => vec![Work::new(Vec::new(), false, None)],
         };
         while !pending.is_empty() {
             let collected = self.round(pending).await?;
@@ -103,16 +115,25 @@ impl SdkStageRun<'_> {
         Ok(outputs)
     }
 
+    /// How many key partitions a keyed stage has: one per lane.  Fixed for
+    /// the stage, so [`key_partition`] puts a key in the same partition (and
+    /// so on the same worker slot) in every round.
+    pub fn partitions(&self) -> usize {
+        self.lanes()
+    }
+
     /// Groups chunks into bundles: about one per lane (times two, so a slow
     /// bundle does not leave the others idle), or one per key partition.
-    fn cut(&self, chunks: Vec<Bytes>) -> Result<Vec<(Vec<Bytes>, bool)>, EngineError> {
+    fn cut(&self, chunks: Vec<Bytes>) -> Result<Vec<Work>, EngineError> {
         let total: usize = chunks.iter().map(Bytes::len).sum();
         if total == 0 {
             return Ok(Vec::new());
         }
         let format = self.input_format.as_ref().ok_or_else(|| EngineError::Internal("stage input without format".into()))?;
         if self.stage.keyed {
-            return Ok(self.partition_by_key(&chunks, format)?.into_iter().map(|b| (b, false)).collect());
+            let workers = self.pool.size();
+            let parts = self.partition_by_key(&chunks, format)?;
+            return Ok(parts.into_iter().map(|(p, b)| Work::new(b, false, Some(partition_slot(p, workers)))).collect());
         }
         if self.stage.residual_target.is_some() || total < self.lanes() * MIN_BUNDLE_BYTES {
             return self.spread_elements(&chunks, format);
@@ -135,12 +156,12 @@ impl SdkStageRun<'_> {
         if !current.is_empty() {
             bundles.push(current);
         }
-        Ok(bundles.into_iter().map(|b| (b, false)).collect())
+        Ok(bundles.into_iter().map(|b| Work::new(b, false, None)).collect())
     }
 
     /// Small inputs, and the restrictions of a splittable DoFn (each may be
     /// a lot of work): deal elements out so every lane gets some.
-    fn spread_elements(&self, chunks: &[Bytes], format: &WireFormat) -> Result<Vec<(Vec<Bytes>, bool)>, EngineError> {
+    fn spread_elements(&self, chunks: &[Bytes], format: &WireFormat) -> Result<Vec<Work>, EngineError> {
         let mut elements = Vec::new();
         for chunk in chunks {
             format.for_each(chunk, |e| {
@@ -153,34 +174,32 @@ impl SdkStageRun<'_> {
         for (i, e) in elements.into_iter().enumerate() {
             bundles[i % n].push(e);
         }
-        Ok(bundles.into_iter().map(|b| (b, true)).collect())
+        Ok(bundles.into_iter().map(|b| Work::new(b, true, None)).collect())
     }
 
     /// Stateful stages: every key's elements go to exactly one bundle, so
-    /// no two bundles touch the same key's state concurrently.
-    fn partition_by_key(&self, chunks: &[Bytes], format: &WireFormat) -> Result<Vec<Vec<Bytes>>, EngineError> {
-        let n = self.lanes();
+    /// no two bundles touch the same key's state concurrently.  Returns the
+    /// non-empty partitions with their index.
+    fn partition_by_key(&self, chunks: &[Bytes], format: &WireFormat) -> Result<Vec<(usize, Vec<Bytes>)>, EngineError> {
+        let n = self.partitions();
         let mut parts: Vec<Vec<u8>> = vec![Vec::new(); n];
         for chunk in chunks {
             format.for_each(chunk, |e| {
                 let key_end = format.key_end(chunk, e.value.start)?;
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                chunk[e.value.start..key_end].hash(&mut h);
-                parts[(h.finish() % n as u64) as usize].extend_from_slice(&chunk[e.range]);
+                parts[key_partition(&chunk[e.value.start..key_end], n)].extend_from_slice(&chunk[e.range]);
                 Ok(())
             })?;
         }
-        Ok(parts.into_iter().filter(|p| !p.is_empty()).map(|p| vec![Bytes::from(p)]).collect())
+        Ok(parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(i, p)| (i, vec![Bytes::from(p)])).collect())
     }
 
-    async fn round(&self, bundles: Vec<(Vec<Bytes>, bool)>) -> Result<Collected, EngineError> {
+    async fn round(&self, bundles: Vec<Work>) -> Result<Collected, EngineError> {
         let round = Round {
-            queue: Mutex::new(
-                bundles.into_iter().map(|(chunks, elementwise)| Work { chunks, attempts: 0, elementwise }).collect(),
-            ),
+            queue: Mutex::new(bundles.into_iter().collect()),
             inflight: Mutex::default(),
             changed: tokio::sync::Notify::new(),
             idle: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
             collected: Mutex::default(),
         };
         let lanes = (0..self.pool.size())
@@ -207,16 +226,25 @@ impl SdkStageRun<'_> {
         self.stage.residual_target.is_some() && self.stage.input.is_some()
     }
 
-    /// Waits for work: `None` when the round is over for this lane.
-    async fn next_work(&self, round: &Round) -> Option<Work> {
+    /// Waits for work the lane of `slot` may run: `None` when the round is
+    /// over for this lane.  A keyed bundle runs on its owner slot, or on
+    /// another slot while the owner has no live worker.
+    async fn next_work(&self, slot: usize, round: &Round) -> Option<Work> {
         loop {
             let notified = round.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (popped, drained) = {
+            let (popped, drained, running) = {
                 let mut queue = round.queue.lock();
-                let popped = queue.pop_front();
-                (popped, queue.is_empty())
+                let mine = queue
+                    .iter()
+                    .position(|w| w.owner.is_none_or(|o| o == slot))
+                    .or_else(|| queue.iter().position(|w| w.owner.is_some_and(|o| !self.pool.is_ready(o))));
+                let popped = mine.and_then(|i| queue.remove(i));
+                if popped.is_some() {
+                    round.running.fetch_add(1, Ordering::AcqRel);
+                }
+                (popped, queue.is_empty(), round.running.load(Ordering::Acquire))
             };
             if popped.is_some() {
                 if drained {
@@ -224,8 +252,12 @@ impl SdkStageRun<'_> {
                 }
                 return popped;
             }
-            // With bundles still running, the splitter may yet hand out work.
-            if !self.splittable() || round.inflight.lock().is_empty() {
+            // Keyed work belongs to its owner, so every lane stays until
+            // nothing is queued or running: a retried bundle goes back to its
+            // owner.  With bundles still running, the splitter may yet hand
+            // out work.
+            let keyed_pending = self.stage.keyed && (!drained || running > 0);
+            if !keyed_pending && (!self.splittable() || round.inflight.lock().is_empty()) {
                 round.changed.notify_waiters();
                 return None;
             }
@@ -247,7 +279,8 @@ impl SdkStageRun<'_> {
                     let notified = round.changed.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
-                    if round.queue.lock().is_empty() {
+                    let keyed_running = self.stage.keyed && round.running.load(Ordering::Acquire) > 0;
+                    if round.queue.lock().is_empty() && !keyed_running {
                         return Ok(());
                     }
                     tokio::select! {
@@ -260,19 +293,37 @@ impl SdkStageRun<'_> {
                     }
                 }
             };
-            let Some(mut work) = self.next_work(round).await else { return Ok(()) };
+            let Some(mut work) = self.next_work(slot, round).await else { return Ok(()) };
             let instruction_id = w.new_instruction_id();
+            let tokens = self.user_state.cache_tokens();
+            let user_token = match work.owner {
+                None => None,
+                Some(owner) if owner == slot => Some(tokens.owner(&self.descriptor_id, slot, w.id())),
+                Some(owner) => {
+                    // This worker changes the owner's keys: the owner's cache
+                    // of them is stale from now on.
+                    tokens.retire(&self.descriptor_id, owner);
+                    Some(CacheTokens::one_off(&self.descriptor_id, &instruction_id))
+                }
+            };
             if work.elementwise && self.splittable() {
                 round.inflight.lock().insert(
                     instruction_id.clone(),
                     InFlight { worker: w.clone(), started: Instant::now(), elements: work.chunks.clone(), splits: 0, retry: None },
                 );
             }
-            let result = self.run_bundle(&w, instruction_id.clone(), &work, &round.collected).await;
+            let result = self.run_bundle(&w, instruction_id.clone(), &work, user_token, &round.collected).await;
             let retry = round.inflight.lock().remove(&instruction_id).and_then(|f| f.retry);
-            round.changed.notify_waiters();
+            if result.is_err() && work.owner.is_some() {
+                // The bundle's writes are dropped; its worker may have cached them.
+                tokens.retire(&self.descriptor_id, slot);
+            }
+            let finished = || {
+                round.running.fetch_sub(1, Ordering::AcqRel);
+                round.changed.notify_waiters();
+            };
             match result {
-                Ok(()) => {}
+                Ok(()) => finished(),
                 Err(BundleError::WorkerLost { worker: id, reason }) => {
                     work.attempts += 1;
                     if work.attempts >= MAX_ATTEMPTS {
@@ -290,7 +341,7 @@ impl SdkStageRun<'_> {
                         work.chunks = primary;
                     }
                     round.queue.lock().push_back(work);
-                    round.changed.notify_waiters();
+                    finished();
                     worker = Some(self.pool.replace(slot, &id).await?);
                 }
                 Err(BundleError::Failed(message)) => {
@@ -357,7 +408,7 @@ impl SdkStageRun<'_> {
         drop(inflight);
         let mut queue = round.queue.lock();
         for element in new_work {
-            queue.push_back(Work { chunks: vec![element], attempts: 0, elementwise: true });
+            queue.push_back(Work::new(vec![element], true, None));
         }
         drop(queue);
         round.changed.notify_waiters();
@@ -368,6 +419,7 @@ impl SdkStageRun<'_> {
         worker: &Worker,
         instruction_id: String,
         work: &Work,
+        user_token: Option<Bytes>,
         collected: &Mutex<Collected>,
     ) -> Result<(), BundleError> {
         let inputs = match &self.stage.input {
@@ -375,9 +427,16 @@ impl SdkStageRun<'_> {
             None => Vec::new(),
         };
         let sinks: Vec<String> = self.stage.outputs.iter().map(|(_, id)| id.clone()).collect();
-        let state = Arc::new(BundleState { side_inputs: self.side_inputs.clone(), user_state: self.user_state.clone() });
+        let state = Arc::new(BundleState::new(self.side_inputs.clone(), self.user_state.clone()));
+        let side_inputs = self.stage.side_inputs.iter().map(|s| (s.transform_id.as_str(), s.local_name.as_str()));
+        let mut cache_tokens: Vec<CacheToken> = side_input_tokens(&self.descriptor_id, side_inputs);
+        cache_tokens.extend(user_token.map(user_state_token));
         let started = std::time::Instant::now();
-        let out = worker.process_bundle(instruction_id, &self.descriptor_id, inputs, &sinks, Some(state)).await?;
+        let out = worker
+            .process_bundle(instruction_id, &self.descriptor_id, inputs, &sinks, Some(state.clone()), cache_tokens)
+            .await?;
+        // The bundle succeeded: its state writes become the job's.
+        state.commit();
         tracing::debug!(
             stage = self.stage_name,
             worker = worker.id(),

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
+use ferrobeam_proto::fn_api::process_bundle_request::CacheToken;
 use ferrobeam_proto::fn_api::{
     elements, instruction_request, instruction_response, Elements, InstructionRequest,
     InstructionResponse, ProcessBundleRequest, ProcessBundleResponse, ProcessBundleSplitRequest,
@@ -187,7 +188,8 @@ impl Worker {
 
     /// Runs one bundle under `instruction_id` (from [`Worker::new_instruction_id`]):
     /// sends `inputs`, waits for the SDK's response and for the end of every
-    /// output named in `outputs`.
+    /// output named in `outputs`.  `cache_tokens` tell the SDK which state
+    /// it may serve from its cache (see the engine's `partition` module).
     pub async fn process_bundle(
         &self,
         instruction_id: String,
@@ -195,6 +197,7 @@ impl Worker {
         inputs: Vec<BundleInput>,
         outputs: &[String],
         state: Option<Arc<dyn StateHandler>>,
+        cache_tokens: Vec<CacheToken>,
     ) -> Result<BundleOutput, BundleError> {
         let (in_tx, mut in_rx) = mpsc::unbounded_channel();
         self.inbound.lock().insert(instruction_id.clone(), in_tx);
@@ -203,7 +206,7 @@ impl Worker {
             reg.set_bundle_state(&instruction_id, state);
         }
         let result = self
-            .run_bundle(&instruction_id, descriptor_id, inputs, outputs, &mut in_rx)
+            .run_bundle(&instruction_id, descriptor_id, inputs, outputs, cache_tokens, &mut in_rx)
             .await;
         self.inbound.lock().remove(&instruction_id);
         if let Some(reg) = &registry {
@@ -218,10 +221,12 @@ impl Worker {
         descriptor_id: &str,
         inputs: Vec<BundleInput>,
         outputs: &[String],
+        cache_tokens: Vec<CacheToken>,
         in_rx: &mut mpsc::UnboundedReceiver<InboundData>,
     ) -> Result<BundleOutput, BundleError> {
         let request = instruction_request::Request::ProcessBundle(ProcessBundleRequest {
             process_bundle_descriptor_id: descriptor_id.to_owned(),
+            cache_tokens,
             ..Default::default()
         });
         let response = self.instruct(instruction_id.to_owned(), request);
