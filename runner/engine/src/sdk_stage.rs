@@ -26,6 +26,8 @@ use crate::EngineError;
 const MAX_ATTEMPTS: u32 = 4;
 const MIN_BUNDLE_BYTES: usize = 64 << 10;
 const MAX_BUNDLE_BYTES: usize = 8 << 20;
+/// Bundles in flight per worker for keyed stages (see `lanes_per_worker`).
+const KEYED_BUNDLES_PER_WORKER: usize = 4;
 
 struct Work {
     chunks: Vec<Bytes>,
@@ -95,7 +97,19 @@ struct Collected {
 
 impl SdkStageRun<'_> {
     fn lanes(&self) -> usize {
-        self.pool.size() * self.bundles_per_worker.max(1)
+        self.pool.size() * self.lanes_per_worker()
+    }
+
+    /// Bundles in flight per worker.  Keyed (stateful) stages run more:
+    /// their bundles spend most of their time waiting for state round
+    /// trips, during which another bundle on the same worker can compute.
+    fn lanes_per_worker(&self) -> usize {
+        let configured = self.bundles_per_worker.max(1);
+        if self.stage.keyed {
+            configured.max(KEYED_BUNDLES_PER_WORKER)
+        } else {
+            configured
+        }
     }
 
     pub async fn run(&self, input: Option<Vec<Bytes>>) -> Result<HashMap<PortRef, Vec<Bytes>>, EngineError> {
@@ -203,7 +217,7 @@ impl SdkStageRun<'_> {
             collected: Mutex::default(),
         };
         let lanes = (0..self.pool.size())
-            .flat_map(|slot| (0..self.bundles_per_worker.max(1)).map(move |_| slot))
+            .flat_map(|slot| (0..self.lanes_per_worker()).map(move |_| slot))
             .map(|slot| self.lane(slot, &round));
         let done = AtomicBool::new(false);
         let lanes = async {

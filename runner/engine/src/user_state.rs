@@ -16,7 +16,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -115,9 +115,7 @@ impl UserState {
     }
 
     fn shard(&self, id: &CellId) -> &Mutex<HashMap<CellId, Cell>> {
-        let mut h = self.hasher.build_hasher();
-        id.hash(&mut h);
-        &self.shards[(h.finish() % SHARDS as u64) as usize]
+        &self.shards[(self.hasher.hash_one(id) % SHARDS as u64) as usize]
     }
 
     fn committed(&self, id: &CellId) -> Option<Cell> {
