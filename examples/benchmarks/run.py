@@ -19,6 +19,9 @@ Workloads (sizes at ``--scale 1``):
 * ``windowed``: per-key sums over 500k events and 100 keys in 10-minute
   windows sliding every minute, with early firings every 50 elements
   (accumulating); every pane is compared between the runners.
+* ``state``: a stateful DoFn counting 2M (int, int) pairs over 100k keys in
+  a ``CombiningValueStateSpec``, emitting each key's count whenever it
+  reaches a power of two.
 * ``startup``: a 3-element pipeline, timed as a whole fresh Python process.
 
 Large inputs are not built with a giant ``beam.Create`` (which would make the
@@ -49,8 +52,10 @@ import time
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import apache_beam as beam
+from apache_beam.coders import VarIntCoder
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import trigger, window
+from apache_beam.transforms.userstate import CombiningValueStateSpec
 
 _LOG = logging.getLogger("ferrobeam.benchmarks")
 
@@ -68,6 +73,8 @@ WORDCOUNT_VOCABULARY = 10_000
 GBK_PAIRS = 2_000_000
 GBK_KEYS = 100_000
 MAP_INTS = 5_000_000
+STATE_PAIRS = 2_000_000
+STATE_KEYS = 100_000
 RANGE_SHARDS = 16
 WINDOWED_EVENTS = 500_000
 WINDOWED_KEYS = 100
@@ -240,6 +247,52 @@ def windowed_pipeline(p: beam.Pipeline, num_events: int, num_keys: int, output_p
     )
 
 
+class _CountPerKey(beam.DoFn):
+    """Counts each key's elements in user state; emits (key, count) at powers of two."""
+
+    COUNT = CombiningValueStateSpec("count", VarIntCoder(), beam.combiners.CountCombineFn())
+
+    def process(self, kv: tuple[int, int], count: Any = beam.DoFn.StateParam(COUNT)) -> Iterable[tuple[int, int]]:
+        count.add(1)
+        c = count.read()
+        if c & (c - 1) == 0:
+            yield kv[0], c
+
+
+class _StateSummary(beam.CombineFn):
+    """Summarises (key, count) milestones: (#milestones, sum of counts, checksum)."""
+
+    def create_accumulator(self) -> tuple[int, int, int]:
+        return (0, 0, 0)
+
+    def add_input(self, acc: tuple[int, int, int], kc: tuple[int, int]) -> tuple[int, int, int]:
+        key, count = kc
+        return (acc[0] + 1, acc[1] + count, (acc[2] + (key + 1) * count) % (1 << 61))
+
+    def merge_accumulators(self, accs: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
+        n = total = check = 0
+        for a in accs:
+            n += a[0]
+            total += a[1]
+            check = (check + a[2]) % (1 << 61)
+        return (n, total, check)
+
+    def extract_output(self, acc: tuple[int, int, int]) -> str:
+        return "milestones=%d sum=%d check=%d" % acc
+
+
+def state_pipeline(p: beam.Pipeline, num_pairs: int, num_keys: int, output_prefix: str) -> None:
+    """A stateful count per key over ``num_pairs`` pairs and ``num_keys`` keys."""
+    _ = (
+        p
+        | "Shards" >> beam.Create(_range_shards(num_pairs, RANGE_SHARDS))
+        | "Pairs" >> beam.FlatMap(lambda shard: (_keyed_pair(i, num_keys) for i in _expand_range(shard)))
+        | "CountPerKey" >> beam.ParDo(_CountPerKey())
+        | "Summary" >> beam.CombineGlobally(_StateSummary())
+        | "Write" >> beam.io.WriteToText(output_prefix)
+    )
+
+
 STARTUP_SCRIPT = """
 import sys
 import apache_beam as beam
@@ -288,6 +341,8 @@ def make_workloads(data_dir: str, scale: float, extra_args: Sequence[str]) -> li
     n_pairs = max(1000, int(GBK_PAIRS * scale))
     n_keys = max(10, int(GBK_KEYS * scale))
     n_ints = max(1000, int(MAP_INTS * scale))
+    n_state_pairs = max(1000, int(STATE_PAIRS * scale))
+    n_state_keys = max(10, int(STATE_KEYS * scale))
 
     text_path = os.path.join(data_dir, "words.txt")
     t0 = time.perf_counter()
@@ -324,6 +379,12 @@ def make_workloads(data_dir: str, scale: float, extra_args: Sequence[str]) -> li
             windowed_pipeline(p, n_windowed, n_windowed_keys, prefix)
         return _read_lines(prefix + "*")
 
+    def run_state(runner: str, out_dir: str) -> list[str]:
+        prefix = os.path.join(out_dir, "state")
+        with _pipeline(runner, extra_args) as p:
+            state_pipeline(p, n_state_pairs, n_state_keys, prefix)
+        return _read_lines(prefix + "*")
+
     def run_startup(runner: str, out_dir: str) -> list[str]:
         proc = subprocess.run(
             [sys.executable, "-c", STARTUP_SCRIPT] + RUNNER_FLAGS[runner] + list(extra_args),
@@ -346,6 +407,8 @@ def make_workloads(data_dir: str, scale: float, extra_args: Sequence[str]) -> li
         Workload("map", "Map(x+1) over %d ints" % n_ints, run_map, map_expected),
         Workload("windowed", "sliding-window sums with early firings, %d events over %d keys"
                  % (n_windowed, n_windowed_keys), run_windowed),
+        Workload("state", "stateful count, %d pairs over %d keys" % (n_state_pairs, n_state_keys),
+                 run_state, _expected_state(n_state_pairs, n_state_keys)),
         Workload("startup", "3-element pipeline, whole fresh process", run_startup, ["startup-ok"]),
     ]
 
@@ -360,6 +423,22 @@ def _expected_gbk(n_pairs: int, n_keys: int) -> list[str]:
         check = (check + k * c) % (1 << 61)
     return ["keys=%d values=%d sum=%d check=%d"
             % (len(counts), n_pairs, n_pairs * (n_pairs - 1) // 2, check)]
+
+
+def _expected_state(n_pairs: int, n_keys: int) -> list[str]:
+    counts: dict[int, int] = {}
+    for i in range(n_pairs):
+        k, _ = _keyed_pair(i, n_keys)
+        counts[k] = counts.get(k, 0) + 1
+    n = total = check = 0
+    for k, c in counts.items():
+        m = 1
+        while m <= c:
+            n += 1
+            total += m
+            check = (check + (k + 1) * m) % (1 << 61)
+            m *= 2
+    return ["milestones=%d sum=%d check=%d" % (n, total, check)]
 
 
 def _prepare_runner(runner: str, extra_args: Sequence[str]) -> None:
@@ -508,7 +587,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         epilog="Unrecognised arguments are passed to both runners as pipeline options.",
     )
     parser.add_argument("--only", action="append", metavar="NAME",
-                        help="run only this workload (repeatable): wordcount, groupbykey, map, startup")
+                        help="run only this workload (repeatable): wordcount, groupbykey, map, state, startup")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply all input sizes by this factor (default 1.0)")
     parser.add_argument(

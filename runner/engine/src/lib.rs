@@ -7,13 +7,16 @@
 pub mod gbk;
 pub mod job;
 pub mod metrics;
+mod paging;
 mod panes;
+pub mod partition;
 pub mod pool;
 mod sdk_stage;
 pub mod state;
 mod test_stream;
 mod timers;
 mod triggers;
+pub mod user_state;
 pub mod window_merge;
 pub mod wire;
 

@@ -50,6 +50,15 @@ impl WorkerPool {
         self.slots.len()
     }
 
+    /// Whether `slot` has a live worker right now: false while its worker
+    /// starts or is being replaced (and, rarely, while another lane is
+    /// looking it up).
+    pub fn is_ready(&self, slot: usize) -> bool {
+        self.slots[slot]
+            .try_lock()
+            .is_ok_and(|g| g.as_ref().is_some_and(|w| w.worker.dead_reason().is_none()))
+    }
+
     /// The worker in `slot`, waiting for its start; starts one if the slot is empty.
     pub async fn worker(&self, slot: usize) -> Result<Arc<Worker>, EngineError> {
         let mut guard = self.slots[slot].lock().await;

@@ -2,14 +2,14 @@
 //! bundles whose worker died, feed residuals back until none are left.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferrobeam_fnapi::{BundleError, BundleInput, TimerStream, Worker};
+use ferrobeam_fnapi::{BundleError, BundleInput, BundleRequest, TimerStream, Worker};
 use ferrobeam_graph::{PortRef, SdkStage};
+use ferrobeam_proto::fn_api::process_bundle_request::CacheToken;
 use ferrobeam_proto::fn_api::{instruction_request, FinalizeBundleRequest};
 use ferrobeam_proto::pipeline::v1::Components;
 use futures::future::try_join_all;
@@ -17,6 +17,9 @@ use parking_lot::Mutex;
 
 use crate::job::{Level, Reporter};
 use crate::metrics::{JobMetrics, StageScope};
+use crate::partition::{
+    key_partition, partition_slot, side_input_tokens, user_state_token, CacheTokens,
+};
 use crate::pool::WorkerPool;
 use crate::state::{BundleState, SideInputs, UserState};
 use crate::timers::{DueTimer, TimerStore};
@@ -27,15 +30,31 @@ use crate::EngineError;
 const MAX_ATTEMPTS: u32 = 4;
 const MIN_BUNDLE_BYTES: usize = 64 << 10;
 const MAX_BUNDLE_BYTES: usize = 8 << 20;
+/// Bundles in flight per worker for keyed stages (see `lanes_per_worker`).
+const KEYED_BUNDLES_PER_WORKER: usize = 4;
 
 struct Work {
     chunks: Vec<Bytes>,
-    /// Timers to fire, per timer family of the stage.
-    timers: Vec<Vec<Bytes>>,
     attempts: u32,
     /// Every chunk is exactly one element, so the bundle can be split at
     /// element indices (the SDK's channel splits) and retried in part.
     elementwise: bool,
+    /// Keyed stages: the worker slot that owns this partition's keys.
+    owner: Option<usize>,
+    /// Timers to fire, per timer family of the stage (empty otherwise).
+    timers: Vec<Vec<Bytes>>,
+}
+
+impl Work {
+    fn new(chunks: Vec<Bytes>, elementwise: bool, owner: Option<usize>) -> Self {
+        Work {
+            chunks,
+            attempts: 0,
+            elementwise,
+            owner,
+            timers: Vec::new(),
+        }
+    }
 }
 
 /// A running bundle the splitter may split.
@@ -56,6 +75,9 @@ struct Round {
     changed: tokio::sync::Notify,
     /// Lanes waiting for work while bundles run.
     idle: AtomicUsize,
+    /// Bundles taken from the queue and not finished (changed under the
+    /// queue's lock when taken, so "queue empty and none running" is exact).
+    running: AtomicUsize,
     collected: Mutex<Collected>,
 }
 
@@ -92,7 +114,19 @@ struct Collected {
 
 impl SdkStageRun<'_> {
     fn lanes(&self) -> usize {
-        self.pool.size() * self.bundles_per_worker.max(1)
+        self.pool.size() * self.lanes_per_worker()
+    }
+
+    /// Bundles in flight per worker.  Keyed (stateful) stages run more:
+    /// their bundles spend most of their time waiting for state round
+    /// trips, during which another bundle on the same worker can compute.
+    fn lanes_per_worker(&self) -> usize {
+        let configured = self.bundles_per_worker.max(1);
+        if self.stage.keyed {
+            configured.max(KEYED_BUNDLES_PER_WORKER)
+        } else {
+            configured
+        }
     }
 
     pub async fn run(
@@ -104,12 +138,10 @@ impl SdkStageRun<'_> {
         // A stage with no data input runs exactly one (empty) bundle.
         let mut pending = match input {
             Some(chunks) => self.cut(chunks)?,
-            None => vec![(Vec::new(), false)],
+            None => vec![Work::new(Vec::new(), false, None)],
         };
         while !pending.is_empty() {
-            let collected = self
-                .round(pending.into_iter().map(|(c, e)| self.work(c, e)).collect())
-                .await?;
+            let collected = self.round(pending).await?;
             let residuals = self.absorb(collected, &mut outputs, &mut timers)?;
             pending = if residuals.is_empty() {
                 Vec::new()
@@ -131,15 +163,6 @@ impl SdkStageRun<'_> {
         Ok(outputs)
     }
 
-    fn work(&self, chunks: Vec<Bytes>, elementwise: bool) -> Work {
-        Work {
-            chunks,
-            timers: vec![Vec::new(); self.stage.timer_families.len()],
-            attempts: 0,
-            elementwise,
-        }
-    }
-
     /// Takes in a round's results; returns its residuals.
     fn absorb(
         &self,
@@ -156,11 +179,18 @@ impl SdkStageRun<'_> {
         Ok(collected.residuals)
     }
 
-    /// Due timers, one bundle per key partition (as for elements, so a
-    /// key's state is never touched by two bundles at once).
+    /// Due timers, one bundle per key partition, owned by the same worker
+    /// slot as the partition's elements (so caches and ownership agree).
     fn partition_timers(&self, due: Vec<DueTimer>) -> Vec<Work> {
-        let n = self.lanes();
-        let mut parts: Vec<Work> = (0..n).map(|_| self.work(Vec::new(), false)).collect();
+        let n = self.partitions();
+        let workers = self.pool.size();
+        let families = self.stage.timer_families.len();
+        let mut parts: Vec<Work> = (0..n)
+            .map(|p| Work {
+                timers: vec![Vec::new(); families],
+                ..Work::new(Vec::new(), false, Some(partition_slot(p, workers)))
+            })
+            .collect();
         for t in due {
             parts[key_partition(&t.key, n)].timers[t.family].push(t.encoded);
         }
@@ -170,9 +200,16 @@ impl SdkStageRun<'_> {
             .collect()
     }
 
+    /// How many key partitions a keyed stage has: one per lane.  Fixed for
+    /// the stage, so [`key_partition`] puts a key in the same partition (and
+    /// so on the same worker slot) in every round.
+    pub fn partitions(&self) -> usize {
+        self.lanes()
+    }
+
     /// Groups chunks into bundles: about one per lane (times two, so a slow
     /// bundle does not leave the others idle), or one per key partition.
-    fn cut(&self, chunks: Vec<Bytes>) -> Result<Vec<(Vec<Bytes>, bool)>, EngineError> {
+    fn cut(&self, chunks: Vec<Bytes>) -> Result<Vec<Work>, EngineError> {
         let total: usize = chunks.iter().map(Bytes::len).sum();
         if total == 0 {
             return Ok(Vec::new());
@@ -182,10 +219,11 @@ impl SdkStageRun<'_> {
             .as_ref()
             .ok_or_else(|| EngineError::Internal("stage input without format".into()))?;
         if self.stage.keyed {
-            return Ok(self
-                .partition_by_key(&chunks, format)?
+            let workers = self.pool.size();
+            let parts = self.partition_by_key(&chunks, format)?;
+            return Ok(parts
                 .into_iter()
-                .map(|b| (b, false))
+                .map(|(p, b)| Work::new(b, false, Some(partition_slot(p, workers))))
                 .collect());
         }
         if self.stage.residual_target.is_some() || total < self.lanes() * MIN_BUNDLE_BYTES {
@@ -213,7 +251,10 @@ impl SdkStageRun<'_> {
         if !current.is_empty() {
             bundles.push(current);
         }
-        Ok(bundles.into_iter().map(|b| (b, false)).collect())
+        Ok(bundles
+            .into_iter()
+            .map(|b| Work::new(b, false, None))
+            .collect())
     }
 
     /// Small inputs, and the restrictions of a splittable DoFn (each may be
@@ -222,7 +263,7 @@ impl SdkStageRun<'_> {
         &self,
         chunks: &[Bytes],
         format: &WireFormat,
-    ) -> Result<Vec<(Vec<Bytes>, bool)>, EngineError> {
+    ) -> Result<Vec<Work>, EngineError> {
         let mut elements = Vec::new();
         for chunk in chunks {
             format.for_each(chunk, |e| {
@@ -239,19 +280,21 @@ impl SdkStageRun<'_> {
         for (i, e) in elements.into_iter().enumerate() {
             bundles[i % n].push(e);
         }
-        Ok(bundles.into_iter().map(|b| (b, true)).collect())
+        Ok(bundles
+            .into_iter()
+            .map(|b| Work::new(b, true, None))
+            .collect())
     }
 
     /// Stateful stages: every key's elements go to exactly one bundle, so
-    /// no two bundles touch the same key's state concurrently.  With
-    /// @RequiresTimeSortedInput each partition is sorted by timestamp
-    /// (stable, so equal timestamps keep their arrival order).
+    /// no two bundles touch the same key's state concurrently.  Returns the
+    /// non-empty partitions with their index.
     fn partition_by_key(
         &self,
         chunks: &[Bytes],
         format: &WireFormat,
-    ) -> Result<Vec<Vec<Bytes>>, EngineError> {
-        let n = self.lanes();
+    ) -> Result<Vec<(usize, Vec<Bytes>)>, EngineError> {
+        let n = self.partitions();
         let mut parts: Vec<Vec<(i64, Bytes)>> = vec![Vec::new(); n];
         for chunk in chunks {
             format.for_each(chunk, |e| {
@@ -261,10 +304,13 @@ impl SdkStageRun<'_> {
                 Ok(())
             })?;
         }
+        // @RequiresTimeSortedInput: each partition in timestamp order (stable,
+        // so equal timestamps keep their arrival order).
         Ok(parts
             .into_iter()
-            .filter(|p| !p.is_empty())
-            .map(|mut p| {
+            .enumerate()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(i, mut p)| {
                 if self.stage.time_sorted {
                     p.sort_by_key(|(ts, _)| *ts);
                 }
@@ -272,7 +318,7 @@ impl SdkStageRun<'_> {
                 for (_, e) in p {
                     out.extend_from_slice(&e);
                 }
-                vec![Bytes::from(out)]
+                (i, vec![Bytes::from(out)])
             })
             .collect())
     }
@@ -283,10 +329,11 @@ impl SdkStageRun<'_> {
             inflight: Mutex::default(),
             changed: tokio::sync::Notify::new(),
             idle: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
             collected: Mutex::default(),
         };
         let lanes = (0..self.pool.size())
-            .flat_map(|slot| (0..self.bundles_per_worker.max(1)).map(move |_| slot))
+            .flat_map(|slot| (0..self.lanes_per_worker()).map(move |_| slot))
             .map(|slot| self.lane(slot, &round));
         let done = AtomicBool::new(false);
         let lanes = async {
@@ -309,16 +356,33 @@ impl SdkStageRun<'_> {
         self.stage.residual_target.is_some() && self.stage.input.is_some()
     }
 
-    /// Waits for work: `None` when the round is over for this lane.
-    async fn next_work(&self, round: &Round) -> Option<Work> {
+    /// Waits for work the lane of `slot` may run: `None` when the round is
+    /// over for this lane.  A keyed bundle runs on its owner slot, or on
+    /// another slot while the owner has no live worker.
+    async fn next_work(&self, slot: usize, round: &Round) -> Option<Work> {
         loop {
             let notified = round.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (popped, drained) = {
+            let (popped, drained, running) = {
                 let mut queue = round.queue.lock();
-                let popped = queue.pop_front();
-                (popped, queue.is_empty())
+                let mine = queue
+                    .iter()
+                    .position(|w| w.owner.is_none_or(|o| o == slot))
+                    .or_else(|| {
+                        queue
+                            .iter()
+                            .position(|w| w.owner.is_some_and(|o| !self.pool.is_ready(o)))
+                    });
+                let popped = mine.and_then(|i| queue.remove(i));
+                if popped.is_some() {
+                    round.running.fetch_add(1, Ordering::AcqRel);
+                }
+                (
+                    popped,
+                    queue.is_empty(),
+                    round.running.load(Ordering::Acquire),
+                )
             };
             if popped.is_some() {
                 if drained {
@@ -326,8 +390,12 @@ impl SdkStageRun<'_> {
                 }
                 return popped;
             }
-            // With bundles still running, the splitter may yet hand out work.
-            if !self.splittable() || round.inflight.lock().is_empty() {
+            // Keyed work belongs to its owner, so every lane stays until
+            // nothing is queued or running: a retried bundle goes back to its
+            // owner.  With bundles still running, the splitter may yet hand
+            // out work.
+            let keyed_pending = self.stage.keyed && (!drained || running > 0);
+            if !keyed_pending && (!self.splittable() || round.inflight.lock().is_empty()) {
                 round.changed.notify_waiters();
                 return None;
             }
@@ -349,7 +417,9 @@ impl SdkStageRun<'_> {
                     let notified = round.changed.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
-                    if round.queue.lock().is_empty() {
+                    let keyed_running =
+                        self.stage.keyed && round.running.load(Ordering::Acquire) > 0;
+                    if round.queue.lock().is_empty() && !keyed_running {
                         return Ok(());
                     }
                     tokio::select! {
@@ -362,10 +432,23 @@ impl SdkStageRun<'_> {
                     }
                 }
             };
-            let Some(mut work) = self.next_work(round).await else {
+            let Some(mut work) = self.next_work(slot, round).await else {
                 return Ok(());
             };
             let instruction_id = w.new_instruction_id();
+            let tokens = self.user_state.cache_tokens();
+            let user_token = match work.owner {
+                None => None,
+                Some(owner) if owner == slot => {
+                    Some(tokens.owner(&self.descriptor_id, slot, w.id()))
+                }
+                Some(owner) => {
+                    // This worker changes the owner's keys: the owner's cache
+                    // of them is stale from now on.
+                    tokens.retire(&self.descriptor_id, owner);
+                    Some(CacheTokens::one_off(&self.descriptor_id, &instruction_id))
+                }
+            };
             if work.elementwise && self.splittable() {
                 round.inflight.lock().insert(
                     instruction_id.clone(),
@@ -379,16 +462,29 @@ impl SdkStageRun<'_> {
                 );
             }
             let result = self
-                .run_bundle(&w, instruction_id.clone(), &work, &round.collected)
+                .run_bundle(
+                    &w,
+                    instruction_id.clone(),
+                    &work,
+                    user_token,
+                    &round.collected,
+                )
                 .await;
             let retry = round
                 .inflight
                 .lock()
                 .remove(&instruction_id)
                 .and_then(|f| f.retry);
-            round.changed.notify_waiters();
+            if result.is_err() && work.owner.is_some() {
+                // The bundle's writes are dropped; its worker may have cached them.
+                tokens.retire(&self.descriptor_id, slot);
+            }
+            let finished = || {
+                round.running.fetch_sub(1, Ordering::AcqRel);
+                round.changed.notify_waiters();
+            };
             match result {
-                Ok(()) => {}
+                Ok(()) => finished(),
                 Err(BundleError::WorkerLost { worker: id, reason }) => {
                     work.attempts += 1;
                     if work.attempts >= MAX_ATTEMPTS {
@@ -406,7 +502,7 @@ impl SdkStageRun<'_> {
                         work.chunks = primary;
                     }
                     round.queue.lock().push_back(work);
-                    round.changed.notify_waiters();
+                    finished();
                     worker = Some(self.pool.replace(slot, &id).await?);
                 }
                 Err(BundleError::Failed(message)) => {
@@ -496,7 +592,7 @@ impl SdkStageRun<'_> {
         drop(inflight);
         let mut queue = round.queue.lock();
         for element in new_work {
-            queue.push_back(self.work(vec![element], true));
+            queue.push_back(Work::new(vec![element], true, None));
         }
         drop(queue);
         round.changed.notify_waiters();
@@ -507,6 +603,7 @@ impl SdkStageRun<'_> {
         worker: &Worker,
         instruction_id: String,
         work: &Work,
+        user_token: Option<Bytes>,
         collected: &Mutex<Collected>,
     ) -> Result<(), BundleError> {
         let mut inputs = match &self.stage.input {
@@ -520,11 +617,11 @@ impl SdkStageRun<'_> {
             None => Vec::new(),
         };
         // The SDK waits for the end of every timer stream, even an empty one.
-        for (family, chunks) in self.stage.timer_families.iter().zip(&work.timers) {
+        for (k, family) in self.stage.timer_families.iter().enumerate() {
             inputs.push(BundleInput {
                 transform_id: family.transform_id.clone(),
                 timer_family: Some(family.family_id.clone()),
-                chunks: chunks.clone(),
+                chunks: work.timers.get(k).cloned().unwrap_or_default(),
             });
         }
         let sinks: Vec<String> = self
@@ -539,21 +636,33 @@ impl SdkStageRun<'_> {
             .iter()
             .map(|f| (f.transform_id.clone(), f.family_id.clone()))
             .collect();
-        let state = Arc::new(BundleState {
-            side_inputs: self.side_inputs.clone(),
-            user_state: self.user_state.clone(),
-        });
+        let state = Arc::new(BundleState::new(
+            self.side_inputs.clone(),
+            self.user_state.clone(),
+        ));
+        let side_inputs = self
+            .stage
+            .side_inputs
+            .iter()
+            .map(|s| (s.transform_id.as_str(), s.local_name.as_str()));
+        let mut cache_tokens: Vec<CacheToken> = side_input_tokens(&self.descriptor_id, side_inputs);
+        cache_tokens.extend(user_token.map(user_state_token));
         let started = std::time::Instant::now();
         let out = worker
             .process_bundle(
                 instruction_id,
-                &self.descriptor_id,
-                inputs,
-                &sinks,
-                &timer_streams,
-                Some(state),
+                BundleRequest {
+                    descriptor_id: &self.descriptor_id,
+                    inputs,
+                    outputs: &sinks,
+                    timer_outputs: &timer_streams,
+                    cache_tokens,
+                },
+                Some(state.clone()),
             )
             .await?;
+        // The bundle succeeded: its state writes become the job's.
+        state.commit();
         tracing::debug!(
             stage = self.stage_name,
             worker = worker.id(),
@@ -598,13 +707,6 @@ impl SdkStageRun<'_> {
         }
         Ok(())
     }
-}
-
-/// Which of `n` partitions a key (its encoded bytes) belongs to.
-fn key_partition(key: &[u8], n: usize) -> usize {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() % n as u64) as usize
 }
 
 /// The transform the Python SDK blames in an error: the last `[while running 'X']`.

@@ -1,4 +1,4 @@
-//! Answering a bundle's state requests: side inputs and bag user state.
+//! Answering a bundle's state requests: side inputs and user state.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,13 +11,12 @@ use ferrobeam_proto::fn_api::state_request::Request;
 use ferrobeam_proto::fn_api::{
     state_response, StateAppendResponse, StateClearResponse, StateGetResponse, StateRequest,
 };
-use parking_lot::Mutex;
 
+pub use crate::paging::Paged;
+use crate::user_state::BundleWrites;
+pub use crate::user_state::UserState;
 use crate::wire::WireFormat;
 use crate::EngineError;
-
-/// Most bytes returned by one Get; the SDK follows continuation tokens.
-const MAX_GET_BYTES: usize = 2 << 20;
 
 /// One side input, materialized per window.
 #[derive(Default)]
@@ -68,74 +67,20 @@ impl SideInputData {
 /// Side inputs of a stage, by (consuming transform id, local name).
 pub type SideInputs = HashMap<(String, String), Arc<SideInputData>>;
 
-/// Bag user state of a job: (transform, state id, window, key) → values.
-#[derive(Default)]
-pub struct UserState {
-    bags: Mutex<HashMap<Vec<u8>, Paged>>,
-}
-
+/// Everything one bundle may read and write through the State API.
 pub struct BundleState {
-    pub side_inputs: Arc<SideInputs>,
-    pub user_state: Arc<UserState>,
+    side_inputs: Arc<SideInputs>,
+    user_state: Arc<UserState>,
+    /// This bundle's user-state writes, published by [`BundleState::commit`].
+    writes: BundleWrites,
 }
 
-fn user_key(k: &ferrobeam_proto::fn_api::state_key::BagUserState) -> Vec<u8> {
-    let mut out = Vec::new();
-    for part in [
-        k.transform_id.as_bytes(),
-        k.user_state_id.as_bytes(),
-        &k.window,
-        &k.key,
-    ] {
-        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        out.extend_from_slice(part);
-    }
-    out
-}
-
-/// Concatenated encoded elements that remember where each element ends,
-/// because the SDK decodes every page on its own: pages must end on
-/// element boundaries.
-#[derive(Default)]
-pub struct Paged {
-    data: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl Paged {
-    pub fn push(&mut self, element: &[u8]) {
-        self.data.extend_from_slice(element);
-        self.ends.push(self.data.len());
-    }
-
-    /// Serves the page starting at the offset in `token`, at most about
-    /// [`MAX_GET_BYTES`] (but always at least one element).
-    fn page(&self, token: &[u8]) -> Result<state_response::Response, String> {
-        let start = if token.is_empty() {
-            0
-        } else {
-            std::str::from_utf8(token)
-                .ok()
-                .and_then(|s| s.parse::<usize>().ok())
-                .ok_or("bad continuation token")?
-        };
-        let first = self.ends.partition_point(|&e| e <= start);
-        let limit = start + MAX_GET_BYTES;
-        let last = self.ends[first..].partition_point(|&e| e <= limit) + first;
-        let end = match last {
-            l if l == first => self.ends.get(first).copied().unwrap_or(self.data.len()),
-            l => self.ends[l - 1],
-        };
-        let continuation_token = if end < self.data.len() {
-            end.to_string().into_bytes().into()
-        } else {
-            Bytes::new()
-        };
-        Ok(state_response::Response::Get(StateGetResponse {
-            continuation_token,
-            data: Bytes::copy_from_slice(self.data.get(start..end).unwrap_or_default()),
-        }))
-    }
+fn page(result: Result<(Bytes, Bytes), String>) -> Result<state_response::Response, String> {
+    let (data, continuation_token) = result?;
+    Ok(state_response::Response::Get(StateGetResponse {
+        data,
+        continuation_token,
+    }))
 }
 
 fn empty_page() -> state_response::Response {
@@ -143,6 +88,21 @@ fn empty_page() -> state_response::Response {
 }
 
 impl BundleState {
+    pub fn new(side_inputs: Arc<SideInputs>, user_state: Arc<UserState>) -> Self {
+        Self {
+            side_inputs,
+            user_state,
+            writes: BundleWrites::default(),
+        }
+    }
+
+    /// Makes the bundle's user-state writes visible to later bundles.  Call
+    /// it only once the bundle has succeeded: a failed bundle's writes are
+    /// dropped with it, so its retry starts from the same state.
+    pub fn commit(&self) {
+        self.writes.commit(&self.user_state);
+    }
+
     fn side(&self, transform: &str, id: &str) -> Result<&Arc<SideInputData>, String> {
         self.side_inputs
             .get(&(transform.to_owned(), id.to_owned()))
@@ -155,7 +115,7 @@ impl BundleState {
                 let s = self.side(&k.transform_id, &k.side_input_id)?;
                 s.iterable
                     .get(&k.window[..])
-                    .map_or(Ok(empty_page()), |p| p.page(token))
+                    .map_or(Ok(empty_page()), |p| page(p.page(token)))
             }
             Key::MultimapSideInput(k) => {
                 let s = self.side(&k.transform_id, &k.side_input_id)?;
@@ -163,7 +123,7 @@ impl BundleState {
                     .multimap
                     .get(&k.window[..])
                     .and_then(|m| m.get(&k.key[..]));
-                values.map_or(Ok(empty_page()), |(_, p)| p.page(token))
+                values.map_or(Ok(empty_page()), |(_, p)| page(p.page(token)))
             }
             Key::MultimapKeysSideInput(k) => {
                 let s = self.side(&k.transform_id, &k.side_input_id)?;
@@ -176,7 +136,7 @@ impl BundleState {
                 {
                     out.push(key);
                 }
-                out.page(token)
+                page(out.page(token))
             }
             Key::MultimapKeysValuesSideInput(k) => {
                 // Each entry is (key, iterable of values): the key's bytes, a
@@ -190,12 +150,11 @@ impl BundleState {
                     entry.extend_from_slice(&values.data);
                     out.push(&entry);
                 }
-                out.page(token)
+                page(out.page(token))
             }
-            Key::BagUserState(k) => {
-                let bags = self.user_state.bags.lock();
-                bags.get(&user_key(k))
-                    .map_or(Ok(empty_page()), |p| p.page(token))
+            Key::BagUserState(k) => page(self.writes.bag_get(&self.user_state, k, token)),
+            Key::OrderedListUserState(k) => {
+                page(self.writes.ordered_list_get(&self.user_state, k, token))
             }
             other => Err(format!("unsupported state key {other:?}")),
         }
@@ -209,27 +168,30 @@ impl StateHandler for BundleState {
             .as_ref()
             .and_then(|k| k.r#type.as_ref())
             .ok_or("state request without a key")?;
+        let state = &self.user_state;
         match request.request.as_ref().ok_or("empty state request")? {
             Request::Get(get) => self.get(key, &get.continuation_token),
-            Request::Append(append) => match key {
-                Key::BagUserState(k) => {
-                    self.user_state
-                        .bags
-                        .lock()
-                        .entry(user_key(k))
-                        .or_default()
-                        .push(&append.data);
-                    Ok(state_response::Response::Append(StateAppendResponse {}))
+            Request::Append(append) => {
+                match key {
+                    Key::BagUserState(k) => {
+                        self.writes.bag_append(state, k, append.data.clone())?
+                    }
+                    Key::OrderedListUserState(k) => {
+                        self.writes
+                            .ordered_list_append(state, k, append.data.clone())?
+                    }
+                    _ => return Err("append is only supported for user state".into()),
                 }
-                _ => Err("append is only supported for user state".into()),
-            },
-            Request::Clear(_) => match key {
-                Key::BagUserState(k) => {
-                    self.user_state.bags.lock().remove(&user_key(k));
-                    Ok(state_response::Response::Clear(StateClearResponse {}))
+                Ok(state_response::Response::Append(StateAppendResponse {}))
+            }
+            Request::Clear(_) => {
+                match key {
+                    Key::BagUserState(k) => self.writes.bag_clear(state, k)?,
+                    Key::OrderedListUserState(k) => self.writes.ordered_list_clear(state, k)?,
+                    _ => return Err("clear is only supported for user state".into()),
                 }
-                _ => Err("clear is only supported for user state".into()),
-            },
+                Ok(state_response::Response::Clear(StateClearResponse {}))
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use ferrobeam_coders::{Coder, PaneInfo, Timing, Value};
 use ferrobeam_fnapi::BundleError;
-use ferrobeam_fnapi::BundleInput;
+use ferrobeam_fnapi::{BundleInput, BundleRequest};
 use ferrobeam_graph::WindowMerge;
 use ferrobeam_proto::pipeline::v1::Components;
 
@@ -180,7 +180,17 @@ impl SdkWindowMerger<'_> {
             }];
             let id = worker.new_instruction_id();
             match worker
-                .process_bundle(id, &self.descriptor_id, inputs, &sinks, &[], None)
+                .process_bundle(
+                    id,
+                    BundleRequest {
+                        descriptor_id: &self.descriptor_id,
+                        inputs,
+                        outputs: &sinks,
+                        timer_outputs: &[],
+                        cache_tokens: Vec::new(),
+                    },
+                    None,
+                )
                 .await
             {
                 Ok(mut out) => {

@@ -40,10 +40,7 @@ fn state_with(access: SideInputAccess, chunks: &[Bytes], wire: &str) -> BundleSt
     let data = SideInputData::build(&spec(access), chunks, &format(wire)).unwrap();
     let mut side = HashMap::new();
     side.insert(("T".to_owned(), "side".to_owned()), Arc::new(data));
-    BundleState {
-        side_inputs: Arc::new(side),
-        user_state: Arc::new(UserState::default()),
-    }
+    BundleState::new(Arc::new(side), Arc::new(UserState::default()))
 }
 
 fn request(key: Key, request: Request) -> StateRequest {
@@ -265,15 +262,18 @@ fn append(state: &BundleState, key: &Key, data: Vec<u8>) {
 }
 
 fn user_state() -> BundleState {
-    BundleState {
-        side_inputs: Arc::new(HashMap::new()),
-        user_state: Arc::new(UserState::default()),
-    }
+    bundle(&Arc::new(UserState::default()))
+}
+
+/// A bundle over the job's user state `state`.
+fn bundle(state: &Arc<UserState>) -> BundleState {
+    BundleState::new(Arc::new(HashMap::new()), state.clone())
 }
 
 #[test]
 fn bag_state_append_get_clear() {
-    let state = user_state();
+    let job_state = Arc::new(UserState::default());
+    let state = bundle(&job_state);
     let k = bag("T", "seen", &[], b"\x01k");
     let str_coder = Coder::StringUtf8;
     let enc = |s: &str| {
@@ -323,12 +323,20 @@ fn bag_state_append_get_clear() {
     append(&state, &k, enc("d"));
     assert_eq!(strings(&concat(&get_all(&state, &k))), vec![s("d")]);
 
-    // State outlives the bundle: a new BundleState over the same UserState sees it.
-    let next = BundleState {
-        side_inputs: Arc::new(HashMap::new()),
-        user_state: state.user_state.clone(),
-    };
+    // A bundle's writes become visible to other bundles when it commits,
+    // and then outlive it.
+    let next = bundle(&job_state);
+    assert!(
+        concat(&get_all(&next, &k)).is_empty(),
+        "uncommitted writes leaked"
+    );
+    state.commit();
     assert_eq!(strings(&concat(&get_all(&next, &k))), vec![s("d")]);
+    drop(state);
+    assert_eq!(
+        strings(&concat(&get_all(&bundle(&job_state), &k))),
+        vec![s("d")]
+    );
 }
 
 /// Pages end on element (append) boundaries, stay under the limit unless a

@@ -20,7 +20,7 @@ pub use environment::{EnvironmentSpec, WorkerLauncher};
 pub use registry::{Registry, WorkerSetup};
 pub use server::FnServer;
 pub use state::StateHandler;
-pub use worker::{BundleError, BundleInput, BundleOutput, TimerStream, Worker};
+pub use worker::{BundleError, BundleInput, BundleOutput, BundleRequest, TimerStream, Worker};
 
 /// Metadata header carrying the worker id on every Fn API stream.
 pub const WORKER_ID_HEADER: &str = "worker_id";

@@ -11,6 +11,7 @@ use ferrobeam_proto::fn_api::provision_service_server::ProvisionServiceServer;
 use ferrobeam_proto::pipeline::v1::ApiServiceDescriptor;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::control::ControlService;
 use crate::data::DataService;
@@ -67,11 +68,22 @@ impl FnServer {
         )
         .add_service(ProvisionServiceServer::new(ProvisionServer { registry: r }));
         let routes = extra(routes);
+        // tonic ignores its own `tcp_nodelay` for a caller's listener: set it
+        // on every connection, or Nagle's algorithm holds back the second of
+        // two small messages (a state response right after another) until
+        // the first is acknowledged.
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            if let Ok(stream) = &conn {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+            }
+            conn
+        });
         tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = shutdown_rx.await;
                 })
                 .await;

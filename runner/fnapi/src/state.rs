@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use ferrobeam_proto::fn_api::beam_fn_state_server::BeamFnState;
 use ferrobeam_proto::fn_api::{state_response, StateRequest, StateResponse};
-use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use futures::Stream;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::registry::Registry;
@@ -31,35 +30,36 @@ impl BeamFnState for StateService {
         &self,
         request: Request<Streaming<StateRequest>>,
     ) -> Result<Response<Self::StateStream>, Status> {
+        // Requests are answered inline, as the response stream is polled:
+        // no task or channel in between, so a request and its answer cost
+        // no extra thread wake-ups (the SDK waits for most answers).
         let registry = self.registry.clone();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut requests = request.into_inner();
-        tokio::spawn(async move {
-            while let Some(Ok(req)) = requests.next().await {
-                let result = match registry.bundle_state(&req.instruction_id) {
-                    Some(handler) => handler.handle(&req),
-                    None => Err(format!(
-                        "state request for unknown or finished bundle {:?}",
-                        req.instruction_id
-                    )),
-                };
-                let resp = match result {
-                    Ok(r) => StateResponse {
-                        id: req.id,
-                        error: String::new(),
-                        response: Some(r),
-                    },
-                    Err(error) => StateResponse {
-                        id: req.id,
-                        error,
-                        response: None,
-                    },
-                };
-                if tx.send(Ok(resp)).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        let responses = request
+            .into_inner()
+            .map_while(Result::ok)
+            .map(move |req| Ok(answer(&registry, req)));
+        Ok(Response::new(Box::pin(responses)))
+    }
+}
+
+fn answer(registry: &Registry, req: StateRequest) -> StateResponse {
+    let result = match registry.bundle_state(&req.instruction_id) {
+        Some(handler) => handler.handle(&req),
+        None => Err(format!(
+            "state request for unknown or finished bundle {:?}",
+            req.instruction_id
+        )),
+    };
+    match result {
+        Ok(r) => StateResponse {
+            id: req.id,
+            error: String::new(),
+            response: Some(r),
+        },
+        Err(error) => StateResponse {
+            id: req.id,
+            error,
+            response: None,
+        },
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
+use ferrobeam_proto::fn_api::process_bundle_request::CacheToken;
 use ferrobeam_proto::fn_api::{
     elements, instruction_request, instruction_response, Elements, InstructionRequest,
     InstructionResponse, ProcessBundleRequest, ProcessBundleResponse, ProcessBundleSplitRequest,
@@ -32,6 +33,18 @@ pub struct BundleInput {
 
 /// The timer streams of a bundle: (ParDo transform id, timer family id).
 pub type TimerStream = (String, String);
+
+/// What one bundle runs: the descriptor, what goes in, and which output and
+/// timer streams to wait for.
+pub struct BundleRequest<'a> {
+    pub descriptor_id: &'a str,
+    pub inputs: Vec<BundleInput>,
+    /// `beam:runner:sink:v1` transform ids.
+    pub outputs: &'a [String],
+    pub timer_outputs: &'a [TimerStream],
+    /// Which state the SDK may serve from its cache.
+    pub cache_tokens: Vec<CacheToken>,
+}
 
 /// What a finished bundle produced.
 #[derive(Debug, Default)]
@@ -221,13 +234,12 @@ impl Worker {
     /// Runs one bundle under `instruction_id` (from [`Worker::new_instruction_id`]):
     /// sends `inputs`, waits for the SDK's response and for the end of every
     /// output named in `outputs` and every timer stream in `timer_outputs`.
+    /// `cache_tokens` tell the SDK which state it may serve from its cache
+    /// (see the engine's `partition` module).
     pub async fn process_bundle(
         &self,
         instruction_id: String,
-        descriptor_id: &str,
-        inputs: Vec<BundleInput>,
-        outputs: &[String],
-        timer_outputs: &[TimerStream],
+        bundle: BundleRequest<'_>,
         state: Option<Arc<dyn StateHandler>>,
     ) -> Result<BundleOutput, BundleError> {
         let (in_tx, mut in_rx) = mpsc::unbounded_channel();
@@ -236,16 +248,7 @@ impl Worker {
         if let (Some(reg), Some(state)) = (&registry, state) {
             reg.set_bundle_state(&instruction_id, state);
         }
-        let result = self
-            .run_bundle(
-                &instruction_id,
-                descriptor_id,
-                inputs,
-                outputs,
-                timer_outputs,
-                &mut in_rx,
-            )
-            .await;
+        let result = self.run_bundle(&instruction_id, bundle, &mut in_rx).await;
         self.inbound.lock().remove(&instruction_id);
         if let Some(reg) = &registry {
             reg.clear_bundle_state(&instruction_id);
@@ -256,14 +259,19 @@ impl Worker {
     async fn run_bundle(
         &self,
         instruction_id: &str,
-        descriptor_id: &str,
-        inputs: Vec<BundleInput>,
-        outputs: &[String],
-        timer_outputs: &[TimerStream],
+        bundle: BundleRequest<'_>,
         in_rx: &mut mpsc::UnboundedReceiver<InboundData>,
     ) -> Result<BundleOutput, BundleError> {
+        let BundleRequest {
+            descriptor_id,
+            inputs,
+            outputs,
+            timer_outputs,
+            cache_tokens,
+        } = bundle;
         let request = instruction_request::Request::ProcessBundle(ProcessBundleRequest {
             process_bundle_descriptor_id: descriptor_id.to_owned(),
+            cache_tokens,
             ..Default::default()
         });
         let response = self.instruct(instruction_id.to_owned(), request);

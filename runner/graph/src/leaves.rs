@@ -389,11 +389,19 @@ fn pardo(components: &mut Components, id: &str, t: &PTransform) -> Result<Vec<Le
     for (name, spec) in &payload.state_specs {
         use pb::state_spec::Spec;
         match &spec.spec {
-            Some(Spec::ReadModifyWriteSpec(_) | Spec::BagSpec(_) | Spec::CombiningSpec(_) | Spec::SetSpec(_)) => {}
+            Some(
+                Spec::ReadModifyWriteSpec(_)
+                | Spec::BagSpec(_)
+                | Spec::CombiningSpec(_)
+                | Spec::SetSpec(_)
+                | Spec::OrderedListSpec(_),
+            ) => {}
             _ => {
                 return Err(GraphError::unsupported(
                     t,
-                    format!("state '{name}' uses a state type (map, multimap or ordered list) that is not supported yet"),
+                    format!(
+                    "state '{name}' uses a state type (map or multimap) that is not supported yet"
+                ),
                 ))
             }
         }
