@@ -141,8 +141,7 @@ pub fn group_by_key_merged(
         index: 0,
         on_time_index: 0,
     };
-    let mut out = Vec::new();
-    let mut buf = Vec::with_capacity(OUTPUT_CHUNK_BYTES + 4096);
+    let mut out = ChunkWriter::default();
     for g in groups {
         // Custom windows the runner cannot read: the latest input timestamp
         // stands in for the end of the window (see docs/design.md).
@@ -152,22 +151,25 @@ pub fn group_by_key_merged(
             OutputTime::LatestInPane => g.max_ts,
             _ => eow,
         };
-        let count = (g.values.len() as u32).to_be_bytes();
-        crate::wire::write_element(&mut buf, ts, &g.window, &pane, &[&g.key, &count]);
-        for v in &g.values {
-            buf.extend_from_slice(v);
-        }
-        if buf.len() >= OUTPUT_CHUNK_BYTES {
-            out.push(Bytes::from(std::mem::replace(
-                &mut buf,
-                Vec::with_capacity(OUTPUT_CHUNK_BYTES + 4096),
-            )));
-        }
+        write_group(out.buf(), ts, &g.window, &pane, &g.key, &g.values);
     }
-    if !buf.is_empty() {
-        out.push(Bytes::from(buf));
+    Ok(out.finish())
+}
+
+/// One GroupByKey output: KV(key, iterable of values) with a known count.
+fn write_group(
+    buf: &mut Vec<u8>,
+    ts: i64,
+    window: &[u8],
+    pane: &PaneInfo,
+    key: &[u8],
+    values: &[Bytes],
+) {
+    let count = (values.len() as u32).to_be_bytes();
+    crate::wire::write_element(buf, ts, window, pane, &[key, &count]);
+    for v in values {
+        buf.extend_from_slice(v);
     }
-    Ok(out)
 }
 
 /// Non-default triggers: each group may fire several panes (see `panes`).
@@ -188,19 +190,14 @@ fn write_triggered(
             window_max: format.window_max_timestamp_or(&g.window, g.max_ts)?,
         };
         for pane in rules.panes(&input, now) {
-            let values = &g.values[pane.values];
-            let count = (values.len() as u32).to_be_bytes();
-            let buf = out.buf();
-            crate::wire::write_element(
-                buf,
+            write_group(
+                out.buf(),
                 pane.timestamp,
                 &g.window,
                 &pane.pane,
-                &[&g.key, &count],
+                &g.key,
+                &g.values[pane.values],
             );
-            for v in values {
-                buf.extend_from_slice(v);
-            }
         }
     }
     Ok(out.finish())
