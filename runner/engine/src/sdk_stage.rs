@@ -43,6 +43,10 @@ struct Work {
     owner: Option<usize>,
     /// Timers to fire, per timer family of the stage (empty otherwise).
     timers: Vec<Vec<Bytes>>,
+    /// Position in the round: outputs are committed in this order, so a
+    /// stage keeps its input's element order (panes of a window stay in
+    /// pane order, for instance) however bundles interleave on workers.
+    seq: usize,
 }
 
 impl Work {
@@ -53,6 +57,7 @@ impl Work {
             elementwise,
             owner,
             timers: Vec::new(),
+            seq: 0,
         }
     }
 }
@@ -70,6 +75,8 @@ struct InFlight {
 /// Shared by the lanes and the splitter of one round.
 struct Round {
     queue: Mutex<VecDeque<Work>>,
+    /// The seq of the next bundle split off a running one.
+    next_seq: AtomicUsize,
     inflight: Mutex<HashMap<String, InFlight>>,
     /// Work was added, the queue drained, or a bundle finished.
     changed: tokio::sync::Notify,
@@ -106,7 +113,8 @@ pub struct SdkStageRun<'a> {
 
 #[derive(Default)]
 struct Collected {
-    outputs: HashMap<PortRef, Vec<Bytes>>,
+    /// (bundle seq, port, chunks), in commit order; sorted by seq on use.
+    outputs: Vec<(usize, PortRef, Vec<Bytes>)>,
     residuals: Vec<Bytes>,
     /// Timer sets and clears, per family, in bundle commit order.
     timers: Vec<(usize, Vec<Bytes>)>,
@@ -170,7 +178,9 @@ impl SdkStageRun<'_> {
         outputs: &mut HashMap<PortRef, Vec<Bytes>>,
         timers: &mut TimerStore,
     ) -> Result<Vec<Bytes>, EngineError> {
-        for (port, chunks) in collected.outputs {
+        let mut committed = collected.outputs;
+        committed.sort_by_key(|(seq, _, _)| *seq);
+        for (_, port, chunks) in committed {
             outputs.entry(port).or_default().extend(chunks);
         }
         for (family, chunks) in &collected.timers {
@@ -276,12 +286,12 @@ impl SdkStageRun<'_> {
         } else {
             self.lanes().min(elements.len())
         };
-        let mut bundles: Vec<Vec<Bytes>> = vec![Vec::new(); n];
-        for (i, e) in elements.into_iter().enumerate() {
-            bundles[i % n].push(e);
-        }
-        Ok(bundles
-            .into_iter()
+        // Contiguous runs, so concatenating the bundles' outputs in order
+        // keeps the input's order.
+        let per = elements.len().div_ceil(n.max(1)).max(1);
+        Ok(elements
+            .chunks(per)
+            .map(<[Bytes]>::to_vec)
             .map(|b| Work::new(b, true, None))
             .collect())
     }
@@ -325,7 +335,14 @@ impl SdkStageRun<'_> {
 
     async fn round(&self, bundles: Vec<Work>) -> Result<Collected, EngineError> {
         let round = Round {
-            queue: Mutex::new(bundles.into_iter().collect()),
+            next_seq: AtomicUsize::new(bundles.len()),
+            queue: Mutex::new(
+                bundles
+                    .into_iter()
+                    .enumerate()
+                    .map(|(seq, work)| Work { seq, ..work })
+                    .collect(),
+            ),
             inflight: Mutex::default(),
             changed: tokio::sync::Notify::new(),
             idle: AtomicUsize::new(0),
@@ -592,7 +609,11 @@ impl SdkStageRun<'_> {
         drop(inflight);
         let mut queue = round.queue.lock();
         for element in new_work {
-            queue.push_back(Work::new(vec![element], true, None));
+            let seq = round.next_seq.fetch_add(1, Ordering::AcqRel);
+            queue.push_back(Work {
+                seq,
+                ..Work::new(vec![element], true, None)
+            });
         }
         drop(queue);
         round.changed.notify_waiters();
@@ -676,7 +697,7 @@ impl SdkStageRun<'_> {
             let mut outputs = out.outputs;
             for (port, sink) in &self.stage.outputs {
                 if let Some(chunks) = outputs.remove(sink) {
-                    c.outputs.entry(port.clone()).or_default().extend(chunks);
+                    c.outputs.push((work.seq, port.clone(), chunks));
                 }
             }
             let mut set_timers = out.timers;
