@@ -155,6 +155,11 @@ impl TimerStore {
         Ok(())
     }
 
+    /// Event-time timers of a key fire before its processing-time ones.
+    fn rank(&self, id: &TimerId) -> u8 {
+        u8::from(self.domains[id.family] == TimeDomain::ProcessingTime)
+    }
+
     /// Removes and returns the timers to fire next: for every key, those at
     /// its earliest pending timestamp, event time before processing time.
     /// Firing them may set new timers, which the next call sees, so a timer
@@ -163,20 +168,13 @@ impl TimerStore {
         // Per key: (domain rank, earliest timestamp).
         let mut earliest: HashMap<&Bytes, (u8, i64)> = HashMap::new();
         for (id, p) in &self.pending {
-            let rank = match self.domains[id.family] {
-                TimeDomain::EventTime => 0,
-                TimeDomain::ProcessingTime => 1,
-            };
-            let e = earliest.entry(&id.key).or_insert((rank, p.fire));
-            *e = (*e).min((rank, p.fire));
+            let e = earliest.entry(&id.key).or_insert((self.rank(id), p.fire));
+            *e = (*e).min((self.rank(id), p.fire));
         }
         let due: Vec<TimerId> = self
             .pending
             .iter()
-            .filter(|(id, p)| {
-                let rank = u8::from(self.domains[id.family] == TimeDomain::ProcessingTime);
-                earliest[&id.key] == (rank, p.fire)
-            })
+            .filter(|(id, p)| earliest[&id.key] == (self.rank(id), p.fire))
             .map(|(id, _)| id.clone())
             .collect();
         let mut out: Vec<DueTimer> = due
