@@ -125,6 +125,7 @@ class _EmbeddedServers:
                     work_dir=config.work_dir,
                 )
                 self._servers[config] = server
+                _use_state_channel(server)
                 if not self._atexit_registered:
                     atexit.register(self.stop_all)
                     self._atexit_registered = True
@@ -144,6 +145,18 @@ class _EmbeddedServers:
                 server.stop()
             except Exception:  # pylint: disable=broad-except
                 _LOGGER.exception("Failed to stop embedded job server")
+
+
+def _use_state_channel(server: Any) -> None:
+    """Lets workers in this process (the in-process worker, LOOPBACK) reach
+    ``server``'s state through its socket rather than gRPC (see
+    :mod:`ferrobeam._state_channel`)."""
+    channel = server.state_channel
+    if channel is not None:
+        from ferrobeam import _state_channel  # pylint: disable=import-outside-toplevel
+        url, path = channel
+        _state_channel.register(url, str(path))
+        _state_channel.install()
 
 
 _SERVERS = _EmbeddedServers()

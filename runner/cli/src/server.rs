@@ -53,13 +53,20 @@ pub struct RunningServer {
     pub job_addr: SocketAddr,
     pub fn_addr: SocketAddr,
     jobs: Arc<JobServer>,
-    _fn_server: FnServer,
+    fn_server: FnServer,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl RunningServer {
     pub fn endpoint(&self) -> String {
         self.job_addr.to_string()
+    }
+
+    /// The state API URL workers are given and the socket that may stand
+    /// in for it (for a worker in the embedded server's own process).
+    pub fn state_channel(&self) -> Option<(String, PathBuf)> {
+        let socket = self.fn_server.state_socket()?;
+        Some((self.fn_server.descriptor().url, socket.to_owned()))
     }
 
     pub fn stop(&self) {
@@ -134,6 +141,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let retrieval = jobs.artifact_retrieval_service();
     let fn_server = FnServer::start(fn_listener, move |routes| routes.add_service(retrieval))?;
     let launcher = WorkerLauncher::new(fn_server.registry.clone(), fn_server.descriptor())
+        .with_state_socket(fn_server.state_socket())
         .with_warm_python(config.python.clone(), workers);
     let _ = executor_slot.set(Arc::new(launcher));
 
@@ -152,7 +160,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         job_addr,
         fn_addr,
         jobs,
-        _fn_server: fn_server,
+        fn_server,
         shutdown,
     })
 }

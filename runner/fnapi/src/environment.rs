@@ -79,6 +79,8 @@ pub struct WorkerTemplate {
 pub struct WorkerLauncher {
     registry: Arc<Registry>,
     endpoint: ApiServiceDescriptor,
+    /// The Fn server's state socket, handed to the Python workers we start.
+    state_socket: Option<PathBuf>,
     counter: AtomicU64,
     warm: Option<Arc<WarmPython>>,
 }
@@ -99,14 +101,34 @@ struct WarmProcess {
     tail: Arc<Mutex<VecDeque<String>>>,
 }
 
+/// Turns on ferrobeam's state channel (see `state_socket`) when the
+/// environment names a socket and the `ferrobeam` package is importable;
+/// otherwise the worker uses the gRPC state service.
+const STATE_CHANNEL_BOOT: &str = concat!(
+    "try:\n",
+    "    from ferrobeam import _state_channel\n",
+    "    _state_channel.install_from_environment()\n",
+    "except ImportError:\n",
+    "    pass\n",
+);
+
 /// What a warm interpreter runs: import the harness, then wait for the
 /// worker's environment as one JSON line and start it.  EOF means "exit".
 const WARM_BOOT: &str = "import json, os, sys\n\
 from apache_beam.runners.worker import sdk_worker_main\n\
 line = sys.stdin.readline()\n\
 if not line.strip():\n    sys.exit(0)\n\
-os.environ.update(json.loads(line))\n\
-sdk_worker_main.main(sys.argv)\n";
+os.environ.update(json.loads(line))\n";
+
+/// What a cold worker runs.
+const COLD_BOOT: &str = "import sys\nfrom apache_beam.runners.worker import sdk_worker_main\n";
+
+/// Both end by starting the stock harness.
+const HARNESS_MAIN: &str = "sdk_worker_main.main(sys.argv)\n";
+
+fn python_boot(head: &str) -> String {
+    format!("{head}{STATE_CHANNEL_BOOT}{HARNESS_MAIN}")
+}
 
 impl WarmPython {
     pub fn new(python: PathBuf, target: usize) -> Arc<Self> {
@@ -142,7 +164,7 @@ impl WarmPython {
         let mut cmd = Command::new("nice");
         cmd.args(["-n", "10"])
             .arg(&self.python)
-            .args(["-c", WARM_BOOT])
+            .args(["-c", &python_boot(WARM_BOOT)])
             .env("PYTHONUNBUFFERED", "1");
         let mut child = spawn_with_output(cmd, "warm-python", &tail, true)?;
         let stdin = child.stdin.take().ok_or("no stdin")?;
@@ -178,9 +200,16 @@ impl WorkerLauncher {
         Self {
             registry,
             endpoint,
+            state_socket: None,
             counter: AtomicU64::new(0),
             warm: None,
         }
+    }
+
+    /// Lets the Python workers we start use the state socket at `path`.
+    pub fn with_state_socket(mut self, path: Option<&Path>) -> Self {
+        self.state_socket = path.map(Path::to_owned);
+        self
     }
 
     /// Keeps `count` pre-imported interpreters of `python` ready.
@@ -309,8 +338,7 @@ impl WorkerLauncher {
             }
         }
         let mut cmd = Command::new(python);
-        cmd.args(["-m", "apache_beam.runners.worker.sdk_worker_main"])
-            .envs(&env);
+        cmd.args(["-c", &python_boot(COLD_BOOT)]).envs(&env);
         Ok((
             spawn_with_output(cmd, worker_id, tail, false)?,
             tail.clone(),
@@ -335,7 +363,7 @@ impl WorkerLauncher {
             }
         }
         let descriptor = format!("url: \"{}\"", self.endpoint.url);
-        Ok(HashMap::from([
+        let mut env = HashMap::from([
             (
                 "CONTROL_API_SERVICE_DESCRIPTOR".to_owned(),
                 descriptor.clone(),
@@ -349,7 +377,16 @@ impl WorkerLauncher {
             ("WORKER_ID".to_owned(), worker_id.to_owned()),
             ("RUNNER_CAPABILITIES".to_owned(), String::new()),
             ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
-        ]))
+        ]);
+        if let Some(socket) = &self.state_socket {
+            // The socket stands in for the state service at this URL only.
+            env.insert("FERROBEAM_STATE_URL".to_owned(), self.endpoint.url.clone());
+            env.insert(
+                "FERROBEAM_STATE_SOCKET".to_owned(),
+                socket.to_string_lossy().into_owned(),
+            );
+        }
+        Ok(env)
     }
 
     fn spawn_process(

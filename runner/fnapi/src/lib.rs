@@ -14,6 +14,7 @@ pub mod provision;
 pub mod registry;
 pub mod server;
 pub mod state;
+pub mod state_socket;
 pub mod worker;
 
 pub use environment::{EnvironmentSpec, WorkerLauncher};

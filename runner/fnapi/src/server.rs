@@ -19,6 +19,7 @@ use crate::logging::LoggingService;
 use crate::provision::ProvisionServer;
 use crate::registry::Registry;
 use crate::state::StateService;
+use crate::state_socket::StateSocket;
 
 /// Largest message a worker may send us.  Data-plane batches from the SDKs
 /// are a few MiB; anything far larger is a bug or an attack.
@@ -28,6 +29,8 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 pub struct FnServer {
     pub registry: Arc<Registry>,
     addr: SocketAddr,
+    /// The faster state channel for workers we start (see [`StateSocket`]).
+    state_socket: Option<StateSocket>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -92,15 +95,25 @@ impl FnServer {
             }
         });
         tracing::info!(%addr, "Fn API server listening");
+        // Optional: without it, every worker uses the gRPC state service.
+        let state_socket = StateSocket::bind(registry.clone())
+            .map_err(|e| tracing::warn!(error = %e, "no state socket; workers use gRPC state"))
+            .ok();
         Ok(Self {
             registry,
             addr,
+            state_socket,
             shutdown: Some(shutdown),
         })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The state socket's path, if it could be bound.
+    pub fn state_socket(&self) -> Option<&std::path::Path> {
+        self.state_socket.as_ref().map(StateSocket::path)
     }
 
     /// The descriptor workers are told to dial.

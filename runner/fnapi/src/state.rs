@@ -42,7 +42,8 @@ impl BeamFnState for StateService {
     }
 }
 
-fn answer(registry: &Registry, req: StateRequest) -> StateResponse {
+/// Answers one request from the bundle it names (shared with the state socket).
+pub(crate) fn answer(registry: &Registry, req: StateRequest) -> StateResponse {
     let result = match registry.bundle_state(&req.instruction_id) {
         Some(handler) => handler.handle(&req),
         None => Err(format!(

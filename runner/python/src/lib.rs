@@ -36,6 +36,13 @@ impl JobServer {
         self.inner.endpoint()
     }
 
+    /// `(state API url, socket path)`: where this server's state socket
+    /// stands in for its gRPC state service, or None.
+    #[getter]
+    fn state_channel(&self) -> Option<(String, PathBuf)> {
+        self.inner.state_channel()
+    }
+
     #[getter]
     fn port(&self) -> u16 {
         self.inner.job_addr.port()
