@@ -19,6 +19,13 @@ has its own connection and does its own I/O:
   has acknowledged every write, so nothing is lost, and a failed write fails
   the bundle.
 
+One more saving: a bundle of a stateful stage owns its keys (no other bundle
+writes them while it runs), so user state of a transform that has never
+committed any is certainly empty. Once per bundle the handler asks the runner
+which transforms have (a ``runner`` state key), and answers reads of every
+other transform's state itself - except keys the bundle has written. In a
+batch job's first pass over its input that is every read.
+
 Everything else is the stock harness: the SDK's state cache
 (``GlobalCachingStateHandler``) sits on top of this handler exactly as it
 sits on top of gRPC. Descriptors whose state URL has no socket registered
@@ -41,6 +48,12 @@ from apache_beam.runners.worker import sdk_worker
 __all__ = ["install", "install_from_environment", "register"]
 
 _FRAME = struct.Struct("<I")
+_ID_LENGTH = struct.Struct(">I")
+#: The runner state key answering which transforms have committed user state
+#: (``TRANSFORMS_WRITTEN_KEY`` in ``runner/engine/src/state.rs``).
+_TRANSFORMS_WRITTEN_KEY = b"ferrobeam:user-state-transforms-written:v1"
+#: User state kinds the runner keeps (and so may report as empty).
+_USER_STATE_KINDS = frozenset(["bag_user_state", "ordered_list_user_state"])
 # Writes buffered before they are sent, and answers left unread before they
 # are collected: bounded, so neither side's socket buffer can fill up while
 # the other waits for it.
@@ -95,6 +108,15 @@ class _FerrobeamStateHandlerFactory(_GrpcStateHandlerFactory):  # type: ignore[m
                 handler = sdk_worker.GlobalCachingStateHandler(self._state_cache, SocketStateHandler(path))
                 self._state_handler_cache[url] = handler
         return handler
+
+
+def _cell(state_key: beam_fn_api_pb2.StateKey) -> bytes:
+    """The state cell a key names: an ordered-list key's range left out."""
+    if state_key.WhichOneof("type") == "ordered_list_user_state":
+        k = state_key.ordered_list_user_state
+        return beam_fn_api_pb2.StateKey(ordered_list_user_state=beam_fn_api_pb2.StateKey.OrderedListUserState(
+            transform_id=k.transform_id, user_state_id=k.user_state_id, window=k.window, key=k.key)).SerializeToString()
+    return state_key.SerializeToString()
 
 
 class _Connection:
@@ -196,9 +218,13 @@ class SocketStateHandler(sdk_worker.StateHandler):
 
     @contextlib.contextmanager
     def process_instruction_id(self, bundle_id: str) -> Iterator[None]:
-        if getattr(self._local, "instruction_id", None) is not None:
-            raise RuntimeError("Already bound to %r" % self._local.instruction_id)
-        self._local.instruction_id = bundle_id
+        local = self._local
+        if getattr(local, "instruction_id", None) is not None:
+            raise RuntimeError("Already bound to %r" % local.instruction_id)
+        local.instruction_id = bundle_id
+        # Asked on the bundle's first user-state read (see the module doc).
+        local.transforms_written = None
+        local.keys_written = set()
         try:
             yield
         except BaseException:
@@ -209,7 +235,7 @@ class SocketStateHandler(sdk_worker.StateHandler):
         else:
             # The bundle's response goes out after this: every write must be
             # acknowledged first.
-            conn = getattr(self._local, "connection", None)
+            conn = getattr(local, "connection", None)
             if conn is not None:
                 try:
                     conn.sync()
@@ -217,25 +243,62 @@ class SocketStateHandler(sdk_worker.StateHandler):
                     self._drop_connection()
                     raise
         finally:
-            self._local.instruction_id = None
+            local.instruction_id = None
+            local.transforms_written = None
+            local.keys_written = set()
 
     def _request(self, state_key: beam_fn_api_pb2.StateKey, **kind: object) -> beam_fn_api_pb2.StateRequest:
         return beam_fn_api_pb2.StateRequest(
             instruction_id=self._local.instruction_id, state_key=state_key, **kind)
 
+    def _certainly_empty(self, state_key: beam_fn_api_pb2.StateKey) -> bool:
+        """Whether ``state_key`` names user state nobody has written yet."""
+        kind = state_key.WhichOneof("type")
+        if kind not in _USER_STATE_KINDS:
+            return False
+        local = self._local
+        written = local.transforms_written
+        if written is None:
+            written = local.transforms_written = self._ask_transforms_written()
+        if getattr(state_key, kind).transform_id in written:
+            return False
+        return not local.keys_written or _cell(state_key) not in local.keys_written
+
+    def _ask_transforms_written(self) -> frozenset[str]:
+        response = self._connection().call(self._request(
+            beam_fn_api_pb2.StateKey(runner=beam_fn_api_pb2.StateKey.Runner(key=_TRANSFORMS_WRITTEN_KEY)),
+            get=beam_fn_api_pb2.StateGetRequest()))
+        data = response.get.data
+        ids = []
+        pos = 0
+        while pos < len(data):
+            (length,) = _ID_LENGTH.unpack_from(data, pos)
+            pos += _ID_LENGTH.size
+            ids.append(data[pos:pos + length].decode("utf-8"))
+            pos += length
+        return frozenset(ids)
+
+    def _note_write(self, state_key: Optional[beam_fn_api_pb2.StateKey]) -> None:
+        if state_key is not None and state_key.WhichOneof("type") in _USER_STATE_KINDS:
+            self._local.keys_written.add(_cell(state_key))
+
     def get_raw(
         self, state_key: beam_fn_api_pb2.StateKey, continuation_token: Optional[bytes] = None
     ) -> tuple[bytes, Optional[bytes]]:
+        if not continuation_token and self._certainly_empty(state_key):
+            return b"", None
         response = self._connection().call(
             self._request(state_key, get=beam_fn_api_pb2.StateGetRequest(continuation_token=continuation_token)))
         return response.get.data, response.get.continuation_token
 
     def append_raw(self, state_key: Optional[beam_fn_api_pb2.StateKey], data: bytes) -> sdk_worker._Future:
+        self._note_write(state_key)
         self._connection().write(self._request(state_key, append=beam_fn_api_pb2.StateAppendRequest(data=data)))
         # Acknowledged before the bundle completes (see process_instruction_id).
         return sdk_worker._Future.done()
 
     def clear(self, state_key: Optional[beam_fn_api_pb2.StateKey]) -> sdk_worker._Future:
+        self._note_write(state_key)
         self._connection().write(self._request(state_key, clear=beam_fn_api_pb2.StateClearRequest()))
         return sdk_worker._Future.done()
 

@@ -30,8 +30,6 @@ use crate::EngineError;
 const MAX_ATTEMPTS: u32 = 4;
 const MIN_BUNDLE_BYTES: usize = 64 << 10;
 const MAX_BUNDLE_BYTES: usize = 8 << 20;
-/// Bundles in flight per worker for keyed stages (see `lanes_per_worker`).
-const KEYED_BUNDLES_PER_WORKER: usize = 4;
 
 struct Work {
     chunks: Vec<Bytes>,
@@ -125,16 +123,12 @@ impl SdkStageRun<'_> {
         self.pool.size() * self.lanes_per_worker()
     }
 
-    /// Bundles in flight per worker.  Keyed (stateful) stages run more:
-    /// their bundles spend most of their time waiting for state round
-    /// trips, during which another bundle on the same worker can compute.
+    /// Bundles in flight per worker.  Keyed (stateful) stages used to run
+    /// more, to hide State API round trips; with the state socket and
+    /// known-empty state those are few, and one bundle thread per Python
+    /// worker measured faster (no GIL hand-offs between bundle threads).
     fn lanes_per_worker(&self) -> usize {
-        let configured = self.bundles_per_worker.max(1);
-        if self.stage.keyed {
-            configured.max(KEYED_BUNDLES_PER_WORKER)
-        } else {
-            configured
-        }
+        self.bundles_per_worker.max(1)
     }
 
     pub async fn run(

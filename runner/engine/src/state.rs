@@ -18,6 +18,11 @@ pub use crate::user_state::UserState;
 use crate::wire::WireFormat;
 use crate::EngineError;
 
+/// The runner state key under which a bundle asks which transforms have
+/// ever committed user state (`ferrobeam/_state_channel.py` asks it once per
+/// bundle and answers reads of every other transform's state as empty).
+pub const TRANSFORMS_WRITTEN_KEY: &[u8] = b"ferrobeam:user-state-transforms-written:v1";
+
 /// One side input, materialized per window.
 #[derive(Default)]
 pub struct SideInputData {
@@ -153,6 +158,18 @@ impl BundleState {
                 page(out.page(token))
             }
             Key::BagUserState(k) => page(self.writes.bag_get(&self.user_state, k, token)),
+            Key::Runner(k) if k.key == TRANSFORMS_WRITTEN_KEY => {
+                // Each id as a big-endian u32 length and its bytes.
+                let mut data = Vec::new();
+                for id in self.user_state.transforms_written() {
+                    data.extend_from_slice(&(id.len() as u32).to_be_bytes());
+                    data.extend_from_slice(&id);
+                }
+                Ok(state_response::Response::Get(StateGetResponse {
+                    data: data.into(),
+                    continuation_token: Bytes::new(),
+                }))
+            }
             Key::OrderedListUserState(k) => {
                 page(self.writes.ordered_list_get(&self.user_state, k, token))
             }
@@ -193,5 +210,74 @@ impl StateHandler for BundleState {
                 Ok(state_response::Response::Clear(StateClearResponse {}))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrobeam_proto::fn_api::state_key::{BagUserState, Runner};
+    use ferrobeam_proto::fn_api::{StateAppendRequest, StateGetRequest, StateKey};
+
+    fn request(key: Key, request: Request) -> StateRequest {
+        StateRequest {
+            state_key: Some(StateKey { r#type: Some(key) }),
+            request: Some(request),
+            ..Default::default()
+        }
+    }
+
+    fn bag(transform: &str, key: &[u8]) -> Key {
+        Key::BagUserState(BagUserState {
+            transform_id: transform.into(),
+            user_state_id: "s".into(),
+            window: Bytes::new(),
+            key: Bytes::copy_from_slice(key),
+        })
+    }
+
+    fn transforms_written(bundle: &BundleState) -> Vec<Vec<u8>> {
+        let get = request(
+            Key::Runner(Runner {
+                key: Bytes::from_static(TRANSFORMS_WRITTEN_KEY),
+            }),
+            Request::Get(StateGetRequest::default()),
+        );
+        let Ok(state_response::Response::Get(page)) = bundle.handle(&get) else {
+            panic!("no page");
+        };
+        let mut data = &page.data[..];
+        let mut ids = Vec::new();
+        while !data.is_empty() {
+            let len = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+            ids.push(data[4..4 + len].to_vec());
+            data = &data[4 + len..];
+        }
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn transforms_count_as_written_once_a_bundle_commits_their_state() {
+        let user_state = Arc::new(UserState::default());
+        let bundle = BundleState::new(Arc::default(), user_state.clone());
+        let append = |t: &str| {
+            request(
+                bag(t, b"k"),
+                Request::Append(StateAppendRequest {
+                    data: Bytes::from_static(b"\x01"),
+                }),
+            )
+        };
+        bundle.handle(&append("t1")).unwrap();
+        bundle.handle(&append("t2")).unwrap();
+        // Uncommitted writes are this bundle's own business.
+        assert!(transforms_written(&bundle).is_empty());
+        bundle.commit();
+        let later = BundleState::new(Arc::default(), user_state);
+        assert_eq!(
+            transforms_written(&later),
+            vec![b"t1".to_vec(), b"t2".to_vec()]
+        );
     }
 }

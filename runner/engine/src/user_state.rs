@@ -15,7 +15,7 @@
 //! the same cell concurrently.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::ops::Bound;
 
@@ -56,6 +56,12 @@ impl CellId {
     }
 
     /// The list a key names, whatever range the key also carries.
+    /// The transform id part (see [`CellId::new`]'s layout).
+    fn transform(&self) -> &[u8] {
+        let len = u32::from_be_bytes(self.0[1..5].try_into().expect("cell id header")) as usize;
+        &self.0[5..5 + len]
+    }
+
     pub fn ordered_list(k: &OrderedListUserState) -> Self {
         Self::new(
             ORDERED_LIST,
@@ -105,6 +111,10 @@ pub struct UserState {
     shards: Vec<Mutex<HashMap<CellId, Cell>>>,
     hasher: std::collections::hash_map::RandomState,
     cache_tokens: CacheTokens,
+    /// Transforms that have ever committed a non-empty cell.  Every other
+    /// transform's state is certainly empty, which lets a worker answer its
+    /// reads without asking (see [`UserState::transforms_written`]).
+    written: Mutex<HashSet<Vec<u8>>>,
 }
 
 impl Default for UserState {
@@ -113,6 +123,7 @@ impl Default for UserState {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: Default::default(),
             cache_tokens: CacheTokens::default(),
+            written: Mutex::default(),
         }
     }
 }
@@ -128,6 +139,14 @@ impl UserState {
 
     fn committed(&self, id: &CellId) -> Option<Cell> {
         self.shard(id).lock().get(id).cloned()
+    }
+
+    /// The transforms (ids, as bytes) that have ever committed user state.
+    /// A bundle that owns its keys may treat every other transform's state
+    /// as empty until it writes to it itself: no other bundle can write its
+    /// keys while it runs.
+    pub fn transforms_written(&self) -> Vec<Vec<u8>> {
+        self.written.lock().iter().cloned().collect()
     }
 
     /// Number of non-empty cells (for tests and debugging).
@@ -173,13 +192,20 @@ impl BundleWrites {
 
     /// Publishes this bundle's writes to the job's state.
     pub fn commit(&self, state: &UserState) {
+        let mut transforms: HashSet<Vec<u8>> = HashSet::new();
         for (id, cell) in self.cells.lock().drain() {
             let mut shard = state.shard(&id).lock();
             if cell.is_empty() {
                 shard.remove(&id);
             } else {
+                if !transforms.contains(id.transform()) {
+                    transforms.insert(id.transform().to_vec());
+                }
                 shard.insert(id, cell);
             }
+        }
+        if !transforms.is_empty() {
+            state.written.lock().extend(transforms);
         }
     }
 
