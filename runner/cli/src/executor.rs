@@ -33,6 +33,7 @@ impl EngineExecutor {
             strict_environments: self.strict_environments,
             fn_endpoint: self.fn_endpoint.clone(),
             drain: bool_option(options, "ferrobeam_drain"),
+            streaming: bool_option(options, "streaming"),
         }
     }
 }

@@ -157,7 +157,7 @@ pub fn group_by_key_merged(
 }
 
 /// One GroupByKey output: KV(key, iterable of values) with a known count.
-fn write_group(
+pub(crate) fn write_group(
     buf: &mut Vec<u8>,
     ts: i64,
     window: &[u8],
@@ -205,21 +205,21 @@ fn write_triggered(
 
 /// Output bytes cut into chunks of about [`OUTPUT_CHUNK_BYTES`].
 #[derive(Default)]
-struct ChunkWriter {
+pub(crate) struct ChunkWriter {
     chunks: Vec<Bytes>,
     buf: Vec<u8>,
 }
 
 impl ChunkWriter {
     /// The buffer to append the next element to.
-    fn buf(&mut self) -> &mut Vec<u8> {
+    pub(crate) fn buf(&mut self) -> &mut Vec<u8> {
         if self.buf.len() >= OUTPUT_CHUNK_BYTES {
             self.chunks.push(Bytes::from(std::mem::take(&mut self.buf)));
         }
         &mut self.buf
     }
 
-    fn finish(mut self) -> Vec<Bytes> {
+    pub(crate) fn finish(mut self) -> Vec<Bytes> {
         if !self.buf.is_empty() {
             self.chunks.push(Bytes::from(self.buf));
         }

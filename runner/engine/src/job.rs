@@ -110,7 +110,11 @@ async fn execute(
     metrics: &JobMetrics,
 ) -> Result<(), EngineError> {
     let pools = start_pools(launcher, config, job);
-    let result = run_stages(config, job, &pools, metrics).await;
+    let result = if job.plan.streaming {
+        crate::streaming::driver::run(config, job, &pools, metrics).await
+    } else {
+        run_stages(config, job, &pools, metrics).await
+    };
     // Workers are disposable: stop them in the background, the job is done.
     for (_, pool) in pools {
         tokio::spawn(pool.shutdown());
@@ -309,7 +313,7 @@ async fn run_stages(
 
 /// Impulse's single element: an empty byte array in the global window at
 /// the minimum timestamp.
-fn impulse_element() -> Bytes {
+pub(crate) fn impulse_element() -> Bytes {
     let mut out = Vec::new();
     let pane = PaneInfo {
         is_first: true,

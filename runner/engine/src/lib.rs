@@ -13,6 +13,7 @@ pub mod partition;
 pub mod pool;
 mod sdk_stage;
 pub mod state;
+pub mod streaming;
 mod test_stream;
 mod timers;
 mod triggers;

@@ -23,12 +23,12 @@ use crate::triggers::{Clock, TriggerState};
 
 /// The grouping strategy's settings that decide panes.
 pub struct PaneRules {
-    trigger: Trigger,
-    accumulating: bool,
-    emit_always_on_close: bool,
-    on_time_always: bool,
-    allowed_lateness: i64,
-    output_time: OutputTime,
+    pub(crate) trigger: Trigger,
+    pub(crate) accumulating: bool,
+    pub(crate) emit_always_on_close: bool,
+    pub(crate) on_time_always: bool,
+    pub(crate) allowed_lateness: i64,
+    pub(crate) output_time: OutputTime,
 }
 
 /// One window's elements for one key, in arrival order.
@@ -51,10 +51,12 @@ pub struct Pane {
 impl PaneRules {
     /// `None` for the default trigger, which the plain batch path handles.
     pub fn new(windowing: &WindowingStrategy) -> Option<PaneRules> {
+        PaneRules::including_default(windowing).filter(|r| r.trigger != Trigger::Default)
+    }
+
+    /// The rules of any trigger, the default one included (streaming).
+    pub fn including_default(windowing: &WindowingStrategy) -> Option<PaneRules> {
         let trigger = Trigger::from_proto(windowing.trigger.as_ref()).ok()?;
-        if trigger == Trigger::Default {
-            return None;
-        }
         Some(PaneRules {
             trigger,
             accumulating: windowing.accumulation_mode == Accumulation::Accumulating as i32,

@@ -136,33 +136,63 @@ impl SdkStageRun<'_> {
         input: Option<Vec<Bytes>>,
     ) -> Result<HashMap<PortRef, Vec<Bytes>>, EngineError> {
         let mut outputs: HashMap<PortRef, Vec<Bytes>> = HashMap::new();
-        let mut timers = TimerStore::new(&self.stage.timer_families, self.components)?;
-        // A stage with no data input runs exactly one (empty) bundle.
+        let mut timers = self.timer_store()?;
+        self.process(input, &mut timers, &mut outputs).await?;
+        // The input is exhausted: in batch, event time and processing time
+        // both jump to +infinity, so every timer fires, earliest first.
+        self.fire_timers(&mut timers, i64::MAX, i64::MAX, &mut outputs)
+            .await?;
+        Ok(outputs)
+    }
+
+    /// An empty store for the stage's timer families.
+    pub fn timer_store(&self) -> Result<TimerStore, EngineError> {
+        TimerStore::new(&self.stage.timer_families, self.components)
+    }
+
+    /// Runs `input` (all of it, residuals included) through the stage;
+    /// timers the bundles set go to `timers`.  `None`: a stage with no data
+    /// input, which runs exactly one (empty) bundle.
+    pub async fn process(
+        &self,
+        input: Option<Vec<Bytes>>,
+        timers: &mut TimerStore,
+        outputs: &mut HashMap<PortRef, Vec<Bytes>>,
+    ) -> Result<(), EngineError> {
         let mut pending = match input {
             Some(chunks) => self.cut(chunks)?,
             None => vec![Work::new(Vec::new(), false, None)],
         };
         while !pending.is_empty() {
             let collected = self.round(pending).await?;
-            let residuals = self.absorb(collected, &mut outputs, &mut timers)?;
+            let residuals = self.absorb(collected, outputs, timers)?;
             pending = if residuals.is_empty() {
                 Vec::new()
             } else {
                 self.cut(residuals)?
             };
         }
-        // The input is exhausted: in batch, event time and processing time
-        // both jump to +infinity, so every timer fires, earliest first.
+        Ok(())
+    }
+
+    /// Fires every timer that `watermark` and `processing_time` have
+    /// reached, including those firing sets, earliest first.
+    pub async fn fire_timers(
+        &self,
+        timers: &mut TimerStore,
+        watermark: i64,
+        processing_time: i64,
+        outputs: &mut HashMap<PortRef, Vec<Bytes>>,
+    ) -> Result<(), EngineError> {
         loop {
-            let due = timers.next_due();
+            let due = timers.next_due_until(watermark, processing_time);
             if due.is_empty() {
-                break;
+                return Ok(());
             }
             let bundles = self.partition_timers(due);
             let collected = self.round(bundles).await?;
-            self.absorb(collected, &mut outputs, &mut timers)?;
+            self.absorb(collected, outputs, timers)?;
         }
-        Ok(outputs)
     }
 
     /// Takes in a round's results; returns its residuals.

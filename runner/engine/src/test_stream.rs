@@ -1,4 +1,4 @@
-//! Replaying a TestStream in a batch job: every element of each output, in
+//! Encoding a TestStream's events; in a batch job, replaying it: every element of each output, in
 //! event order, in the global window.  (The translator has already refused
 //! streams whose watermark or processing-time events a batch replay would
 //! not honour.)
@@ -7,46 +7,61 @@ use bytes::Bytes;
 use ferrobeam_coders::{varint::write_len_prefixed, Coder, PaneInfo};
 use ferrobeam_graph::PortRef;
 use ferrobeam_proto::pipeline::v1::{
-    test_stream_payload::event::Event, Components, TestStreamPayload,
+    test_stream_payload::event::{AddElements, Event},
+    Components, TestStreamPayload,
 };
 
 use crate::EngineError;
 
-pub fn replay(
-    payload: &TestStreamPayload,
-    outputs: &[(String, PortRef)],
-    components: &Components,
-) -> Result<Vec<(PortRef, Vec<Bytes>)>, EngineError> {
-    let coder = |id: &str| {
-        Coder::from_components(components, id)
-            .map_err(|e| EngineError::Internal(format!("TestStream coder {id}: {e}")))
-    };
-    let original = coder(&payload.coder_id)?;
-    let mut produced = Vec::new();
-    for (tag, port) in outputs {
-        let wire_value = components
-            .coders
-            .get(&port.coder_id)
-            .and_then(|c| c.component_coder_ids.first())
-            .ok_or_else(|| {
-                EngineError::Internal(format!("TestStream output {tag}: bad wire coder"))
-            })?;
-        let wire = coder(wire_value)?;
-        let mut out = Vec::new();
+/// Encodes a TestStream's elements for its output ports.
+pub struct EventEncoder {
+    original: Coder,
+    /// Per output: its tag, port and wire coder of the value.
+    outputs: Vec<(String, PortRef, Coder)>,
+}
+
+impl EventEncoder {
+    pub fn new(
+        payload: &TestStreamPayload,
+        outputs: &[(String, PortRef)],
+        components: &Components,
+    ) -> Result<Self, EngineError> {
+        let coder = |id: &str| {
+            Coder::from_components(components, id)
+                .map_err(|e| EngineError::Internal(format!("TestStream coder {id}: {e}")))
+        };
+        let original = coder(&payload.coder_id)?;
+        let mut encoded = Vec::new();
+        for (tag, port) in outputs {
+            let wire_value = components
+                .coders
+                .get(&port.coder_id)
+                .and_then(|c| c.component_coder_ids.first())
+                .ok_or_else(|| {
+                    EngineError::Internal(format!("TestStream output {tag}: bad wire coder"))
+                })?;
+            encoded.push((tag.clone(), port.clone(), coder(wire_value)?));
+        }
+        Ok(Self {
+            original,
+            outputs: encoded,
+        })
+    }
+
+    /// Appends an element event's elements to the buffers of the outputs
+    /// it is for (`out` is indexed like the outputs).
+    pub fn encode(&self, event: &AddElements, out: &mut [Vec<u8>]) -> Result<(), EngineError> {
         let mut value = Vec::new();
-        for event in &payload.events {
-            let Some(Event::ElementEvent(e)) = &event.event else {
-                continue;
-            };
+        for (i, (tag, _, wire)) in self.outputs.iter().enumerate() {
             // A single-output stream takes every element event.
-            if e.tag != *tag && outputs.len() > 1 {
+            if event.tag != *tag && self.outputs.len() > 1 {
                 continue;
             }
-            for element in &e.elements {
+            for element in &event.elements {
                 value.clear();
-                nested(&original, &wire, &element.encoded_element, &mut value)?;
+                nested(&self.original, wire, &element.encoded_element, &mut value)?;
                 crate::wire::write_element(
-                    &mut out,
+                    &mut out[i],
                     element.timestamp,
                     &[],
                     &PaneInfo::NO_FIRING,
@@ -54,9 +69,33 @@ pub fn replay(
                 );
             }
         }
-        produced.push((port.clone(), vec![Bytes::from(out)]));
+        Ok(())
     }
-    Ok(produced)
+
+    pub fn ports(&self) -> impl Iterator<Item = &PortRef> {
+        self.outputs.iter().map(|(_, p, _)| p)
+    }
+}
+
+/// Batch: every element of each output at once.
+pub fn replay(
+    payload: &TestStreamPayload,
+    outputs: &[(String, PortRef)],
+    components: &Components,
+) -> Result<Vec<(PortRef, Vec<Bytes>)>, EngineError> {
+    let encoder = EventEncoder::new(payload, outputs, components)?;
+    let mut buffers = vec![Vec::new(); outputs.len()];
+    for event in &payload.events {
+        if let Some(Event::ElementEvent(e)) = &event.event {
+            encoder.encode(e, &mut buffers)?;
+        }
+    }
+    Ok(encoder
+        .ports()
+        .cloned()
+        .zip(buffers)
+        .map(|(p, b)| (p, vec![Bytes::from(b)]))
+        .collect())
 }
 
 /// TestStream elements are encoded in the outer context; the data plane

@@ -30,8 +30,8 @@ struct ParsedTimer {
     key: Range<usize>,
     /// Dynamic tag and windows together: with the key they identify the timer.
     tag_and_windows: Range<usize>,
-    /// `None` for a clear.
-    fire: Option<i64>,
+    /// (fire timestamp, hold timestamp); `None` for a clear.
+    fire: Option<(i64, i64)>,
 }
 
 impl TimerFormat {
@@ -62,9 +62,9 @@ impl TimerFormat {
         let (fire, end) = match clear {
             0 => {
                 let (fire, p) = read_timestamp(buf, windows_end + 1).map_err(bad)?;
-                let (_hold, p) = read_timestamp(buf, p).map_err(bad)?;
+                let (hold, p) = read_timestamp(buf, p).map_err(bad)?;
                 (
-                    Some(fire),
+                    Some((fire, hold)),
                     ferrobeam_coders::PaneInfo::skip(buf, p).map_err(bad)?,
                 )
             }
@@ -88,6 +88,8 @@ struct TimerId {
 
 struct Pending {
     fire: i64,
+    /// The output timestamp the timer holds the stage's watermark at.
+    hold: i64,
     /// The timer exactly as the SDK set it; fired by sending it back.
     encoded: Bytes,
 }
@@ -118,7 +120,6 @@ impl TimerStore {
         })
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
@@ -137,11 +138,12 @@ impl TimerStore {
                     tag_and_windows: chunk.slice(t.tag_and_windows),
                 };
                 match t.fire {
-                    Some(fire) => {
+                    Some((fire, hold)) => {
                         self.pending.insert(
                             id,
                             Pending {
                                 fire,
+                                hold,
                                 encoded: chunk.slice(t.range),
                             },
                         );
@@ -164,17 +166,36 @@ impl TimerStore {
     /// its earliest pending timestamp, event time before processing time.
     /// Firing them may set new timers, which the next call sees, so a timer
     /// set for an earlier time than one still pending fires first.
+    #[cfg(test)]
     pub fn next_due(&mut self) -> Vec<DueTimer> {
-        // Per key: (domain rank, earliest timestamp).
+        self.next_due_until(i64::MAX, i64::MAX)
+    }
+
+    /// [`TimerStore::next_due`] among the timers time has reached: event-time
+    /// timers the input watermark has passed, processing-time timers at or
+    /// before `processing_time`.
+    pub fn next_due_until(&mut self, watermark: i64, processing_time: i64) -> Vec<DueTimer> {
+        let reached = |domains: &[TimeDomain], id: &TimerId, p: &Pending| {
+            if domains[id.family] == TimeDomain::ProcessingTime {
+                p.fire <= processing_time
+            } else {
+                p.fire < watermark || watermark == i64::MAX
+            }
+        };
+        // Per key: (domain rank, earliest timestamp) of the reached timers.
         let mut earliest: HashMap<&Bytes, (u8, i64)> = HashMap::new();
         for (id, p) in &self.pending {
+            if !reached(&self.domains, id, p) {
+                continue;
+            }
             let e = earliest.entry(&id.key).or_insert((self.rank(id), p.fire));
             *e = (*e).min((self.rank(id), p.fire));
         }
         let due: Vec<TimerId> = self
             .pending
             .iter()
-            .filter(|(id, p)| earliest[&id.key] == (self.rank(id), p.fire))
+            .filter(|(id, p)| earliest.get(&id.key) == Some(&(self.rank(id), p.fire)))
+            .filter(|(id, p)| reached(&self.domains, id, p))
             .map(|(id, _)| id.clone())
             .collect();
         let mut out: Vec<DueTimer> = due
@@ -191,6 +212,12 @@ impl TimerStore {
         // Deterministic delivery order within a bundle.
         out.sort_by(|a, b| (a.family, &a.encoded).cmp(&(b.family, &b.encoded)));
         out
+    }
+
+    /// The earliest output timestamp a pending timer holds (streaming: the
+    /// stage's output watermark may not pass it).
+    pub fn min_hold(&self) -> Option<i64> {
+        self.pending.values().map(|p| p.hold).min()
     }
 }
 
@@ -300,5 +327,30 @@ mod tests {
         let last = store.next_due();
         assert_eq!((last.len(), last[0].family), (1, 1));
         assert!(store.next_due().is_empty());
+    }
+
+    #[test]
+    fn only_timers_time_has_reached_fire() {
+        let families = [
+            family(TimeDomain::EventTime),
+            family(TimeDomain::ProcessingTime),
+        ];
+        let mut store = TimerStore::new(&families, &components()).unwrap();
+        store
+            .apply(0, &[timer("a", "", Some(10)), timer("b", "", Some(20))])
+            .unwrap();
+        store.apply(1, &[timer("c", "", Some(100))]).unwrap();
+        assert_eq!(store.min_hold(), Some(10));
+        // Event time: the watermark must pass the timestamp.
+        assert!(store.next_due_until(10, 0).is_empty());
+        let due = store.next_due_until(11, 99);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].encoded, timer("a", "", Some(10)));
+        assert_eq!(store.min_hold(), Some(20));
+        // Processing time: due at its timestamp.
+        let due = store.next_due_until(11, 100);
+        assert_eq!((due.len(), due[0].family), (1, 1));
+        assert_eq!(store.next_due_until(i64::MAX, 0).len(), 1);
+        assert!(store.is_empty());
     }
 }

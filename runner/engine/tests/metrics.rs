@@ -396,6 +396,7 @@ mod scopes {
             ],
             environments: HashMap::new(),
             notes: vec![],
+            streaming: false,
         }
     }
 

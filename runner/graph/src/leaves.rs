@@ -223,51 +223,69 @@ fn lift_combine(
         .collect())
 }
 
-/// A batch job replays a TestStream as a bounded source: all its elements,
-/// then the watermark and processing time jump to +infinity.  That equals
-/// the stream's own semantics only when no element is late against the
-/// stream's watermark and no element follows a processing-time advance;
-/// anything else needs streaming execution, so it is refused, not run wrong.
-fn check_test_stream(t: &PTransform) -> Result<(), GraphError> {
-    use pb::test_stream_payload::event::Event;
+fn test_stream_payload(t: &PTransform) -> Result<pb::TestStreamPayload, GraphError> {
     let spec = t.spec.as_ref().expect("leaf has a spec");
-    let payload = pb::TestStreamPayload::decode(spec.payload.as_ref())
-        .map_err(|e| GraphError::unsupported(t, format!("undecodable TestStreamPayload: {e}")))?;
+    pb::TestStreamPayload::decode(spec.payload.as_ref())
+        .map_err(|e| GraphError::unsupported(t, format!("undecodable TestStreamPayload: {e}")))
+}
+
+fn check_test_stream(t: &PTransform) -> Result<(), GraphError> {
+    let payload = test_stream_payload(t)?;
     if payload.endpoint.as_ref().is_some_and(|e| !e.url.is_empty()) {
         return Err(GraphError::unsupported(
             t,
             "a TestStream served by an external TestStreamService is not supported",
         ));
     }
-    let mut watermarks: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
-    let mut processing_time_advanced = false;
-    for event in &payload.events {
-        match &event.event {
-            Some(Event::WatermarkEvent(w)) => {
-                watermarks.insert(&w.tag, w.new_watermark);
-            }
-            Some(Event::ProcessingTimeEvent(_)) => processing_time_advanced = true,
-            Some(Event::ElementEvent(e)) => {
-                let streaming_only = |why: String| {
-                    GraphError::unsupported(
-                        t,
-                        format!("{why}; a batch job cannot replay that faithfully. Run it with --streaming (ferrobeam issue 4)"),
-                    )
-                };
-                if processing_time_advanced && !e.elements.is_empty() {
-                    return Err(streaming_only(
-                        "elements follow a processing-time advance".into(),
-                    ));
+    Ok(())
+}
+
+/// A batch job replays a TestStream as a bounded source: all its elements,
+/// then the watermark and processing time jump to +infinity.  That equals
+/// the stream's own semantics only when no element is late against the
+/// stream's watermark and no element follows a processing-time advance;
+/// anything else needs streaming execution, so it is refused, not run wrong.
+pub fn refuse_unreplayable_test_streams(
+    components: &Components,
+    leaves: &[Leaf],
+) -> Result<(), GraphError> {
+    use pb::test_stream_payload::event::Event;
+    for leaf in leaves
+        .iter()
+        .filter(|l| matches!(l.kind, LeafKind::TestStream))
+    {
+        let t = &components.transforms[&leaf.id];
+        let payload = test_stream_payload(t)?;
+        let mut watermarks: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        let mut processing_time_advanced = false;
+        for event in &payload.events {
+            match &event.event {
+                Some(Event::WatermarkEvent(w)) => {
+                    watermarks.insert(&w.tag, w.new_watermark);
                 }
-                let wm = watermarks.get(e.tag.as_str()).copied().unwrap_or(i64::MIN);
-                if let Some(late) = e.elements.iter().find(|el| el.timestamp < wm) {
-                    return Err(streaming_only(format!(
-                        "an element at {} ms on output '{}' is behind that output's watermark ({wm} ms), i.e. late data",
-                        late.timestamp, e.tag
-                    )));
+                Some(Event::ProcessingTimeEvent(_)) => processing_time_advanced = true,
+                Some(Event::ElementEvent(e)) => {
+                    let streaming_only = |why: String| {
+                        GraphError::unsupported(
+                            t,
+                            format!("{why}; a batch job cannot replay that faithfully. Run it with --streaming"),
+                        )
+                    };
+                    if processing_time_advanced && !e.elements.is_empty() {
+                        return Err(streaming_only(
+                            "elements follow a processing-time advance".into(),
+                        ));
+                    }
+                    let wm = watermarks.get(e.tag.as_str()).copied().unwrap_or(i64::MIN);
+                    if let Some(late) = e.elements.iter().find(|el| el.timestamp < wm) {
+                        return Err(streaming_only(format!(
+                            "an element at {} ms on output '{}' is behind that output's watermark ({wm} ms), i.e. late data",
+                            late.timestamp, e.tag
+                        )));
+                    }
                 }
+                None => {}
             }
-            None => {}
         }
     }
     Ok(())

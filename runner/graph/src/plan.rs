@@ -43,6 +43,8 @@ pub struct Plan {
     pub environments: HashMap<String, Environment>,
     /// Things the user should know about how the job will run.
     pub notes: Vec<String>,
+    /// Run in streaming mode (see `ferrobeam_engine::streaming`).
+    pub streaming: bool,
 }
 
 #[derive(Clone, Debug)]

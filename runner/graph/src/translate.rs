@@ -26,6 +26,8 @@ pub struct TranslateOptions {
     pub fn_endpoint: String,
     /// Run as if draining: splittable DoFns truncate their restrictions first.
     pub drain: bool,
+    /// `--streaming`: run with watermarks and triggers as data arrives.
+    pub streaming: bool,
 }
 
 const SUPPORTED_REQUIREMENTS: &[&str] = &[
@@ -50,6 +52,9 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
     let mut leaves = leaves::collect(&mut components, &pipeline.root_transform_ids)?;
     if opts.drain {
         leaves = leaves::truncate_restrictions(&mut components, leaves);
+    }
+    if !opts.streaming {
+        leaves::refuse_unreplayable_test_streams(&components, &leaves)?;
     }
     if leaves.is_empty() {
         return Err(GraphError::Malformed(
@@ -172,12 +177,36 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
         merge_envs,
     };
     let stages = b.stages(&groups, &order, &inputs, &outputs)?;
+    if opts.streaming {
+        refuse_streaming_gaps(&b.components, &stages)?;
+    }
     Ok(Plan {
         components: b.components,
         stages,
         environments,
         notes,
+        streaming: opts.streaming,
     })
+}
+
+/// What the streaming engine cannot run yet, refused at Prepare.
+fn refuse_streaming_gaps(components: &Components, stages: &[Stage]) -> Result<(), GraphError> {
+    for stage in stages {
+        if let StageKind::GroupByKey {
+            transform_id,
+            merge: Some(_),
+            ..
+        } = &stage.kind
+        {
+            let t = &components.transforms[transform_id];
+            return Err(GraphError::unsupported(
+                t,
+                "custom merging window functions are not supported with --streaming yet \
+                 (ferrobeam issue 4); run the pipeline in batch, or use session windows",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The leaves in an order where every leaf comes after the producers of its

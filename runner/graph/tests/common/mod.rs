@@ -35,6 +35,7 @@ pub fn opts() -> TranslateOptions {
         strict_environments: false,
         fn_endpoint: FN_ENDPOINT.into(),
         drain: false,
+        streaming: false,
     }
 }
 

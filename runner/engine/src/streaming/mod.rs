@@ -1,0 +1,9 @@
+//! Streaming execution (issue 4), built piece by piece.
+//!
+//! * [`driver`]: runs a plan as a sequence of epochs.
+//! * [`gbk`]: GroupByKey whose panes fire as data and time arrive.
+//!
+//! See `docs/design.md` ("Streaming") for how these pieces fit together.
+
+pub(crate) mod driver;
+pub mod gbk;

@@ -1,0 +1,254 @@
+//! Streaming GroupByKey: panes as elements, watermarks and processing time
+//! arrive.  Expected panes follow Beam's model (Java's ReduceFnRunner).
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use ferrobeam_coders::{Timing, Value, MAX_TIMESTAMP_MILLIS};
+use ferrobeam_engine::streaming::gbk::StreamingGroupByKey;
+use ferrobeam_proto::pipeline::v1::{
+    self as pb, accumulation_mode, closing_behavior, on_time_behavior, output_time, trigger,
+    FunctionSpec,
+};
+
+const FIXED: &str = "beam:window_fn:fixed_windows:v1";
+
+fn strategy(
+    trigger: Option<pb::Trigger>,
+    accumulating: bool,
+    lateness: i64,
+) -> pb::WindowingStrategy {
+    pb::WindowingStrategy {
+        window_fn: Some(FunctionSpec {
+            urn: FIXED.into(),
+            payload: Default::default(),
+        }),
+        trigger,
+        accumulation_mode: if accumulating {
+            accumulation_mode::Enum::Accumulating
+        } else {
+            accumulation_mode::Enum::Discarding
+        } as i32,
+        // What the Python SDK always sends.
+        closing_behavior: closing_behavior::Enum::EmitAlways as i32,
+        on_time_behavior: on_time_behavior::Enum::FireAlways as i32,
+        output_time: output_time::Enum::EndOfWindow as i32,
+        allowed_lateness: lateness,
+        ..Default::default()
+    }
+}
+
+fn count(n: i32) -> pb::Trigger {
+    pb::Trigger {
+        trigger: Some(trigger::Trigger::ElementCount(trigger::ElementCount {
+            element_count: n,
+        })),
+    }
+}
+
+fn after_watermark(early: Option<pb::Trigger>, late: Option<pb::Trigger>) -> pb::Trigger {
+    pb::Trigger {
+        trigger: Some(trigger::Trigger::AfterEndOfWindow(Box::new(
+            trigger::AfterEndOfWindow {
+                early_firings: early.map(Box::new),
+                late_firings: late.map(Box::new),
+            },
+        ))),
+    }
+}
+
+/// Elements of key `k` in the window [0, 10).
+fn in_first_window(elements: &[(i64, i64)]) -> Bytes {
+    let mut out = Vec::new();
+    for &(ts, v) in elements {
+        push(&mut out, ts, &[iw(0, 10)], "k", v);
+    }
+    out.into()
+}
+
+/// A pane, made comparable: values (sorted), timestamp, timing, index,
+/// on-time index, first, last.
+#[derive(Debug, PartialEq)]
+struct P(Vec<i64>, i64, Timing, i64, i64, bool, bool);
+
+fn panes(chunks: &[Bytes]) -> Vec<P> {
+    let mut out = Vec::new();
+    for chunk in chunks {
+        for wv in decode_all("wv_interval_out", chunk) {
+            let Value::Kv(_, v) = wv.value else { panic!() };
+            let Value::Iterable(vs) = *v else { panic!() };
+            let mut values: Vec<i64> = vs
+                .into_iter()
+                .map(|v| match v {
+                    Value::Int(i) => i,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            values.sort();
+            let p = wv.pane;
+            out.push(P(
+                values,
+                wv.timestamp,
+                p.timing,
+                p.index,
+                p.on_time_index,
+                p.is_first,
+                p.is_last,
+            ));
+        }
+    }
+    out
+}
+
+fn gbk(strategy: pb::WindowingStrategy) -> StreamingGroupByKey {
+    StreamingGroupByKey::new(&strategy, format("wv_interval")).unwrap()
+}
+
+#[test]
+fn default_trigger_fires_once_when_the_watermark_passes_the_window() {
+    let mut g = gbk(strategy(None, false, 0));
+    assert!(g
+        .add(&in_first_window(&[(1, 1), (2, 2)]))
+        .unwrap()
+        .chunks
+        .is_empty());
+    assert!(
+        g.advance(9, 0).chunks.is_empty(),
+        "the window [0, 10) ends at 9"
+    );
+    assert_eq!(g.output_watermark(), 9);
+    let fired = g.advance(10, 0);
+    // On time and, without allowed lateness, also the last pane.
+    assert_eq!(
+        panes(&fired.chunks),
+        vec![P(vec![1, 2], 9, Timing::OnTime, 0, 0, true, true)]
+    );
+    assert_eq!(g.open_windows(), 0);
+    // Data for a collected window is dropped and counted.
+    let late = g.add(&in_first_window(&[(3, 3)])).unwrap();
+    assert_eq!(late.dropped_late, 1);
+    assert!(late.chunks.is_empty());
+}
+
+#[test]
+fn early_counts_then_on_time_then_late_panes_accumulating() {
+    let mut g = gbk(strategy(
+        Some(after_watermark(Some(count(2)), Some(count(1)))),
+        true,
+        100,
+    ));
+    let early = g.add(&in_first_window(&[(1, 1), (2, 2), (3, 3)])).unwrap();
+    assert_eq!(
+        panes(&early.chunks),
+        vec![P(vec![1, 2, 3], 9, Timing::Early, 0, -1, true, false)]
+    );
+    let on_time = g.advance(50, 0);
+    assert_eq!(
+        panes(&on_time.chunks),
+        vec![P(vec![1, 2, 3], 9, Timing::OnTime, 1, 0, false, false)]
+    );
+    let late = g.add(&in_first_window(&[(4, 4)])).unwrap();
+    assert_eq!(
+        panes(&late.chunks),
+        vec![P(vec![1, 2, 3, 4], 9, Timing::Late, 2, 1, false, false)]
+    );
+    // Garbage collection (9 + 100 < watermark) with nothing new: the window
+    // goes without another pane, whatever the (Python-set) EMIT_ALWAYS says.
+    assert!(g.advance(110, 0).chunks.is_empty());
+    assert_eq!(g.open_windows(), 0);
+    assert_eq!(g.add(&in_first_window(&[(5, 5)])).unwrap().dropped_late, 1);
+}
+
+#[test]
+fn discarding_panes_carry_only_new_values() {
+    let mut g = gbk(strategy(
+        Some(after_watermark(Some(count(2)), None)),
+        false,
+        0,
+    ));
+    let first = g.add(&in_first_window(&[(1, 1), (2, 2)])).unwrap();
+    assert_eq!(
+        panes(&first.chunks),
+        vec![P(vec![1, 2], 9, Timing::Early, 0, -1, true, false)]
+    );
+    assert!(g
+        .add(&in_first_window(&[(3, 3)]))
+        .unwrap()
+        .chunks
+        .is_empty());
+    let end = g.advance(MAX_TIMESTAMP_MILLIS, 0);
+    assert_eq!(
+        panes(&end.chunks),
+        vec![P(vec![3], 9, Timing::OnTime, 1, 0, false, true)]
+    );
+}
+
+#[test]
+fn processing_time_triggers_fire_when_processing_time_moves() {
+    let delay = pb::Trigger {
+        trigger: Some(trigger::Trigger::AfterProcessingTime(
+            trigger::AfterProcessingTime {
+                timestamp_transforms: vec![pb::TimestampTransform {
+                    timestamp_transform: Some(pb::timestamp_transform::TimestampTransform::Delay(
+                        pb::timestamp_transform::Delay { delay_millis: 5 },
+                    )),
+                }],
+            },
+        )),
+    };
+    let mut g = gbk(strategy(Some(after_watermark(Some(delay), None)), false, 0));
+    g.advance(0, 1000);
+    assert!(g
+        .add(&in_first_window(&[(1, 1)]))
+        .unwrap()
+        .chunks
+        .is_empty());
+    assert!(g.advance(0, 1004).chunks.is_empty());
+    let early = g.advance(0, 1005);
+    assert_eq!(
+        panes(&early.chunks),
+        vec![P(vec![1], 9, Timing::Early, 0, -1, true, false)]
+    );
+    // FIRE_ALWAYS: the on-time pane fires even with nothing new (and, the
+    // window closing with it, is the last).
+    let on_time = g.advance(10, 1006);
+    assert_eq!(
+        panes(&on_time.chunks),
+        vec![P(vec![], 9, Timing::OnTime, 1, 0, false, true)]
+    );
+}
+
+#[test]
+fn earliest_output_time_holds_the_output_watermark() {
+    let mut s = strategy(None, false, 0);
+    s.output_time = output_time::Enum::EarliestInPane as i32;
+    let mut g = gbk(s);
+    g.add(&in_first_window(&[(4, 1), (6, 2)])).unwrap();
+    g.advance(8, 0);
+    assert_eq!(
+        g.output_watermark(),
+        4,
+        "held at the pane's earliest element"
+    );
+    let fired = g.advance(10, 0);
+    assert_eq!(
+        panes(&fired.chunks),
+        vec![P(vec![1, 2], 4, Timing::OnTime, 0, 0, true, true)]
+    );
+    assert_eq!(g.output_watermark(), 10);
+}
+
+#[test]
+fn a_finished_trigger_closes_the_window() {
+    // AfterCount(2) alone (not repeated) finishes at its first firing.
+    let mut g = gbk(strategy(Some(count(2)), false, 1000));
+    let fired = g.add(&in_first_window(&[(1, 1), (2, 2), (3, 3)])).unwrap();
+    assert_eq!(
+        panes(&fired.chunks),
+        vec![P(vec![1, 2, 3], 9, Timing::Early, 0, -1, true, true)]
+    );
+    let after = g.add(&in_first_window(&[(4, 4)])).unwrap();
+    assert_eq!(after.dropped_late, 1);
+    assert!(g.advance(MAX_TIMESTAMP_MILLIS, 0).chunks.is_empty());
+}
