@@ -33,7 +33,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import pytest
 import yaml
@@ -123,8 +123,11 @@ def load_exclusions(path: Path = EXCLUSIONS_FILE) -> list[Exclusion]:
 EXCLUSIONS = load_exclusions()
 
 
-def run_module(module: str, work_dir: Path) -> tuple[dict[str, dict], subprocess.CompletedProcess]:
-    """Runs ``module``'s marked tests in a pytest subprocess; returns its report."""
+def run_module(
+    module: str, work_dir: Path, select: Sequence[str] = ("-m", MARKER)
+) -> tuple[dict[str, dict], subprocess.CompletedProcess]:
+    """Runs ``module``'s tests chosen by ``select`` (pytest arguments; by
+    default the marked ones) in a pytest subprocess; returns its report."""
     report = work_dir / "report.json"
     ini = work_dir / "pytest.ini"
     # Our own ini and rootdir, so nothing of this repository's pytest set-up
@@ -139,7 +142,7 @@ def run_module(module: str, work_dir: Path) -> tuple[dict[str, dict], subprocess
         # would let an older ferrobeam installed there shadow the one in a
         # virtualenv.
         "--import-mode=append",
-        "-m", MARKER,
+        *select,
         "--test-pipeline-options=%s" % PIPELINE_OPTIONS,
         "--timeout=%d" % TEST_TIMEOUT_S,
         "--ferrobeam-report", str(report),
@@ -166,7 +169,13 @@ def run_module(module: str, work_dir: Path) -> tuple[dict[str, dict], subprocess
     return data["tests"], proc
 
 
-def judge(module: str, results: dict[str, dict], exclusions: list[Exclusion], marked: int) -> list[str]:
+def judge(
+    module: str,
+    results: dict[str, dict],
+    exclusions: list[Exclusion],
+    marked: int,
+    exclusions_file: Path = EXCLUSIONS_FILE,
+) -> list[str]:
     """Everything wrong with ``module``'s results, one readable line each
     (``marked``: how many tests the module's source marks)."""
     excluded = {e.test: e for e in exclusions if e.module == module}
@@ -176,7 +185,7 @@ def judge(module: str, results: dict[str, dict], exclusions: list[Exclusion], ma
         short = test.split("::", 1)[1]
         if test in excluded:
             if outcome in PASSING_OUTCOMES:
-                problems.append("NOW PASSES %s: remove it from %s" % (short, EXCLUSIONS_FILE.name))
+                problems.append("NOW PASSES %s: remove it from %s" % (short, exclusions_file.name))
             elif outcome in BEAM_SKIP_OUTCOMES:
                 problems.append("SKIPPED BY BEAM %s (%s): its exclusion is pointless" % (short, message))
         elif outcome not in PASSING_OUTCOMES + BEAM_SKIP_OUTCOMES:

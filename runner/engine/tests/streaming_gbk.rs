@@ -252,3 +252,30 @@ fn a_finished_trigger_closes_the_window() {
     assert_eq!(after.dropped_late, 1);
     assert!(g.advance(MAX_TIMESTAMP_MILLIS, 0).chunks.is_empty());
 }
+
+#[test]
+fn elements_behind_the_watermark_do_not_set_an_earliest_timestamp() {
+    // Beam's trigger transcripts "known_late_data_watermark" and
+    // "known_late_data_no_watermark_hold_possible".
+    for (watermark, elements, expected) in [(5, vec![2, 3, 7, 8], 7), (8, vec![2, 3, 7], 9)] {
+        let mut s = strategy(None, false, 0);
+        s.output_time = output_time::Enum::EarliestInPane as i32;
+        let mut g = gbk(s);
+        g.advance(watermark, 0);
+        let input: Vec<(i64, i64)> = elements.iter().map(|&t| (t, t)).collect();
+        g.add(&in_first_window(&input)).unwrap();
+        let fired = g.advance(11, 0);
+        assert_eq!(
+            panes(&fired.chunks),
+            vec![P(
+                elements.clone(),
+                expected,
+                Timing::OnTime,
+                0,
+                0,
+                true,
+                true
+            )]
+        );
+    }
+}

@@ -96,8 +96,9 @@ fn walk(components: &Components, id: &str, out: &mut Vec<String>) -> Result<(), 
 }
 
 /// A CombinePerKey the SDK did not lift already (it does in batch, not in
-/// streaming), whose trigger lets us lift it: precombining must not change
-/// what the trigger sees.
+/// streaming), whose windowing lets us lift it: precombining must not change
+/// what the trigger sees, and the output time must be the end of the window
+/// (precombined accumulators no longer carry their elements' timestamps).
 fn liftable_combine(components: &Components, t: &PTransform) -> bool {
     if urn(t) != urns::COMBINE_PER_KEY || t.spec.as_ref().is_none_or(|s| s.payload.is_empty()) {
         return false;
@@ -108,7 +109,7 @@ fn liftable_combine(components: &Components, t: &PTransform) -> bool {
             .get(s)
             .is_some_and(|s| urn(s) == urns::COMBINE_PRECOMBINE)
     });
-    let default_trigger = t
+    let liftable_windowing = t
         .inputs
         .values()
         .next()
@@ -119,12 +120,17 @@ fn liftable_combine(components: &Components, t: &PTransform) -> bool {
                 .get(&pc.windowing_strategy_id)
         })
         .is_some_and(|ws| {
-            matches!(
+            let default_trigger = matches!(
                 ws.trigger.as_ref().and_then(|t| t.trigger.as_ref()),
                 None | Some(pb::trigger::Trigger::Default(_))
-            )
+            );
+            let end_of_window = matches!(
+                pb::output_time::Enum::try_from(ws.output_time),
+                Ok(pb::output_time::Enum::EndOfWindow | pb::output_time::Enum::Unspecified)
+            );
+            default_trigger && end_of_window
         });
-    !already_lifted && default_trigger
+    !already_lifted && liftable_windowing
 }
 
 /// Combiner lifting: CombinePerKey → Precombine (SDK, before the shuffle)

@@ -36,7 +36,8 @@ struct WindowState {
     values: Vec<Bytes>,
     /// How many of `values` no pane has carried yet.
     fresh: usize,
-    /// Timestamps of the fresh values (for EARLIEST / LATEST output times).
+    /// Timestamps of the fresh values that could hold the output watermark
+    /// (for EARLIEST / LATEST output times); MAX / MIN when none could.
     fresh_min_ts: i64,
     fresh_max_ts: i64,
     trigger: TriggerState,
@@ -132,8 +133,13 @@ impl StreamingGroupByKey {
                 continue;
             }
             for (ts, v) in values.iter() {
-                state.fresh_min_ts = state.fresh_min_ts.min(*ts);
-                state.fresh_max_ts = state.fresh_max_ts.max(*ts);
+                // As in Beam's WatermarkHold: an element behind the output
+                // watermark cannot hold it, so it does not count towards
+                // an EARLIEST / LATEST pane timestamp either.
+                if *ts >= self.output_watermark {
+                    state.fresh_min_ts = state.fresh_min_ts.min(*ts);
+                    state.fresh_max_ts = state.fresh_max_ts.max(*ts);
+                }
                 state.values.push(v.clone());
             }
             state.fresh += values.len();
@@ -278,10 +284,13 @@ fn timing(input_wm: i64, output_wm: i64, window_max: i64, after_end: i64) -> Tim
     }
 }
 
+/// EARLIEST / LATEST: of the pane's new elements that could hold the
+/// watermark; the end of the window otherwise (and for END_OF_WINDOW).
 fn pane_timestamp(rules: &PaneRules, window_max: i64, state: &WindowState) -> i64 {
+    let held = state.fresh_min_ts <= state.fresh_max_ts;
     match rules.output_time {
-        OutputTime::EarliestInPane if state.fresh > 0 => state.fresh_min_ts,
-        OutputTime::LatestInPane if state.fresh > 0 => state.fresh_max_ts,
+        OutputTime::EarliestInPane if held => state.fresh_min_ts,
+        OutputTime::LatestInPane if held => state.fresh_max_ts,
         _ => window_max,
     }
 }

@@ -1,0 +1,49 @@
+"""Beam's own streaming tests, run unchanged against ferrobeam.
+
+The TestStream-driven tests of ``apache_beam/transforms/trigger_test.py``
+(``TestStreamTranscriptTest`` and ``WeakTestStreamTranscriptTest``: every
+transcript of Beam's ``trigger_transcripts.yaml`` replayed through a
+TestStream in ``--streaming`` mode, each pane checked as it arrives) build a
+plain ``TestPipeline()``, so ``--test-pipeline-options`` points them at
+ferrobeam, as ``test_validates_runner.py`` does for the ``it_validatesrunner``
+tests. Tests that cannot pass yet are listed in
+``streaming_exclusions.yaml`` with a reason and an issue; one that starts
+passing fails this check until its entry is removed.
+
+The TestStream tests of ``apache_beam/testing/test_stream_test.py`` pin the
+DirectRunner in their own options; they are ported in ``test_streaming.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import TESTS_DIR
+from test_validates_runner import MODULE_TIMEOUT_S, judge, load_exclusions, run_module
+
+EXCLUSIONS_FILE = TESTS_DIR / "streaming_exclusions.yaml"
+EXCLUSIONS = load_exclusions(EXCLUSIONS_FILE)
+
+#: Module -> (pytest selection, the fewest tests it must run).
+SUITES = {
+    "apache_beam.transforms.trigger_test": (["-k", "TestStreamTranscriptTest"], 36),
+}
+
+
+def test_exclusions_name_suites_we_run() -> None:
+    for ex in EXCLUSIONS:
+        assert ex.module in SUITES, ex.test
+
+
+@pytest.mark.timeout(MODULE_TIMEOUT_S + 60)
+@pytest.mark.parametrize("module", SUITES)
+def test_beam_streaming_tests(module: str, tmp_path: Path, native: object) -> None:
+    del native  # only required so a missing extension fails fast with advice
+    select, minimum = SUITES[module]
+    results, _ = run_module(module, tmp_path, select)
+    problems = judge(module, results, EXCLUSIONS, minimum, EXCLUSIONS_FILE)
+    passed = sum(r["outcome"] == "passed" for r in results.values())
+    print("%s: %d/%d passed, %d excluded" % (module, passed, len(results), len(EXCLUSIONS)))
+    assert not problems, "\n".join(problems)
