@@ -245,3 +245,53 @@ def test_bounded_pipelines_give_the_same_result_in_both_modes(streaming: bool) -
             | beam.Create([("a", 1), ("b", 2), ("a", 3)])
             | beam.CombinePerKey(sum))
         assert_that(counts, equal_to([("a", 4), ("b", 2)]))
+
+
+class _ProcessingTimeFlush(beam.DoFn):
+    """Buffers values; a processing-time timer 5 s after the first one
+    flushes them (driven by TestStream's processing-time events)."""
+
+    BUFFER = beam.transforms.userstate.BagStateSpec("buffer", beam.coders.VarIntCoder())
+    FLUSH = beam.transforms.userstate.TimerSpec("flush", beam.transforms.userstate.TimeDomain.REAL_TIME)
+
+    def process(self, kv: Any, buffer: Any = beam.DoFn.StateParam(BUFFER),
+                flush: Any = beam.DoFn.TimerParam(FLUSH)) -> Iterator[Any]:
+        if not list(buffer.read()):
+            flush.set(timestamp.Timestamp.now() + 5)
+        buffer.add(kv[1])
+        return iter(())
+
+    @beam.transforms.userstate.on_timer(FLUSH)
+    def on_flush(self, key: Any = beam.DoFn.KeyParam,
+                 buffer: Any = beam.DoFn.StateParam(BUFFER)) -> Iterator[Any]:
+        yield key, sorted(buffer.read())
+        buffer.clear()
+
+
+def test_processing_time_timers_follow_test_stream_processing_time() -> None:
+    # The timer is set from the wall clock (Timestamp.now() in the DoFn); the
+    # TestStream's clock starts at the wall clock and only moves with its
+    # processing-time events, so the 5 s timer fires at the first advance
+    # past it, between the two batches of elements.
+    # A key-value coder: the stateful ParDo reads the stream directly.
+    kv = beam.coders.TupleCoder([beam.coders.StrUtf8Coder(), beam.coders.VarIntCoder()])
+    stream = (ts.TestStream(coder=kv)
+              .add_elements([("k", 1), ("k", 2)])
+              .advance_processing_time(60)
+              .add_elements([("k", 3)])
+              .advance_watermark_to_infinity())  # yapf: disable
+    with _pipeline() as p:
+        out = p | stream | beam.ParDo(_ProcessingTimeFlush())
+        assert_that(out, equal_to([("k", [1, 2]), ("k", [3])]))
+
+
+def test_side_inputs_from_a_bounded_source() -> None:
+    stream = (ts.TestStream()
+              .add_elements([TimestampedValue(1, 1), TimestampedValue(2, 2)])
+              .advance_watermark_to(10)
+              .add_elements([TimestampedValue(3, 12)])
+              .advance_watermark_to_infinity())  # yapf: disable
+    with _pipeline() as p:
+        factor = p | "factor" >> beam.Create([10])
+        out = p | stream | beam.Map(lambda x, f: x * f, f=beam.pvalue.AsSingleton(factor))
+        assert_that(out, equal_to([10, 20, 30]))

@@ -403,8 +403,10 @@ impl StageContext<'_> {
         input_wm: i64,
         now: i64,
     ) -> Result<Step, EngineError> {
-        for (i, si) in sdk.side_inputs.iter().enumerate() {
-            rt.side_data[i].extend(take(&si.port));
+        if rt.side_inputs.is_none() {
+            for (i, si) in sdk.side_inputs.iter().enumerate() {
+                rt.side_data[i].extend(take(&si.port));
+            }
         }
         if let Some((port, _)) = &sdk.input {
             rt.held.extend(take(port));
@@ -423,7 +425,7 @@ impl StageContext<'_> {
                     Arc::new(data),
                 );
             }
-            rt.side_data.clear();
+            rt.side_data = Vec::new();
             rt.side_inputs = Some(Arc::new(built));
         }
         let outputs_of = |wm: i64| -> Vec<(PortRef, i64)> {
