@@ -209,6 +209,9 @@ RE_ENABLED = (
     "test_sdf_default_truncate_when_unbounded",
     "test_sdf_with_truncate",
     "test_draining_sdf_with_sdf_initiated_checkpointing",
+    # Beam: "TestStream not yet supported". Its stream's pickled coder is
+    # re-encoded into the stateful ParDo's key-value coder on the way.
+    "test_teststream_pardo_timers",
 )
 
 

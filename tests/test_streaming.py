@@ -273,9 +273,9 @@ def test_processing_time_timers_follow_test_stream_processing_time() -> None:
     # TestStream's clock starts at the wall clock and only moves with its
     # processing-time events, so the 5 s timer fires at the first advance
     # past it, between the two batches of elements.
-    # A key-value coder: the stateful ParDo reads the stream directly.
-    kv = beam.coders.TupleCoder([beam.coders.StrUtf8Coder(), beam.coders.VarIntCoder()])
-    stream = (ts.TestStream(coder=kv)
+    # The stream's default (pickling) coder: the runner re-encodes its
+    # elements into the key-value coder the stateful ParDo needs.
+    stream = (ts.TestStream()
               .add_elements([("k", 1), ("k", 2)])
               .advance_processing_time(60)
               .add_elements([("k", 3)])

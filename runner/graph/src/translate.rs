@@ -87,19 +87,29 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
     // A TestStream's elements are encoded with its payload's coder, which may
     // differ from its outputs' (inferred) coders: the outputs take the
     // payload's coder, so readers decode exactly the bytes the stream holds.
-    for leaf in leaves.iter().filter(|l| l.kind == LeafKind::TestStream) {
-        let t = &components.transforms[&leaf.id];
+    // Keyed readers need the key-value structure on the wire, though: when
+    // the stream's coder lacks it, an SDK-executed Flatten re-encodes the
+    // stream's elements with the output's key-value coder on the way.
+    let test_streams: Vec<String> = leaves
+        .iter()
+        .filter(|l| l.kind == LeafKind::TestStream)
+        .map(|l| l.id.clone())
+        .collect();
+    for id in test_streams {
+        let t = components.transforms[&id].clone();
         let spec = t.spec.as_ref().expect("leaf has a spec");
         let coder_id = pb::TestStreamPayload::decode(spec.payload.as_ref())
-            .map_err(|e| GraphError::unsupported(t, format!("undecodable TestStreamPayload: {e}")))?
+            .map_err(|e| {
+                GraphError::unsupported(&t, format!("undecodable TestStreamPayload: {e}"))
+            })?
             .coder_id;
         if !components.coders.contains_key(&coder_id) {
             return Err(GraphError::unsupported(
-                t,
+                &t,
                 format!("its element coder {coder_id:?} is not in the pipeline"),
             ));
         }
-        for pc in t.outputs.values().cloned().collect::<Vec<_>>() {
+        for (tag, pc) in t.outputs.clone() {
             let Some(p) = components.pcollections.get(&pc) else {
                 continue;
             };
@@ -110,23 +120,33 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
                     .and_then(|c| c.spec.as_ref())
                     .is_some_and(|s| s.urn == urns::KV_CODER)
             };
-            // Keyed readers need the KV structure; the stream's coder must have it.
-            if is_kv(&p.coder_id) && !is_kv(&coder_id) && p.coder_id != coder_id {
+            if !(is_kv(&p.coder_id) && !is_kv(&coder_id) && p.coder_id != coder_id) {
+                components
+                    .pcollections
+                    .get_mut(&pc)
+                    .expect("exists")
+                    .coder_id = coder_id.clone();
+                continue;
+            }
+            let Some(env) = environments.keys().min().cloned() else {
                 return Err(GraphError::unsupported(
-                    t,
+                    &t,
                     format!(
-                        "its elements are encoded with coder {coder_id:?} but its output is a key-value \
-                         PCollection (coder {:?}); give the TestStream a matching coder, e.g. \
-                         TestStream(coder=TupleCoder([StrUtf8Coder(), VarIntCoder()]))",
+                        "its elements are encoded with coder {coder_id:?} but its output is a \
+                         key-value PCollection (coder {:?}), and no SDK environment can re-encode \
+                         them; give the TestStream a key-value coder",
                         p.coder_id
                     ),
                 ));
-            }
-            components
-                .pcollections
-                .get_mut(&pc)
-                .expect("exists")
-                .coder_id = coder_id.clone();
+            };
+            leaves.push(transcode_test_stream_output(
+                &mut components,
+                &id,
+                &tag,
+                &pc,
+                &coder_id,
+                &env,
+            ));
         }
     }
 
@@ -187,6 +207,57 @@ pub fn translate(pipeline: &Pipeline, opts: &TranslateOptions) -> Result<Plan, G
         notes,
         streaming: opts.streaming,
     })
+}
+
+/// Reroutes TestStream output `pc` through a new PCollection in the
+/// stream's own coder and an SDK-executed Flatten into `pc`, which keeps
+/// its key-value coder: the SDK decodes with one and encodes with the other.
+fn transcode_test_stream_output(
+    components: &mut Components,
+    stream_id: &str,
+    tag: &str,
+    pc: &str,
+    stream_coder: &str,
+    environment_id: &str,
+) -> Leaf {
+    let raw = format!("{pc}/ferrobeam_stream_encoded");
+    let mut raw_pc = components.pcollections[pc].clone();
+    raw_pc.unique_name = format!("{}/StreamEncoded", raw_pc.unique_name);
+    raw_pc.coder_id = stream_coder.to_owned();
+    components.pcollections.insert(raw.clone(), raw_pc);
+    let stream = components
+        .transforms
+        .get_mut(stream_id)
+        .expect("the TestStream exists");
+    stream.outputs.insert(tag.to_owned(), raw.clone());
+    let stream_name = stream.unique_name.clone();
+    let id = format!("{stream_id}/ferrobeam_transcode/{tag}");
+    components.transforms.insert(
+        id.clone(),
+        PTransform {
+            unique_name: format!("{stream_name}/ToKeyValueCoder[{tag}]"),
+            spec: Some(FunctionSpec {
+                urn: urns::FLATTEN.to_owned(),
+                payload: Default::default(),
+            }),
+            inputs: HashMap::from([("in".to_owned(), raw.clone())]),
+            outputs: HashMap::from([("out".to_owned(), pc.to_owned())]),
+            environment_id: environment_id.to_owned(),
+            ..Default::default()
+        },
+    );
+    Leaf {
+        id,
+        kind: LeafKind::Sdk {
+            environment_id: environment_id.to_owned(),
+        },
+        main_input: Some(raw),
+        side_inputs: vec![],
+        starts_stage: false,
+        keyed: false,
+        time_sorted: false,
+        splittable: false,
+    }
 }
 
 /// What the streaming engine cannot run yet, refused at Prepare.
