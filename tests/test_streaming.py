@@ -35,19 +35,24 @@ class _Record(beam.DoFn):
         yield element, ts
 
 
+def _beams_basic_stream() -> ts.TestStream:
+    """The stream of test_basic_execution and test_gbk_execution_no_triggers."""
+    return (ts.TestStream()
+            .advance_watermark_to(10)
+            .add_elements(["a", "b", "c"])
+            .advance_watermark_to(20)
+            .add_elements(["d"])
+            .add_elements(["e"])
+            .advance_processing_time(10)
+            .advance_watermark_to(300)
+            .add_elements([TimestampedValue("late", 12)])
+            .add_elements([TimestampedValue("last", 310)])
+            .advance_watermark_to_infinity())  # yapf: disable
+
+
 def test_basic_execution() -> None:
     # test_stream_test.TestStreamTest.test_basic_execution
-    stream = (ts.TestStream()
-              .advance_watermark_to(10)
-              .add_elements(["a", "b", "c"])
-              .advance_watermark_to(20)
-              .add_elements(["d"])
-              .add_elements(["e"])
-              .advance_processing_time(10)
-              .advance_watermark_to(300)
-              .add_elements([TimestampedValue("late", 12)])
-              .add_elements([TimestampedValue("last", 310)])
-              .advance_watermark_to_infinity())  # yapf: disable
+    stream = _beams_basic_stream()
     with _pipeline() as p:
         records = p | stream | beam.ParDo(_Record())
         assert_that(records, equal_to([
@@ -63,17 +68,7 @@ def test_basic_execution() -> None:
 
 def test_gbk_execution_no_triggers() -> None:
     # test_stream_test.TestStreamTest.test_gbk_execution_no_triggers
-    stream = (ts.TestStream()
-              .advance_watermark_to(10)
-              .add_elements(["a", "b", "c"])
-              .advance_watermark_to(20)
-              .add_elements(["d"])
-              .add_elements(["e"])
-              .advance_processing_time(10)
-              .advance_watermark_to(300)
-              .add_elements([TimestampedValue("late", 12)])
-              .add_elements([TimestampedValue("last", 310)])
-              .advance_watermark_to_infinity())  # yapf: disable
+    stream = _beams_basic_stream()
     with _pipeline() as p:
         records = (
             p

@@ -77,15 +77,7 @@ fn panes(chunks: &[Bytes]) -> Vec<P> {
     for chunk in chunks {
         for wv in decode_all("wv_interval_out", chunk) {
             let Value::Kv(_, v) = wv.value else { panic!() };
-            let Value::Iterable(vs) = *v else { panic!() };
-            let mut values: Vec<i64> = vs
-                .into_iter()
-                .map(|v| match v {
-                    Value::Int(i) => i,
-                    other => panic!("{other:?}"),
-                })
-                .collect();
-            values.sort();
+            let values = sorted_ints(*v);
             let p = wv.pane;
             out.push(P(
                 values,

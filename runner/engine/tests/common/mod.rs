@@ -137,17 +137,7 @@ pub fn grouped(coder_id: &str, chunks: &[Bytes]) -> Vec<Grouped> {
             let Value::String(key) = *k else {
                 panic!("{k:?}")
             };
-            let Value::Iterable(vs) = *v else {
-                panic!("{v:?}")
-            };
-            let mut values: Vec<i64> = vs
-                .into_iter()
-                .map(|v| match v {
-                    Value::Int(i) => i,
-                    other => panic!("{other:?}"),
-                })
-                .collect();
-            values.sort();
+            let values = sorted_ints(*v);
             out.push(Grouped {
                 key,
                 windows,
@@ -158,4 +148,20 @@ pub fn grouped(coder_id: &str, chunks: &[Bytes]) -> Vec<Grouped> {
     }
     out.sort();
     out
+}
+
+/// A grouped output's iterable of ints, sorted.
+pub fn sorted_ints(iterable: Value) -> Vec<i64> {
+    let Value::Iterable(vs) = iterable else {
+        panic!("{iterable:?}")
+    };
+    let mut values: Vec<i64> = vs
+        .into_iter()
+        .map(|v| match v {
+            Value::Int(i) => i,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    values.sort();
+    values
 }
