@@ -38,6 +38,20 @@ pub struct TriggerState {
     children: Vec<TriggerState>,
 }
 
+/// A trigger's subtriggers, in the order of [`TriggerState`]'s children
+/// (`None`: an absent early or late firing).
+fn subtriggers(trigger: &Trigger) -> Vec<Option<&Trigger>> {
+    match trigger {
+        Trigger::AfterEndOfWindow { early, late } => vec![early.as_deref(), late.as_deref()],
+        Trigger::Repeat(sub) => vec![Some(sub)],
+        Trigger::AfterEach(subs) | Trigger::AfterAll(subs) | Trigger::AfterAny(subs) => {
+            subs.iter().map(Some).collect()
+        }
+        Trigger::OrFinally { main, finally } => vec![Some(main), Some(finally)],
+        _ => Vec::new(),
+    }
+}
+
 impl TriggerState {
     pub fn new(trigger: &Trigger) -> Self {
         let children = match trigger {
@@ -65,6 +79,28 @@ impl TriggerState {
 
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// The state of a window made by merging windows in `states` (session
+    /// windows): counts add up, the earliest arrival stands, and a firing
+    /// that happened in any of them happened, except the on-time firing when
+    /// the merged window's end is still ahead (`end_passed` false).
+    pub fn merged(trigger: &Trigger, states: &[&TriggerState], end_passed: bool) -> TriggerState {
+        let mut m = TriggerState::new(trigger);
+        m.count = states.iter().map(|s| s.count).sum();
+        m.first_arrival = states.iter().filter_map(|s| s.first_arrival).min();
+        m.on_time_fired = end_passed && states.iter().any(|s| s.on_time_fired);
+        m.current = states.iter().map(|s| s.current).max().unwrap_or(0);
+        let subs = subtriggers(trigger);
+        for (i, child) in m.children.iter_mut().enumerate() {
+            let parts: Vec<&TriggerState> =
+                states.iter().filter_map(|s| s.children.get(i)).collect();
+            *child = match subs.get(i).copied().flatten() {
+                Some(sub) => TriggerState::merged(sub, &parts, end_passed),
+                None => TriggerState::default(),
+            };
+        }
+        m
     }
 
     /// `n` elements arrived at processing time `arrival`.

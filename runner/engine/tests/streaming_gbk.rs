@@ -271,3 +271,71 @@ fn elements_behind_the_watermark_do_not_set_an_earliest_timestamp() {
         );
     }
 }
+
+#[test]
+fn session_windows_merge_as_data_arrives() {
+    // Beam's trigger transcript "early_late_sessions": Sessions(10),
+    // AfterWatermark(early=AfterCount(2), late=AfterCount(3)), accumulating,
+    // allowed lateness 100, output at the end of the window.
+    let mut s = strategy(
+        Some(after_watermark(Some(count(2)), Some(count(3)))),
+        true,
+        100,
+    );
+    s.window_fn = Some(FunctionSpec {
+        urn: "beam:window_fn:session_windows:v1".into(),
+        payload: Default::default(),
+    });
+    let mut g = gbk(s);
+    let session = |ts: &[i64]| -> Bytes {
+        let mut out = Vec::new();
+        for &t in ts {
+            push(&mut out, t, &[iw(t, t + 10)], "k", t);
+        }
+        out.into()
+    };
+    let first = g.add(&session(&[1, 2])).unwrap();
+    assert_eq!(
+        panes(&first.chunks),
+        vec![P(vec![1, 2], 11, Timing::Early, 0, -1, true, false)]
+    );
+    assert!(g.add(&session(&[3])).unwrap().chunks.is_empty());
+    let merged = g.add(&session(&[4])).unwrap();
+    // [1, 12) and [3, 13) and [4, 14) are one new window: panes start over.
+    assert_eq!(
+        panes(&merged.chunks),
+        vec![P(vec![1, 2, 3, 4], 13, Timing::Early, 0, -1, true, false)]
+    );
+    assert!(g.add(&session(&[5])).unwrap().chunks.is_empty());
+    let on_time = g.advance(100, 0);
+    assert_eq!(
+        panes(&on_time.chunks),
+        vec![P(
+            vec![1, 2, 3, 4, 5],
+            14,
+            Timing::OnTime,
+            0,
+            0,
+            true,
+            false
+        )]
+    );
+    // Late data inside the window: it stays the same window.
+    assert!(g.add(&session(&[1])).unwrap().chunks.is_empty());
+    let late = g.add(&session(&[3, 4])).unwrap();
+    assert_eq!(
+        panes(&late.chunks),
+        vec![P(
+            vec![1, 1, 2, 3, 3, 4, 4, 5],
+            14,
+            Timing::Late,
+            1,
+            1,
+            false,
+            false
+        )]
+    );
+    assert_eq!(g.open_windows(), 1);
+    g.advance(200, 0);
+    assert_eq!(g.open_windows(), 0);
+}

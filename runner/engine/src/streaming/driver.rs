@@ -15,10 +15,9 @@
 //! work for the Python workers; and a sparse input gives small epochs, so
 //! latency stays a few bundle round trips.
 //!
-//! Not yet (issue 4): unbounded sources other than TestStream, merging
-//! windows before the input ends (grouped when it ends), side inputs before
-//! they are complete (main input waits for them), real-clock processing-time
-//! firing while a job idles.
+//! Not yet (issue 4): unbounded sources other than TestStream, side inputs
+//! before they are complete (main input waits for them), real-clock
+//! processing-time firing while a job idles.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -82,11 +81,6 @@ enum Runtime {
     /// Flatten and Identity: data through, watermark = minimum of the inputs.
     Pass,
     Gbk(Box<StreamingGroupByKey>),
-    /// Merging windows: buffered, grouped as in batch once the input ends.
-    GbkAtEnd {
-        buffered: Vec<Bytes>,
-        done: bool,
-    },
     Sdk(Box<SdkRuntime>),
 }
 
@@ -201,26 +195,11 @@ fn runtime(stage: &Stage, plan: &ferrobeam_graph::Plan) -> Result<Runtime, Engin
         },
         StageKind::Flatten { .. } | StageKind::Identity { .. } => Runtime::Pass,
         StageKind::GroupByKey {
-            input,
-            windowing,
-            merge,
-            ..
+            input, windowing, ..
         } => {
             // (Custom merging window functions are refused at Prepare.)
-            let merging = merge.is_some()
-                || windowing
-                    .window_fn
-                    .as_ref()
-                    .is_some_and(|f| f.urn == "beam:window_fn:session_windows:v1");
-            if merging {
-                Runtime::GbkAtEnd {
-                    buffered: Vec::new(),
-                    done: false,
-                }
-            } else {
-                let format = WireFormat::new(&plan.components, &input.coder_id)?;
-                Runtime::Gbk(Box::new(StreamingGroupByKey::new(windowing, format)?))
-            }
+            let format = WireFormat::new(&plan.components, &input.coder_id)?;
+            Runtime::Gbk(Box::new(StreamingGroupByKey::new(windowing, format)?))
         }
         StageKind::Sdk(sdk) => Runtime::Sdk(Box::new(SdkRuntime {
             timers: TimerStore::new(&sdk.timer_families, &plan.components)?,
@@ -365,24 +344,6 @@ impl StageContext<'_> {
                     );
                 }
                 Ok(self.single_output(produced, gbk.output_watermark()))
-            }
-            (
-                Runtime::GbkAtEnd { buffered, done },
-                StageKind::GroupByKey {
-                    input, windowing, ..
-                },
-            ) => {
-                buffered.extend(take(input));
-                if *done {
-                    return Ok(self.single_output(Vec::new(), MAX_TIMESTAMP_MILLIS));
-                }
-                if input_wm < MAX_TIMESTAMP_MILLIS {
-                    return Ok(self.single_output(Vec::new(), MIN_TIMESTAMP_MILLIS));
-                }
-                *done = true;
-                let chunks = std::mem::take(buffered);
-                let grouped = crate::gbk::group_by_key(&chunks, &self.format(input)?, windowing)?;
-                Ok(self.single_output(grouped, MAX_TIMESTAMP_MILLIS))
             }
             (Runtime::Sdk(sdk_rt), StageKind::Sdk(sdk)) => {
                 self.step_sdk(sdk_rt, sdk, &mut take, input_wm, clock.now())

@@ -11,13 +11,15 @@
 //! (Beam's "dropped due to lateness").
 //!
 //! Windows are kept in order of their end, so time advancing visits only
-//! the windows it can affect, and the output is deterministic.  Merging
-//! window functions are not handled here (sessions in streaming: issue 4).
+//! the windows it can affect, and the output is deterministic.  Session
+//! windows merge as data arrives (a merged window's state is its parts'
+//! combined, its panes start over, as in Beam's trigger transcripts);
+//! custom merging window functions are refused in streaming at Prepare.
 
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
-use ferrobeam_coders::{PaneInfo, Timing, MIN_TIMESTAMP_MILLIS};
+use ferrobeam_coders::{IntervalWindow, PaneInfo, Timing, MIN_TIMESTAMP_MILLIS};
 use ferrobeam_proto::pipeline::v1::output_time::Enum as OutputTime;
 use ferrobeam_proto::pipeline::v1::WindowingStrategy;
 
@@ -26,6 +28,8 @@ use crate::panes::PaneRules;
 use crate::triggers::{Clock, TriggerState};
 use crate::wire::WireFormat;
 use crate::EngineError;
+
+const SESSIONS: &str = "beam:window_fn:session_windows:v1";
 
 /// Identifies a (window, key) in window-end order.
 type Slot = (i64, Bytes, Bytes);
@@ -46,6 +50,34 @@ struct WindowState {
     after_end: i64,
 }
 
+impl WindowState {
+    fn new(trigger: &ferrobeam_graph::trigger::Trigger) -> Self {
+        WindowState {
+            values: Vec::new(),
+            fresh: 0,
+            fresh_min_ts: i64::MAX,
+            fresh_max_ts: i64::MIN,
+            trigger: TriggerState::new(trigger),
+            panes: 0,
+            after_end: 0,
+        }
+    }
+
+    /// Takes a new value (which holds the watermark unless it is behind
+    /// `output_watermark`).
+    fn push(&mut self, ts: i64, value: Bytes, output_watermark: i64) {
+        // As in Beam's WatermarkHold: an element behind the output
+        // watermark cannot hold it, so it does not count towards an
+        // EARLIEST / LATEST pane timestamp either.
+        if ts >= output_watermark {
+            self.fresh_min_ts = self.fresh_min_ts.min(ts);
+            self.fresh_max_ts = self.fresh_max_ts.max(ts);
+        }
+        self.values.push(value);
+        self.fresh += 1;
+    }
+}
+
 /// What a streaming GroupByKey tells its caller after each step.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Fired {
@@ -56,6 +88,8 @@ pub struct Fired {
 
 pub struct StreamingGroupByKey {
     rules: PaneRules,
+    /// Session windows: each key's active windows, merged as data arrives.
+    sessions: Option<HashMap<Bytes, Vec<IntervalWindow>>>,
     format: WireFormat,
     windows: BTreeMap<Slot, WindowState>,
     input_watermark: i64,
@@ -74,8 +108,13 @@ impl StreamingGroupByKey {
         // Beam's streaming tests expect none.  So a window closes with a
         // pane only when it has something new (or owes its on-time pane).
         rules.emit_always_on_close = false;
+        let merging = windowing
+            .window_fn
+            .as_ref()
+            .is_some_and(|f| f.urn == SESSIONS);
         Ok(Self {
             rules,
+            sessions: merging.then(HashMap::new),
             format,
             windows: BTreeMap::new(),
             input_watermark: MIN_TIMESTAMP_MILLIS,
@@ -87,6 +126,9 @@ impl StreamingGroupByKey {
     /// Buffers a chunk of input elements arriving now; panes that
     /// data-driven triggers fire are returned.
     pub fn add(&mut self, chunk: &Bytes) -> Result<Fired, EngineError> {
+        if self.sessions.is_some() {
+            return self.add_merging(chunk);
+        }
         let mut fired = Fired::default();
         let mut touched: Vec<Slot> = Vec::new();
         let format = &self.format;
@@ -118,31 +160,15 @@ impl StreamingGroupByKey {
             let state = self
                 .windows
                 .entry(slot.clone())
-                .or_insert_with(|| WindowState {
-                    values: Vec::new(),
-                    fresh: 0,
-                    fresh_min_ts: i64::MAX,
-                    fresh_max_ts: i64::MIN,
-                    trigger: TriggerState::new(trigger),
-                    panes: 0,
-                    after_end: 0,
-                });
+                .or_insert_with(|| WindowState::new(trigger));
             if state.trigger.is_finished() {
                 // A finished trigger closed the window: later data is dropped.
                 fired.dropped_late += values.len() as u64;
                 continue;
             }
             for (ts, v) in values.iter() {
-                // As in Beam's WatermarkHold: an element behind the output
-                // watermark cannot hold it, so it does not count towards
-                // an EARLIEST / LATEST pane timestamp either.
-                if *ts >= self.output_watermark {
-                    state.fresh_min_ts = state.fresh_min_ts.min(*ts);
-                    state.fresh_max_ts = state.fresh_max_ts.max(*ts);
-                }
-                state.values.push(v.clone());
+                state.push(*ts, v.clone(), self.output_watermark);
             }
-            state.fresh += values.len();
             let clock = Clock {
                 watermark: self.input_watermark,
                 processing_time: self.processing_time,
@@ -156,6 +182,114 @@ impl StreamingGroupByKey {
         fired.chunks = out.finish();
         self.update_output_watermark();
         Ok(fired)
+    }
+
+    /// [`StreamingGroupByKey::add`] for session windows: each element's
+    /// window merges with the key's active windows it overlaps.  As in
+    /// Beam, triggers are consulted once the whole chunk is in.
+    fn add_merging(&mut self, chunk: &Bytes) -> Result<Fired, EngineError> {
+        let mut fired = Fired::default();
+        let mut arrivals = Vec::new();
+        let format = &self.format;
+        format.for_each(chunk, |e| {
+            let key_end = format.key_end(chunk, e.value.start)?;
+            let key = chunk.slice(e.value.start..key_end);
+            let value = chunk.slice(key_end..e.value.end);
+            for w in &e.windows {
+                let (window, _) = IntervalWindow::decode(&chunk[w.clone()], 0).map_err(|e| {
+                    EngineError::Internal(format!("session window is not an interval window: {e}"))
+                })?;
+                arrivals.push((key.clone(), window, e.timestamp, value.clone()));
+            }
+            Ok(())
+        })?;
+        let mut touched: Vec<Slot> = Vec::new();
+        for (key, window, ts, value) in arrivals {
+            if self.expired(window.max_timestamp()) {
+                fired.dropped_late += 1;
+                continue;
+            }
+            let slot = self.merge_into(&key, window);
+            let clock = self.clock(slot.0);
+            let (trigger, now, output_wm) = (
+                &self.rules.trigger,
+                self.processing_time,
+                self.output_watermark,
+            );
+            let state = self.windows.get_mut(&slot).expect("merge_into made it");
+            if state.trigger.is_finished() {
+                fired.dropped_late += 1;
+                continue;
+            }
+            state.push(ts, value, output_wm);
+            state.trigger.on_elements(trigger, 1, now, &clock);
+            if !touched.contains(&slot) {
+                touched.push(slot);
+            }
+        }
+        let mut out = ChunkWriter::default();
+        for slot in touched {
+            // (A later element may have merged it away.)
+            if self.windows.contains_key(&slot) {
+                self.fire_if_ready(&slot, &mut out);
+            }
+        }
+        fired.chunks = out.finish();
+        self.update_output_watermark();
+        Ok(fired)
+    }
+
+    /// The slot `window` of `key` belongs to after merging it with the
+    /// key's overlapping active windows.  A window that swallows others is
+    /// a new window: its state is theirs combined, its panes start over.
+    fn merge_into(&mut self, key: &Bytes, window: IntervalWindow) -> Slot {
+        let slot_of = |w: &IntervalWindow| -> Slot {
+            let mut bytes = Vec::new();
+            w.encode(&mut bytes);
+            (w.max_timestamp(), Bytes::from(bytes), key.clone())
+        };
+        let active = self
+            .sessions
+            .as_mut()
+            .expect("merging windowing")
+            .entry(key.clone())
+            .or_default();
+        let mut overlapping: Vec<IntervalWindow> = active
+            .iter()
+            .filter(|a| a.start < window.end && window.start < a.end)
+            .copied()
+            .collect();
+        if let [only] = overlapping.as_slice() {
+            if only.start <= window.start && window.end <= only.end {
+                return slot_of(only);
+            }
+        }
+        overlapping.sort_by_key(|w| (w.start, w.end));
+        let merged = overlapping.iter().fold(window, |m, w| {
+            IntervalWindow::new(m.start.min(w.start), m.end.max(w.end))
+        });
+        active.retain(|a| !overlapping.contains(a));
+        active.push(merged);
+        let parts: Vec<WindowState> = overlapping
+            .iter()
+            .filter_map(|w| self.windows.remove(&slot_of(w)))
+            .collect();
+        let trigger = &self.rules.trigger;
+        let mut state = WindowState::new(trigger);
+        if !parts.is_empty() {
+            let triggers: Vec<&TriggerState> = parts.iter().map(|p| &p.trigger).collect();
+            let end_passed = self.input_watermark > merged.max_timestamp();
+            state.trigger = TriggerState::merged(trigger, &triggers, end_passed);
+            for p in &parts {
+                state.values.extend(p.values.iter().cloned());
+                state.fresh += p.fresh;
+                state.fresh_min_ts = state.fresh_min_ts.min(p.fresh_min_ts);
+                state.fresh_max_ts = state.fresh_max_ts.max(p.fresh_max_ts);
+            }
+        }
+        let slot = slot_of(&merged);
+        self.windows.insert(slot.clone(), state);
+        slot
     }
 
     /// Moves the input watermark and processing time forward (never back)
@@ -238,6 +372,17 @@ impl StreamingGroupByKey {
         let Some(mut state) = self.windows.remove(slot) else {
             return;
         };
+        if let Some(sessions) = &mut self.sessions {
+            if let (Some(active), Ok((window, _))) = (
+                sessions.get_mut(&slot.2),
+                IntervalWindow::decode(&slot.1, 0),
+            ) {
+                active.retain(|w| *w != window);
+                if active.is_empty() {
+                    sessions.remove(&slot.2);
+                }
+            }
+        }
         if state.trigger.is_finished() {
             return;
         }
