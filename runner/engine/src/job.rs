@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferrobeam_coders::{PaneInfo, Timing};
+use ferrobeam_coders::PaneInfo;
 use ferrobeam_fnapi::environment::{EnvironmentSpec, WorkerTemplate};
 use ferrobeam_fnapi::registry::LogSink;
 use ferrobeam_fnapi::WorkerLauncher;
@@ -315,14 +315,13 @@ async fn run_stages(
 /// the minimum timestamp.
 pub(crate) fn impulse_element() -> Bytes {
     let mut out = Vec::new();
-    let pane = PaneInfo {
-        is_first: true,
-        is_last: true,
-        timing: Timing::Unknown,
-        index: 0,
-        on_time_index: 0,
-    };
     // Global window encodes as nothing; the value is bytes(), nested: a zero length.
-    crate::wire::write_element(&mut out, MIN_TIMESTAMP_MILLIS, &[], &pane, &[&[0u8]]);
+    crate::wire::write_element(
+        &mut out,
+        MIN_TIMESTAMP_MILLIS,
+        &[],
+        &PaneInfo::NO_FIRING,
+        &[&[0u8]],
+    );
     Bytes::from(out)
 }

@@ -224,7 +224,7 @@ impl TimerStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrobeam_coders::{write_timestamp, PaneInfo, Timing};
+    use ferrobeam_coders::{write_timestamp, PaneInfo};
     use ferrobeam_proto::pipeline::v1::{Coder as CoderProto, FunctionSpec};
 
     fn components() -> Components {
@@ -258,14 +258,7 @@ mod tests {
                 out.push(0);
                 write_timestamp(&mut out, ts);
                 write_timestamp(&mut out, ts);
-                PaneInfo {
-                    is_first: true,
-                    is_last: true,
-                    timing: Timing::Unknown,
-                    index: 0,
-                    on_time_index: 0,
-                }
-                .encode(&mut out);
+                PaneInfo::NO_FIRING.encode(&mut out);
             }
         }
         Bytes::from(out)

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use ferrobeam_coders::{Coder, PaneInfo, Timing, Value};
+use ferrobeam_coders::{Coder, PaneInfo, Value};
 use ferrobeam_fnapi::BundleError;
 use ferrobeam_fnapi::{BundleInput, BundleRequest};
 use ferrobeam_graph::WindowMerge;
@@ -59,13 +59,6 @@ pub fn windows_per_key(
 /// The merge requests: per key, `KV<nonce, iterable<window>>` in the global
 /// window, where the nonce is the key's index (keys themselves may be large).
 pub fn encode_requests(per_key: &[(Bytes, Vec<Bytes>)]) -> Bytes {
-    let pane = PaneInfo {
-        is_first: true,
-        is_last: true,
-        timing: Timing::Unknown,
-        index: 0,
-        on_time_index: 0,
-    };
     let mut out = Vec::new();
     let mut value = Vec::new();
     for (n, (_, windows)) in per_key.iter().enumerate() {
@@ -77,7 +70,13 @@ pub fn encode_requests(per_key: &[(Bytes, Vec<Bytes>)]) -> Bytes {
         for w in windows {
             value.extend_from_slice(w);
         }
-        crate::wire::write_element(&mut out, MIN_TIMESTAMP_MILLIS, &[], &pane, &[&value]);
+        crate::wire::write_element(
+            &mut out,
+            MIN_TIMESTAMP_MILLIS,
+            &[],
+            &PaneInfo::NO_FIRING,
+            &[&value],
+        );
     }
     Bytes::from(out)
 }
