@@ -137,7 +137,7 @@ pub(crate) async fn run(
                 user_state: &user_state,
                 watermarks: &watermarks,
             };
-            let step = ctx.step(rt, &mut data, &mut clock).await?;
+            let step = ctx.step(rt, &data, &mut clock).await?;
             for (port, chunks) in step.produced {
                 if chunks.iter().any(|c| !c.is_empty()) {
                     progressed = true;
@@ -269,10 +269,11 @@ impl StageContext<'_> {
     async fn step(
         &self,
         rt: &mut Runtime,
-        data: &mut HashMap<PortRef, Vec<Bytes>>,
+        data: &HashMap<PortRef, Vec<Bytes>>,
         clock: &mut ProcessingClock,
     ) -> Result<Step, EngineError> {
-        let mut take = |port: &PortRef| data.get(port).cloned().unwrap_or_default();
+        // What a port produced in this epoch (read by every stage that reads it).
+        let take = |port: &PortRef| data.get(port).cloned().unwrap_or_default();
         let input_wm = self.input_watermark();
         match (rt, &self.stage.kind) {
             (Runtime::Impulse { fired }, _) => {
@@ -325,7 +326,7 @@ impl StageContext<'_> {
                 })
             }
             (Runtime::Pass, kind) => {
-                let produced = kind.inputs().into_iter().flat_map(&mut take).collect();
+                let produced = kind.inputs().into_iter().flat_map(take).collect();
                 Ok(self.single_output(produced, input_wm))
             }
             (Runtime::Gbk(gbk), StageKind::GroupByKey { input, .. }) => {
@@ -346,7 +347,7 @@ impl StageContext<'_> {
                 Ok(self.single_output(produced, gbk.output_watermark()))
             }
             (Runtime::Sdk(sdk_rt), StageKind::Sdk(sdk)) => {
-                self.step_sdk(sdk_rt, sdk, &mut take, input_wm, clock.now())
+                self.step_sdk(sdk_rt, sdk, &take, input_wm, clock.now())
                     .await
             }
             _ => Err(EngineError::Internal(format!(
@@ -360,7 +361,7 @@ impl StageContext<'_> {
         &self,
         rt: &mut SdkRuntime,
         sdk: &ferrobeam_graph::SdkStage,
-        take: &mut impl FnMut(&PortRef) -> Vec<Bytes>,
+        take: &impl Fn(&PortRef) -> Vec<Bytes>,
         input_wm: i64,
         now: i64,
     ) -> Result<Step, EngineError> {
