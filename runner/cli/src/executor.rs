@@ -74,6 +74,7 @@ impl Executor for EngineExecutor {
                 ),
                 reporter: Arc::new(EventsReporter(job.events.clone())),
                 cancel: job.cancel.clone(),
+                drain: job.drain.clone(),
             };
             match ferrobeam_engine::run_job(launcher, engine, spec).await {
                 Ok(()) => Ok(()),

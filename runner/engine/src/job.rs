@@ -63,6 +63,8 @@ pub struct JobSpec {
     pub inprocess_worker_pool: Option<String>,
     pub reporter: Arc<dyn Reporter>,
     pub cancel: watch::Receiver<bool>,
+    /// Drain requested: sources stop, pending work fires, the job ends.
+    pub drain: watch::Receiver<bool>,
 }
 
 /// Runs `job` to completion.

@@ -40,6 +40,9 @@ pub struct JobContext {
     pub work_dir: PathBuf,
     pub events: Arc<dyn JobEvents>,
     pub cancel: tokio::sync::watch::Receiver<bool>,
+    /// Turns true when the client asks to drain the job: a streaming job
+    /// stops reading its sources, fires what is pending and ends (DRAINED).
+    pub drain: tokio::sync::watch::Receiver<bool>,
 }
 
 impl JobContext {

@@ -48,6 +48,8 @@ pub(crate) struct Job {
     changed: watch::Sender<u64>,
     /// The executor's cancel flag.
     cancel: watch::Sender<bool>,
+    /// The executor's drain flag.
+    drain: watch::Sender<bool>,
 }
 
 struct Inner {
@@ -95,6 +97,7 @@ impl Job {
             }),
             changed: watch::channel(0).0,
             cancel: watch::channel(false).0,
+            drain: watch::channel(false).0,
         })
     }
 
@@ -153,6 +156,10 @@ impl Job {
 
     pub(crate) fn cancel_receiver(&self) -> watch::Receiver<bool> {
         self.cancel.subscribe()
+    }
+
+    pub(crate) fn drain_receiver(&self) -> watch::Receiver<bool> {
+        self.drain.subscribe()
     }
 
     /// State changes from `from` on, and whether the job has ended.

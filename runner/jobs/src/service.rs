@@ -153,6 +153,7 @@ impl JobService for JobApi {
             work_dir,
             events: Arc::new(JobEventSink(job.clone())),
             cancel: job.cancel_receiver(),
+            drain: job.drain_receiver(),
         };
         tracing::info!(job_id = %job.id, "running job");
         lifecycle::spawn(
