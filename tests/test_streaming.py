@@ -243,8 +243,8 @@ def test_bounded_pipelines_give_the_same_result_in_both_modes(streaming: bool) -
 
 
 class _ProcessingTimeFlush(beam.DoFn):
-    """Buffers values; a processing-time timer 5 s after the first one
-    flushes them (driven by TestStream's processing-time events)."""
+    """Buffers values; a processing-time timer at 5 s flushes them (driven
+    by TestStream's processing-time events: its clock starts at 0)."""
 
     BUFFER = beam.transforms.userstate.BagStateSpec("buffer", beam.coders.VarIntCoder())
     FLUSH = beam.transforms.userstate.TimerSpec("flush", beam.transforms.userstate.TimeDomain.REAL_TIME)
@@ -252,7 +252,7 @@ class _ProcessingTimeFlush(beam.DoFn):
     def process(self, kv: Any, buffer: Any = beam.DoFn.StateParam(BUFFER),
                 flush: Any = beam.DoFn.TimerParam(FLUSH)) -> Iterator[Any]:
         if not list(buffer.read()):
-            flush.set(timestamp.Timestamp.now() + 5)
+            flush.set(5)
         buffer.add(kv[1])
         return iter(())
 
@@ -264,10 +264,10 @@ class _ProcessingTimeFlush(beam.DoFn):
 
 
 def test_processing_time_timers_follow_test_stream_processing_time() -> None:
-    # The timer is set from the wall clock (Timestamp.now() in the DoFn); the
-    # TestStream's clock starts at the wall clock and only moves with its
-    # processing-time events, so the 5 s timer fires at the first advance
-    # past it, between the two batches of elements.
+    # TestStream's processing-time clock starts at 0 (as on the DirectRunner)
+    # and only moves with its processing-time events, so the timer at 5 s
+    # fires at the first advance past it, between the two batches; the
+    # second batch sets it in the past, so it fires at once.
     # The stream's default (pickling) coder: the runner re-encodes its
     # elements into the key-value coder the stateful ParDo needs.
     stream = (ts.TestStream()

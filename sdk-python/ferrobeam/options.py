@@ -88,6 +88,19 @@ class FerrobeamOptions(PipelineOptions):
             ),
         )
         parser.add_argument(
+            "--ferrobeam_source_idle_timeout",
+            type=float,
+            default=None,
+            help=(
+                "Streaming: seconds after which a source that neither outputs "
+                "nor advances its watermark counts as idle. Transforms that "
+                "read it together with active inputs (a Flatten, a CoGroupByKey) "
+                "then follow the active inputs' watermark instead of waiting "
+                "for it; data it produces later may be late. Default 60; 0 "
+                "turns idleness off."
+            ),
+        )
+        parser.add_argument(
             "--ferrobeam_python",
             default=None,
             help=(

@@ -75,6 +75,7 @@ impl Executor for EngineExecutor {
                 reporter: Arc::new(EventsReporter(job.events.clone())),
                 cancel: job.cancel.clone(),
                 drain: job.drain.clone(),
+                source_idle_timeout: source_idle_timeout(&job.options),
             };
             match ferrobeam_engine::run_job(launcher, engine, spec).await {
                 Ok(()) => Ok(()),
@@ -135,6 +136,27 @@ fn string_option(options: &prost_types::Struct, name: &str) -> Option<String> {
         Some(prost_types::value::Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     }
+}
+
+/// How long a streaming source may show no sign of life before readers
+/// with other inputs stop waiting for its watermark.
+const DEFAULT_SOURCE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `--ferrobeam_source_idle_timeout` (seconds; 0 or less: never idle).
+fn source_idle_timeout(options: &prost_types::Struct) -> Option<std::time::Duration> {
+    let seconds = match options
+        .fields
+        .get("beam:option:ferrobeam_source_idle_timeout:v1")
+        .and_then(|v| v.kind.as_ref())
+    {
+        Some(prost_types::value::Kind::NumberValue(n)) => *n,
+        Some(prost_types::value::Kind::StringValue(s)) => match s.parse::<f64>() {
+            Ok(n) => n,
+            Err(_) => return Some(DEFAULT_SOURCE_IDLE_TIMEOUT),
+        },
+        _ => return Some(DEFAULT_SOURCE_IDLE_TIMEOUT),
+    };
+    (seconds > 0.0 && seconds.is_finite()).then(|| std::time::Duration::from_secs_f64(seconds))
 }
 
 /// A flag pipeline option by its Python name (Beam sends unknown flags as strings).

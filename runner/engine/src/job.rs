@@ -65,6 +65,16 @@ pub struct JobSpec {
     pub cancel: watch::Receiver<bool>,
     /// Drain requested: sources stop, pending work fires, the job ends.
     pub drain: watch::Receiver<bool>,
+    /// Streaming: a source (deferred splittable-DoFn work) that neither
+    /// outputs nor advances its watermark for this long stops holding back
+    /// readers that have other, active inputs.  `None`: never.
+    pub source_idle_timeout: Option<std::time::Duration>,
+}
+
+/// The descriptor id of a stage's drain variant (see
+/// [`ferrobeam_graph::SdkStage::drain_descriptor`]).
+pub(crate) fn drain_descriptor_id(stage_descriptor_id: &str) -> String {
+    format!("{stage_descriptor_id}-drain")
 }
 
 /// Runs `job` to completion.
@@ -79,17 +89,25 @@ pub async fn run_job(
     let registry = launcher.registry().clone();
     let mut descriptor_ids = Vec::new();
     for stage in &job.plan.stages {
-        let descriptor = match &stage.kind {
-            StageKind::Sdk(sdk) => &sdk.descriptor,
+        let id = format!("{}-{}", job.job_id, stage.id);
+        let descriptors = match &stage.kind {
+            StageKind::Sdk(sdk) => {
+                let drain = sdk.drain_descriptor.as_ref();
+                let mut ds = vec![(id.clone(), &sdk.descriptor)];
+                ds.extend(drain.map(|d| (drain_descriptor_id(&id), d)));
+                ds
+            }
             StageKind::GroupByKey {
                 merge: Some(merge), ..
-            } => &merge.descriptor,
+            } => vec![(id, &merge.descriptor)],
             _ => continue,
         };
-        let mut d = descriptor.clone();
-        d.id = format!("{}-{}", job.job_id, stage.id);
-        descriptor_ids.push(d.id.clone());
-        registry.add_descriptor(d);
+        for (id, descriptor) in descriptors {
+            let mut d = descriptor.clone();
+            d.id = id;
+            descriptor_ids.push(d.id.clone());
+            registry.add_descriptor(d);
+        }
     }
     let mut cancel = job.cancel.clone();
     let metrics = JobMetrics::new(job.reporter.clone(), crate::metrics::step_names(&job.plan));
@@ -285,6 +303,7 @@ async fn run_stages(
                     pool: &pools[&sdk.environment_id],
                     bundles_per_worker: config.bundles_per_worker,
                     side_inputs: Arc::new(side_inputs),
+                    side_input_generation: 0,
                     user_state: user_state.clone(),
                     metrics,
                     metric_scope: &metric_scopes[&stage.id],

@@ -100,6 +100,9 @@ pub struct SdkStageRun<'a> {
     pub pool: &'a WorkerPool,
     pub bundles_per_worker: usize,
     pub side_inputs: Arc<SideInputs>,
+    /// Changes whenever `side_inputs` does (streaming side inputs grow), so
+    /// workers never serve cached side data from an earlier generation.
+    pub side_input_generation: u64,
     pub user_state: Arc<UserState>,
     pub metrics: &'a JobMetrics,
     /// Which of this stage's monitoring infos count towards the job's.
@@ -109,11 +112,51 @@ pub struct SdkStageRun<'a> {
     pub reporter: &'a dyn Reporter,
 }
 
+/// Work a splittable DoFn handed back when it checkpointed itself
+/// (`defer_remainder`): the element to resume, when, and how far the
+/// DoFn's output watermark may advance meanwhile.
+#[derive(Clone, Debug)]
+pub struct Residual {
+    pub element: Bytes,
+    /// How long the SDK asked the runner to wait before resuming it.
+    pub delay: Duration,
+    /// The SDF's watermark estimate (the minimum over its outputs); `None`
+    /// when it keeps no estimate.
+    pub watermark: Option<i64>,
+}
+
+impl Residual {
+    fn from_proto(r: &ferrobeam_proto::fn_api::DelayedBundleApplication) -> Option<Self> {
+        let app = r.application.as_ref()?;
+        // A negative delay (the requested time has passed) means "now".
+        let delay = match r.requested_time_delay {
+            Some(d) if d.seconds >= 0 && d.nanos >= 0 => {
+                Duration::new(d.seconds as u64, d.nanos as u32)
+            }
+            _ => Duration::ZERO,
+        };
+        let watermark = app
+            .output_watermarks
+            .values()
+            .map(|t| {
+                t.seconds
+                    .saturating_mul(1000)
+                    .saturating_add(i64::from(t.nanos) / 1_000_000)
+            })
+            .min();
+        Some(Residual {
+            element: app.element.clone(),
+            delay,
+            watermark,
+        })
+    }
+}
+
 #[derive(Default)]
 struct Collected {
     /// (bundle seq, port, chunks), in commit order; sorted by seq on use.
     outputs: Vec<(usize, PortRef, Vec<Bytes>)>,
-    residuals: Vec<Bytes>,
+    residuals: Vec<Residual>,
     /// Timer sets and clears, per family, in bundle commit order.
     timers: Vec<(usize, Vec<Bytes>)>,
 }
@@ -159,20 +202,37 @@ impl SdkStageRun<'_> {
         timers: &mut TimerStore,
         outputs: &mut HashMap<PortRef, Vec<Bytes>>,
     ) -> Result<(), EngineError> {
-        let mut pending = match input {
+        let mut residuals = self.process_once(input, timers, outputs).await?;
+        while !residuals.is_empty() {
+            // A bounded job resumes checkpointed work when it asked to be:
+            // nothing else is waiting for this stage.
+            let wait = residuals.iter().map(|r| r.delay).min().unwrap_or_default();
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            let elements = residuals.into_iter().map(|r| r.element).collect();
+            residuals = self.process_once(Some(elements), timers, outputs).await?;
+        }
+        Ok(())
+    }
+
+    /// One pass of `input` through the stage; returns the work splittable
+    /// DoFns deferred (streaming resumes it when it is due).
+    pub async fn process_once(
+        &self,
+        input: Option<Vec<Bytes>>,
+        timers: &mut TimerStore,
+        outputs: &mut HashMap<PortRef, Vec<Bytes>>,
+    ) -> Result<Vec<Residual>, EngineError> {
+        let pending = match input {
             Some(chunks) => self.cut(chunks)?,
             None => vec![Work::new(Vec::new(), false, None)],
         };
-        while !pending.is_empty() {
-            let collected = self.round(pending).await?;
-            let residuals = self.absorb(collected, outputs, timers)?;
-            pending = if residuals.is_empty() {
-                Vec::new()
-            } else {
-                self.cut(residuals)?
-            };
+        if pending.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(())
+        let collected = self.round(pending).await?;
+        self.absorb(collected, outputs, timers)
     }
 
     /// Fires every timer that `watermark` and `processing_time` have
@@ -201,7 +261,7 @@ impl SdkStageRun<'_> {
         collected: Collected,
         outputs: &mut HashMap<PortRef, Vec<Bytes>>,
         timers: &mut TimerStore,
-    ) -> Result<Vec<Bytes>, EngineError> {
+    ) -> Result<Vec<Residual>, EngineError> {
         let mut committed = collected.outputs;
         committed.sort_by_key(|(seq, _, _)| *seq);
         for (_, port, chunks) in committed {
@@ -690,7 +750,10 @@ impl SdkStageRun<'_> {
             .side_inputs
             .iter()
             .map(|s| (s.transform_id.as_str(), s.local_name.as_str()));
-        let mut cache_tokens: Vec<CacheToken> = side_input_tokens(&self.descriptor_id, side_inputs);
+        let mut cache_tokens: Vec<CacheToken> = side_input_tokens(
+            &format!("{}/g{}", self.descriptor_id, self.side_input_generation),
+            side_inputs,
+        );
         cache_tokens.extend(user_token.map(user_state_token));
         let started = std::time::Instant::now();
         let out = worker
@@ -730,11 +793,12 @@ impl SdkStageRun<'_> {
                     c.timers.push((family, chunks));
                 }
             }
-            for residual in &out.response.residual_roots {
-                if let Some(app) = &residual.application {
-                    c.residuals.push(app.element.clone());
-                }
-            }
+            c.residuals.extend(
+                out.response
+                    .residual_roots
+                    .iter()
+                    .filter_map(Residual::from_proto),
+            );
         }
         self.metrics
             .commit_bundle(self.metric_scope, &out.response.monitoring_infos);

@@ -214,6 +214,15 @@ impl TimerStore {
         out
     }
 
+    /// When the earliest pending processing-time timer is due.
+    pub fn next_processing_time(&self) -> Option<i64> {
+        self.pending
+            .iter()
+            .filter(|(id, _)| self.domains[id.family] == TimeDomain::ProcessingTime)
+            .map(|(_, p)| p.fire)
+            .min()
+    }
+
     /// The earliest output timestamp a pending timer holds (streaming: the
     /// stage's output watermark may not pass it).
     pub fn min_hold(&self) -> Option<i64> {

@@ -140,6 +140,25 @@ impl TriggerState {
         }
     }
 
+    /// The earliest processing time at which a processing-time part of the
+    /// trigger could fire (a bound: the caller re-checks
+    /// [`TriggerState::should_fire`] then).  `None`: no such deadline.
+    pub fn next_processing_deadline(&self, trigger: &Trigger) -> Option<i64> {
+        if self.finished {
+            return None;
+        }
+        match trigger {
+            Trigger::AfterProcessingTime(transforms) => self
+                .first_arrival
+                .map(|first| transforms.iter().fold(first, |t, tr| tr.apply(t))),
+            _ => subtriggers(trigger)
+                .into_iter()
+                .zip(&self.children)
+                .filter_map(|(sub, st)| st.next_processing_deadline(sub?))
+                .min(),
+        }
+    }
+
     pub fn should_fire(&self, trigger: &Trigger, clock: &Clock) -> bool {
         if self.finished {
             return false;

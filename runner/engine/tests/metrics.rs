@@ -353,6 +353,7 @@ mod scopes {
             kind: StageKind::Sdk(Box::new(SdkStage {
                 environment_id: "env".into(),
                 descriptor: Default::default(),
+                drain_descriptor: None,
                 input: input.map(|pc| (port(pc), format!("{id}/source"))),
                 outputs: outputs
                     .iter()

@@ -1,6 +1,7 @@
 //! Flattening the composite tree into the leaves we execute, and expanding
 //! splittable DoFns into their pair / split-and-size / process parts.
 
+use ferrobeam_proto::fn_api::ProcessBundleDescriptor;
 use ferrobeam_proto::pipeline::v1::{
     self as pb, Components, FunctionSpec, PTransform, ParDoPayload,
 };
@@ -566,32 +567,10 @@ pub fn truncate_restrictions(components: &mut Components, leaves: Vec<Leaf>) -> 
             out.push(leaf);
             continue;
         };
-        let t = components.transforms[&leaf.id].clone();
-        let Some(main_tag) = t
-            .inputs
-            .iter()
-            .find(|(_, pc)| **pc == sized)
-            .map(|(k, _)| k.clone())
-        else {
+        let Some((truncate_id, truncated)) = insert_truncation(components, &leaf.id, &sized) else {
             out.push(leaf);
             continue;
         };
-        let coder = components.pcollections[&sized].coder_id.clone();
-        let truncated = copy_pcollection(components, &sized, "truncated", coder);
-        let base = leaf.id.trim_end_matches("/Process").to_owned();
-        let truncate_id = copy_transform(
-            components,
-            &base,
-            &t,
-            "TruncateSizedRestriction",
-            urns::SDF_TRUNCATE,
-            &main_tag,
-            &sized,
-            &truncated,
-        );
-        if let Some(process) = components.transforms.get_mut(&leaf.id) {
-            process.inputs.insert(main_tag, truncated.clone());
-        }
         out.push(Leaf {
             id: truncate_id,
             main_input: Some(sized),
@@ -603,6 +582,60 @@ pub fn truncate_restrictions(components: &mut Components, leaves: Vec<Leaf>) -> 
         out.push(leaf);
     }
     out
+}
+
+/// A streaming job that drains truncates the work its splittable DoFns
+/// deferred: this is the descriptor of the stage whose first transform is
+/// the SDF's Process (`process_id`, reading `sized`), with the truncation in
+/// front of Process.  It reads the same input, so deferred residuals can be
+/// sent to it unchanged.
+pub(crate) fn truncating_descriptor(
+    descriptor: &ProcessBundleDescriptor,
+    process_id: &str,
+    sized: &str,
+) -> Option<ProcessBundleDescriptor> {
+    let mut components = Components {
+        transforms: descriptor.transforms.clone(),
+        pcollections: descriptor.pcollections.clone(),
+        ..Default::default()
+    };
+    insert_truncation(&mut components, process_id, sized)?;
+    Some(ProcessBundleDescriptor {
+        transforms: components.transforms,
+        pcollections: components.pcollections,
+        ..descriptor.clone()
+    })
+}
+
+/// Puts the SDK's `sdf_truncate_sized_restrictions` between `sized` and the
+/// SDF Process transform `process_id`.  Returns the new transform's id and
+/// the PCollection Process now reads.
+fn insert_truncation(
+    components: &mut Components,
+    process_id: &str,
+    sized: &str,
+) -> Option<(String, String)> {
+    let t = components.transforms.get(process_id)?.clone();
+    let main_tag = t.inputs.iter().find(|(_, pc)| *pc == sized)?.0.clone();
+    let coder = components.pcollections.get(sized)?.coder_id.clone();
+    let truncated = copy_pcollection(components, sized, "truncated", coder);
+    let base = process_id.trim_end_matches("/Process").to_owned();
+    let truncate_id = copy_transform(
+        components,
+        &base,
+        &t,
+        "TruncateSizedRestriction",
+        urns::SDF_TRUNCATE,
+        &main_tag,
+        sized,
+        &truncated,
+    );
+    components
+        .transforms
+        .get_mut(process_id)?
+        .inputs
+        .insert(main_tag, truncated.clone());
+    Some((truncate_id, truncated))
 }
 
 fn copy_pcollection(

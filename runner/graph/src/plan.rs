@@ -92,6 +92,10 @@ pub enum StageKind {
 pub struct SdkStage {
     pub environment_id: String,
     pub descriptor: ProcessBundleDescriptor,
+    /// Streaming splittable-DoFn stages: the same stage with the SDK's
+    /// restriction truncation in front of Process, which a drain runs the
+    /// deferred work through.
+    pub drain_descriptor: Option<ProcessBundleDescriptor>,
     /// The stage's main input and the data-source transform that reads it.
     pub input: Option<(PortRef, String)>,
     /// Each output port and the data-sink transform that writes it.

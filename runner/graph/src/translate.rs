@@ -816,9 +816,18 @@ impl Builder<'_> {
                 endpoint.clone()
             },
         };
+        // Streaming: a drain truncates what the SDF deferred, through a
+        // variant of this stage with the truncation in front of Process.
+        let drain_descriptor = match (&input, &first.main_input) {
+            (Some(_), Some(sized)) if self.opts.streaming && first.splittable => {
+                leaves::truncating_descriptor(&descriptor, &first.id, sized)
+            }
+            _ => None,
+        };
         Ok(SdkStage {
             environment_id: environment_id.to_owned(),
             descriptor,
+            drain_descriptor,
             input,
             outputs: sinks,
             side_inputs,

@@ -15,12 +15,19 @@
 //! work for the Python workers; and a sparse input gives small epochs, so
 //! latency stays a few bundle round trips.
 //!
-//! Not yet (issue 4): unbounded sources other than TestStream, side inputs
-//! before they are complete (main input waits for them), real-clock
-//! processing-time firing while a job idles.
+//! Unbounded sources are splittable DoFns that checkpoint themselves
+//! (`defer_remainder`): the work they hand back waits in its stage until
+//! the time it asked for, holding the stage's output watermark at the
+//! DoFn's watermark estimate.  When an epoch changes nothing, the loop
+//! sleeps until the next thing time can bring: deferred work falling due,
+//! a processing-time timer or trigger, a source turning idle, or a drain.
+//!
+//! Not yet (issue 4): side inputs before they are complete (the main input
+//! waits for them).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferrobeam_coders::{MAX_TIMESTAMP_MILLIS, MIN_TIMESTAMP_MILLIS};
@@ -31,15 +38,16 @@ use super::gbk::StreamingGroupByKey;
 use crate::job::{JobSpec, Level};
 use crate::metrics::{JobMetrics, StageScope};
 use crate::pool::WorkerPool;
-use crate::sdk_stage::SdkStageRun;
-use crate::state::{SideInputData, SideInputs, UserState};
+use crate::sdk_stage::{Residual, SdkStageRun};
+use super::side_inputs::{release, SideInputBuffer};
+use crate::state::{SideInputs, UserState};
 use crate::test_stream::EventEncoder;
 use crate::timers::TimerStore;
 use crate::wire::WireFormat;
 use crate::{EngineConfig, EngineError};
 
-/// Processing time: the wall clock, or TestStream's own clock, which only
-/// moves with its processing-time events.
+/// Processing time: the wall clock, or TestStream's own clock, which starts
+/// at 0 and only moves with its processing-time events.
 struct ProcessingClock {
     test_time: Option<i64>,
 }
@@ -47,6 +55,20 @@ struct ProcessingClock {
 impl ProcessingClock {
     fn now(&self) -> i64 {
         self.test_time.unwrap_or_else(wall_millis)
+    }
+
+    /// Whether processing time is the wall clock (no TestStream drives it).
+    fn is_wall(&self) -> bool {
+        self.test_time.is_none()
+    }
+
+    /// When the wall clock reaches processing time `millis`.
+    fn instant_of(&self, millis: i64) -> Option<Instant> {
+        if !self.is_wall() {
+            return None;
+        }
+        let ahead = millis.saturating_sub(wall_millis()).max(0) as u64;
+        Some(Instant::now() + Duration::from_millis(ahead))
     }
 
     fn advance(&mut self, millis: i64) {
@@ -86,13 +108,82 @@ enum Runtime {
 
 struct SdkRuntime {
     timers: TimerStore,
+    /// Work splittable DoFns deferred, waiting to be resumed.
+    deferred: Vec<Deferred>,
+    /// When the stage last produced output or moved its watermark hold:
+    /// deferred work that does neither for the idle timeout is idle.
+    last_progress: Instant,
+    /// While the deferred work is idle, its watermark follows the wall
+    /// clock, this far behind: the wall clock minus the idle timeout (in
+    /// whole seconds, so an idle job wakes once a second, not constantly).
+    idle_floor: i64,
     /// A stage without a data input has run its one bundle.
     started: bool,
-    /// Main input waiting for the side inputs to be complete.
+    /// Main-input elements waiting for their windows' side data.
     held: Vec<Bytes>,
-    /// Side-input data so far, per side input (in the stage's order).
-    side_data: Vec<Vec<Bytes>>,
-    side_inputs: Option<Arc<SideInputs>>,
+    /// The earliest timestamp in `held`: it holds the output watermark.
+    held_min_timestamp: i64,
+    sides: SideInputBuffer,
+}
+
+/// Work a splittable DoFn deferred.
+struct Deferred {
+    element: Bytes,
+    /// When the DoFn asked to be resumed.
+    due: Instant,
+    /// The stage's output watermark may not pass this while it waits: the
+    /// DoFn's watermark estimate, else the element's timestamp (a DoFn may
+    /// not output before its input's timestamp).
+    hold: i64,
+    /// Came from draining (already truncated once): resumed when due, like
+    /// any bounded work, rather than truncated again at once.
+    truncated: bool,
+}
+
+impl SdkRuntime {
+    fn hold(&self) -> i64 {
+        let timers = self.timers.min_hold().unwrap_or(MAX_TIMESTAMP_MILLIS);
+        self.deferred
+            .iter()
+            .map(|d| d.hold.max(self.idle_floor))
+            .fold(timers.min(self.held_min_timestamp), i64::min)
+    }
+
+    /// What the deferred work itself says about its watermark (the
+    /// minimum estimate), without the idle floor: a sign of life when it
+    /// moves.
+    fn estimate(&self) -> i64 {
+        self.deferred
+            .iter()
+            .map(|d| d.hold)
+            .min()
+            .unwrap_or(MAX_TIMESTAMP_MILLIS)
+    }
+
+    /// Deferred work that has shown no sign of life for `timeout` is a
+    /// source with nothing to read: it must not hold the watermark back
+    /// forever, so its watermark moves with the wall clock, `timeout` behind
+    /// (as Beam's KafkaIO does for idle partitions).
+    fn follow_clock_if_idle(&mut self, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else { return };
+        if self.deferred.is_empty() || self.last_progress.elapsed() < timeout {
+            return;
+        }
+        let behind = wall_millis().saturating_sub(timeout.as_millis() as i64);
+        self.idle_floor = self.idle_floor.max(behind.div_euclid(1000) * 1000);
+    }
+
+    /// Removes and returns the deferred work that is due; when draining,
+    /// also what was deferred before the drain (it is truncated, not
+    /// waited for).
+    fn take_due(&mut self, draining: bool) -> Vec<Bytes> {
+        let now = Instant::now();
+        let (due, waiting) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|d| d.due <= now || (draining && !d.truncated));
+        self.deferred = waiting;
+        due.into_iter().map(|d: Deferred| d.element).collect()
+    }
 }
 
 /// What one stage did in one epoch.
@@ -118,12 +209,24 @@ pub(crate) async fn run(
     let has_test_stream = runtimes
         .iter()
         .any(|r| matches!(r, Runtime::TestStream { .. }));
+    // TestStream's clock starts at 0, as the DirectRunner's does, so tests
+    // that set processing-time timers at absolute times behave the same.
     let mut clock = ProcessingClock {
-        test_time: has_test_stream.then(wall_millis),
+        test_time: has_test_stream.then_some(0),
     };
+    let mut drain = job.drain.clone();
+    let mut draining = false;
     let mut watermarks: HashMap<PortRef, i64> = HashMap::new();
     let mut quiet_epochs = 0;
     loop {
+        if !draining && *drain.borrow_and_update() {
+            draining = true;
+            job.reporter.message(
+                Level::Info,
+                "draining: sources stop, deferred work is truncated, pending windows and timers fire"
+                    .into(),
+            );
+        }
         let mut data: HashMap<PortRef, Vec<Bytes>> = HashMap::new();
         let mut progressed = false;
         for (stage, rt) in plan.stages.iter().zip(runtimes.iter_mut()) {
@@ -136,6 +239,7 @@ pub(crate) async fn run(
                 scope: scopes.get(&stage.id),
                 user_state: &user_state,
                 watermarks: &watermarks,
+                draining,
             };
             let step = ctx.step(rt, &data, &mut clock).await?;
             for (port, chunks) in step.produced {
@@ -165,19 +269,75 @@ pub(crate) async fn run(
             quiet_epochs = 0;
             continue;
         }
-        quiet_epochs += 1;
-        if sources_done {
-            // Only processing time can move anything now: the input is over,
-            // so (as in batch) it jumps to the end.
-            if quiet_epochs > 2 {
-                return Err(EngineError::Internal(
-                    "the streaming job stopped making progress before its watermarks reached the end"
-                        .into(),
-                ));
+        if !sources_done {
+            // Nothing moves until time does: sleep until the next deadline
+            // (or a drain request).
+            let wake = next_wake(&runtimes, &clock, job.source_idle_timeout);
+            let sleep = tokio::time::sleep_until(wake.into());
+            tokio::select! {
+                () = sleep => {}
+                _ = drain.changed(), if !draining => {}
             }
-            clock.finish();
+            continue;
+        }
+        quiet_epochs += 1;
+        // Only processing time can move anything now: the input is over,
+        // so (as in batch) it jumps to the end.
+        if quiet_epochs > 2 {
+            return Err(EngineError::Internal(
+                "the streaming job stopped making progress before its watermarks reached the end"
+                    .into(),
+            ));
+        }
+        clock.finish();
+    }
+}
+
+/// How long an idle job sleeps when nothing is scheduled: long enough not
+/// to spin, short enough that a missed deadline costs little.
+const MAX_IDLE_SLEEP: Duration = Duration::from_secs(1);
+
+/// The next time something can happen without new data: deferred work
+/// falling due, a processing-time timer or trigger (on the wall clock), or
+/// deferred work reaching the idle timeout.
+fn next_wake(
+    runtimes: &[Runtime],
+    clock: &ProcessingClock,
+    idle_timeout: Option<Duration>,
+) -> Instant {
+    let mut wake = Instant::now() + MAX_IDLE_SLEEP;
+    for rt in runtimes {
+        match rt {
+            Runtime::Sdk(sdk) => {
+                for d in &sdk.deferred {
+                    wake = wake.min(d.due);
+                }
+                if let Some(t) = sdk
+                    .timers
+                    .next_processing_time()
+                    .and_then(|t| clock.instant_of(t))
+                {
+                    wake = wake.min(t);
+                }
+                if let (Some(timeout), false) = (idle_timeout, sdk.deferred.is_empty()) {
+                    let idle_at = sdk.last_progress + timeout;
+                    if idle_at > Instant::now() {
+                        wake = wake.min(idle_at);
+                    }
+                }
+            }
+            Runtime::Gbk(gbk) => {
+                if let Some(t) = gbk
+                    .next_processing_deadline()
+                    .and_then(|t| clock.instant_of(t))
+                {
+                    wake = wake.min(t);
+                }
+            }
+            _ => {}
         }
     }
+    wake
 }
 
 fn runtime(stage: &Stage, plan: &ferrobeam_graph::Plan) -> Result<Runtime, EngineError> {
@@ -203,14 +363,13 @@ fn runtime(stage: &Stage, plan: &ferrobeam_graph::Plan) -> Result<Runtime, Engin
         }
         StageKind::Sdk(sdk) => Runtime::Sdk(Box::new(SdkRuntime {
             timers: TimerStore::new(&sdk.timer_families, &plan.components)?,
+            deferred: Vec::new(),
+            last_progress: Instant::now(),
+            idle_floor: MIN_TIMESTAMP_MILLIS,
             started: false,
             held: Vec::new(),
-            side_data: vec![Vec::new(); sdk.side_inputs.len()],
-            side_inputs: if sdk.side_inputs.is_empty() {
-                Some(Arc::default())
-            } else {
-                None
-            },
+            held_min_timestamp: MAX_TIMESTAMP_MILLIS,
+            sides: SideInputBuffer::new(sdk.side_inputs.len()),
         })),
     })
 }
@@ -219,6 +378,7 @@ fn source_done(rt: &Runtime) -> bool {
     match rt {
         Runtime::Impulse { fired } => *fired,
         Runtime::TestStream { events, .. } => events.is_empty(),
+        Runtime::Sdk(sdk) => sdk.deferred.is_empty(),
         _ => true,
     }
 }
@@ -233,6 +393,7 @@ struct StageContext<'a> {
     scope: Option<&'a StageScope>,
     user_state: &'a Arc<UserState>,
     watermarks: &'a HashMap<PortRef, i64>,
+    draining: bool,
 }
 
 impl StageContext<'_> {
@@ -295,6 +456,10 @@ impl StageContext<'_> {
                 StageKind::TestStream { outputs, .. },
             ) => {
                 let mut buffers = vec![Vec::new(); outputs.len()];
+                if self.draining {
+                    // A drained source reads no further.
+                    events.clear();
+                }
                 match events.pop_front() {
                     Some(Event::ElementEvent(e)) => encoder.encode(&e, &mut buffers)?,
                     Some(Event::WatermarkEvent(w)) => {
@@ -365,82 +530,134 @@ impl StageContext<'_> {
         input_wm: i64,
         now: i64,
     ) -> Result<Step, EngineError> {
-        if rt.side_inputs.is_none() {
-            for (i, si) in sdk.side_inputs.iter().enumerate() {
-                rt.side_data[i].extend(take(&si.port));
-            }
+        for (i, si) in sdk.side_inputs.iter().enumerate() {
+            rt.sides.add(i, take(&si.port));
         }
+        let formats = sdk
+            .side_inputs
+            .iter()
+            .map(|si| self.format(&si.port))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (side_inputs, side_generation) = rt.sides.current(&sdk.side_inputs, &formats)?;
+        let side_watermark = sdk
+            .side_inputs
+            .iter()
+            .map(|si| self.watermark_of(&si.port))
+            .min()
+            .unwrap_or(MAX_TIMESTAMP_MILLIS);
+        let mut ready = Vec::new();
         if let Some((port, _)) = &sdk.input {
-            rt.held.extend(take(port));
-        }
-        if rt.side_inputs.is_none()
-            && sdk
-                .side_inputs
-                .iter()
-                .all(|si| self.watermark_of(&si.port) == MAX_TIMESTAMP_MILLIS)
-        {
-            let mut built = SideInputs::new();
-            for (si, chunks) in sdk.side_inputs.iter().zip(&rt.side_data) {
-                let data = SideInputData::build(si, chunks, &self.format(&si.port)?)?;
-                built.insert(
-                    (si.transform_id.clone(), si.local_name.clone()),
-                    Arc::new(data),
-                );
-            }
-            rt.side_data = Vec::new();
-            rt.side_inputs = Some(Arc::new(built));
+            let mut held = std::mem::take(&mut rt.held);
+            held.extend(take(port));
+            let released = release(held, &self.format(port)?, side_watermark)?;
+            ready = released.ready;
+            rt.held = released.waiting;
+            rt.held_min_timestamp = released.waiting_min_timestamp;
         }
         let outputs_of = |wm: i64| -> Vec<(PortRef, i64)> {
             sdk.outputs.iter().map(|(p, _)| (p.clone(), wm)).collect()
         };
-        let Some(side_inputs) = rt.side_inputs.clone() else {
-            // Held until the side inputs are complete; so is the watermark.
-            return Ok(Step {
-                produced: Vec::new(),
-                watermarks: outputs_of(MIN_TIMESTAMP_MILLIS),
-            });
+        let stage_id = format!("{}-{}", self.job.job_id, self.stage.id);
+        // Draining: new and deferred work alike go through the variant that
+        // truncates restrictions first.
+        let truncate = self.draining && sdk.drain_descriptor.is_some();
+        let descriptor_id = if truncate {
+            crate::job::drain_descriptor_id(&stage_id)
+        } else {
+            stage_id
         };
-        let input_format = sdk
-            .input
-            .as_ref()
-            .map(|(p, _)| self.format(p))
-            .transpose()?;
-        let run = SdkStageRun {
+        let mut run = self.sdk_run(sdk, side_inputs, descriptor_id)?;
+        run.side_input_generation = side_generation;
+        let mut outputs: HashMap<PortRef, Vec<Bytes>> = HashMap::new();
+        let estimate_before = rt.estimate();
+        let residuals = if let Some((port, _)) = &sdk.input {
+            let mut work = ready;
+            work.extend(rt.take_due(truncate));
+            if work.is_empty() {
+                Vec::new()
+            } else {
+                let residuals = run
+                    .process_once(Some(work), &mut rt.timers, &mut outputs)
+                    .await?;
+                let format = self.format(port)?;
+                let mut deferred = Vec::with_capacity(residuals.len());
+                for r in residuals {
+                    deferred.push(defer(r, &format, truncate)?);
+                }
+                deferred
+            }
+        } else {
+            if !rt.started {
+                // No data input: the stage runs its one (empty) bundle once.
+                rt.started = true;
+                run.process(None, &mut rt.timers, &mut outputs).await?;
+            }
+            Vec::new()
+        };
+        rt.deferred.extend(residuals);
+        if !rt.timers.is_empty() {
+            run.fire_timers(&mut rt.timers, input_wm, now, &mut outputs)
+                .await?;
+        }
+        let produced_any = outputs.values().flatten().any(|c| !c.is_empty());
+        if produced_any || rt.estimate() > estimate_before {
+            rt.last_progress = Instant::now();
+        }
+        rt.follow_clock_if_idle(self.job.source_idle_timeout);
+        Ok(Step {
+            produced: outputs.into_iter().collect(),
+            watermarks: outputs_of(input_wm.min(rt.hold())),
+        })
+    }
+
+    fn sdk_run<'s>(
+        &'s self,
+        sdk: &'s ferrobeam_graph::SdkStage,
+        side_inputs: Arc<SideInputs>,
+        descriptor_id: String,
+    ) -> Result<SdkStageRun<'s>, EngineError> {
+        Ok(SdkStageRun {
             stage_name: &self.stage.name,
-            descriptor_id: format!("{}-{}", self.job.job_id, self.stage.id),
+            descriptor_id,
             stage: sdk,
             pool: &self.pools[&sdk.environment_id],
             bundles_per_worker: self.config.bundles_per_worker,
             side_inputs,
+            side_input_generation: 0,
             user_state: self.user_state.clone(),
             metrics: self.metrics,
             metric_scope: self.scope.ok_or_else(|| {
                 EngineError::Internal(format!("no metric scope for stage {}", self.stage.id))
             })?,
-            input_format,
+            input_format: sdk
+                .input
+                .as_ref()
+                .map(|(p, _)| self.format(p))
+                .transpose()?,
             components: &self.job.plan.components,
             reporter: self.job.reporter.as_ref(),
-        };
-        let mut outputs: HashMap<PortRef, Vec<Bytes>> = HashMap::new();
-        if sdk.input.is_some() {
-            let held = std::mem::take(&mut rt.held);
-            if !held.is_empty() {
-                run.process(Some(held), &mut rt.timers, &mut outputs)
-                    .await?;
-            }
-        } else if !rt.started {
-            // No data input: the stage runs its one (empty) bundle once.
-            rt.started = true;
-            run.process(None, &mut rt.timers, &mut outputs).await?;
-        }
-        if !rt.timers.is_empty() {
-            run.fire_timers(&mut rt.timers, input_wm, now, &mut outputs)
-                .await?;
-        }
-        let hold = rt.timers.min_hold().unwrap_or(MAX_TIMESTAMP_MILLIS);
-        Ok(Step {
-            produced: outputs.into_iter().collect(),
-            watermarks: outputs_of(input_wm.min(hold)),
         })
     }
+}
+
+/// Files a residual as deferred work, holding the watermark at the DoFn's
+/// estimate, else at the element's own timestamp.
+fn defer(r: Residual, format: &WireFormat, truncated: bool) -> Result<Deferred, EngineError> {
+    let hold = match r.watermark {
+        Some(wm) => wm,
+        None => {
+            let mut ts = MIN_TIMESTAMP_MILLIS;
+            format.for_each(&r.element, |e| {
+                ts = e.timestamp;
+                Ok(())
+            })?;
+            ts
+        }
+    };
+    Ok(Deferred {
+        element: r.element,
+        due: Instant::now() + r.delay,
+        hold: hold.clamp(MIN_TIMESTAMP_MILLIS, MAX_TIMESTAMP_MILLIS),
+        truncated,
+    })
 }

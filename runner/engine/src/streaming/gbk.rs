@@ -321,6 +321,14 @@ impl StreamingGroupByKey {
 
     /// The watermark downstream may see: the input watermark, held back by
     /// buffered data whose pane will be stamped earlier.
+    /// The earliest processing time a window's trigger waits for.
+    pub fn next_processing_deadline(&self) -> Option<i64> {
+        self.windows
+            .values()
+            .filter_map(|w| w.trigger.next_processing_deadline(&self.rules.trigger))
+            .min()
+    }
+
     pub fn output_watermark(&self) -> i64 {
         self.output_watermark
     }

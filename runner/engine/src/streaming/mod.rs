@@ -2,8 +2,10 @@
 //!
 //! * [`driver`]: runs a plan as a sequence of epochs.
 //! * [`gbk`]: GroupByKey whose panes fire as data and time arrive.
+//! * [`side_inputs`]: side inputs that complete window by window.
 //!
 //! See `docs/design.md` ("Streaming") for how these pieces fit together.
 
 pub(crate) mod driver;
 pub mod gbk;
+mod side_inputs;
