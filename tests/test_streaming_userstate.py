@@ -302,10 +302,11 @@ def test_stateful_set_state_portably() -> None:
 # Beam's test mocks random to always return 1.0, forcing a compaction of the
 # set state's cache on every add, and delays every append and clear sent
 # through the SDK's gRPC state handler. The mocks patch this process, so the
-# pipeline runs on LOOPBACK workers (all in this process, using the gRPC state
-# handler) as in Beam's test.
+# pipeline runs on LOOPBACK workers (in this process) as in Beam's test. It
+# goes to the session's standalone job server: LOOPBACK workers of the
+# embedded server would reach state through its socket, not gRPC.
 @mock.patch("apache_beam.runners.worker.bundle_processor.random.random", lambda: 1.0)
-def test_stateful_set_state_compaction_race_portably() -> None:
+def test_stateful_set_state_compaction_race_portably(job_endpoint: str) -> None:
     # apache_beam/transforms/userstate_test.py::StatefulDoFnOnDirectRunnerTest::test_stateful_set_state_compaction_race_portably
     import queue  # pylint: disable=import-outside-toplevel
     import threading  # pylint: disable=import-outside-toplevel
@@ -345,7 +346,11 @@ def test_stateful_set_state_compaction_race_portably() -> None:
                   .advance_watermark_to(10).add_elements([("key", 1)])
                   .advance_watermark_to(20).add_elements([("key", 2)])
                   .advance_watermark_to(30))  # yapf: disable
-        with _pipeline("--max_cache_memory_usage_mb=100", "--environment_type=LOOPBACK") as p:
+        options = PipelineOptions([
+            "--runner=PortableRunner", "--job_endpoint=" + job_endpoint, "--streaming",
+            "--max_cache_memory_usage_mb=100", "--environment_type=LOOPBACK",
+        ])
+        with beam.Pipeline(options=options) as p:
             assert_that(p | stream | beam.ParDo(_SetSumDoFn()), equal_to([1, 3]))
     finally:
         GrpcStateHandler._request = old_request
@@ -423,6 +428,15 @@ class _GenerateRecords(DoFn):
         yield "value"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "issue 4: TestStream's processing-time clock starts at the wall clock in ferrobeam "
+        "(streaming/driver.rs, ProcessingClock), at 0 in Beam's DirectRunner (TestClock()): "
+        "the timers this DoFn sets at absolute 1 s, 2 s, 3 s are all due at once, so the three "
+        "'value's come right after element 0 instead of one per processing-time advance"
+    ),
+)
 def test_generate_sequence_with_realtime_timer(records_file: Path) -> None:
     # apache_beam/transforms/userstate_test.py::StatefulDoFnOnDirectRunnerTest::test_generate_sequence_with_realtime_timer
     # (pinned to the DirectRunner there).
