@@ -124,10 +124,14 @@ EXCLUSIONS = load_exclusions()
 
 
 def run_module(
-    module: str, work_dir: Path, select: Sequence[str] = ("-m", MARKER)
+    module: str,
+    work_dir: Path,
+    select: Sequence[str] = ("-m", MARKER),
+    pipeline_options: str = PIPELINE_OPTIONS,
 ) -> tuple[dict[str, dict], subprocess.CompletedProcess]:
     """Runs ``module``'s tests chosen by ``select`` (pytest arguments; by
-    default the marked ones) in a pytest subprocess; returns its report."""
+    default the marked ones) in a pytest subprocess, their ``TestPipeline``s
+    given ``pipeline_options``; returns its report."""
     report = work_dir / "report.json"
     ini = work_dir / "pytest.ini"
     # Our own ini and rootdir, so nothing of this repository's pytest set-up
@@ -143,7 +147,7 @@ def run_module(
         # virtualenv.
         "--import-mode=append",
         *select,
-        "--test-pipeline-options=%s" % PIPELINE_OPTIONS,
+        "--test-pipeline-options=%s" % pipeline_options,
         "--timeout=%d" % TEST_TIMEOUT_S,
         "--ferrobeam-report", str(report),
         "--junitxml", str(work_dir / "junit.xml"),
