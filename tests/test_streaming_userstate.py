@@ -428,15 +428,6 @@ class _GenerateRecords(DoFn):
         yield "value"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "issue 4: TestStream's processing-time clock starts at the wall clock in ferrobeam "
-        "(streaming/driver.rs, ProcessingClock), at 0 in Beam's DirectRunner (TestClock()): "
-        "the timers this DoFn sets at absolute 1 s, 2 s, 3 s are all due at once, so the three "
-        "'value's come right after element 0 instead of one per processing-time advance"
-    ),
-)
 def test_generate_sequence_with_realtime_timer(records_file: Path) -> None:
     # apache_beam/transforms/userstate_test.py::StatefulDoFnOnDirectRunnerTest::test_generate_sequence_with_realtime_timer
     # (pinned to the DirectRunner there).
