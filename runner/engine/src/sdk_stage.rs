@@ -2,7 +2,7 @@
 //! bundles whose worker died, feed residuals back until none are left.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -436,15 +436,15 @@ impl SdkStageRun<'_> {
         let lanes = (0..self.pool.size())
             .flat_map(|slot| (0..self.lanes_per_worker()).map(move |_| slot))
             .map(|slot| self.lane(slot, &round));
-        let done = AtomicBool::new(false);
-        let lanes = async {
-            let r = try_join_all(lanes).await;
-            done.store(true, Ordering::Release);
-            r
-        };
+        let lanes = try_join_all(lanes);
         if self.splittable() {
-            let (r, ()) = tokio::join!(lanes, self.splitter(&round, &done));
-            r?;
+            // The splitter never ends by itself: the round is over when the
+            // lanes are (and must not wait for the splitter's next poll).
+            tokio::select! {
+                biased;
+                r = lanes => { r?; }
+                never = self.splitter(&round) => match never {},
+            }
         } else {
             lanes.await?;
         }
@@ -623,11 +623,11 @@ impl SdkStageRun<'_> {
     /// Dynamic work rebalancing: while some lane is idle and the queue is
     /// empty, ask the longest-running bundle to give up half of what it has
     /// left, and queue the part it gave up.
-    async fn splitter(&self, round: &Round, done: &AtomicBool) {
+    async fn splitter(&self, round: &Round) -> std::convert::Infallible {
         let Some((_, source)) = &self.stage.input else {
-            return;
+            return std::future::pending().await;
         };
-        while !done.load(Ordering::Acquire) {
+        loop {
             tokio::time::sleep(SPLIT_POLL).await;
             if round.idle.load(Ordering::Acquire) == 0 || !round.queue.lock().is_empty() {
                 continue;
