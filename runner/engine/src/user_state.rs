@@ -55,11 +55,28 @@ impl CellId {
         Self::new(BAG, &k.transform_id, &k.user_state_id, &k.key, &k.window)
     }
 
-    /// The list a key names, whatever range the key also carries.
     /// The transform id part (see [`CellId::new`]'s layout).
     fn transform(&self) -> &[u8] {
-        let len = u32::from_be_bytes(self.0[1..5].try_into().expect("cell id header")) as usize;
-        &self.0[5..5 + len]
+        self.part(0)
+    }
+
+    /// The encoded window part.
+    fn window(&self) -> &[u8] {
+        self.part(3)
+    }
+
+    /// Part `n` of transform, state id, key, window.
+    fn part(&self, n: usize) -> &[u8] {
+        let mut at = 1;
+        for i in 0.. {
+            let len =
+                u32::from_be_bytes(self.0[at..at + 4].try_into().expect("cell id part")) as usize;
+            if i == n {
+                return &self.0[at + 4..at + 4 + len];
+            }
+            at += 4 + len;
+        }
+        unreachable!()
     }
 
     pub fn ordered_list(k: &OrderedListUserState) -> Self {
@@ -147,6 +164,22 @@ impl UserState {
     /// keys while it runs.
     pub fn transforms_written(&self) -> Vec<Vec<u8>> {
         self.written.lock().iter().cloned().collect()
+    }
+
+    /// Drops every cell whose (transform id, encoded window) `expired` says
+    /// has expired (streaming: the watermark passed the window's end plus
+    /// the allowed lateness, so no element or timer can reach it again).
+    /// Returns how many cells went.
+    pub fn collect_expired(&self, mut expired: impl FnMut(&[u8], &[u8]) -> bool) -> usize {
+        let mut dropped = 0;
+        for shard in &self.shards {
+            shard.lock().retain(|id, _| {
+                let keep = !expired(id.transform(), id.window());
+                dropped += usize::from(!keep);
+                keep
+            });
+        }
+        dropped
     }
 
     /// Number of non-empty cells (for tests and debugging).
@@ -434,4 +467,36 @@ fn kind_mismatch(state_id: &str) -> String {
 
 fn stale_token(state_id: &str) -> String {
     format!("state '{state_id}' was cleared while it was being read; read it again from the start")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(transform: &str, window: &[u8]) -> BagUserState {
+        BagUserState {
+            transform_id: transform.into(),
+            user_state_id: "count".into(),
+            window: Bytes::copy_from_slice(window),
+            key: Bytes::from_static(b"k"),
+        }
+    }
+
+    #[test]
+    fn expired_windows_lose_their_state_and_only_theirs() {
+        let state = UserState::default();
+        let writes = BundleWrites::default();
+        for (t, w) in [("t", b"old"), ("t", b"new"), ("u", b"old")] {
+            writes
+                .bag_append(&state, &key(t, w), Bytes::from_static(b"\x01"))
+                .unwrap();
+        }
+        writes.commit(&state);
+        assert_eq!(state.cells(), 3);
+        let expired = |t: &[u8], w: &[u8]| t == b"t" && w == b"old";
+        assert_eq!(state.collect_expired(expired), 1);
+        assert_eq!(state.cells(), 2);
+        // The other transform's cell in the same window stays.
+        assert_eq!(state.collect_expired(expired), 0);
+    }
 }

@@ -35,11 +35,11 @@ use ferrobeam_graph::{PortRef, Stage, StageKind};
 use ferrobeam_proto::pipeline::v1::test_stream_payload::event::Event;
 
 use super::gbk::StreamingGroupByKey;
+use super::side_inputs::{release, SideInputBuffer};
 use crate::job::{JobSpec, Level};
 use crate::metrics::{JobMetrics, StageScope};
 use crate::pool::WorkerPool;
 use crate::sdk_stage::{Residual, SdkStageRun};
-use super::side_inputs::{release, SideInputBuffer};
 use crate::state::{SideInputs, UserState};
 use crate::test_stream::EventEncoder;
 use crate::timers::TimerStore;
@@ -113,6 +113,9 @@ struct SdkRuntime {
     /// When the stage last produced output or moved its watermark hold:
     /// deferred work that does neither for the idle timeout is idle.
     last_progress: Instant,
+    /// Keyed stages: the input watermark up to which expired windows' user
+    /// state has been dropped.
+    collected_until: i64,
     /// While the deferred work is idle, its watermark follows the wall
     /// clock, this far behind: the wall clock minus the idle timeout (in
     /// whole seconds, so an idle job wakes once a second, not constantly).
@@ -366,6 +369,7 @@ fn runtime(stage: &Stage, plan: &ferrobeam_graph::Plan) -> Result<Runtime, Engin
             deferred: Vec::new(),
             last_progress: Instant::now(),
             idle_floor: MIN_TIMESTAMP_MILLIS,
+            collected_until: MIN_TIMESTAMP_MILLIS,
             started: false,
             held: Vec::new(),
             held_min_timestamp: MAX_TIMESTAMP_MILLIS,
@@ -604,10 +608,52 @@ impl StageContext<'_> {
             rt.last_progress = Instant::now();
         }
         rt.follow_clock_if_idle(self.job.source_idle_timeout);
+        // At most once per second of event time: it walks all the job's state.
+        if sdk.keyed
+            && input_wm != MAX_TIMESTAMP_MILLIS
+            && input_wm >= rt.collected_until.saturating_add(1000)
+        {
+            self.collect_expired_state(sdk, input_wm)?;
+            rt.collected_until = input_wm;
+        }
         Ok(Step {
             produced: outputs.into_iter().collect(),
             watermarks: outputs_of(input_wm.min(rt.hold())),
         })
+    }
+
+    /// Streaming jobs run forever, so a keyed stage's user state must go
+    /// when its window does: once the input watermark passes the window's
+    /// end plus the allowed lateness, nothing can read or write it again.
+    fn collect_expired_state(
+        &self,
+        sdk: &ferrobeam_graph::SdkStage,
+        input_wm: i64,
+    ) -> Result<(), EngineError> {
+        let Some((port, _)) = &sdk.input else {
+            return Ok(());
+        };
+        let components = &self.job.plan.components;
+        let lateness = components
+            .pcollections
+            .get(&port.pcollection)
+            .and_then(|pc| {
+                components
+                    .windowing_strategies
+                    .get(&pc.windowing_strategy_id)
+            })
+            .map_or(0, |ws| ws.allowed_lateness.max(0));
+        let format = self.format(port)?;
+        let dropped = self.user_state.collect_expired(|transform, window| {
+            std::str::from_utf8(transform).is_ok_and(|t| sdk.descriptor.transforms.contains_key(t))
+                && format
+                    .window_max_timestamp_or(window, MAX_TIMESTAMP_MILLIS)
+                    .is_ok_and(|end| end.saturating_add(lateness) < input_wm)
+        });
+        if dropped > 0 {
+            tracing::debug!(stage = %self.stage.name, dropped, "user state of expired windows dropped");
+        }
+        Ok(())
     }
 
     fn sdk_run<'s>(

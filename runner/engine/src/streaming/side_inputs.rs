@@ -102,7 +102,8 @@ pub(super) fn release(
             let mut complete = true;
             for w in &e.windows {
                 // A window the runner cannot read waits for the very end.
-                let end = format.window_max_timestamp_or(&chunk[w.clone()], MAX_TIMESTAMP_MILLIS)?;
+                let end =
+                    format.window_max_timestamp_or(&chunk[w.clone()], MAX_TIMESTAMP_MILLIS)?;
                 complete &= end < side_watermark;
             }
             if complete {
