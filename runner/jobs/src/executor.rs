@@ -23,11 +23,9 @@ pub trait Executor: Send + Sync + 'static {
     /// Whether a job of this pipeline acts on [`JobContext::drain`], i.e.
     /// runs as a streaming job.  A drain request for any other job (a batch
     /// job runs to completion anyway) is acknowledged but changes nothing:
-    /// the job stays RUNNING and ends DONE.
-    fn is_drainable(&self, pipeline: &Pipeline, options: &prost_types::Struct) -> bool {
-        let _ = (pipeline, options);
-        false
-    }
+    /// the job stays RUNNING and ends DONE.  (No default: an executor that
+    /// wraps another must pass this on, or drains would be lost silently.)
+    fn is_drainable(&self, pipeline: &Pipeline, options: &prost_types::Struct) -> bool;
 
     /// Runs one job to completion.  Resolves `Ok` when the pipeline finished,
     /// `Err` with a user-facing message (Python traceback included) when it failed.
