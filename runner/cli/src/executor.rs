@@ -83,8 +83,12 @@ impl Executor for EngineExecutor {
                 cancel: job.cancel.clone(),
                 drain: job.drain.clone(),
             };
+            let cancel = job.cancel.clone();
+            // The job service turns a clean return into DONE, DRAINED or
+            // CANCELLED by the flags it set, so a stop it asked for is no error.
             match ferrobeam_engine::run_job(launcher, engine, spec).await {
                 Ok(()) => Ok(()),
+                Err(EngineError::Cancelled) if *cancel.borrow() => Ok(()),
                 Err(EngineError::Cancelled) => Err("the job was cancelled".into()),
                 Err(e) => Err(e.to_string()),
             }
