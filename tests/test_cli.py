@@ -197,3 +197,24 @@ def test_drain_without_a_server_exits_4() -> None:
         assert proc.returncode == 4, proc.stderr
         assert "cannot reach a job server at " + endpoint in proc.stderr
         assert time.monotonic() - started < 30
+
+
+def test_drain_of_job_never_run_exits_5(job_endpoint: str) -> None:
+    import grpc  # pylint: disable=import-outside-toplevel
+    from google.protobuf import struct_pb2  # pylint: disable=import-outside-toplevel
+    from apache_beam.portability.api import beam_job_api_pb2  # pylint: disable=import-outside-toplevel
+    from apache_beam.portability.api import beam_job_api_pb2_grpc  # pylint: disable=import-outside-toplevel
+
+    p = beam.Pipeline()
+    _ = p | beam.Create([1])
+    with grpc.insecure_channel(job_endpoint) as channel:
+        prepared = beam_job_api_pb2_grpc.JobServiceStub(channel).Prepare(
+            beam_job_api_pb2.PrepareJobRequest(pipeline=p.to_runner_api(), pipeline_options=struct_pb2.Struct(),
+                                               job_name="never-run"), timeout=30)
+    job_id = prepared.preparation_id
+    drain = run_cli("drain", job_id, "--job_endpoint", job_endpoint)
+    assert drain.returncode == 5, drain.stderr
+    assert "has not been run" in drain.stderr
+    # Cancel discards it.
+    cancel = run_cli("cancel", job_id, "--job_endpoint", job_endpoint)
+    assert (cancel.returncode, cancel.stdout.strip()) == (0, "CANCELLED"), cancel.stderr
