@@ -132,3 +132,89 @@ def test_job_server_stops_on_sigterm(standalone_server: tuple[str, subprocess.Po
         pytest.fail("ferrobeam job-server did not exit within 30 s of SIGTERM")
     assert proc.returncode is not None
     assert proc.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM), proc.returncode
+
+
+# ---------------------------------------------------------------------------
+# ferrobeam drain / ferrobeam cancel
+# ---------------------------------------------------------------------------
+
+
+def test_drain_and_cancel_help_document_exit_codes() -> None:
+    for command in ("drain", "cancel"):
+        proc = run_cli(command, "--help")
+        assert proc.returncode == 0, proc.stderr
+        assert "--job_endpoint" in proc.stdout and "localhost:8099" in proc.stdout
+        assert "3  the server knows no job" in proc.stdout
+        assert "4  no job server answered" in proc.stdout
+
+
+def test_drain_without_job_id_is_a_usage_error() -> None:
+    proc = run_cli("drain")
+    assert proc.returncode == 2
+    assert "JOB_ID" in proc.stderr
+
+
+def test_drain_then_cancel_running_streaming_job(job_endpoint: str, tmp_path: Path) -> None:
+    from test_drain_cancel import sleeping_pipeline, wait_for_workers  # pylint: disable=import-outside-toplevel
+
+    options = PipelineOptions(["--job_endpoint=" + job_endpoint, "--streaming",
+                               "--environment_type=beam:env:embedded_python:v1"])
+    p = beam.Pipeline(runner=PortableRunner(), options=options)
+    sleeping_pipeline(p, tmp_path)
+    result = p.run()
+    job_id = result._job_id  # pylint: disable=protected-access
+    try:
+        wait_for_workers(tmp_path)
+        # The sleeping DoFn keeps the job from finishing, so it stays DRAINING.
+        drain = run_cli("drain", job_id, "--job_endpoint", job_endpoint)
+        assert (drain.returncode, drain.stdout.strip()) == (0, "DRAINING"), drain.stderr
+        assert result.state == "DRAINING"
+        cancel = run_cli("cancel", job_id, "--job_endpoint", job_endpoint)
+        assert cancel.returncode == 0, cancel.stderr
+        assert cancel.stdout.strip() in ("CANCELLING", "CANCELLED")
+        with pytest.raises(RuntimeError, match="CANCELLED"):
+            result.wait_until_finish()
+        # Asking again reports the final state.
+        again = run_cli("drain", job_id, "--job_endpoint", job_endpoint)
+        assert (again.returncode, again.stdout.strip()) == (0, "CANCELLED"), again.stderr
+    finally:
+        (tmp_path / "stop").touch()
+
+
+def test_drain_unknown_job_exits_3(job_endpoint: str) -> None:
+    for command in ("drain", "cancel"):
+        proc = run_cli(command, "no-such-job", "--job_endpoint", job_endpoint)
+        assert proc.returncode == 3, proc.stderr
+        assert "no-such-job" in proc.stderr and job_endpoint in proc.stderr
+        assert proc.stdout == ""
+
+
+def test_drain_without_a_server_exits_4() -> None:
+    endpoint = "localhost:%d" % free_port()
+    for command in ("drain", "cancel"):
+        started = time.monotonic()
+        proc = run_cli(command, "some-job", "--job_endpoint", endpoint, "--timeout", "5")
+        assert proc.returncode == 4, proc.stderr
+        assert "cannot reach a job server at " + endpoint in proc.stderr
+        assert time.monotonic() - started < 30
+
+
+def test_drain_of_job_never_run_exits_5(job_endpoint: str) -> None:
+    import grpc  # pylint: disable=import-outside-toplevel
+    from google.protobuf import struct_pb2  # pylint: disable=import-outside-toplevel
+    from apache_beam.portability.api import beam_job_api_pb2  # pylint: disable=import-outside-toplevel
+    from apache_beam.portability.api import beam_job_api_pb2_grpc  # pylint: disable=import-outside-toplevel
+
+    p = beam.Pipeline()
+    _ = p | beam.Create([1])
+    with grpc.insecure_channel(job_endpoint) as channel:
+        prepared = beam_job_api_pb2_grpc.JobServiceStub(channel).Prepare(
+            beam_job_api_pb2.PrepareJobRequest(pipeline=p.to_runner_api(), pipeline_options=struct_pb2.Struct(),
+                                               job_name="never-run"), timeout=30)
+    job_id = prepared.preparation_id
+    drain = run_cli("drain", job_id, "--job_endpoint", job_endpoint)
+    assert drain.returncode == 5, drain.stderr
+    assert "has not been run" in drain.stderr
+    # Cancel discards it.
+    cancel = run_cli("cancel", job_id, "--job_endpoint", job_endpoint)
+    assert (cancel.returncode, cancel.stdout.strip()) == (0, "CANCELLED"), cancel.stderr

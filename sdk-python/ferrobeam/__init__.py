@@ -16,18 +16,31 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["FerrobeamOptions", "FerrobeamRunner", "PipelineRefusedError"]
+__all__ = [
+    "FerrobeamOptions",
+    "FerrobeamPipelineResult",
+    "FerrobeamRunner",
+    "PipelineRefusedError",
+    "cancel_job",
+    "drain_job",
+]
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "FerrobeamOptions": "ferrobeam.options",
+    "FerrobeamPipelineResult": "ferrobeam.result",
     "FerrobeamRunner": "ferrobeam.runner",
     "PipelineRefusedError": "ferrobeam.runner",
+    "cancel_job": "ferrobeam.job_control",
+    "drain_job": "ferrobeam.job_control",
 }
 
 if TYPE_CHECKING:
+    from ferrobeam.job_control import cancel_job
+    from ferrobeam.job_control import drain_job
     from ferrobeam.options import FerrobeamOptions
+    from ferrobeam.result import FerrobeamPipelineResult
     from ferrobeam.runner import FerrobeamRunner
     from ferrobeam.runner import PipelineRefusedError
 

@@ -45,6 +45,7 @@ from apache_beam.transforms import environments
 # whenever the runner is used by name (--runner=ferrobeam.FerrobeamRunner).
 from ferrobeam.options import EmbeddedServerConfig
 from ferrobeam.options import FerrobeamOptions  # noqa: F401
+from ferrobeam.result import adopt
 
 __all__ = [
     "DEFAULT_ENVIRONMENT_URN",
@@ -370,6 +371,17 @@ class FerrobeamRunner(portable_runner.PortableRunner):
             from ferrobeam import _inprocess
             ferrobeam.ferrobeam_inprocess_worker_pool = _inprocess.worker_pool_address(options)
         return super().run_pipeline(pipeline, options)
+
+    def run_portable_pipeline(
+        self, pipeline: beam_runner_api_pb2.Pipeline, options: PipelineOptions
+    ) -> portable_runner.PipelineResult:
+        """Submits the pipeline proto; the result can also be drained.
+
+        Returns:
+          A :class:`ferrobeam.FerrobeamPipelineResult`: Beam's portable
+          result plus ``drain()`` and ``job_id()``.
+        """
+        return adopt(super().run_portable_pipeline(pipeline, options))
 
     def create_job_service_handle(
         self, job_service: Any, options: PipelineOptions

@@ -33,7 +33,7 @@ impl EngineExecutor {
             strict_environments: self.strict_environments,
             fn_endpoint: self.fn_endpoint.clone(),
             drain: bool_option(options, "ferrobeam_drain"),
-            streaming: bool_option(options, "streaming"),
+            streaming: runs_streaming(options),
         }
     }
 }
@@ -43,6 +43,13 @@ impl Executor for EngineExecutor {
         translate(pipeline, &self.translate_options(options))
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// Streaming jobs are drained by the engine (it watches `JobSpec::drain`
+    /// and returns `Ok` once drained; the job service then says DRAINED).
+    /// A batch job reads bounded input and simply runs to its end.
+    fn is_drainable(&self, _pipeline: &Pipeline, options: &prost_types::Struct) -> bool {
+        runs_streaming(options)
     }
 
     fn execute(&self, job: JobContext) -> BoxFuture<'static, Result<(), String>> {
@@ -77,8 +84,12 @@ impl Executor for EngineExecutor {
                 drain: job.drain.clone(),
                 source_idle_timeout: source_idle_timeout(&job.options),
             };
+            let cancel = job.cancel.clone();
+            // The job service turns a clean return into DONE, DRAINED or
+            // CANCELLED by the flags it set, so a stop it asked for is no error.
             match ferrobeam_engine::run_job(launcher, engine, spec).await {
                 Ok(()) => Ok(()),
+                Err(EngineError::Cancelled) if *cancel.borrow() => Ok(()),
                 Err(EngineError::Cancelled) => Err("the job was cancelled".into()),
                 Err(e) => Err(e.to_string()),
             }
@@ -127,6 +138,11 @@ fn staged_files(artifacts: &[ArtifactInformation]) -> Vec<(PathBuf, String)> {
             Some((PathBuf::from(path), name))
         })
         .collect()
+}
+
+/// Whether a job with these options runs on the streaming engine.
+pub fn runs_streaming(options: &prost_types::Struct) -> bool {
+    bool_option(options, "streaming")
 }
 
 /// A string pipeline option by its Python name, if set and non-empty.

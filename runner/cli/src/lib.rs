@@ -1,12 +1,15 @@
 //! The ferrobeam command line and the embeddable job server.
 //!
 //! `ferrobeam job-server` serves Beam's Job API; the Python package embeds
-//! the same server through [`server::start`].
+//! the same server through [`server::start`].  `ferrobeam drain` and
+//! `ferrobeam cancel` stop a job on a running server ([`control`]).
 
+pub mod control;
 pub mod executor;
 pub mod server;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -49,6 +52,39 @@ enum Command {
         #[arg(long)]
         work_dir: Option<PathBuf>,
     },
+    /// Drain a streaming job: finish what it has read, then end DRAINED.
+    ///
+    /// The job stops reading its sources and finishes what it has read
+    /// (pending windows fire, timers run), then ends DRAINED. A batch job is
+    /// not affected: it runs to completion and ends DONE.
+    #[command(after_help = control::EXIT_CODES_HELP)]
+    Drain(ControlArgs),
+    /// Cancel a job: stop it now, dropping what is in flight; it ends CANCELLED.
+    #[command(after_help = control::EXIT_CODES_HELP)]
+    Cancel(ControlArgs),
+}
+
+/// Which job, on which server.
+#[derive(clap::Args, Debug)]
+struct ControlArgs {
+    /// The job's id (Beam clients log it; the Python result has `job_id()`).
+    job_id: String,
+    /// The job server, as HOST:PORT (where `ferrobeam job-server` listens).
+    #[arg(long = "job_endpoint", visible_alias = "job-endpoint", value_name = "HOST:PORT",
+          default_value = control::DEFAULT_JOB_ENDPOINT)]
+    job_endpoint: String,
+    /// Seconds to wait for the server's answer.
+    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
+    timeout: f64,
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
+        _ => Err(format!(
+            "expected a positive number of seconds, got {text:?}"
+        )),
+    }
 }
 
 /// Runs the CLI with `args` (including the program name); returns the exit code.
@@ -60,8 +96,9 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    init_logging("info,sdk_worker=warn");
     match cli.command {
+        Command::Drain(args) => control_main(control::Action::Drain, args),
+        Command::Cancel(args) => control_main(control::Action::Cancel, args),
         Command::JobServer {
             host,
             port,
@@ -72,6 +109,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             strict_environments,
             work_dir,
         } => {
+            init_logging("info,sdk_worker=warn");
             let config = ServerConfig {
                 host,
                 port,
@@ -108,6 +146,38 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
                 server.stop();
                 0
             })
+        }
+    }
+}
+
+/// `ferrobeam drain` / `ferrobeam cancel`: prints the resulting state and
+/// returns the exit code documented in [`control::ExitCode`].
+fn control_main(action: control::Action, args: ControlArgs) -> i32 {
+    init_logging("warn");
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferrobeam: cannot start the runtime: {e}");
+            return control::ExitCode::Error as i32;
+        }
+    };
+    let timeout = Duration::from_secs_f64(args.timeout);
+    match rt.block_on(control::request(
+        action,
+        &args.job_endpoint,
+        &args.job_id,
+        timeout,
+    )) {
+        Ok(state) => {
+            println!("{}", state.as_str_name());
+            control::ExitCode::Accepted as i32
+        }
+        Err(failure) => {
+            eprintln!("ferrobeam: {}", failure.message);
+            failure.code as i32
         }
     }
 }

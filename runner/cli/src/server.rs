@@ -198,6 +198,14 @@ impl ferrobeam_jobs::Executor for LazyExecutor {
         self.inner()?.validate(pipeline, options)
     }
 
+    fn is_drainable(
+        &self,
+        _pipeline: &ferrobeam_proto::pipeline::v1::Pipeline,
+        options: &prost_types::Struct,
+    ) -> bool {
+        crate::executor::runs_streaming(options)
+    }
+
     fn execute(
         &self,
         job: ferrobeam_jobs::JobContext,

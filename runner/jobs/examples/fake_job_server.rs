@@ -76,6 +76,11 @@ impl Executor for FakeExecutor {
         Ok(())
     }
 
+    /// Its jobs end on their own after a sleep; none acts on a drain.
+    fn is_drainable(&self, _pipeline: &Pipeline, _options: &prost_types::Struct) -> bool {
+        false
+    }
+
     fn execute(&self, job: JobContext) -> BoxFuture<'static, Result<(), String>> {
         let (fail, sleep) = (self.fail, self.sleep);
         Box::pin(async move {

@@ -1,7 +1,7 @@
 //! The seam between the Job API and whatever runs pipelines.
 //!
 //! The job service owns the lifecycle a Beam client sees (Prepare, staging,
-//! Run, state and message streams, Cancel, metrics).  It knows nothing about
+//! Run, state and message streams, Cancel, Drain, metrics).  It knows nothing about
 //! execution: it hands each job to an [`Executor`], which the binary wires to
 //! the engine.  This keeps the Job API testable with a fake executor.
 
@@ -20,9 +20,19 @@ pub trait Executor: Send + Sync + 'static {
     /// which must name the transform, its URN and what to do instead.
     fn validate(&self, pipeline: &Pipeline, options: &prost_types::Struct) -> Result<(), String>;
 
+    /// Whether a job of this pipeline acts on [`JobContext::drain`], i.e.
+    /// runs as a streaming job.  A drain request for any other job (a batch
+    /// job runs to completion anyway) is acknowledged but changes nothing:
+    /// the job stays RUNNING and ends DONE.  (No default: an executor that
+    /// wraps another must pass this on, or drains would be lost silently.)
+    fn is_drainable(&self, pipeline: &Pipeline, options: &prost_types::Struct) -> bool;
+
     /// Runs one job to completion.  Resolves `Ok` when the pipeline finished,
     /// `Err` with a user-facing message (Python traceback included) when it failed.
-    /// Must return promptly once `job.cancelled()` turns true.
+    /// Must return promptly once `job.cancelled()` turns true.  Once
+    /// `job.drain` turns true (only for [`Executor::is_drainable`] jobs) it
+    /// should stop reading its sources, finish what is in flight and return
+    /// `Ok`: the job service then reports DRAINED instead of DONE.
     fn execute(&self, job: JobContext) -> BoxFuture<'static, Result<(), String>>;
 }
 
@@ -41,13 +51,19 @@ pub struct JobContext {
     pub events: Arc<dyn JobEvents>,
     pub cancel: tokio::sync::watch::Receiver<bool>,
     /// Turns true when the client asks to drain the job: a streaming job
-    /// stops reading its sources, fires what is pending and ends (DRAINED).
+    /// stops reading its sources, fires what is pending and returns `Ok`,
+    /// which the job service reports as DRAINED.  Never set for jobs the
+    /// executor does not call drainable.
     pub drain: tokio::sync::watch::Receiver<bool>,
 }
 
 impl JobContext {
     pub fn cancelled(&self) -> bool {
         *self.cancel.borrow()
+    }
+
+    pub fn drain_requested(&self) -> bool {
+        *self.drain.borrow()
     }
 }
 

@@ -43,12 +43,15 @@ pub(crate) struct Job {
     pub options: prost_types::Struct,
     pub staging_token: String,
     pub created: Instant,
+    /// Whether the executor acts on the drain flag (a streaming job); decided
+    /// at Prepare by [`crate::Executor::is_drainable`].
+    pub drainable: bool,
     inner: Mutex<Inner>,
     /// Bumped after every history change; subscribers wait on it.
     changed: watch::Sender<u64>,
     /// The executor's cancel flag.
     cancel: watch::Sender<bool>,
-    /// The executor's drain flag.
+    /// The executor's drain flag; only ever set for drainable jobs.
     drain: watch::Sender<bool>,
 }
 
@@ -76,6 +79,7 @@ impl Job {
         pipeline: Pipeline,
         options: prost_types::Struct,
         staging_token: String,
+        drainable: bool,
         max_messages: usize,
     ) -> Arc<Self> {
         let mut log = EventLog::new(max_messages);
@@ -86,6 +90,7 @@ impl Job {
             options,
             staging_token,
             created: Instant::now(),
+            drainable,
             inner: Mutex::new(Inner {
                 state: JobState::Stopped,
                 started: false,
@@ -184,26 +189,22 @@ impl Job {
     /// Moves to `to` if that is a legal step from the current state.
     /// Returns whether the state changed.
     pub(crate) fn transition(&self, to: JobState) -> bool {
+        self.transition_and(to, || {})
+    }
+
+    /// [`Job::transition`], running `also` under the same lock when the step
+    /// is taken, so no one sees the new state without its side effect.
+    fn transition_and(&self, to: JobState, also: impl FnOnce()) -> bool {
         let changed = {
             let mut inner = self.inner.lock();
-            let ok = match (inner.state, to) {
-                (from, _) if is_terminal(from) => false,
-                (JobState::Stopped, JobState::Starting | JobState::Cancelled) => true,
-                (JobState::Starting, JobState::Running) => true,
-                (JobState::Starting | JobState::Running, JobState::Cancelling) => true,
-                (JobState::Starting | JobState::Running, JobState::Done | JobState::Failed) => true,
-                (JobState::Cancelling, JobState::Cancelled | JobState::Failed | JobState::Done) => {
-                    true
-                }
-                (JobState::Starting | JobState::Running, JobState::Cancelled) => true,
-                _ => false,
-            };
+            let ok = is_legal_step(inner.state, to);
             if ok {
                 inner.state = to;
                 inner.log.push_state(to);
                 if is_terminal(to) {
                     inner.finished = Some(Instant::now());
                 }
+                also();
             }
             ok
         };
@@ -345,7 +346,7 @@ impl Job {
                 self.inner.lock().started = true;
                 self.transition(JobState::Cancelled);
             }
-            JobState::Starting | JobState::Running => {
+            JobState::Starting | JobState::Running | JobState::Draining => {
                 self.cancel.send_replace(true);
                 self.transition(JobState::Cancelling);
             }
@@ -354,8 +355,68 @@ impl Job {
         self.state()
     }
 
+    /// Handles a Drain request and returns the resulting state.
+    ///
+    /// A running drainable (streaming) job moves to DRAINING and its executor
+    /// sees the drain flag; it ends DRAINED once the executor returns `Ok`.
+    /// A running batch job is left to finish (it ends DONE), with a job
+    /// message saying why.  A job being drained or cancelled, or already
+    /// finished, is left alone.  A job that never ran has nothing to drain:
+    /// that is refused with FAILED_PRECONDITION, so a drain cannot silently
+    /// discard a job that a client is about to run (Cancel does that).
+    pub(crate) fn request_drain(&self) -> Result<JobState, Status> {
+        match self.state() {
+            JobState::Stopped => {
+                return Err(Status::failed_precondition(format!(
+                    "job {} has not been run, so there is nothing to drain; \
+                     cancel it to discard it",
+                    self.id
+                )))
+            }
+            JobState::Starting | JobState::Running if self.drainable => {
+                // The flag is set together with the state, so a job whose
+                // executor sees the flag is DRAINING when it finishes.  A
+                // racing Cancel or finish may have won; then nothing changes.
+                self.transition_and(JobState::Draining, || {
+                    self.drain.send_replace(true);
+                });
+            }
+            JobState::Starting | JobState::Running => {
+                self.push_message(
+                    MessageImportance::JobMessageBasic,
+                    "drain requested: this is a batch job, which runs to completion anyway \
+                     (only streaming jobs can be drained)"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        Ok(self.state())
+    }
+
     pub(crate) fn cancel_requested(&self) -> bool {
         *self.cancel.borrow()
+    }
+
+    pub(crate) fn drain_requested(&self) -> bool {
+        *self.drain.borrow()
+    }
+}
+
+/// The job state machine: whether a job may go from `from` to `to`.
+///
+/// CANCELLING and DRAINING may still end DONE: the executor can finish on
+/// its own between the request and its noticing the flag.
+fn is_legal_step(from: JobState, to: JobState) -> bool {
+    use JobState::*;
+    match (from, to) {
+        (from, _) if is_terminal(from) => false,
+        (Stopped, Starting | Cancelled) => true,
+        (Starting, Running) => true,
+        (Starting | Running, Draining | Cancelling | Cancelled | Done | Failed) => true,
+        (Draining, Drained | Cancelling | Cancelled | Done | Failed) => true,
+        (Cancelling, Cancelled | Done | Failed) => true,
+        _ => false,
     }
 }
 

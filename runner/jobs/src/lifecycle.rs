@@ -53,11 +53,18 @@ pub(crate) fn spawn(
 
 /// Publishes the outcome: messages first, then the terminal state, so a
 /// client that stops reading at the terminal state has seen the error.
+///
+/// An executor that returns `Ok` after its drain flag was set has drained
+/// the job: the executor cannot tell DRAINED from DONE itself, since both
+/// are a clean end, and only this crate knows the request came.
 fn finish(job: &Job, outcome: Outcome) {
     let cancelled = job.cancel_requested();
     match outcome {
         Outcome::Finished(Ok(())) if cancelled => {
             job.transition(JobState::Cancelled);
+        }
+        Outcome::Finished(Ok(())) if job.drain_requested() => {
+            job.transition(JobState::Drained);
         }
         Outcome::Finished(Ok(())) => {
             job.transition(JobState::Done);

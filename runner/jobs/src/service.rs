@@ -1,4 +1,4 @@
-//! Beam's `JobService`: Prepare, Run, Cancel, state, messages and metrics.
+//! Beam's `JobService`: Prepare, Run, Cancel, Drain, state, messages and metrics.
 
 use std::sync::Arc;
 
@@ -106,12 +106,14 @@ impl JobService for JobApi {
         let job_name: String = request.job_name.chars().take(MAX_JOB_NAME_LEN).collect();
         let id = new_job_id(&job_name);
         let token = uuid::Uuid::new_v4().simple().to_string();
+        let drainable = self.shared.executor.is_drainable(&pipeline, &options);
         let job = Job::new(
             id.clone(),
             job_name,
             pipeline,
             options,
             token.clone(),
+            drainable,
             self.shared.config.max_retained_messages,
         );
         self.shared.registry.insert(job);
@@ -212,14 +214,18 @@ impl JobService for JobApi {
         }))
     }
 
+    /// Beam's Drain: a streaming job stops reading its sources, finishes
+    /// what it has and ends DRAINED (see [`Job::request_drain`]).
     async fn drain(
         &self,
         request: Request<DrainJobRequest>,
     ) -> Result<Response<DrainJobResponse>, Status> {
-        self.job(&request.get_ref().job_id)?;
-        Err(Status::unimplemented(
-            "draining jobs is not supported yet; use Cancel",
-        ))
+        let job = self.job(&request.get_ref().job_id)?;
+        tracing::info!(job_id = %job.id, "drain requested");
+        let state = job.request_drain()?;
+        Ok(Response::new(DrainJobResponse {
+            state: state as i32,
+        }))
     }
 
     type GetStateStreamStream = ResponseStream<JobStateEvent>;

@@ -397,6 +397,7 @@ async fn garbage_requests_get_statuses() {
             .unwrap_err()
             .code(),
         cancel_job(&mut client, "nope").await.unwrap_err().code(),
+        drain_job(&mut client, "nope").await.unwrap_err().code(),
         client
             .get_job_metrics(GetJobMetricsRequest {
                 job_id: "nope".into(),
@@ -467,15 +468,6 @@ async fn garbage_requests_get_statuses() {
     run_job(&mut client, &prep.preparation_id).await.unwrap();
     let states = within(5, collect_states(&mut client, &prep.preparation_id)).await;
     assert_eq!(states.last(), Some(&JobState::Done));
-
-    // Drain is not supported, and says so.
-    let drain = client
-        .drain(ferrobeam_proto::job_api::DrainJobRequest {
-            job_id: prep.preparation_id,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(drain.code(), Code::Unimplemented);
     server.stop().await;
 }
 
@@ -569,5 +561,169 @@ async fn old_jobs_are_forgotten_with_their_files() {
     })
     .await;
     assert!(server.server.artifact_root().join(&finished[2]).exists());
+    server.stop().await;
+}
+
+/// Text of every message (any importance) in a job's message stream.
+fn message_texts(messages: &[JobMessagesResponse]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| match m.response.as_ref()? {
+            MsgResponse::MessageResponse(msg) => Some(msg.message_text.clone()),
+            MsgResponse::StateResponse(_) => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn drain_running_streaming_job() {
+    let (server, mut client) = serve(Behavior::WaitForDrain).await;
+    let job_id = prepare_streaming(&mut client).await;
+    let states = spawn_states(&client, &job_id);
+    let messages = spawn_messages(&client, &job_id);
+    run_job(&mut client, &job_id).await.unwrap();
+    wait_for_state(&mut client, &job_id, JobState::Running).await;
+
+    let drain = drain_job(&mut client, &job_id).await.unwrap();
+    // The fake executor returns as soon as it sees the flag, so the job may
+    // already have ended.
+    assert!(
+        drain.state == JobState::Draining as i32 || drain.state == JobState::Drained as i32,
+        "{:?}",
+        JobState::try_from(drain.state)
+    );
+    let states = within(10, states).await.unwrap();
+    assert_eq!(
+        states,
+        vec![
+            JobState::Stopped,
+            JobState::Starting,
+            JobState::Running,
+            JobState::Draining,
+            JobState::Drained
+        ]
+    );
+    let messages = summarize(&within(10, messages).await.unwrap());
+    assert_eq!(messages.last().map(String::as_str), Some("DRAINED"));
+    // Draining (or cancelling) a drained job changes nothing.
+    let again = drain_job(&mut client, &job_id).await.unwrap();
+    assert_eq!(again.state, JobState::Drained as i32);
+    let cancel = cancel_job(&mut client, &job_id).await.unwrap();
+    assert_eq!(cancel.state, JobState::Drained as i32);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn drain_unknown_job_is_not_found() {
+    let (server, mut client) = serve(Behavior::WaitForDrain).await;
+    let err = drain_job(&mut client, "no-such-job").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("no-such-job"), "{}", err.message());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn drain_finished_job_leaves_its_state() {
+    let (server, mut client) = serve(Behavior::Succeed(Duration::ZERO)).await;
+    let job_id = prepare_streaming(&mut client).await;
+    run_job(&mut client, &job_id).await.unwrap();
+    let states = within(10, collect_states(&mut client, &job_id)).await;
+    assert_eq!(states.last(), Some(&JobState::Done));
+    let drain = drain_job(&mut client, &job_id).await.unwrap();
+    assert_eq!(drain.state, JobState::Done as i32);
+    assert_eq!(
+        job_state(&mut client, &job_id).await.unwrap().state,
+        JobState::Done as i32
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_while_draining() {
+    // This executor ignores the drain flag, as a job stuck in its drain would.
+    let (server, mut client) = serve(Behavior::WaitForCancel).await;
+    let job_id = prepare_streaming(&mut client).await;
+    let states = spawn_states(&client, &job_id);
+    run_job(&mut client, &job_id).await.unwrap();
+    wait_for_state(&mut client, &job_id, JobState::Running).await;
+
+    let drain = drain_job(&mut client, &job_id).await.unwrap();
+    assert_eq!(drain.state, JobState::Draining as i32);
+    let cancel = cancel_job(&mut client, &job_id).await.unwrap();
+    assert!(
+        cancel.state == JobState::Cancelling as i32 || cancel.state == JobState::Cancelled as i32
+    );
+    let states = within(10, states).await.unwrap();
+    assert_eq!(
+        states,
+        vec![
+            JobState::Stopped,
+            JobState::Starting,
+            JobState::Running,
+            JobState::Draining,
+            JobState::Cancelling,
+            JobState::Cancelled
+        ]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn drain_that_fails_ends_failed() {
+    let (server, mut client) = serve(Behavior::FailOnDrain("flush failed".into())).await;
+    let job_id = prepare_streaming(&mut client).await;
+    run_job(&mut client, &job_id).await.unwrap();
+    wait_for_state(&mut client, &job_id, JobState::Running).await;
+    drain_job(&mut client, &job_id).await.unwrap();
+    let states = within(10, collect_states(&mut client, &job_id)).await;
+    assert_eq!(
+        &states[states.len() - 2..],
+        &[JobState::Draining, JobState::Failed]
+    );
+    let messages = summarize(&collect_messages(&mut client, &job_id).await);
+    assert!(messages.contains(&"JOB_MESSAGE_ERROR:flush failed".to_string()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn drain_of_batch_job_lets_it_finish() {
+    let (server, mut client) = serve(Behavior::Succeed(Duration::from_millis(300))).await;
+    let job_id = prepare_and_run_empty(&mut client).await;
+    wait_for_state(&mut client, &job_id, JobState::Running).await;
+    let drain = drain_job(&mut client, &job_id).await.unwrap();
+    assert_eq!(drain.state, JobState::Running as i32);
+    let states = within(10, collect_states(&mut client, &job_id)).await;
+    assert_eq!(
+        states,
+        vec![
+            JobState::Stopped,
+            JobState::Starting,
+            JobState::Running,
+            JobState::Done
+        ]
+    );
+    let texts = message_texts(&collect_messages(&mut client, &job_id).await);
+    assert!(
+        texts.iter().any(|t| t.contains("batch job")),
+        "no message explains the ignored drain: {texts:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn drain_before_run_is_refused() {
+    let (server, mut client) = serve(Behavior::WaitForDrain).await;
+    let job_id = prepare_streaming(&mut client).await;
+    let err = drain_job(&mut client, &job_id).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("cancel"), "{}", err.message());
+    // The job is untouched and still runs.
+    assert_eq!(
+        job_state(&mut client, &job_id).await.unwrap().state,
+        JobState::Stopped as i32
+    );
+    run_job(&mut client, &job_id).await.unwrap();
+    wait_for_state(&mut client, &job_id, JobState::Running).await;
+    cancel_job(&mut client, &job_id).await.unwrap();
     server.stop().await;
 }

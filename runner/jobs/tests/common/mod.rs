@@ -14,9 +14,9 @@ use ferrobeam_proto::job_api::artifact_staging_service_client::ArtifactStagingSe
 use ferrobeam_proto::job_api::job_message::MessageImportance;
 use ferrobeam_proto::job_api::job_service_client::JobServiceClient;
 use ferrobeam_proto::job_api::{
-    ArtifactResponseWrapper, CancelJobRequest, CancelJobResponse, GetArtifactResponse,
-    GetJobStateRequest, JobStateEvent, PrepareJobRequest, PrepareJobResponse,
-    ResolveArtifactsResponse, RunJobRequest, RunJobResponse,
+    ArtifactResponseWrapper, CancelJobRequest, CancelJobResponse, DrainJobRequest,
+    DrainJobResponse, GetArtifactResponse, GetJobStateRequest, JobStateEvent, PrepareJobRequest,
+    PrepareJobResponse, ResolveArtifactsResponse, RunJobRequest, RunJobResponse,
 };
 use ferrobeam_proto::pipeline::v1::{
     ArtifactFilePayload, ArtifactInformation, ArtifactStagingToRolePayload, Components,
@@ -40,6 +40,11 @@ pub enum Behavior {
     Succeed(Duration),
     Fail(String),
     WaitForCancel,
+    /// Finishes cleanly once the drain flag is set (or when cancelled), as a
+    /// streaming job does.
+    WaitForDrain,
+    /// Fails once the drain flag is set.
+    FailOnDrain(String),
     /// Ignores cancellation entirely.
     Hang,
     Panic,
@@ -82,7 +87,35 @@ pub fn user_counter(name: &str, value: u64) -> MonitoringInfo {
     }
 }
 
+/// The pipeline option Beam's client sends for `--streaming`.
+pub const STREAMING_OPTION: &str = "beam:option:streaming:v1";
+
+/// Pipeline options with `--streaming` set.
+pub fn streaming_options() -> prost_types::Struct {
+    prost_types::Struct {
+        fields: [(
+            STREAMING_OPTION.to_string(),
+            prost_types::Value {
+                kind: Some(prost_types::value::Kind::BoolValue(true)),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    }
+}
+
 impl Executor for FakeExecutor {
+    /// Like the real executor: `--streaming` jobs are drainable.
+    fn is_drainable(&self, _pipeline: &Pipeline, options: &prost_types::Struct) -> bool {
+        matches!(
+            options
+                .fields
+                .get(STREAMING_OPTION)
+                .and_then(|v| v.kind.as_ref()),
+            Some(prost_types::value::Kind::BoolValue(true))
+        )
+    }
+
     fn validate(&self, pipeline: &Pipeline, _options: &prost_types::Struct) -> Result<(), String> {
         for (id, t) in pipeline.components.iter().flat_map(|c| c.transforms.iter()) {
             if t.spec.as_ref().is_some_and(|s| s.urn == REJECT_URN) {
@@ -121,6 +154,19 @@ impl Executor for FakeExecutor {
                     let mut cancel = job.cancel.clone();
                     let _ = cancel.wait_for(|c| *c).await;
                     Ok(())
+                }
+                Behavior::WaitForDrain => {
+                    let (mut drain, mut cancel) = (job.drain.clone(), job.cancel.clone());
+                    tokio::select! {
+                        _ = drain.wait_for(|d| *d) => {}
+                        _ = cancel.wait_for(|c| *c) => {}
+                    }
+                    Ok(())
+                }
+                Behavior::FailOnDrain(text) => {
+                    let mut drain = job.drain.clone();
+                    let _ = drain.wait_for(|d| *d).await;
+                    Err(text)
                 }
                 Behavior::Hang => {
                     std::future::pending::<()>().await;
@@ -299,6 +345,20 @@ pub fn one_file(data: Vec<u8>) -> HashMap<String, Vec<u8>> {
     [("f".to_string(), data)].into_iter().collect()
 }
 
+/// Prepares a `--streaming` job with no environments and returns its id.
+pub async fn prepare_streaming(client: &mut JobServiceClient<Channel>) -> String {
+    client
+        .prepare(PrepareJobRequest {
+            pipeline: Some(pipeline(&[])),
+            pipeline_options: Some(streaming_options()),
+            job_name: "streaming job".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .preparation_id
+}
+
 /// Prepares a job with no environments and returns its preparation id.
 pub async fn prepare_empty(client: &mut JobServiceClient<Channel>) -> String {
     prepare(client, pipeline(&[])).await.preparation_id
@@ -336,6 +396,33 @@ pub async fn cancel_job(
         })
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// Asks the server to drain a job (Beam's `JobService.Drain`).
+pub async fn drain_job(
+    client: &mut JobServiceClient<Channel>,
+    job_id: &str,
+) -> Result<DrainJobResponse, Status> {
+    client
+        .drain(DrainJobRequest {
+            job_id: job_id.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Polls until the job is in `state`.
+pub async fn wait_for_state(
+    client: &mut JobServiceClient<Channel>,
+    job_id: &str,
+    state: ferrobeam_proto::job_api::job_state::Enum,
+) {
+    within(5, async {
+        while job_state(client, job_id).await.unwrap().state != state as i32 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }
 
 /// The current state of a job.

@@ -1,0 +1,108 @@
+"""The result :class:`FerrobeamRunner` returns: Beam's portable
+``PipelineResult`` plus :meth:`~FerrobeamPipelineResult.drain` and
+:meth:`~FerrobeamPipelineResult.job_id`.
+
+Example::
+
+    result = pipeline.run()          # a --streaming pipeline
+    ...
+    result.drain()                   # -> 'DRAINING'
+    result.wait_until_finish()       # -> 'DRAINED'
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from apache_beam.portability.api import beam_job_api_pb2
+from apache_beam.runners.portability import portable_runner
+from apache_beam.runners.runner import PipelineState
+
+__all__ = ["FerrobeamPipelineResult", "adopt"]
+
+
+class FerrobeamPipelineResult(portable_runner.PipelineResult):
+    """A running or finished ferrobeam job.
+
+    Everything Beam's portable result offers works unchanged: ``state``,
+    ``cancel()``, ``wait_until_finish(duration)``, ``metrics()``. In
+    addition:
+
+    * :meth:`drain` asks a streaming job to finish what it has read and end;
+    * :meth:`job_id` names the job, for ``ferrobeam drain JOB_ID`` or
+      :func:`ferrobeam.drain_job` from elsewhere;
+    * :meth:`wait_until_finish` treats ``DRAINED`` as a clean end (Beam's
+      portable result raises for every final state but ``DONE``), since a
+      job only drains when someone asked it to. ``CANCELLED`` still raises,
+      as with every Beam runner.
+    """
+
+    def job_id(self) -> str:
+        """Returns the job's id on its job server."""
+        return str(self._job_id)
+
+    def drain(self) -> str:
+        """Asks the job server to drain this job.
+
+        A streaming job stops reading its sources, finishes what it has
+        already read (pending windows fire, timers run) and ends in state
+        ``DRAINED``; :meth:`wait_until_finish` then returns ``'DRAINED'``.
+        A batch job is not affected: it runs to completion and ends
+        ``DONE``. A job that has already ended keeps its state.
+
+        Unlike :meth:`cancel`, this leaves the job's LOOPBACK workers (if
+        any) running, as the draining job still needs them; they stop when
+        :meth:`wait_until_finish` sees the job end.
+
+        Returns:
+          The job's state right after the request, as a
+          :class:`~apache_beam.runners.runner.PipelineState` value: usually
+          ``DRAINING``, ``RUNNING`` for a batch job, or the final state of a
+          job that had already ended.
+
+        Raises:
+          grpc.RpcError: If the job server cannot be reached.
+        """
+        response = self._job_service.Drain(
+            beam_job_api_pb2.DrainJobRequest(job_id=self._job_id)
+        )
+        return str(self.runner_api_state_to_pipeline_state(response.state))
+
+    def wait_until_finish(self, duration: Optional[int] = None) -> str:
+        """Waits for the job to end, as Beam's portable result does.
+
+        Args:
+          duration: The longest time to wait, in milliseconds; None or 0
+            waits until the job ends.
+
+        Returns:
+          The job's state: its final state (``DONE`` or ``DRAINED``) if it
+          ended, the current one if ``duration`` ran out first.
+
+        Raises:
+          RuntimeError: If the job failed (with the failing transform's
+            error) or was cancelled.
+        """
+        try:
+            return str(super().wait_until_finish(duration))
+        except RuntimeError:
+            if self._state != PipelineState.DRAINED:
+                raise
+            self._runtime_exception = None
+            return str(self._state)
+
+
+def adopt(
+    result: portable_runner.PipelineResult,
+) -> portable_runner.PipelineResult:
+    """Turns the result Beam's :class:`PortableRunner` built into a
+    :class:`FerrobeamPipelineResult`, in place.
+
+    Beam builds the result object itself and registers that very object's
+    cleanup (stopping LOOPBACK workers) to run at exit; re-classing it (the
+    subclass adds methods, no state) keeps that intact, where a copy would
+    run the cleanup twice. Results of any other type are returned unchanged.
+    """
+    if type(result) is portable_runner.PipelineResult:  # pylint: disable=unidiomatic-typecheck
+        result.__class__ = FerrobeamPipelineResult
+    return result
