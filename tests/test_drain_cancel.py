@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 import apache_beam as beam
+from apache_beam.transforms import window
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
@@ -144,18 +145,24 @@ def test_drain_job_of_unknown_job_is_not_found() -> None:
     assert "no-such-job" in raised.value.details()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the streaming engine (runner/engine/src/streaming) does not act on "
-    "the drain flag yet: the job stays DRAINING (issue 4)",
-)
+def _touch_and_key(_: object, path: str) -> tuple[str, int]:
+    Path(path).touch()
+    return ("k", 1)
+
+
 def test_drain_unbounded_streaming_job_ends_drained(tmp_path: Path) -> None:
+    # An hour-long PeriodicImpulse counted in day-long windows: only a drain
+    # (source truncated, watermark to the end) can fire the window early.
     p = beam.Pipeline(runner=FerrobeamRunner(), options=options("--streaming"))
     now = time.time()
-    _ = (p
-         | PeriodicImpulse(start_timestamp=Timestamp.of(now), stop_timestamp=Timestamp.of(now + 3600),
-                           fire_interval=0.5)
-         | beam.Map(lambda t: Path(str(tmp_path), "ticks").touch()))  # yapf: disable
+    ticks = (p
+             | PeriodicImpulse(start_timestamp=Timestamp.of(now), stop_timestamp=Timestamp.of(now + 3600),
+                               fire_interval=0.5)
+             | beam.Map(_touch_and_key, str(tmp_path / "ticks")))  # yapf: disable
+    _ = (ticks
+         | beam.WindowInto(window.FixedWindows(86400))
+         | beam.CombinePerKey(sum)
+         | beam.Map(lambda kv: Path(str(tmp_path), "count").write_text(str(kv[1]))))  # yapf: disable
     result = p.run()
     try:
         deadline = time.monotonic() + 60
@@ -165,6 +172,8 @@ def test_drain_unbounded_streaming_job_ends_drained(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert result.drain() in (PipelineState.DRAINING, PipelineState.DRAINED)
         assert result.wait_until_finish(duration=30_000) == PipelineState.DRAINED
+        # The pending window fired on the way out, with every tick so far.
+        assert int((tmp_path / "count").read_text()) >= 1
     finally:
         if not PipelineState.is_terminal(result.state):
             result.cancel()
