@@ -40,7 +40,7 @@ use crate::job::{JobSpec, Level};
 use crate::metrics::{JobMetrics, StageScope};
 use crate::pool::WorkerPool;
 use crate::sdk_stage::{Residual, SdkStageRun};
-use crate::state::{SideInputs, UserState};
+use crate::state::UserState;
 use crate::test_stream::EventEncoder;
 use crate::timers::TimerStore;
 use crate::wire::WireFormat;
@@ -108,6 +108,10 @@ enum Runtime {
 
 struct SdkRuntime {
     timers: TimerStore,
+    /// How to take apart the main input and each side input (parsed once,
+    /// not every epoch).
+    input_format: Option<WireFormat>,
+    side_formats: Vec<WireFormat>,
     /// Work splittable DoFns deferred, waiting to be resumed.
     deferred: Vec<Deferred>,
     /// When the stage last produced output or moved its watermark hold:
@@ -366,6 +370,16 @@ fn runtime(stage: &Stage, plan: &ferrobeam_graph::Plan) -> Result<Runtime, Engin
         }
         StageKind::Sdk(sdk) => Runtime::Sdk(Box::new(SdkRuntime {
             timers: TimerStore::new(&sdk.timer_families, &plan.components)?,
+            input_format: sdk
+                .input
+                .as_ref()
+                .map(|(p, _)| WireFormat::new(&plan.components, &p.coder_id))
+                .transpose()?,
+            side_formats: sdk
+                .side_inputs
+                .iter()
+                .map(|si| WireFormat::new(&plan.components, &si.port.coder_id))
+                .collect::<Result<_, _>>()?,
             deferred: Vec::new(),
             last_progress: Instant::now(),
             idle_floor: MIN_TIMESTAMP_MILLIS,
@@ -417,10 +431,6 @@ impl StageContext<'_> {
             .map(|p| self.watermark_of(p))
             .min()
             .unwrap_or(MAX_TIMESTAMP_MILLIS)
-    }
-
-    fn format(&self, port: &PortRef) -> Result<WireFormat, EngineError> {
-        WireFormat::new(&self.job.plan.components, &port.coder_id)
     }
 
     fn single_output(&self, produced: Vec<Bytes>, wm: i64) -> Step {
@@ -537,12 +547,8 @@ impl StageContext<'_> {
         for (i, si) in sdk.side_inputs.iter().enumerate() {
             rt.sides.add(i, take(&si.port));
         }
-        let formats = sdk
-            .side_inputs
-            .iter()
-            .map(|si| self.format(&si.port))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (side_inputs, side_generation) = rt.sides.current(&sdk.side_inputs, &formats)?;
+        let (side_inputs, side_generation) =
+            rt.sides.current(&sdk.side_inputs, &rt.side_formats)?;
         let side_watermark = sdk
             .side_inputs
             .iter()
@@ -550,17 +556,14 @@ impl StageContext<'_> {
             .min()
             .unwrap_or(MAX_TIMESTAMP_MILLIS);
         let mut ready = Vec::new();
-        if let Some((port, _)) = &sdk.input {
+        if let (Some((port, _)), Some(format)) = (&sdk.input, &rt.input_format) {
             let mut held = std::mem::take(&mut rt.held);
             held.extend(take(port));
-            let released = release(held, &self.format(port)?, side_watermark)?;
+            let released = release(held, format, side_watermark)?;
             ready = released.ready;
             rt.held = released.waiting;
             rt.held_min_timestamp = released.waiting_min_timestamp;
         }
-        let outputs_of = |wm: i64| -> Vec<(PortRef, i64)> {
-            sdk.outputs.iter().map(|(p, _)| (p.clone(), wm)).collect()
-        };
         let stage_id = format!("{}-{}", self.job.job_id, self.stage.id);
         // Draining: new and deferred work alike go through the variant that
         // truncates restrictions first.
@@ -570,11 +573,26 @@ impl StageContext<'_> {
         } else {
             stage_id
         };
-        let mut run = self.sdk_run(sdk, side_inputs, descriptor_id)?;
-        run.side_input_generation = side_generation;
+        let run = SdkStageRun {
+            stage_name: &self.stage.name,
+            descriptor_id,
+            stage: sdk,
+            pool: &self.pools[&sdk.environment_id],
+            bundles_per_worker: self.config.bundles_per_worker,
+            side_inputs,
+            side_input_generation: side_generation,
+            user_state: self.user_state.clone(),
+            metrics: self.metrics,
+            metric_scope: self.scope.ok_or_else(|| {
+                EngineError::Internal(format!("no metric scope for stage {}", self.stage.id))
+            })?,
+            input_format: rt.input_format.clone(),
+            components: &self.job.plan.components,
+            reporter: self.job.reporter.as_ref(),
+        };
         let mut outputs: HashMap<PortRef, Vec<Bytes>> = HashMap::new();
         let estimate_before = rt.estimate();
-        let residuals = if let Some((port, _)) = &sdk.input {
+        let residuals = if let Some(format) = &run.input_format {
             let mut work = ready;
             work.extend(rt.take_due(truncate));
             if work.is_empty() {
@@ -583,12 +601,10 @@ impl StageContext<'_> {
                 let residuals = run
                     .process_once(Some(work), &mut rt.timers, &mut outputs)
                     .await?;
-                let format = self.format(port)?;
-                let mut deferred = Vec::with_capacity(residuals.len());
-                for r in residuals {
-                    deferred.push(defer(r, &format, truncate)?);
-                }
-                deferred
+                residuals
+                    .into_iter()
+                    .map(|r| defer(r, format, truncate))
+                    .collect::<Result<Vec<_>, _>>()?
             }
         } else {
             if !rt.started {
@@ -613,12 +629,16 @@ impl StageContext<'_> {
             && input_wm != MAX_TIMESTAMP_MILLIS
             && input_wm >= rt.collected_until.saturating_add(1000)
         {
-            self.collect_expired_state(sdk, input_wm)?;
+            self.collect_expired_state(sdk, rt.input_format.as_ref(), input_wm);
             rt.collected_until = input_wm;
         }
         Ok(Step {
             produced: outputs.into_iter().collect(),
-            watermarks: outputs_of(input_wm.min(rt.hold())),
+            watermarks: sdk
+                .outputs
+                .iter()
+                .map(|(p, _)| (p.clone(), input_wm.min(rt.hold())))
+                .collect(),
         })
     }
 
@@ -628,10 +648,11 @@ impl StageContext<'_> {
     fn collect_expired_state(
         &self,
         sdk: &ferrobeam_graph::SdkStage,
+        format: Option<&WireFormat>,
         input_wm: i64,
-    ) -> Result<(), EngineError> {
-        let Some((port, _)) = &sdk.input else {
-            return Ok(());
+    ) {
+        let (Some((port, _)), Some(format)) = (&sdk.input, format) else {
+            return;
         };
         let components = &self.job.plan.components;
         let lateness = components
@@ -643,7 +664,6 @@ impl StageContext<'_> {
                     .get(&pc.windowing_strategy_id)
             })
             .map_or(0, |ws| ws.allowed_lateness.max(0));
-        let format = self.format(port)?;
         let dropped = self.user_state.collect_expired(|transform, window| {
             std::str::from_utf8(transform).is_ok_and(|t| sdk.descriptor.transforms.contains_key(t))
                 && format
@@ -653,36 +673,6 @@ impl StageContext<'_> {
         if dropped > 0 {
             tracing::debug!(stage = %self.stage.name, dropped, "user state of expired windows dropped");
         }
-        Ok(())
-    }
-
-    fn sdk_run<'s>(
-        &'s self,
-        sdk: &'s ferrobeam_graph::SdkStage,
-        side_inputs: Arc<SideInputs>,
-        descriptor_id: String,
-    ) -> Result<SdkStageRun<'s>, EngineError> {
-        Ok(SdkStageRun {
-            stage_name: &self.stage.name,
-            descriptor_id,
-            stage: sdk,
-            pool: &self.pools[&sdk.environment_id],
-            bundles_per_worker: self.config.bundles_per_worker,
-            side_inputs,
-            side_input_generation: 0,
-            user_state: self.user_state.clone(),
-            metrics: self.metrics,
-            metric_scope: self.scope.ok_or_else(|| {
-                EngineError::Internal(format!("no metric scope for stage {}", self.stage.id))
-            })?,
-            input_format: sdk
-                .input
-                .as_ref()
-                .map(|(p, _)| self.format(p))
-                .transpose()?,
-            components: &self.job.plan.components,
-            reporter: self.job.reporter.as_ref(),
-        })
     }
 }
 
