@@ -9,7 +9,7 @@ p99 and max of event-to-sink latency, after a warm-up that is not counted::
     python examples/benchmarks/latency.py                   # 5k ev/s, 20 s
     python examples/benchmarks/latency.py --rate 10000 --seconds 60
     python examples/benchmarks/latency.py --reshuffle       # + a runner hop
-    python examples/benchmarks/latency.py --runner direct   # Beam's DirectRunner
+    python examples/benchmarks/latency.py --runners ferrobeam,direct  # and the ratio
 
 ``--reshuffle`` puts a ``Reshuffle`` between the Map and the sink, so every
 event also crosses the runner between two SDK stages. The target for the
@@ -115,7 +115,8 @@ def run(runner: str, rate: float, seconds: float, warmup: float, reshuffle: bool
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runner", choices=sorted(RUNNERS), default="ferrobeam")
+    parser.add_argument("--runners", default="ferrobeam",
+                        help="comma-separated, run one after the other: %s (default ferrobeam)" % ",".join(RUNNERS))
     parser.add_argument("--rate", type=float, default=5000.0, help="events per second (default 5000)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds (default 20)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds not counted (default 3)")
@@ -124,18 +125,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--reshuffle", action="store_true", help="add a Reshuffle before the sink")
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args(argv)
-    result = run(args.runner, args.rate, args.seconds, args.warmup, args.reshuffle, args.lead)
-    print("runner=%(runner)s rate=%(rate_per_s).0f/s reshuffle=%(reshuffle)s events=%(events)d/%(expected_events)d "
-          "counted=%(counted)d" % result)
-    print("latency ms: p50=%(p50_ms).2f p90=%(p90_ms).2f p99=%(p99_ms).2f max=%(max_ms).2f mean=%(mean_ms).2f" % result)
+    runners = [r.strip() for r in args.runners.split(",") if r.strip()]
+    unknown = [r for r in runners if r not in RUNNERS]
+    if unknown:
+        parser.error("unknown runner(s): %s" % ", ".join(unknown))
+    results = []
+    status = 0
+    for runner in runners:
+        result = run(runner, args.rate, args.seconds, args.warmup, args.reshuffle, args.lead)
+        results.append(result)
+        print("runner=%(runner)s rate=%(rate_per_s).0f/s reshuffle=%(reshuffle)s events=%(events)d/%(expected_events)d "
+              "counted=%(counted)d" % result)
+        print("latency ms: p50=%(p50_ms).2f p90=%(p90_ms).2f p99=%(p99_ms).2f max=%(max_ms).2f mean=%(mean_ms).2f"
+              % result)
+        if result["events"] != result["expected_events"]:
+            print("ERROR: expected %(expected_events)d events, the sink saw %(events)d" % result)
+            status = 1
+    by_runner = {r["runner"]: r for r in results}
+    if "ferrobeam" in by_runner and "direct" in by_runner:
+        ours, theirs = by_runner["ferrobeam"], by_runner["direct"]
+        print("ferrobeam / DirectRunner: " + " ".join(
+            "%s=%.2fx" % (q, ours[q + "_ms"] / theirs[q + "_ms"]) for q in ("p50", "p90", "p99", "max")))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-    if result["events"] != result["expected_events"]:
-        print("ERROR: expected %(expected_events)d events, the sink saw %(events)d" % result)
-        return 1
-    return 0
-
+            json.dump(results, f, indent=2)
+    return status
 
 if __name__ == "__main__":
     raise SystemExit(main())
