@@ -114,7 +114,16 @@ const STATE_CHANNEL_BOOT: &str = concat!(
 
 /// What a warm interpreter runs: import the harness, then wait for the
 /// worker's environment as one JSON line and start it.  EOF means "exit".
-const WARM_BOOT: &str = "import json, os, sys\n\
+/// First of all it starts a watchdog that exits when the process that
+/// started it is gone: a server embedded in a program that ends does not
+/// run destructors, and its half-imported interpreters would otherwise
+/// linger as orphans, stealing CPU from whatever runs next.
+const WARM_BOOT: &str = "import json, os, sys, threading, time\n\
+def _exit_with_parent(parent=os.getppid()):\n\
+\x20   while os.getppid() == parent:\n\
+\x20       time.sleep(0.5)\n\
+\x20   os._exit(0)\n\
+threading.Thread(target=_exit_with_parent, daemon=True).start()\n\
 from apache_beam.runners.worker import sdk_worker_main\n\
 line = sys.stdin.readline()\n\
 if not line.strip():\n    sys.exit(0)\n\
