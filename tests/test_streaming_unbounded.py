@@ -24,6 +24,7 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
+from apache_beam.transforms import trigger
 from apache_beam.transforms import window
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
@@ -83,15 +84,20 @@ def test_flatten_of_two_unbounded_sources() -> None:
         assert_that(_count_per_window(merged), equal_to([6, 6]))
 
 
-class _QuietRestrictions(RestrictionProvider):
+class _OffsetRestrictions(RestrictionProvider):
+    """Every element gets the offsets ``[0, stop)``."""
+
+    def __init__(self, stop: int) -> None:
+        self._stop = stop
+
     def initial_restriction(self, element: Any) -> OffsetRange:
-        return OffsetRange(0, 1)
+        return OffsetRange(0, self._stop)
 
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
         return OffsetRestrictionTracker(restriction)
 
     def restriction_size(self, element: Any, restriction: OffsetRange) -> int:
-        return 1
+        return restriction.size()
 
 
 class _QuietSource(beam.DoFn):
@@ -106,7 +112,7 @@ class _QuietSource(beam.DoFn):
     def process(
         self,
         element: Any,
-        tracker: Any = beam.DoFn.RestrictionParam(_QuietRestrictions()),
+        tracker: Any = beam.DoFn.RestrictionParam(_OffsetRestrictions(1)),
         estimator: Any = beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
     ) -> Iterator[Any]:
         if time.time() < self._until:
@@ -167,3 +173,81 @@ def test_slowly_updating_side_input() -> None:
                       lambda t, ms: (round(float(t) - start, 1), sorted(ms)),
                       ms=beam.pvalue.AsList(models)))  # yapf: disable
         assert_that(scored, equal_to([(i / 2, ["model-%d" % (i // 2)]) for i in range(6)]))
+
+
+class _NeverDefers(beam.DoFn):
+    """Emits a number every 20 ms and never checkpoints by itself; stops
+    (claiming the end of its restriction) once ``marker`` exists, which only
+    a later stage writes, after seeing its output."""
+
+    def __init__(self, marker: str) -> None:
+        self._marker = marker
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        element: Any,
+        tracker: Any = beam.DoFn.RestrictionParam(_OffsetRestrictions(10**9)),
+    ) -> Iterator[int]:
+        position = tracker.current_restriction().start
+        while not Path(self._marker).exists():
+            if not tracker.try_claim(position):
+                return
+            yield position
+            position += 1
+            time.sleep(0.02)
+        tracker.try_claim(tracker.current_restriction().stop)
+
+
+class _TouchMarker(beam.DoFn):
+    """Writes the marker, and records each number it sees."""
+
+    def __init__(self, marker: str) -> None:
+        self._marker = marker
+
+    def process(self, element: int) -> Iterator[int]:
+        with open(self._marker + ".seen", "a", encoding="utf-8") as f:
+            f.write("%d\n" % element)
+        Path(self._marker).touch()
+        yield element
+
+
+def test_runner_checkpoints_a_splittable_dofn_that_never_defers(tmp_path: Path) -> None:
+    # Outputs of a bundle are only committed when it ends, and this DoFn's
+    # bundle would never end: the runner asks it to checkpoint after a
+    # second, its output reaches the next stage (across a Reshuffle, a stage
+    # boundary), which writes the marker the DoFn stops at when resumed.
+    marker = str(tmp_path / "marker")
+    started = time.time()
+    with _pipeline() as p:
+        _ = (p
+             | beam.Create([None])
+             | beam.ParDo(_NeverDefers(marker))
+             | beam.Reshuffle()
+             | beam.ParDo(_TouchMarker(marker)))  # yapf: disable
+    assert time.time() - started < 60
+    seen = [int(line) for line in Path(marker + ".seen").read_text(encoding="utf-8").split()]
+    # No number twice (the checkpoint repeats nothing; the runner may also
+    # split the huge restriction for parallelism, so the numbers need not
+    # be contiguous), and the first second's output did get through.
+    assert 0 in seen and len(set(seen)) == len(seen), seen
+    assert len(seen) >= 10, seen
+
+
+def test_a_triggered_unbounded_side_input_in_the_global_window_is_refused() -> None:
+    # Its main input would wait for the end of the global window forever:
+    # refused at submission, naming the transform and the way that works.
+    from ferrobeam import PipelineRefusedError  # pylint: disable=import-outside-toplevel
+    start = _aligned_start()
+    with pytest.raises(PipelineRefusedError) as excinfo:
+        with _pipeline() as p:
+            models = (p
+                      | "Reload" >> _impulse(start, 3, 1.0)
+                      | beam.WindowInto(window.GlobalWindows(),
+                                        trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+                                        accumulation_mode=trigger.AccumulationMode.DISCARDING))  # yapf: disable
+            _ = (p
+                 | "Events" >> _impulse(start, 3, 0.5)
+                 | "Score" >> beam.Map(lambda t, ms: (t, ms), ms=beam.pvalue.AsList(models)))  # yapf: disable
+    message = str(excinfo.value)
+    assert "Score" in message and "global window" in message and "apply_windowing=True" in message, message

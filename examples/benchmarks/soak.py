@@ -42,7 +42,7 @@ def pipeline_main(rate: float, seconds: float) -> None:
 
     class CountPerWindow(beam.DoFn):
         """Counts each key's events per window in state; emits at window end."""
-        COUNT = CombiningValueStateSpec("count", VarIntCoder(), sum)
+        COUNT = CombiningValueStateSpec("count", VarIntCoder(), beam.combiners.CountCombineFn())
         FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
         def process(self, kv: Any, count: Any = beam.DoFn.StateParam(COUNT),

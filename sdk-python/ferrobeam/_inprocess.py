@@ -20,6 +20,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.worker import sdk_worker_main
 from apache_beam.runners.worker import worker_pool_main
 
+from ferrobeam import _harness
+
 _LOCK = threading.Lock()
 _ADDRESS: Optional[str] = None
 _SERVER: Optional[Any] = None
@@ -35,6 +37,9 @@ def worker_pool_address(options: PipelineOptions) -> str:
     global _ADDRESS, _SERVER
     with _LOCK:
         if _ADDRESS is None:
+            # Its harnesses get ferrobeam's hooks, as the worker
+            # processes ferrobeam starts do.
+            _harness.install_hooks()
             experiments = options.view_as(DebugOptions).experiments or []
             _ADDRESS, _SERVER = worker_pool_main.BeamFnExternalWorkerPoolServicer.start(
                 state_cache_size=sdk_worker_main._get_state_cache_size_bytes(options=options),

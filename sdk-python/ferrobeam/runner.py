@@ -151,7 +151,10 @@ class _EmbeddedServers:
 def _use_state_channel(server: Any) -> None:
     """Lets workers in this process (the in-process worker, LOOPBACK) reach
     ``server``'s state through its socket rather than gRPC (see
-    :mod:`ferrobeam._state_channel`)."""
+    :mod:`ferrobeam._state_channel`), and use ferrobeam's other harness hooks
+    (:mod:`ferrobeam._harness`)."""
+    from ferrobeam import _harness  # pylint: disable=import-outside-toplevel
+    _harness.install_hooks()
     channel = server.state_channel
     if channel is not None:
         from ferrobeam import _state_channel  # pylint: disable=import-outside-toplevel

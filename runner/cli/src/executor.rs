@@ -71,6 +71,9 @@ impl Executor for EngineExecutor {
                 provision: ProvisionInfo {
                     pipeline_options: Some(job.options.clone()),
                     dependencies,
+                    runner_capabilities: vec![
+                        ferrobeam_fnapi::CONTROL_RESPONSE_ELEMENTS_EMBEDDING.to_owned()
+                    ],
                     ..Default::default()
                 },
                 staged,

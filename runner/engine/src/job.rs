@@ -186,6 +186,13 @@ fn start_pools(
             staged: job.staged.get(env_id).cloned().unwrap_or_default(),
             work_dir: job.work_dir.clone(),
             log_sink: log_sink.clone(),
+            sdk_capabilities: job
+                .plan
+                .components
+                .environments
+                .get(env_id)
+                .map(|e| e.capabilities.clone())
+                .unwrap_or_default(),
         };
         let mut templates = vec![template.clone(); config.workers.max(1)];
         if let (Some(endpoint), EnvironmentSpec::LocalPython { .. }) =
@@ -308,6 +315,7 @@ async fn run_stages(
                     metrics,
                     metric_scope: &metric_scopes[&stage.id],
                     input_format,
+                    checkpoint_after: None,
                     components: &plan.components,
                     reporter: job.reporter.as_ref(),
                 };

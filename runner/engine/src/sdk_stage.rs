@@ -66,6 +66,8 @@ struct InFlight {
     started: Instant,
     elements: Vec<Bytes>,
     splits: u32,
+    /// Asked to checkpoint already (streaming).
+    checkpointed: bool,
     /// What a retry must process after a split: the primary part only.
     retry: Option<Vec<Bytes>>,
 }
@@ -92,6 +94,9 @@ const SPLIT_AFTER: Duration = Duration::from_millis(300);
 const SPLIT_POLL: Duration = Duration::from_millis(50);
 /// At most this many splits per bundle.
 const MAX_SPLITS: u32 = 8;
+/// How long a streaming splittable-DoFn bundle may run before the runner
+/// asks it to checkpoint (the DirectRunner's SDF invoker uses 1 s too).
+pub const STREAMING_CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
 
 pub struct SdkStageRun<'a> {
     pub stage_name: &'a str,
@@ -108,6 +113,11 @@ pub struct SdkStageRun<'a> {
     /// Which of this stage's monitoring infos count towards the job's.
     pub metric_scope: &'a StageScope,
     pub input_format: Option<WireFormat>,
+    /// Streaming: a splittable-DoFn bundle running this long is asked to
+    /// checkpoint (split at its current position), and what it gives up
+    /// comes back as deferred work.  An unbounded DoFn that never defers by
+    /// itself would otherwise hold its epoch, and its output, forever.
+    pub checkpoint_after: Option<Duration>,
     pub components: &'a Components,
     pub reporter: &'a dyn Reporter,
 }
@@ -558,6 +568,7 @@ impl SdkStageRun<'_> {
                         started: Instant::now(),
                         elements: work.chunks.clone(),
                         splits: 0,
+                        checkpointed: false,
                         retry: None,
                     },
                 );
@@ -629,6 +640,9 @@ impl SdkStageRun<'_> {
         };
         loop {
             tokio::time::sleep(SPLIT_POLL).await;
+            if let Some(after) = self.checkpoint_after {
+                self.checkpoint_long_bundles(round, source, after).await;
+            }
             if round.idle.load(Ordering::Acquire) == 0 || !round.queue.lock().is_empty() {
                 continue;
             }
@@ -650,15 +664,40 @@ impl SdkStageRun<'_> {
                     continue;
                 }
             };
-            self.apply_split(round, &id, split);
+            self.apply_split(round, &id, split, false);
         }
     }
 
+    /// Asks every bundle running longer than `after` to checkpoint: split
+    /// with nothing of the remainder kept, so it ends soon with what it has
+    /// done committed.
+    async fn checkpoint_long_bundles(&self, round: &Round, source: &str, after: Duration) {
+        let due: Vec<(String, Arc<Worker>, usize)> = round
+            .inflight
+            .lock()
+            .iter_mut()
+            .filter(|(_, f)| f.started.elapsed() >= after && !f.checkpointed)
+            .map(|(id, f)| {
+                f.checkpointed = true;
+                (id.clone(), f.worker.clone(), f.elements.len())
+            })
+            .collect();
+        for (id, worker, n) in due {
+            match worker.split_bundle(&id, source, 0.0, n as i64).await {
+                Ok(split) => self.apply_split(round, &id, split, true),
+                Err(e) => tracing::debug!(bundle = %id, error = %e, "checkpoint request failed"),
+            }
+        }
+    }
+
+    /// Takes a split's residuals: queued in this round, or (`checkpoint`)
+    /// handed back as deferred work like a self-checkpoint's.
     fn apply_split(
         &self,
         round: &Round,
         id: &str,
         split: ferrobeam_proto::fn_api::ProcessBundleSplitResponse,
+        checkpoint: bool,
     ) {
         let mut inflight = round.inflight.lock();
         let Some(f) = inflight.get_mut(id) else {
@@ -670,21 +709,42 @@ impl SdkStageRun<'_> {
             (c.first_residual_element.max(0) as usize).min(f.elements.len())
         });
         let last_primary = channel.map_or(-1, |c| c.last_primary_element);
+        let unstarted = f.elements[first_residual..].iter().cloned();
+        if checkpoint {
+            let residuals: Vec<Residual> = split
+                .residual_roots
+                .iter()
+                .filter_map(Residual::from_proto)
+                .chain(unstarted.map(|element| Residual {
+                    element,
+                    delay: Duration::ZERO,
+                    watermark: None,
+                }))
+                .collect();
+            if residuals.is_empty() {
+                return;
+            }
+            self.keep_primary_only(f, first_residual, last_primary, &split);
+            tracing::debug!(
+                bundle = id,
+                residuals = residuals.len(),
+                "checkpointed a running bundle"
+            );
+            drop(inflight);
+            round.collected.lock().residuals.extend(residuals);
+            return;
+        }
         let mut new_work: Vec<Bytes> = split
             .residual_roots
             .iter()
             .filter_map(|r| r.application.as_ref())
             .map(|a| a.element.clone())
             .collect();
-        new_work.extend(f.elements[first_residual..].iter().cloned());
+        new_work.extend(unstarted);
         if new_work.is_empty() {
             return;
         }
-        let keep = ((last_primary + 1).max(0) as usize).min(f.elements.len());
-        let mut primary: Vec<Bytes> = f.elements[..keep].to_vec();
-        primary.extend(split.primary_roots.iter().map(|p| p.element.clone()));
-        f.elements.truncate(first_residual);
-        f.retry = Some(primary);
+        self.keep_primary_only(f, first_residual, last_primary, &split);
         tracing::debug!(
             bundle = id,
             residuals = new_work.len(),
@@ -701,6 +761,21 @@ impl SdkStageRun<'_> {
         }
         drop(queue);
         round.changed.notify_waiters();
+    }
+
+    /// After a split, a retry of the bundle must redo only its primary part.
+    fn keep_primary_only(
+        &self,
+        f: &mut InFlight,
+        first_residual: usize,
+        last_primary: i64,
+        split: &ferrobeam_proto::fn_api::ProcessBundleSplitResponse,
+    ) {
+        let keep = ((last_primary + 1).max(0) as usize).min(f.elements.len());
+        let mut primary: Vec<Bytes> = f.elements[..keep].to_vec();
+        primary.extend(split.primary_roots.iter().map(|p| p.element.clone()));
+        f.elements.truncate(first_residual);
+        f.retry = Some(primary);
     }
 
     async fn run_bundle(

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use bytes::Bytes;
-use ferrobeam_coders::{read_timestamp, varint::read_len, Coder};
+use ferrobeam_coders::varint::{read_i32_be, read_len};
+use ferrobeam_coders::{read_timestamp, Coder, CoderError};
 use ferrobeam_graph::{TimeDomain, TimerFamily};
 use ferrobeam_proto::pipeline::v1::Components;
 
@@ -20,6 +21,7 @@ use crate::EngineError;
 /// How to take apart the timers of one family.
 struct TimerFormat {
     key: Coder,
+    window: Coder,
     /// The windows, coded like an iterable of windows.
     windows: Coder,
 }
@@ -40,6 +42,7 @@ impl TimerFormat {
         match Coder::from_components(components, coder_id).map_err(|e| bad(e.to_string()))? {
             Coder::Timer { key, window } => Ok(Self {
                 key: *key,
+                window: (*window).clone(),
                 windows: Coder::Iterable(window),
             }),
             other => Err(bad(format!(
@@ -47,6 +50,19 @@ impl TimerFormat {
                 other.urn()
             ))),
         }
+    }
+
+    /// Each window of a timer, as encoded, from its dynamic tag and windows.
+    fn windows<'a>(&self, tag_and_windows: &'a [u8]) -> Result<Vec<&'a [u8]>, CoderError> {
+        let (tag_len, tag_start) = read_len(tag_and_windows, 0)?;
+        let (count, mut pos) = read_i32_be(tag_and_windows, tag_start + tag_len)?;
+        (0..count.max(0))
+            .map(|_| {
+                let start = pos;
+                pos = self.window.skip(tag_and_windows, start)?;
+                Ok(&tag_and_windows[start..pos])
+            })
+            .collect()
     }
 
     fn parse(&self, buf: &[u8], pos: usize) -> Result<ParsedTimer, EngineError> {
@@ -223,6 +239,23 @@ impl TimerStore {
             .min()
     }
 
+    /// Drops the pending timers all of whose windows are `expired` (given
+    /// each window's encoding); returns how many.  A streaming job runs
+    /// forever, so a processing-time timer set in a window that has since
+    /// expired must not stay (Beam drops such timers rather than fire them).
+    pub fn drop_expired(&mut self, expired: impl Fn(&[u8]) -> bool) -> usize {
+        let before = self.pending.len();
+        let formats = &self.formats;
+        self.pending.retain(|id, _| {
+            match formats[id.family].windows(&id.tag_and_windows) {
+                Ok(windows) => windows.is_empty() || !windows.iter().all(|w| expired(w)),
+                // Windows we cannot take apart are never called expired.
+                Err(_) => true,
+            }
+        });
+        before - self.pending.len()
+    }
+
     /// The earliest output timestamp a pending timer holds (streaming: the
     /// stage's output watermark may not pass it).
     pub fn min_hold(&self) -> Option<i64> {
@@ -354,5 +387,24 @@ mod tests {
         assert_eq!((due.len(), due[0].family), (1, 1));
         assert_eq!(store.next_due_until(i64::MAX, 0).len(), 1);
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn timers_of_expired_windows_are_dropped() {
+        let mut store =
+            TimerStore::new(&[family(TimeDomain::ProcessingTime)], &components()).unwrap();
+        store
+            .apply(0, &[timer("a", "", Some(10)), timer("b", "tag", Some(20))])
+            .unwrap();
+        // Each timer has one global window, which encodes as nothing.
+        let dropped = store.drop_expired(|w| {
+            assert!(w.is_empty());
+            true
+        });
+        assert_eq!(dropped, 2);
+        assert!(store.is_empty());
+        store.apply(0, &[timer("a", "", Some(10))]).unwrap();
+        assert_eq!(store.drop_expired(|_| false), 0);
+        assert_eq!(store.next_due_until(0, 10).len(), 1);
     }
 }

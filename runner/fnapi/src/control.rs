@@ -31,14 +31,30 @@ impl BeamFnControl for ControlService {
         request: Request<Streaming<InstructionResponse>>,
     ) -> Result<Response<Self::ControlStream>, Status> {
         let worker_id = crate::worker_id(&request)?;
+        // The environment speaks for the SDK; ferrobeam's own harness hook
+        // also announces itself on the stream (the environment was written
+        // by the submitting SDK, which knows nothing of the hook).
+        let announced = request
+            .metadata()
+            .get(crate::SDK_CAPABILITIES_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let embeds_request_elements = self
+            .registry
+            .sdk_capabilities(&worker_id)
+            .iter()
+            .map(String::as_str)
+            .chain(announced.split(',').map(str::trim))
+            .any(|c| c == crate::worker::CONTROL_REQUEST_ELEMENTS_EMBEDDING);
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = Arc::new(Worker::new(
             worker_id.clone(),
             Arc::downgrade(&self.registry),
             tx,
+            embeds_request_elements,
         ));
         self.registry.worker_connected(worker.clone())?;
-        tracing::debug!(worker = %worker_id, "control stream connected");
+        tracing::debug!(worker = %worker_id, embeds_request_elements, "control stream connected");
         let mut responses = request.into_inner();
         tokio::spawn(async move {
             let reason = loop {

@@ -73,6 +73,8 @@ pub struct WorkerTemplate {
     pub staged: Vec<(PathBuf, String)>,
     pub work_dir: PathBuf,
     pub log_sink: LogSink,
+    /// The capabilities the environment declares for its SDK (Beam URNs).
+    pub sdk_capabilities: Vec<String>,
 }
 
 /// Starts workers and knows how to stop them again.
@@ -101,13 +103,16 @@ struct WarmProcess {
     tail: Arc<Mutex<VecDeque<String>>>,
 }
 
-/// Turns on ferrobeam's state channel (see `state_socket`) when the
-/// environment names a socket and the `ferrobeam` package is importable;
-/// otherwise the worker uses the gRPC state service.
+/// Turns on ferrobeam's harness hooks when the `ferrobeam` package is
+/// importable: the state channel (see `state_socket`) when the environment
+/// names a socket, elements in control messages (see `worker`) and a
+/// state sampler that lets bundles end promptly (`ferrobeam/_harness.py`).
+/// Without them the worker is the plain stock harness.
 const STATE_CHANNEL_BOOT: &str = concat!(
     "try:\n",
-    "    from ferrobeam import _state_channel\n",
+    "    from ferrobeam import _harness, _state_channel\n",
     "    _state_channel.install_from_environment()\n",
+    "    _harness.install_hooks()\n",
     "except ImportError:\n",
     "    pass\n",
 );
@@ -118,12 +123,29 @@ const STATE_CHANNEL_BOOT: &str = concat!(
 /// started it is gone: a server embedded in a program that ends does not
 /// run destructors, and its half-imported interpreters would otherwise
 /// linger as orphans, stealing CPU from whatever runs next.
+///
+/// The import runs at low priority, in a thread of its own: importing Beam
+/// is background work and must not slow the submitting program or a job
+/// running on its in-process worker.  Only that thread is niced (Linux
+/// keeps a nice value per thread), because nobody may lower a nice value
+/// again without privileges: a worker started under `nice` stayed behind
+/// every other process for its whole life, and a streaming stage on it
+/// saw twice the latency of one on a worker started cold.
 const WARM_BOOT: &str = "import json, os, sys, threading, time\n\
 def _exit_with_parent(parent=os.getppid()):\n\
 \x20   while os.getppid() == parent:\n\
 \x20       time.sleep(0.5)\n\
 \x20   os._exit(0)\n\
 threading.Thread(target=_exit_with_parent, daemon=True).start()\n\
+def _import_harness():\n\
+\x20   try:\n\
+\x20       os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)\n\
+\x20   except (AttributeError, OSError):\n\
+\x20       pass\n\
+\x20   from apache_beam.runners.worker import sdk_worker_main\n\
+_importer = threading.Thread(target=_import_harness)\n\
+_importer.start()\n\
+_importer.join()\n\
 from apache_beam.runners.worker import sdk_worker_main\n\
 line = sys.stdin.readline()\n\
 if not line.strip():\n    sys.exit(0)\n\
@@ -167,13 +189,9 @@ impl WarmPython {
 
     fn spawn(&self) -> Result<WarmProcess, String> {
         let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
-        // Lower priority: importing Beam is background work and must not slow
-        // the submitting program (or a job running on its in-process worker).
-        // The machine stays fully used, so a job's throughput does not suffer.
-        let mut cmd = Command::new("nice");
-        cmd.args(["-n", "10"])
-            .arg(&self.python)
-            .args(["-c", &python_boot(WARM_BOOT)])
+        // The import runs at low priority (see WARM_BOOT), the worker not.
+        let mut cmd = Command::new(&self.python);
+        cmd.args(["-c", &python_boot(WARM_BOOT)])
             .env("PYTHONUNBUFFERED", "1");
         let mut child = spawn_with_output(cmd, "warm-python", &tail, true)?;
         let stdin = child.stdin.take().ok_or("no stdin")?;
@@ -250,6 +268,7 @@ impl WorkerLauncher {
             WorkerSetup {
                 provision,
                 log_sink: template.log_sink.clone(),
+                sdk_capabilities: template.sdk_capabilities.clone(),
             },
         );
         let mut tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
@@ -384,7 +403,11 @@ impl WorkerLauncher {
                 semi.to_string_lossy().into_owned(),
             ),
             ("WORKER_ID".to_owned(), worker_id.to_owned()),
-            ("RUNNER_CAPABILITIES".to_owned(), String::new()),
+            // What Beam's boot program passes on from the provision info.
+            (
+                "RUNNER_CAPABILITIES".to_owned(),
+                template.provision.runner_capabilities.join(" "),
+            ),
             ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
         ]);
         if let Some(socket) = &self.state_socket {

@@ -21,10 +21,18 @@ pub use environment::{EnvironmentSpec, WorkerLauncher};
 pub use registry::{Registry, WorkerSetup};
 pub use server::FnServer;
 pub use state::StateHandler;
-pub use worker::{BundleError, BundleInput, BundleOutput, BundleRequest, TimerStream, Worker};
+pub use worker::{
+    BundleError, BundleInput, BundleOutput, BundleRequest, TimerStream, Worker,
+    CONTROL_REQUEST_ELEMENTS_EMBEDDING, CONTROL_RESPONSE_ELEMENTS_EMBEDDING,
+};
 
 /// Metadata header carrying the worker id on every Fn API stream.
 pub const WORKER_ID_HEADER: &str = "worker_id";
+
+/// Metadata header on the control stream in which ferrobeam's Python harness
+/// hook (`sdk-python/ferrobeam/_control_embedding.py`) lists, comma-separated,
+/// the Beam protocols it adds to the stock harness.
+pub const SDK_CAPABILITIES_HEADER: &str = "ferrobeam-sdk-capabilities";
 
 /// Reads the worker id a stream was opened with.
 pub(crate) fn worker_id<T>(req: &tonic::Request<T>) -> Result<String, tonic::Status> {

@@ -20,6 +20,8 @@ pub type LogSink = Arc<dyn Fn(&LogEntry) + Send + Sync>;
 pub struct WorkerSetup {
     pub provision: ProvisionInfo,
     pub log_sink: LogSink,
+    /// What its environment says the SDK can do (Beam protocol URNs).
+    pub sdk_capabilities: Vec<String>,
 }
 
 struct Expected {
@@ -72,6 +74,14 @@ impl Registry {
             .lock()
             .get(worker_id)
             .map(|e| e.setup.provision.clone())
+    }
+
+    pub(crate) fn sdk_capabilities(&self, worker_id: &str) -> Vec<String> {
+        self.expected
+            .lock()
+            .get(worker_id)
+            .map(|e| e.setup.sdk_capabilities.clone())
+            .unwrap_or_default()
     }
 
     pub(crate) fn log_sink(&self, worker_id: &str) -> Option<LogSink> {

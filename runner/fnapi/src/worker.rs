@@ -21,6 +21,23 @@ use crate::state::StateHandler;
 /// accept far more, but 4 MiB keeps us under every SDK's default limit.
 const MAX_ELEMENTS_MESSAGE_BYTES: usize = 4 << 20;
 
+/// An SDK that declares this reads a bundle's input from the
+/// `ProcessBundleRequest` itself when the runner puts it there.
+pub const CONTROL_REQUEST_ELEMENTS_EMBEDDING: &str =
+    "beam:protocol:control_request_elements_embedding:v1";
+/// The runner's side (declared in the provision info): an SDK may put a
+/// bundle's output into its `ProcessBundleResponse`.
+pub const CONTROL_RESPONSE_ELEMENTS_EMBEDDING: &str =
+    "beam:protocol:control_response_elements_embedding:v1";
+
+/// Inputs up to this size travel inside the `ProcessBundleRequest` when the
+/// SDK can read them there.  The point is latency, not bandwidth: a small
+/// bundle then costs one control message each way instead of also a data
+/// message whose hand-offs between the harness's threads each may wait for
+/// Python's GIL.  Bigger inputs take the data stream, which streams them
+/// and keeps the control stream free for splits and progress.
+const MAX_EMBEDDED_INPUT_BYTES: usize = 1 << 20;
+
 /// Data sent into a bundle for one `beam:runner:source:v1` transform, or
 /// timers for one timer family of a ParDo.
 pub struct BundleInput {
@@ -95,6 +112,8 @@ pub struct Worker {
     inbound: Mutex<HashMap<String, mpsc::UnboundedSender<InboundData>>>,
     dead: watch::Sender<Option<String>>,
     next_instruction: AtomicU64,
+    /// Whether the SDK reads inputs embedded in a `ProcessBundleRequest`.
+    embeds_request_elements: bool,
 }
 
 impl Worker {
@@ -102,6 +121,7 @@ impl Worker {
         id: String,
         registry: Weak<Registry>,
         control_tx: mpsc::UnboundedSender<Result<InstructionRequest, tonic::Status>>,
+        embeds_request_elements: bool,
     ) -> Self {
         Self {
             id,
@@ -112,6 +132,7 @@ impl Worker {
             inbound: Mutex::default(),
             dead: watch::channel(None).0,
             next_instruction: AtomicU64::new(1),
+            embeds_request_elements,
         }
     }
 
@@ -269,9 +290,18 @@ impl Worker {
             timer_outputs,
             cache_tokens,
         } = bundle;
+        let input_bytes: usize = inputs.iter().flat_map(|i| &i.chunks).map(Bytes::len).sum();
+        let inputs_embedded =
+            self.embeds_request_elements && input_bytes <= MAX_EMBEDDED_INPUT_BYTES;
+        let (elements, inputs) = if inputs_embedded {
+            (Some(embedded_inputs(instruction_id, &inputs)), Vec::new())
+        } else {
+            (None, inputs)
+        };
         let request = instruction_request::Request::ProcessBundle(ProcessBundleRequest {
             process_bundle_descriptor_id: descriptor_id.to_owned(),
             cache_tokens,
+            elements,
             ..Default::default()
         });
         let response = self.instruct(instruction_id.to_owned(), request);
@@ -305,6 +335,24 @@ impl Worker {
                 .map(|(t, f)| (t.as_str(), f.as_str()))
                 .collect(),
         };
+        // An SDK that embeds its output sends all of it in the response
+        // (we declared CONTROL_RESPONSE_ELEMENTS_EMBEDDING); the loop below
+        // then finds every stream already ended.
+        let embedded = out.response.elements.take();
+        tracing::trace!(
+            instruction_id,
+            input_embedded = inputs_embedded,
+            output_embedded = embedded.is_some(),
+            "bundle response"
+        );
+        if let Some(embedded) = embedded {
+            for data in embedded.data {
+                accept(&mut out, &mut open, InboundData::Data(data));
+            }
+            for timers in embedded.timers {
+                accept(&mut out, &mut open, InboundData::Timers(timers));
+            }
+        }
         while let Ok(data) = in_rx.try_recv() {
             accept(&mut out, &mut open, data);
         }
@@ -329,26 +377,7 @@ impl Worker {
         for input in inputs {
             let mut batch = Elements::default();
             let mut batch_bytes = 0;
-            let push = |batch: &mut Elements, data: Bytes, is_last: bool| match &input.timer_family
-            {
-                None => batch.data.push(elements::Data {
-                    instruction_id: instruction_id.to_owned(),
-                    transform_id: input.transform_id.clone(),
-                    data,
-                    is_last,
-                }),
-                Some(family) => batch.timers.push(elements::Timers {
-                    instruction_id: instruction_id.to_owned(),
-                    transform_id: input.transform_id.clone(),
-                    timer_family_id: family.clone(),
-                    timers: data,
-                    is_last,
-                }),
-            };
-            for chunk in input.chunks.iter().cloned() {
-                if chunk.is_empty() {
-                    continue;
-                }
+            for chunk in input.chunks.iter().filter(|c| !c.is_empty()) {
                 if batch_bytes + chunk.len() > MAX_ELEMENTS_MESSAGE_BYTES && batch_bytes > 0 {
                     tx.send(Ok(std::mem::take(&mut batch)))
                         .await
@@ -356,9 +385,9 @@ impl Worker {
                     batch_bytes = 0;
                 }
                 batch_bytes += chunk.len();
-                push(&mut batch, chunk, false);
+                push_input(&mut batch, instruction_id, &input, chunk.clone(), false);
             }
-            push(&mut batch, Bytes::new(), true);
+            push_input(&mut batch, instruction_id, &input, Bytes::new(), true);
             tx.send(Ok(batch)).await.map_err(|_| self.lost())?;
         }
         Ok(())
@@ -388,6 +417,45 @@ impl Worker {
     pub fn shutdown(&self) {
         self.mark_dead("shut down by the runner");
         self.control_tx.lock().take();
+    }
+}
+
+/// A bundle's whole input as one `Elements`, for its `ProcessBundleRequest`:
+/// every stream ends in it (all or nothing, as the protocol asks), in the
+/// order the data plane would have carried them.
+fn embedded_inputs(instruction_id: &str, inputs: &[BundleInput]) -> Elements {
+    let mut elements = Elements::default();
+    for input in inputs {
+        for chunk in input.chunks.iter().filter(|c| !c.is_empty()) {
+            push_input(&mut elements, instruction_id, input, chunk.clone(), false);
+        }
+        push_input(&mut elements, instruction_id, input, Bytes::new(), true);
+    }
+    elements
+}
+
+/// Appends `data` for `input` (elements, or timers of its family) to `batch`.
+fn push_input(
+    batch: &mut Elements,
+    instruction_id: &str,
+    input: &BundleInput,
+    data: Bytes,
+    is_last: bool,
+) {
+    match &input.timer_family {
+        None => batch.data.push(elements::Data {
+            instruction_id: instruction_id.to_owned(),
+            transform_id: input.transform_id.clone(),
+            data,
+            is_last,
+        }),
+        Some(family) => batch.timers.push(elements::Timers {
+            instruction_id: instruction_id.to_owned(),
+            transform_id: input.transform_id.clone(),
+            timer_family_id: family.clone(),
+            timers: data,
+            is_last,
+        }),
     }
 }
 

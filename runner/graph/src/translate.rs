@@ -276,6 +276,55 @@ fn refuse_streaming_gaps(components: &Components, stages: &[Stage]) -> Result<()
                  (ferrobeam issue 4); run the pipeline in batch, or use session windows",
             ));
         }
+        if let StageKind::Sdk(sdk) = &stage.kind {
+            for si in &sdk.side_inputs {
+                refuse_triggered_unbounded_side_input(components, si)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A side input is complete for a window once its watermark passes the
+/// window's end.  For an unbounded side input in the global window that is
+/// never, so a trigger on it ("global window + repeated trigger", the other
+/// flavour of slowly updating side inputs) is what would release the main
+/// input; the engine does not apply side inputs' triggers, and the job would
+/// wait forever instead of failing.
+fn refuse_triggered_unbounded_side_input(
+    components: &Components,
+    si: &SideInput,
+) -> Result<(), GraphError> {
+    let Some(pc) = components.pcollections.get(&si.port.pcollection) else {
+        return Ok(());
+    };
+    let Some(ws) = components
+        .windowing_strategies
+        .get(&pc.windowing_strategy_id)
+    else {
+        return Ok(());
+    };
+    let global = ws
+        .window_fn
+        .as_ref()
+        .is_some_and(|f| f.urn == urns::GLOBAL_WINDOWS);
+    let triggered = !matches!(
+        ws.trigger.as_ref().and_then(|t| t.trigger.as_ref()),
+        None | Some(pb::trigger::Trigger::Default(_))
+    );
+    if global && triggered && pc.is_bounded == pb::is_bounded::Enum::Unbounded as i32 {
+        let t = &components.transforms[&si.transform_id];
+        return Err(GraphError::unsupported(
+            t,
+            format!(
+                "side input {:?} is unbounded, in the global window, with a trigger: ferrobeam \
+                 does not apply side inputs' triggers yet (issue 4), so the main input would \
+                 wait for the end of the global window forever. Use the windowed pattern \
+                 instead: PeriodicImpulse(..., apply_windowing=True) for the side input and \
+                 the same fixed windows on the main input",
+                si.local_name
+            ),
+        ));
     }
     Ok(())
 }

@@ -33,13 +33,14 @@ use bytes::Bytes;
 use ferrobeam_coders::{MAX_TIMESTAMP_MILLIS, MIN_TIMESTAMP_MILLIS};
 use ferrobeam_graph::{PortRef, Stage, StageKind};
 use ferrobeam_proto::pipeline::v1::test_stream_payload::event::Event;
+use ferrobeam_proto::pipeline::v1::Components;
 
 use super::gbk::StreamingGroupByKey;
 use super::side_inputs::{release, SideInputBuffer};
 use crate::job::{JobSpec, Level};
 use crate::metrics::{JobMetrics, StageScope};
 use crate::pool::WorkerPool;
-use crate::sdk_stage::{Residual, SdkStageRun};
+use crate::sdk_stage::{Residual, SdkStageRun, STREAMING_CHECKPOINT_AFTER};
 use crate::state::UserState;
 use crate::test_stream::EventEncoder;
 use crate::timers::TimerStore;
@@ -587,6 +588,7 @@ impl StageContext<'_> {
                 EngineError::Internal(format!("no metric scope for stage {}", self.stage.id))
             })?,
             input_format: rt.input_format.clone(),
+            checkpoint_after: Some(STREAMING_CHECKPOINT_AFTER),
             components: &self.job.plan.components,
             reporter: self.job.reporter.as_ref(),
         };
@@ -624,13 +626,16 @@ impl StageContext<'_> {
             rt.last_progress = Instant::now();
         }
         rt.follow_clock_if_idle(self.job.source_idle_timeout);
-        // At most once per second of event time: it walks all the job's state.
-        if sdk.keyed
-            && input_wm != MAX_TIMESTAMP_MILLIS
-            && input_wm >= rt.collected_until.saturating_add(1000)
-        {
-            self.collect_expired_state(sdk, rt.input_format.as_ref(), input_wm);
-            rt.collected_until = input_wm;
+        // What may still come through the stage is no earlier than its
+        // input watermark, nor than its own pending work: deferred SDF work
+        // generates elements inside the stage that a fused side-input read
+        // or state access may still need.  At most once per second of event
+        // time (it walks all the stage's state, timers and side data), drop
+        // what belongs to windows that frontier has left behind.
+        let frontier = input_wm.min(rt.hold());
+        if frontier != MAX_TIMESTAMP_MILLIS && frontier >= rt.collected_until.saturating_add(1000) {
+            self.collect_expired(sdk, rt, frontier)?;
+            rt.collected_until = frontier;
         }
         Ok(Step {
             produced: outputs.into_iter().collect(),
@@ -642,38 +647,73 @@ impl StageContext<'_> {
         })
     }
 
-    /// Streaming jobs run forever, so a keyed stage's user state must go
-    /// when its window does: once the input watermark passes the window's
-    /// end plus the allowed lateness, nothing can read or write it again.
-    fn collect_expired_state(
+    /// Streaming jobs run forever, so what belongs to a window must go when
+    /// the window does: once `frontier` (see the caller) passes the window's
+    /// end plus the allowed lateness, nothing can read or write it again.  That
+    /// is a keyed stage's user state and timers (a processing-time timer in
+    /// an expired window is dropped, not fired, as in Beam's runners) and
+    /// side data (once the side input's watermark has passed it too).
+    fn collect_expired(
         &self,
         sdk: &ferrobeam_graph::SdkStage,
-        format: Option<&WireFormat>,
-        input_wm: i64,
-    ) {
-        let (Some((port, _)), Some(format)) = (&sdk.input, format) else {
-            return;
-        };
+        rt: &mut SdkRuntime,
+        frontier: i64,
+    ) -> Result<(), EngineError> {
         let components = &self.job.plan.components;
-        let lateness = components
-            .pcollections
-            .get(&port.pcollection)
-            .and_then(|pc| {
-                components
-                    .windowing_strategies
-                    .get(&pc.windowing_strategy_id)
-            })
-            .map_or(0, |ws| ws.allowed_lateness.max(0));
-        let dropped = self.user_state.collect_expired(|transform, window| {
-            std::str::from_utf8(transform).is_ok_and(|t| sdk.descriptor.transforms.contains_key(t))
-                && format
+        if let (Some((port, _)), Some(format), true) = (&sdk.input, &rt.input_format, sdk.keyed) {
+            let lateness = allowed_lateness(components, &port.pcollection);
+            let expired = |window: &[u8]| {
+                format
                     .window_max_timestamp_or(window, MAX_TIMESTAMP_MILLIS)
-                    .is_ok_and(|end| end.saturating_add(lateness) < input_wm)
-        });
-        if dropped > 0 {
-            tracing::debug!(stage = %self.stage.name, dropped, "user state of expired windows dropped");
+                    .is_ok_and(|end| end.saturating_add(lateness) < frontier)
+            };
+            let states = self.user_state.collect_expired(|transform, window| {
+                std::str::from_utf8(transform)
+                    .is_ok_and(|t| sdk.descriptor.transforms.contains_key(t))
+                    && expired(window)
+            });
+            let timers = rt.timers.drop_expired(expired);
+            if states + timers > 0 {
+                tracing::debug!(stage = %self.stage.name, states, timers, "state and timers of expired windows dropped");
+            }
         }
+        if !sdk.side_inputs.is_empty() {
+            let limits: Vec<(i64, i64)> = sdk
+                .side_inputs
+                .iter()
+                .map(|si| {
+                    let watermark = self.watermark_of(&si.port).min(frontier);
+                    (
+                        allowed_lateness(components, &si.port.pcollection),
+                        watermark,
+                    )
+                })
+                .collect();
+            let formats = &rt.side_formats;
+            let dropped = rt.sides.collect_expired(formats, |index, window| {
+                let (lateness, watermark) = limits[index];
+                let end = formats[index].window_max_timestamp_or(window, MAX_TIMESTAMP_MILLIS)?;
+                Ok(end.saturating_add(lateness) < watermark)
+            })?;
+            if dropped > 0 {
+                tracing::debug!(stage = %self.stage.name, dropped, "side data of expired windows dropped");
+            }
+        }
+        Ok(())
     }
+}
+
+/// The allowed lateness of `pcollection`'s windowing strategy (0 if unknown).
+fn allowed_lateness(components: &Components, pcollection: &str) -> i64 {
+    components
+        .pcollections
+        .get(pcollection)
+        .and_then(|pc| {
+            components
+                .windowing_strategies
+                .get(&pc.windowing_strategy_id)
+        })
+        .map_or(0, |ws| ws.allowed_lateness.max(0))
 }
 
 /// Files a residual as deferred work, holding the watermark at the DoFn's

@@ -7,7 +7,8 @@
 //! windows that reloads a model) unblocks the main input window by window,
 //! and each window sees the side data that belongs to it.  The side data
 //! is rebuilt when more arrives, under a new cache-token generation, so a
-//! worker's side-input cache never serves the old contents.
+//! worker's side-input cache never serves the old contents.  Side data of
+//! expired windows is dropped (see [`SideInputBuffer::collect_expired`]).
 
 use std::sync::Arc;
 
@@ -45,6 +46,49 @@ impl SideInputBuffer {
             self.chunks[index].extend(chunks);
             self.stale = true;
         }
+    }
+
+    /// Drops the side elements all of whose windows are `expired` (side
+    /// input index, one window's encoding); returns how many.  A side input
+    /// fed by an unbounded source grows forever otherwise, and every rebuild
+    /// would walk all of it.
+    pub(super) fn collect_expired(
+        &mut self,
+        formats: &[WireFormat],
+        expired: impl Fn(usize, &[u8]) -> Result<bool, EngineError>,
+    ) -> Result<usize, EngineError> {
+        let mut total = 0;
+        for (index, (chunks, format)) in self.chunks.iter_mut().zip(formats).enumerate() {
+            let mut kept = Vec::with_capacity(chunks.len());
+            let mut dropped = 0;
+            for chunk in chunks.iter() {
+                let mut live = Vec::new();
+                let dropped_before = dropped;
+                format.for_each(chunk, |e| {
+                    let mut all_expired = !e.windows.is_empty();
+                    for w in &e.windows {
+                        all_expired = all_expired && expired(index, &chunk[w.clone()])?;
+                    }
+                    if all_expired {
+                        dropped += 1;
+                    } else {
+                        live.push(e.range);
+                    }
+                    Ok(())
+                })?;
+                if dropped == dropped_before {
+                    kept.push(chunk.clone()); // untouched chunks stay whole
+                } else {
+                    kept.extend(live.into_iter().map(|r| chunk.slice(r)));
+                }
+            }
+            if dropped > 0 {
+                *chunks = kept;
+                self.stale = true;
+                total += dropped;
+            }
+        }
+        Ok(total)
     }
 
     /// The side data received so far and its generation.
