@@ -133,6 +133,22 @@ class FerrobeamOptions(PipelineOptions):
             ),
         )
         parser.add_argument(
+            "--ferrobeam_replace",
+            action="append",
+            default=None,
+            metavar="TARGET=KIND:ARG",
+            help=(
+                "For tests: replace a transform when the pipeline is "
+                "submitted. TARGET is a transform's unique name or glob "
+                "(matching exactly one transform), or urn:URN. KIND:ARG is "
+                "jsonl:PATH or text:PATH (add ;timestamp=FIELD for event "
+                "times from a JSON field), elements:JSON_ARRAY, or "
+                "capture:DIR (the sink's input is recorded in DIR; read it "
+                "with ferrobeam.testing.Capture). Repeatable. See "
+                "ferrobeam.testing for the Python API."
+            ),
+        )
+        parser.add_argument(
             "--ferrobeam_work_dir",
             default=None,
             help=(

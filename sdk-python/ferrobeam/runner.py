@@ -361,6 +361,12 @@ class FerrobeamRunner(portable_runner.PortableRunner):
         was given.
         """
         ferrobeam = options.view_as(FerrobeamOptions)
+        # Test replacements (ferrobeam.testing) go in before anything reads
+        # the pipeline, so what runs is the replaced pipeline.
+        from ferrobeam.testing import _replacements  # pylint: disable=import-outside-toplevel
+        replaced = _replacements.apply_for_run(pipeline, ferrobeam.ferrobeam_replace)
+        if replaced:
+            _LOGGER.info("ferrobeam.testing replaced: %s", ", ".join(replaced))
         portable = options.view_as(PortableOptions)
         default_env = portable.environment_type in (None, "", DEFAULT_ENVIRONMENT_URN)
         local_server = not portable.job_endpoint or portable.job_endpoint.split(":")[0] in (

@@ -7,16 +7,23 @@
 //! three chances to fire: after its elements (early panes from data-driven
 //! triggers), at the end of the window (when allowed lateness separates it
 //! from garbage collection), and the final pane at garbage collection.  The
-//! final pane follows Beam's model: it is emitted when there is data since
-//! the last pane, when the closing behaviour is EMIT_ALWAYS, or when it is
-//! the on-time pane and the on-time behaviour is FIRE_ALWAYS.
+//! final pane is emitted when there is data since the last pane, or when it
+//! is the on-time pane and the on-time behaviour is FIRE_ALWAYS.
+//!
+//! The closing behaviour is not read: the Python SDK writes EMIT_ALWAYS into
+//! every windowing strategy (its WindowInto cannot set one), and honouring it
+//! repeats an accumulated on-time pane as a LATE one when the window closes,
+//! which neither Python's runners nor the batch runners of Flink and Spark
+//! emit, and Beam's streaming tests expect none.  Batch and streaming
+//! therefore agree: a window closes with a pane only when it has something
+//! new or owes its on-time pane.
 
 use bytes::Bytes;
 use ferrobeam_coders::{PaneInfo, Timing, MAX_TIMESTAMP_MILLIS, MIN_TIMESTAMP_MILLIS};
 use ferrobeam_graph::trigger::Trigger;
 use ferrobeam_proto::pipeline::v1::{
-    accumulation_mode::Enum as Accumulation, closing_behavior::Enum as Closing,
-    on_time_behavior::Enum as OnTime, output_time::Enum as OutputTime, WindowingStrategy,
+    accumulation_mode::Enum as Accumulation, on_time_behavior::Enum as OnTime,
+    output_time::Enum as OutputTime, WindowingStrategy,
 };
 
 use crate::triggers::{Clock, TriggerState};
@@ -25,7 +32,6 @@ use crate::triggers::{Clock, TriggerState};
 pub struct PaneRules {
     pub(crate) trigger: Trigger,
     pub(crate) accumulating: bool,
-    pub(crate) emit_always_on_close: bool,
     pub(crate) on_time_always: bool,
     pub(crate) allowed_lateness: i64,
     pub(crate) output_time: OutputTime,
@@ -60,7 +66,6 @@ impl PaneRules {
         Some(PaneRules {
             trigger,
             accumulating: windowing.accumulation_mode == Accumulation::Accumulating as i32,
-            emit_always_on_close: windowing.closing_behavior == Closing::EmitAlways as i32,
             on_time_always: windowing.on_time_behavior != OnTime::FireIfNonempty as i32,
             allowed_lateness: windowing.allowed_lateness.max(0),
             output_time: OutputTime::try_from(windowing.output_time)
@@ -108,10 +113,7 @@ impl PaneRules {
         }
         // Garbage collection: the window closes with a final pane if due.
         let timing = out.after_end_timing();
-        if out.has_new(n)
-            || self.emit_always_on_close
-            || (timing == Timing::OnTime && self.on_time_always)
-        {
+        if out.has_new(n) || (timing == Timing::OnTime && self.on_time_always) {
             out.emit(self, input, timing, true);
         }
         out.panes
@@ -189,7 +191,6 @@ mod tests {
             } else {
                 Accumulation::Discarding
             } as i32,
-            closing_behavior: Closing::EmitIfNonempty as i32,
             on_time_behavior: OnTime::FireAlways as i32,
             output_time: OutputTime::EndOfWindow as i32,
             ..Default::default()

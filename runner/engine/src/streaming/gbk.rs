@@ -99,15 +99,9 @@ pub struct StreamingGroupByKey {
 
 impl StreamingGroupByKey {
     pub fn new(windowing: &WindowingStrategy, format: WireFormat) -> Result<Self, EngineError> {
-        let mut rules = PaneRules::including_default(windowing).ok_or_else(|| {
+        let rules = PaneRules::including_default(windowing).ok_or_else(|| {
             EngineError::Internal("GroupByKey trigger was not validated at Prepare".into())
         })?;
-        // The Python SDK writes EMIT_ALWAYS into every windowing strategy
-        // (its WindowInto cannot set a closing behaviour), and its own
-        // runners never emit the empty closing pane that would ask for;
-        // Beam's streaming tests expect none.  So a window closes with a
-        // pane only when it has something new (or owes its on-time pane).
-        rules.emit_always_on_close = false;
         let merging = windowing
             .window_fn
             .as_ref()
@@ -400,10 +394,7 @@ impl StreamingGroupByKey {
             slot.0,
             state.after_end,
         );
-        if state.fresh > 0
-            || self.rules.emit_always_on_close
-            || (timing == Timing::OnTime && self.rules.on_time_always)
-        {
+        if state.fresh > 0 || (timing == Timing::OnTime && self.rules.on_time_always) {
             emit(&self.rules, slot, &mut state, timing, true, out);
         }
     }

@@ -1,0 +1,1 @@
+"""Dynamic pricing: ride events -> supply and demand per area -> a price multiplier."""
