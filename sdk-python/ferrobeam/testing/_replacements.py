@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -288,6 +289,11 @@ def _element_type(pcoll: Any) -> Any:
     return getattr(pcoll, "element_type", None)
 
 
+def _type_name(t: Any) -> str:
+    """``Tuple[str, int]`` rather than ``Tuple[<class 'str'>, <class 'int'>]``."""
+    return re.sub(r"<class '([\w.]+)'>", r"\1", t.__name__ if isinstance(t, type) else str(t))
+
+
 def _coder_of(pcoll: Any) -> Optional[coders.Coder]:
     if not isinstance(pcoll, pvalue.PCollection):
         return None
@@ -302,7 +308,9 @@ def _output_coder(applied: AppliedPTransform) -> Optional[coders.Coder]:
 
 def _transforms(pipeline: Pipeline) -> dict[str, _TransformInfo]:
     proto = pipeline.to_runner_api()
-    by_id = proto.components.transforms
+    # The pipeline's own root is a transform without a URN or a real name;
+    # its parts are the top-level transforms.
+    by_id = {tid: t for tid, t in proto.components.transforms.items() if t.spec.urn}
     parents: dict[str, str] = {}
     for tid, t in by_id.items():
         for sub in t.subtransforms:
@@ -451,8 +459,8 @@ def apply_replacements(pipeline: Pipeline, rules: Sequence[_Rule]) -> list[str]:
                     "the %s replacing %r produces %s output of type %s (coder %s), but the replaced "
                     "transform's output is %s (coder %s), which its consumers expect; make the "
                     "replacement produce %s (e.g. .with_output_types(...))"
-                    % (rule.kind, name, "main" if tag is None else repr(tag), new_type, _coder_of(new),
-                       old_type, _coder_of(old), old_type))
+                    % (rule.kind, name, "main" if tag is None else repr(tag), _type_name(new_type),
+                       _coder_of(new), _type_name(old_type), _coder_of(old), _type_name(old_type)))
         if rule.kind == "source":
             _check_values(rule, name, _output_coder(replaced[name]) if name in replaced else None)
     return sorted(chosen)
