@@ -26,7 +26,7 @@ import re
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import apache_beam as beam
@@ -91,8 +91,6 @@ class _Rule:
     # Values the replacement will emit, checked against the replaced output's
     # coder before the run (list and TestStream sources).
     values: Optional[Sequence[Any]] = None
-    capture: Optional[Capture] = None
-    applied_to: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -193,7 +191,7 @@ class Replacements:
         """Like :meth:`capture`, writing into ``directory`` (which the caller owns)."""
         match = Match(name, urn, many)
         capture = Capture(match.name or match.urn or "", directory)
-        self._rules.append(_Rule(match, "capture", _capture_builder(directory), capture=capture))
+        self._rules.append(_Rule(match, "capture", _capture_builder(directory)))
         return capture
 
     def transform(self, name: Optional[str] = None, replacement: Optional[beam.PTransform] = None, *,
@@ -432,8 +430,6 @@ def apply_replacements(pipeline: Pipeline, rules: Sequence[_Rule]) -> list[str]:
     if not rules:
         return []
     chosen = _resolve(rules, _transforms(pipeline))
-    for name, rule in chosen.items():
-        rule.applied_to.append(name)
     override = _Override(chosen)
     try:
         pipeline.replace_all([override])
