@@ -1,6 +1,0 @@
-"""Makes the example's package importable (it is not installed)."""
-
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
