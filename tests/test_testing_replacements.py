@@ -244,3 +244,46 @@ def test_a_capture_can_be_read_while_a_streaming_job_runs(tmp_path: Path):
             result.wait_until_finish()
         assert result.state == PipelineState.DRAINED
         assert len(ticks.records()) >= len(seen)
+
+
+def kafka_production(p: beam.Pipeline) -> None:
+    """A pipeline built with Beam's own Kafka transforms, pointing at nothing."""
+    from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
+
+    nowhere = "127.0.0.1:9"  # discard port: nothing answers there
+    _ = (p
+         | "ReadRides" >> ReadFromKafka(consumer_config={"bootstrap.servers": nowhere}, topics=["rides"],
+                                        expansion_service=nowhere)
+         | "Upper" >> beam.Map(lambda kv: (kv[0], kv[1].upper())).with_output_types(typing.Tuple[bytes, bytes])
+         | "WritePrices" >> WriteToKafka(producer_config={"bootstrap.servers": nowhere}, topic="prices",
+                                         expansion_service=nowhere))  # yapf: disable
+
+
+def test_kafka_transforms_are_replaced_without_a_broker_or_expansion_service(tmp_path: Path):
+    r = Replacements(directory=str(tmp_path))
+    r.source("ReadRides", elements=[(b"k1", b"ride"), (b"k2", b"drive")])
+    prices = r.capture(urn="beam:transform:org.apache.beam:kafka_write:v1")
+    with r:
+        with beam.Pipeline(options=PipelineOptions(RUNNER)) as p:
+            kafka_production(p)
+    assert sorted(prices.values()) == [(b"k1", b"RIDE"), (b"k2", b"DRIVE")]
+
+
+def test_a_kafka_source_replacement_must_produce_key_value_bytes(tmp_path: Path):
+    r = Replacements(directory=str(tmp_path))
+    r.source("ReadRides", elements=["not bytes"])
+    r.capture("WritePrices")
+    with pytest.raises(ReplacementError, match=r"element #0 \('not bytes'\)"):
+        with r:
+            with beam.Pipeline(options=PipelineOptions(RUNNER)) as p:
+                kafka_production(p)
+
+
+def test_kafka_transforms_no_rule_names_are_still_expanded(tmp_path: Path):
+    r = Replacements(directory=str(tmp_path))
+    r.source("ReadRides", elements=[(b"k", b"v")])
+    # WriteToKafka is not replaced, so Beam asks its expansion service, which is not there.
+    with pytest.raises(Exception, match="127.0.0.1:9"):
+        with r:
+            with beam.Pipeline(options=PipelineOptions(RUNNER)) as p:
+                kafka_production(p)

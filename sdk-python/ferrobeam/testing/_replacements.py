@@ -35,6 +35,7 @@ from apache_beam.typehints.typehints import is_consistent_with
 from apache_beam.pipeline import AppliedPTransform, Pipeline, PipelineVisitor, PTransformOverride
 from apache_beam.testing.test_stream import ElementEvent, TestStream
 
+from ferrobeam.testing import _external
 from ferrobeam.testing._capture import Capture, CaptureSink
 from ferrobeam.testing._sources import FileSource, ListSource, TimestampSpec
 
@@ -208,6 +209,7 @@ class Replacements:
     # -- activation -------------------------------------------------------
 
     def __enter__(self) -> "Replacements":
+        _external.install(_will_replace)
         with _ACTIVE_LOCK:
             _ACTIVE.append(self)
         return self
@@ -245,6 +247,18 @@ def active_replacements() -> list[Replacements]:
     """The :class:`Replacements` whose ``with`` block is open, outermost first."""
     with _ACTIVE_LOCK:
         return list(_ACTIVE)
+
+
+def _will_replace(labels: list[str], urn: str) -> bool:
+    """Whether an open block has a rule for a transform (by its or an enclosing label, or its URN)."""
+    for replacements in active_replacements():
+        for rule in replacements._rules:  # pylint: disable=protected-access
+            if rule.match.urn is not None:
+                if rule.match.urn == urn:
+                    return True
+            elif any(rule.match.selects(label, urn) for label in labels):
+                return True
+    return False
 
 
 # -- builders ---------------------------------------------------------------
@@ -522,4 +536,11 @@ def apply_for_run(pipeline: Pipeline, option_specs: Optional[Sequence[str]]) -> 
     rules = [rule for r in sets for rule in r._rules]  # pylint: disable=protected-access
     for r in sets:
         r._runs += 1  # pylint: disable=protected-access
-    return apply_replacements(pipeline, rules)
+    replaced = apply_replacements(pipeline, rules)
+    left = _external.unexpanded_transforms(pipeline)
+    if left:
+        raise ReplacementError(
+            "cross-language transforms %s were not expanded because a replacement named them while "
+            "they were applied, but no replacement takes their place now; keep the Replacements "
+            "block open around both building and running the pipeline" % ", ".join(repr(x) for x in left))
+    return replaced
