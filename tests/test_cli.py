@@ -218,3 +218,61 @@ def test_drain_of_job_never_run_exits_5(job_endpoint: str) -> None:
     # Cancel discards it.
     cancel = run_cli("cancel", job_id, "--job_endpoint", job_endpoint)
     assert (cancel.returncode, cancel.stdout.strip()) == (0, "CANCELLED"), cancel.stderr
+
+
+def _portable_job(job_endpoint: str, name: str, fn) -> tuple[str, object]:
+    """Runs a one-Map job on the session's server; returns its id and result."""
+    options = PipelineOptions(["--job_endpoint=" + job_endpoint, "--job_name=" + name,
+                               "--environment_type=beam:env:embedded_python:v1"])
+    p = beam.Pipeline(runner=PortableRunner(), options=options)
+    _ = p | beam.Create([1, 2]) | "Check" >> beam.Map(fn)
+    result = p.run()
+    return result._job_id, result  # pylint: disable=protected-access
+
+
+def _fail_on_two(x: int) -> int:
+    if x == 2:
+        raise ValueError("cli-boom on %d" % x)
+    return x
+
+
+def test_jobs_status_and_logs_show_finished_and_failed_jobs(job_endpoint: str) -> None:
+    ok_id, ok = _portable_job(job_endpoint, "cli-ok", lambda x: x)
+    ok.wait_until_finish()
+    bad_id, bad = _portable_job(job_endpoint, "cli-bad", _fail_on_two)
+    with pytest.raises(RuntimeError, match="FAILED"):
+        bad.wait_until_finish()
+
+    jobs = run_cli("jobs", "--job_endpoint", job_endpoint)
+    assert jobs.returncode == 0, jobs.stderr
+    listed = {line.split("\t")[0]: line.split("\t")[1:] for line in jobs.stdout.splitlines()}
+    assert listed[ok_id][0] == "DONE" and listed[ok_id][1].startswith("cli-ok"), listed[ok_id]
+    assert listed[bad_id][0] == "FAILED" and listed[bad_id][1].startswith("cli-bad"), listed[bad_id]
+
+    for job_id, state in ((ok_id, "DONE"), (bad_id, "FAILED")):
+        status = run_cli("status", job_id, "--job_endpoint", job_endpoint)
+        assert (status.returncode, status.stdout.strip()) == (0, state), status.stderr
+
+    logs = run_cli("logs", bad_id, "--job_endpoint", job_endpoint)
+    assert logs.returncode == 0, logs.stderr
+    assert "ValueError: cli-boom on 2" in logs.stdout, "the Python traceback is in the job's messages"
+    assert logs.stdout.rstrip().splitlines()[-1].endswith("STATE FAILED")
+    # --follow ends by itself once the job has ended.
+    followed = run_cli("logs", "--follow", ok_id, "--job_endpoint", job_endpoint, timeout=60)
+    assert followed.returncode == 0, followed.stderr
+    assert [line.split()[-1] for line in followed.stdout.splitlines() if " STATE " in line][-1] == "DONE"
+
+
+def test_status_and_logs_of_an_unknown_job_exit_3(job_endpoint: str) -> None:
+    for command in ("status", "logs"):
+        proc = run_cli(command, "no-such-job", "--job_endpoint", job_endpoint)
+        assert proc.returncode == 3, (command, proc.stderr)
+        assert "no job \"no-such-job\"" in proc.stderr and proc.stdout == ""
+
+
+def test_jobs_status_and_logs_without_a_server_exit_4() -> None:
+    endpoint = "localhost:%d" % free_port()
+    for command in (["jobs"], ["status", "some-job"], ["logs", "some-job"], ["logs", "-f", "some-job"]):
+        proc = run_cli(*command, "--job_endpoint", endpoint, "--timeout", "5")
+        assert proc.returncode == 4, (command, proc.stderr)
+        assert "cannot reach a job server at " + endpoint in proc.stderr

@@ -1,5 +1,6 @@
 //! `ferrobeam drain` and `ferrobeam cancel`: ask a running job server to
-//! stop one job, through Beam's own `JobService.Drain` / `JobService.Cancel`.
+//! stop one job, through Beam's own `JobService.Drain` / `JobService.Cancel`;
+//! and the connection and exit-code handling every client command shares.
 //!
 //! Scripts branch on the exit status, so every outcome has its own code
 //! (see [`ExitCode`]); the resulting job state goes to stdout, everything
@@ -77,6 +78,26 @@ pub async fn request(
     job_id: &str,
     timeout: Duration,
 ) -> Result<JobState, Failure> {
+    with_server(endpoint, timeout, action.verb(), Some(job_id), |channel| {
+        send(action, channel, job_id)
+    })
+    .await
+}
+
+/// Connects to the job server at `endpoint` and runs `exchange` on it, all
+/// within `timeout`; failures are sorted into exit codes, `verb` and `job_id`
+/// saying what was being done in the messages.
+pub(crate) async fn with_server<T, F, Fut>(
+    endpoint: &str,
+    timeout: Duration,
+    verb: &str,
+    job_id: Option<&str>,
+    exchange: F,
+) -> Result<T, Failure>
+where
+    F: FnOnce(Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
     let url = endpoint_url(endpoint);
     let target = Endpoint::from_shared(url.clone())
         .map_err(|e| Failure {
@@ -88,16 +109,16 @@ pub async fn request(
         code: ExitCode::Unreachable,
         message: format!("cannot reach a job server at {endpoint}: {detail}"),
     };
-    let exchange = async {
+    let run = async {
         let channel = target
             .connect()
             .await
             .map_err(|e| unreachable(error_chain(&e)))?;
-        send(action, channel, job_id)
+        exchange(channel)
             .await
-            .map_err(|status| from_status(action, endpoint, job_id, status))
+            .map_err(|status| from_status(verb, endpoint, job_id, status))
     };
-    tokio::time::timeout(timeout, exchange)
+    tokio::time::timeout(timeout, run)
         .await
         .unwrap_or_else(|_| {
             Err(unreachable(format!(
@@ -130,17 +151,17 @@ async fn send(action: Action, channel: Channel, job_id: &str) -> Result<JobState
 }
 
 /// Sorts a server status into the exit codes scripts rely on.
-fn from_status(action: Action, endpoint: &str, job_id: &str, status: tonic::Status) -> Failure {
+fn from_status(verb: &str, endpoint: &str, job_id: Option<&str>, status: tonic::Status) -> Failure {
+    let job = job_id.map(|j| format!(" job {j:?}")).unwrap_or_default();
     let (code, message) = match status.code() {
         Code::NotFound => (
             ExitCode::UnknownJob,
-            format!("the job server at {endpoint} has no job {job_id:?}"),
+            format!("the job server at {endpoint} has no{job}"),
         ),
         Code::FailedPrecondition => (
             ExitCode::Refused,
             format!(
-                "the job server refused to {} job {job_id:?}: {}",
-                action.verb(),
+                "the job server refused to {verb}{job}: {}",
                 status.message()
             ),
         ),
@@ -154,16 +175,14 @@ fn from_status(action: Action, endpoint: &str, job_id: &str, status: tonic::Stat
         Code::Unimplemented => (
             ExitCode::Error,
             format!(
-                "the server at {endpoint} cannot {} jobs (is it a ferrobeam job server?): {}",
-                action.verb(),
+                "the server at {endpoint} cannot {verb} (is it a Beam job server?): {}",
                 status.message()
             ),
         ),
         _ => (
             ExitCode::Error,
             format!(
-                "{} of job {job_id:?} failed: {}: {}",
-                action.verb(),
+                "{verb}{job} failed: {}: {}",
                 status.code(),
                 status.message()
             ),
@@ -208,7 +227,7 @@ mod tests {
 
     #[test]
     fn statuses_map_to_exit_codes() {
-        let code = |s| from_status(Action::Drain, "e:1", "j", s).code;
+        let code = |s| from_status("drain", "e:1", Some("j"), s).code;
         assert_eq!(code(tonic::Status::not_found("x")), ExitCode::UnknownJob);
         assert_eq!(
             code(tonic::Status::failed_precondition("x")),

@@ -2,10 +2,12 @@
 //!
 //! `ferrobeam job-server` serves Beam's Job API; the Python package embeds
 //! the same server through [`server::start`].  `ferrobeam drain` and
-//! `ferrobeam cancel` stop a job on a running server ([`control`]).
+//! `ferrobeam cancel` stop a job on a running server ([`control`]);
+//! `ferrobeam jobs`, `status` and `logs` look at one ([`inspect`]).
 
 pub mod control;
 pub mod executor;
+pub mod inspect;
 pub mod server;
 
 use std::path::PathBuf;
@@ -62,13 +64,26 @@ enum Command {
     /// Cancel a job: stop it now, dropping what is in flight; it ends CANCELLED.
     #[command(after_help = control::EXIT_CODES_HELP)]
     Cancel(ControlArgs),
+    /// List the server's jobs: id, state and name, one job a line.
+    #[command(after_help = inspect::EXIT_CODES_HELP)]
+    Jobs(ServerArgs),
+    /// Print a job's state (RUNNING, DONE, FAILED, ...).
+    #[command(after_help = inspect::EXIT_CODES_HELP)]
+    Status(ControlArgs),
+    /// Print a job's messages and state changes (errors carry the Python traceback).
+    #[command(after_help = inspect::EXIT_CODES_HELP)]
+    Logs {
+        #[command(flatten)]
+        job: ControlArgs,
+        /// Keep printing until the job ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
-/// Which job, on which server.
+/// Which server.
 #[derive(clap::Args, Debug)]
-struct ControlArgs {
-    /// The job's id (Beam clients log it; the Python result has `job_id()`).
-    job_id: String,
+struct ServerArgs {
     /// The job server, as HOST:PORT (where `ferrobeam job-server` listens).
     #[arg(long = "job_endpoint", visible_alias = "job-endpoint", value_name = "HOST:PORT",
           default_value = control::DEFAULT_JOB_ENDPOINT)]
@@ -76,6 +91,15 @@ struct ControlArgs {
     /// Seconds to wait for the server's answer.
     #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
     timeout: f64,
+}
+
+/// Which job, on which server.
+#[derive(clap::Args, Debug)]
+struct ControlArgs {
+    /// The job's id (Beam clients log it; the Python result has `job_id()`).
+    job_id: String,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 fn positive_seconds(text: &str) -> Result<f64, String> {
@@ -99,6 +123,38 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
     match cli.command {
         Command::Drain(args) => control_main(control::Action::Drain, args),
         Command::Cancel(args) => control_main(control::Action::Cancel, args),
+        Command::Jobs(args) => client_main(async move {
+            let jobs = inspect::jobs(&args.job_endpoint, seconds(args.timeout)).await?;
+            for job in jobs {
+                println!(
+                    "{}\t{}\t{}",
+                    job.job_id,
+                    inspect::state_name(job.state),
+                    job.job_name
+                );
+            }
+            Ok(())
+        }),
+        Command::Status(args) => client_main(async move {
+            let event = inspect::status(
+                &args.server.job_endpoint,
+                &args.job_id,
+                seconds(args.server.timeout),
+            )
+            .await?;
+            println!("{}", inspect::state_name(event.state));
+            Ok(())
+        }),
+        Command::Logs { job, follow } => client_main(async move {
+            inspect::logs(
+                &job.server.job_endpoint,
+                &job.job_id,
+                follow,
+                seconds(job.server.timeout),
+                &mut |line| println!("{line}"),
+            )
+            .await
+        }),
         Command::JobServer {
             host,
             port,
@@ -153,6 +209,22 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
 /// `ferrobeam drain` / `ferrobeam cancel`: prints the resulting state and
 /// returns the exit code documented in [`control::ExitCode`].
 fn control_main(action: control::Action, args: ControlArgs) -> i32 {
+    client_main(async move {
+        let state = control::request(
+            action,
+            &args.server.job_endpoint,
+            &args.job_id,
+            seconds(args.server.timeout),
+        )
+        .await?;
+        println!("{}", state.as_str_name());
+        Ok(())
+    })
+}
+
+/// Runs one client command to its end: exit code 0 when it succeeds,
+/// otherwise its failure's message on stderr and its code.
+fn client_main(command: impl std::future::Future<Output = Result<(), control::Failure>>) -> i32 {
     init_logging("warn");
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -164,22 +236,17 @@ fn control_main(action: control::Action, args: ControlArgs) -> i32 {
             return control::ExitCode::Error as i32;
         }
     };
-    let timeout = Duration::from_secs_f64(args.timeout);
-    match rt.block_on(control::request(
-        action,
-        &args.job_endpoint,
-        &args.job_id,
-        timeout,
-    )) {
-        Ok(state) => {
-            println!("{}", state.as_str_name());
-            control::ExitCode::Accepted as i32
-        }
+    match rt.block_on(command) {
+        Ok(()) => control::ExitCode::Accepted as i32,
         Err(failure) => {
             eprintln!("ferrobeam: {}", failure.message);
             failure.code as i32
         }
     }
+}
+
+fn seconds(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
 }
 
 /// Logs to stderr at `default` level (an `EnvFilter` directive);
