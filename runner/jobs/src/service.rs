@@ -63,6 +63,23 @@ fn new_job_id(job_name: &str) -> String {
     format!("{name}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// The name a job is listed under. Beam's Python `PortableRunner` sends
+/// every job as "job"; the user's `--job_name`, which travels in the
+/// options, says more.
+fn display_name<'a>(requested: &'a str, options: &'a prost_types::Struct) -> &'a str {
+    if !requested.is_empty() && requested != "job" {
+        return requested;
+    }
+    match options
+        .fields
+        .get("beam:option:job_name:v1")
+        .and_then(|v| v.kind.as_ref())
+    {
+        Some(prost_types::value::Kind::StringValue(name)) if !name.is_empty() => name,
+        _ => requested,
+    }
+}
+
 #[tonic::async_trait]
 impl JobService for JobApi {
     async fn prepare(
@@ -103,7 +120,10 @@ impl JobService for JobApi {
         }
 
         self.shared.evict_old_jobs();
-        let job_name: String = request.job_name.chars().take(MAX_JOB_NAME_LEN).collect();
+        let job_name: String = display_name(&request.job_name, &options)
+            .chars()
+            .take(MAX_JOB_NAME_LEN)
+            .collect();
         let id = new_job_id(&job_name);
         let token = uuid::Uuid::new_v4().simple().to_string();
         let drainable = self.shared.executor.is_drainable(&pipeline, &options);
