@@ -13,8 +13,9 @@ The public names are imported lazily, so that ``ferrobeam.cli`` (the
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ferrobeam._lazy import lazy_exports
 
 __all__ = [
     "FerrobeamOptions",
@@ -45,14 +46,4 @@ if TYPE_CHECKING:
     from ferrobeam.runner import PipelineRefusedError
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError("module 'ferrobeam' has no attribute %r" % name)
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

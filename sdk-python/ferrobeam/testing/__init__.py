@@ -4,17 +4,7 @@ Test the production pipeline module unchanged: replace its sources with
 lists, files or a ``TestStream``, its sinks with captures, and any other
 transform with a ``PTransform`` of your own. ``FerrobeamRunner`` applies the
 replacements when the pipeline is submitted, so the code under test is the
-code that ships::
-
-    from ferrobeam.testing import Replacements
-
-    def test_prices():
-        replacements = Replacements()
-        replacements.source("ReadRides", jsonl="tests/rides.jsonl", timestamp="ts")
-        prices = replacements.capture("WritePrices")
-        with replacements:
-            pricing.run(["--runner=ferrobeam.FerrobeamRunner"])
-        assert prices.values() == [...]
+code that ships; :class:`Replacements` shows how.
 
 The pytest plugin (:mod:`ferrobeam.testing.pytest_plugin`, registered when
 ferrobeam is installed) gives the same as fixtures. Replacements can also be
@@ -26,8 +16,9 @@ import Apache Beam.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ferrobeam._lazy import lazy_exports
 
 __all__ = ["Capture", "Captured", "FileSource", "ListSource", "ReplacementError", "Replacements"]
 
@@ -46,14 +37,4 @@ if TYPE_CHECKING:
     from ferrobeam.testing._sources import FileSource, ListSource
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError("module 'ferrobeam.testing' has no attribute %r" % name)
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
