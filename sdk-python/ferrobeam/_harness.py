@@ -6,7 +6,8 @@ name the harness looks up when it builds itself; the harness is otherwise
 untouched:
 
 * elements in control messages (:mod:`ferrobeam._control_embedding`);
-* a state sampler that lets a bundle end promptly (below).
+* a state sampler that lets a bundle end promptly (below);
+* the submitting program's import path, in workers ferrobeam starts.
 
 The state channel (:mod:`ferrobeam._state_channel`) is installed separately,
 because it needs the job server's socket.
@@ -14,6 +15,9 @@ because it needs the job server's socket.
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import threading
 from typing import Any
 
@@ -51,3 +55,32 @@ def install_hooks() -> None:
     with _INSTALL_LOCK:
         _control_embedding.install()
         statesampler.StateSampler = _PromptStateSampler
+        _extend_sys_path()
+
+
+#: The pipeline option (as the job server passes it on) with the submitting
+#: program's import path.
+_SYS_PATH_OPTION = "beam:option:ferrobeam_worker_sys_path:v1"
+
+
+def _extend_sys_path() -> None:
+    """Appends the submitting program's import path to this worker's.
+
+    A worker process starts with the interpreter's default path, not the
+    submitter's: without this, a DoFn from a module the program imported
+    through a path it added (a test runner's rootdir, ``sys.path.insert``)
+    fails to unpickle in every worker but the in-process one. Appended, so
+    the worker's own entries win. A no-op outside workers.
+    """
+    raw = os.environ.get("PIPELINE_OPTIONS")
+    if not raw:
+        return
+    try:
+        value = json.loads(raw).get(_SYS_PATH_OPTION)
+    except (ValueError, AttributeError):
+        return
+    if not isinstance(value, str):
+        return
+    for entry in value.split(os.pathsep):
+        if entry and entry not in sys.path and os.path.isdir(entry):
+            sys.path.append(entry)

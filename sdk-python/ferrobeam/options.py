@@ -149,6 +149,15 @@ class FerrobeamOptions(PipelineOptions):
             ),
         )
         parser.add_argument(
+            "--ferrobeam_worker_sys_path",
+            default=None,
+            help=(
+                "Set by FerrobeamRunner: the submitting program's import "
+                "path (os.pathsep-separated), which ferrobeam's local "
+                "workers add to theirs. Not meant to be set by hand."
+            ),
+        )
+        parser.add_argument(
             "--ferrobeam_work_dir",
             default=None,
             help=(

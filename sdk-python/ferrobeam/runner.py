@@ -376,6 +376,12 @@ class FerrobeamRunner(portable_runner.PortableRunner):
             # a container can be compared with it; our default workers run
             # in this very interpreter, so there is nothing to compare.
             options.view_as(DebugOptions).add_experiment("disable_logging_submission_environment")
+        if default_env and local_server:
+            # Our default workers run this interpreter and should import what
+            # this program imports, including modules it reaches through a
+            # sys.path it changed (pytest's rootdir, a script's own folder).
+            ferrobeam.ferrobeam_worker_sys_path = os.pathsep.join(
+                os.path.abspath(p or os.curdir) for p in sys.path)
         if default_env and local_server and ferrobeam.ferrobeam_inprocess_worker is not False:
             from ferrobeam import _inprocess
             ferrobeam.ferrobeam_inprocess_worker_pool = _inprocess.worker_pool_address(options)
