@@ -242,6 +242,7 @@ cmd_install() {
   if is_installed; then
     log "Kafka $KAFKA_VERSION already installed in $LIBS"
   else
+    [ -f "$MARKER" ] && log "cache in $VERSION_DIR is incomplete, modified or from another recipe: reinstalling"
     install_locked
   fi
   exec 9>&-
