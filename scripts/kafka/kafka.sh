@@ -300,6 +300,14 @@ free_port() {
   die "no free port found"
 }
 
+# True if the process exists and is not a zombie (an exited child that the
+# shell has not reaped yet still answers kill -0).
+pid_running() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
 # True if the pid file names a live broker of this DIR (guards against a
 # recycled pid belonging to some other process).
 broker_alive() {
@@ -353,8 +361,15 @@ EOF
 
 # Bash-generated cluster id (16 random bytes, base64url without padding, the
 # format of Kafka's Uuid): saves a JVM start for `kafka-storage random-uuid`.
+# Like Kafka's Uuid.randomUuid(), never one starting with '-': the storage
+# tool's argument parser would take it for an option (1 start in 64 failed so).
 random_cluster_id() {
-  head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+  local id
+  while :; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    [ "${id:0:1}" = - ] || break
+  done
+  echo "$id"
 }
 
 # Runs a Kafka CLI class: a small JVM that logs warnings only. An array, not
@@ -365,7 +380,7 @@ TOOLS_JAVA=(java -Xmx256m "${JVM_OPTS[@]}" -Dlog4j.configuration="file:$TOOLS_LO
 # One attempt to bring up a broker in DIR. Returns 0 when it answers, 1 on
 # failure, 3 on a port clash that a retry with other ports can fix.
 launch_broker() {
-  local dir=$1 port=$2 cport=$3 deadline
+  local dir=$1 port=$2 cport=$3 deadline pid
   write_server_properties "$dir" "$port" "$cport"
   rm -rf "$dir/data"
   "${TOOLS_JAVA[@]}" kafka.tools.StorageTool format -t "$(random_cluster_id)" \
@@ -379,11 +394,14 @@ launch_broker() {
   java $HEAP_OPTS "${JVM_OPTS[@]}" -Dlog4j.configuration="file:$BROKER_LOG4J" \
     -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
     </dev/null >"$dir/broker.log" 2>&1 &
-  echo $! >"$dir/broker.pid"
+  pid=$!
+  echo "$pid" >"$dir/broker.pid"
 
   deadline=$((SECONDS + START_TIMEOUT))
   while [ $SECONDS -lt $deadline ]; do
-    if ! broker_alive "$dir"; then
+    # pid_running, not broker_alive: just after the fork the child may not
+    # have exec'd java yet, so its command line is still bash's.
+    if ! pid_running "$pid"; then
       grep -q 'Address already in use' "$dir/broker.log" && return 3
       return 1
     fi
@@ -466,13 +484,16 @@ stop_broker() {
   pid=$(cat "$dir/broker.pid")
   kill -TERM "$pid" 2>/dev/null || true
   deadline=$((SECONDS + STOP_TIMEOUT))
-  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do
+  # pid_running rather than kill -0: where nothing reaps orphans (a container
+  # whose pid 1 is not an init), the dead broker lingers as a zombie.
+  while pid_running "$pid" && [ $SECONDS -lt $deadline ]; do
     sleep 0.2
   done
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid_running "$pid"; then
     log "broker pid $pid ignored SIGTERM for $STOP_TIMEOUT s: SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    deadline=$((SECONDS + 10))
+    while pid_running "$pid" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
   fi
   rm -f "$dir/broker.pid"
 }

@@ -78,7 +78,9 @@ bash "$K" stop --dir "$D1"
 bash "$K" stop --dir "$D2"
 echo "stopped in $(since "$t") s"
 for p in "$pid1" "$pid2"; do
-  if kill -0 "$p" 2>/dev/null; then fail "broker pid $p still running"; fi
+  # /proc state, not kill -0: a reaped-late zombie is not a running broker.
+  state=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null || true)
+  if [ -n "$state" ] && [ "$state" != Z ]; then fail "broker pid $p still running"; fi
 done
 if [ -e "$D1/broker.pid" ] || [ -e "$D2/broker.pid" ]; then fail "pid file left behind"; fi
 rm -rf "$WORK"
