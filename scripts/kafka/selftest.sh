@@ -8,7 +8,7 @@
 #   bash scripts/kafka/selftest.sh
 #
 # Honours FERROBEAM_KAFKA_HOME like kafka.sh (point it at an empty dir to time
-# a cold install). Takes ~30 s with a warm cache on 2 cores. Exits non-zero on
+# a cold install). Takes ~25 s with a warm cache on 2 cores. Exits non-zero on
 # the first failure; prints timings as it goes.
 set -euo pipefail
 
