@@ -22,8 +22,9 @@
 //! sleeps until the next thing time can bring: deferred work falling due,
 //! a processing-time timer or trigger, a source turning idle, or a drain.
 //!
-//! Not yet (issue 4): side inputs before they are complete (the main input
-//! waits for them).
+//! A main-input element waits until its window of every side input is
+//! complete (see `side_inputs.rs`); triggered side inputs are refused at
+//! Prepare.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
