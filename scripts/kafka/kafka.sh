@@ -85,14 +85,20 @@ java_major() {
   esac
 }
 
+# ensure_command CMD DEBIAN_PACKAGE WHAT: installs the package with apt-get
+# when CMD is missing (we are root on a fresh machine), else explains.
+ensure_command() {
+  local cmd=$1 package=$2 what=$3
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  [ "$(id -u)" = 0 ] || die "$cmd not found and not root: install $what"
+  log "$cmd not found: installing $package with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update >&2
+  apt-get install -y "$package" >&2
+}
+
 ensure_java() {
-  if ! command -v java >/dev/null 2>&1; then
-    [ "$(id -u)" = 0 ] || die "java not found and not root: install a Java $MIN_JAVA+ runtime"
-    log "java not found: installing openjdk-17-jre-headless with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update >&2
-    apt-get install -y openjdk-17-jre-headless >&2
-  fi
+  ensure_command java openjdk-17-jre-headless "a Java $MIN_JAVA+ runtime"
   local major
   major=$(java_major)
   if [ -z "$major" ] || [ "$major" -lt "$MIN_JAVA" ]; then
@@ -101,13 +107,7 @@ ensure_java() {
 }
 
 ensure_maven() {
-  if ! command -v mvn >/dev/null 2>&1; then
-    [ "$(id -u)" = 0 ] || die "mvn not found and not root: install Maven"
-    log "mvn not found: installing maven with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update >&2
-    apt-get install -y maven >&2
-  fi
+  ensure_command mvn maven "Maven"
 }
 
 # The throwaway project whose runtime dependency closure is "a Kafka broker

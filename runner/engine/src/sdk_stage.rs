@@ -72,6 +72,22 @@ struct InFlight {
     retry: Option<Vec<Bytes>>,
 }
 
+impl InFlight {
+    /// After a split, a retry of the bundle must redo only its primary part.
+    fn keep_primary_only(
+        &mut self,
+        first_residual: usize,
+        last_primary: i64,
+        split: &ferrobeam_proto::fn_api::ProcessBundleSplitResponse,
+    ) {
+        let keep = ((last_primary + 1).max(0) as usize).min(self.elements.len());
+        let mut primary: Vec<Bytes> = self.elements[..keep].to_vec();
+        primary.extend(split.primary_roots.iter().map(|p| p.element.clone()));
+        self.elements.truncate(first_residual);
+        self.retry = Some(primary);
+    }
+}
+
 /// Shared by the lanes and the splitter of one round.
 struct Round {
     queue: Mutex<VecDeque<Work>>,
@@ -724,7 +740,7 @@ impl SdkStageRun<'_> {
             if residuals.is_empty() {
                 return;
             }
-            self.keep_primary_only(f, first_residual, last_primary, &split);
+            f.keep_primary_only(first_residual, last_primary, &split);
             tracing::debug!(
                 bundle = id,
                 residuals = residuals.len(),
@@ -744,7 +760,7 @@ impl SdkStageRun<'_> {
         if new_work.is_empty() {
             return;
         }
-        self.keep_primary_only(f, first_residual, last_primary, &split);
+        f.keep_primary_only(first_residual, last_primary, &split);
         tracing::debug!(
             bundle = id,
             residuals = new_work.len(),
@@ -761,21 +777,6 @@ impl SdkStageRun<'_> {
         }
         drop(queue);
         round.changed.notify_waiters();
-    }
-
-    /// After a split, a retry of the bundle must redo only its primary part.
-    fn keep_primary_only(
-        &self,
-        f: &mut InFlight,
-        first_residual: usize,
-        last_primary: i64,
-        split: &ferrobeam_proto::fn_api::ProcessBundleSplitResponse,
-    ) {
-        let keep = ((last_primary + 1).max(0) as usize).min(f.elements.len());
-        let mut primary: Vec<Bytes> = f.elements[..keep].to_vec();
-        primary.extend(split.primary_roots.iter().map(|p| p.element.clone()));
-        f.elements.truncate(first_residual);
-        f.retry = Some(primary);
     }
 
     async fn run_bundle(
