@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ferrobeam._lazy import lazy_exports
 
 __all__ = [
+    "CheckpointOptions",
     "FerrobeamOptions",
     "FerrobeamPipelineResult",
     "FerrobeamRunner",
@@ -29,6 +30,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "CheckpointOptions": "ferrobeam.options",
     "FerrobeamOptions": "ferrobeam.options",
     "FerrobeamPipelineResult": "ferrobeam.result",
     "FerrobeamRunner": "ferrobeam.runner",
@@ -40,6 +42,7 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from ferrobeam.job_control import cancel_job
     from ferrobeam.job_control import drain_job
+    from ferrobeam.options import CheckpointOptions
     from ferrobeam.options import FerrobeamOptions
     from ferrobeam.result import FerrobeamPipelineResult
     from ferrobeam.runner import FerrobeamRunner

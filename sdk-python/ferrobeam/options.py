@@ -19,7 +19,7 @@ from typing import Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-__all__ = ["FerrobeamOptions", "EmbeddedServerConfig"]
+__all__ = ["CheckpointOptions", "FerrobeamOptions", "EmbeddedServerConfig"]
 
 
 class FerrobeamOptions(PipelineOptions):
@@ -164,6 +164,93 @@ class FerrobeamOptions(PipelineOptions):
                 "Directory for the embedded job server's staged artifacts and "
                 "worker scratch space. Defaults to a fresh temporary "
                 "directory."
+            ),
+        )
+
+
+class CheckpointOptions(PipelineOptions):
+    """Checkpoints and restores of streaming jobs on ferrobeam.
+
+    With ``--checkpoint_dir``, a ``--streaming`` job takes a consistent
+    checkpoint of its state (sources' positions, user state, timers,
+    buffered windows, sinks' pending output) every ``--checkpoint_interval``
+    seconds, and a job started with a directory that already holds a
+    completed checkpoint of the same pipeline resumes from the latest one.
+    So rerunning the same command after a crash continues where the last
+    checkpoint left off; with a committing sink
+    (:class:`ferrobeam.io.WriteLines`) the output then holds every element
+    exactly once.
+
+    Unset options default to None and are not sent; the job server applies
+    the defaults given in each option's help, and resolves relative paths
+    (``FerrobeamRunner`` makes them absolute first when the job server runs
+    on this machine).
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--checkpoint_dir",
+            default=None,
+            metavar="PATH",
+            help=(
+                "Streaming: directory for the job's periodic checkpoints. If "
+                "it already holds a completed checkpoint of this pipeline, "
+                "the job restores from the latest one automatically. "
+                "Without it, nothing is checkpointed."
+            ),
+        )
+        parser.add_argument(
+            "--checkpoint_interval",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help=(
+                "Streaming: seconds between checkpoints (fractions allowed). "
+                "Default 10 when --checkpoint_dir is set."
+            ),
+        )
+        parser.add_argument(
+            "--checkpoints_retained",
+            type=int,
+            default=None,
+            metavar="N",
+            help=(
+                "How many completed checkpoints to keep in --checkpoint_dir; "
+                "older ones are deleted. Default 3."
+            ),
+        )
+        parser.add_argument(
+            "--restore_from",
+            default=None,
+            metavar="PATH",
+            help=(
+                "Start the job from this checkpoint or savepoint directory "
+                "instead of from scratch (or from the latest checkpoint in "
+                "--checkpoint_dir). A missing or unreadable checkpoint fails "
+                "the job before it runs."
+            ),
+        )
+        parser.add_argument(
+            "--state_backend",
+            default=None,
+            choices=["memory", "rocksdb"],
+            help=(
+                "Where the job keeps user state, timers and buffered "
+                "windows: 'memory', or 'rocksdb' (on local disk, for state "
+                "larger than memory). Default: rocksdb when --checkpoint_dir "
+                "is set, memory otherwise."
+            ),
+        )
+        parser.add_argument(
+            "--allow_non_restored_state",
+            default=None,
+            action="store_true",
+            help=(
+                "Restore even if the checkpoint holds state that no "
+                "transform of this pipeline claims (for example a stateful "
+                "transform that was removed or renamed); that state is "
+                "dropped. Without this flag such a restore is refused."
             ),
         )
 

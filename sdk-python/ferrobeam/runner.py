@@ -43,6 +43,7 @@ from apache_beam.transforms import environments
 
 # Importing FerrobeamOptions registers its flags with Beam's option parser
 # whenever the runner is used by name (--runner=ferrobeam.FerrobeamRunner).
+from ferrobeam.options import CheckpointOptions
 from ferrobeam.options import EmbeddedServerConfig
 from ferrobeam.options import FerrobeamOptions  # noqa: F401
 from ferrobeam.result import adopt
@@ -275,6 +276,14 @@ def _argv_config() -> Optional[EmbeddedServerConfig]:
         return None
 
 
+def _absolute_checkpoint_paths(options: CheckpointOptions) -> None:
+    """Makes ``--checkpoint_dir`` and ``--restore_from`` absolute, in place."""
+    if options.checkpoint_dir:
+        options.checkpoint_dir = os.path.abspath(options.checkpoint_dir)
+    if options.restore_from:
+        options.restore_from = os.path.abspath(options.restore_from)
+
+
 class FerrobeamRunner(portable_runner.PortableRunner):
     """Runs Beam pipelines on ferrobeam, a job server written in Rust.
 
@@ -382,6 +391,11 @@ class FerrobeamRunner(portable_runner.PortableRunner):
             # sys.path it changed (pytest's rootdir, a script's own folder).
             ferrobeam.ferrobeam_worker_sys_path = os.pathsep.join(
                 os.path.abspath(p or os.curdir) for p in sys.path)
+        if local_server:
+            # A job server on this machine resolves relative paths against
+            # its own working directory (a standalone one may have another);
+            # the user meant this program's.
+            _absolute_checkpoint_paths(options.view_as(CheckpointOptions))
         if default_env and local_server and ferrobeam.ferrobeam_inprocess_worker is not False:
             from ferrobeam import _inprocess
             ferrobeam.ferrobeam_inprocess_worker_pool = _inprocess.worker_pool_address(options)
