@@ -26,6 +26,8 @@ __all__ = [
     "cancel_job",
     "drain_job",
 ]
+# ``ferrobeam.io`` is reachable as an attribute too, but is left out of
+# ``__all__``: a star import would shadow the standard library's ``io``.
 
 __version__ = "0.1.0"
 
@@ -37,9 +39,11 @@ _EXPORTS = {
     "PipelineRefusedError": "ferrobeam.runner",
     "cancel_job": "ferrobeam.job_control",
     "drain_job": "ferrobeam.job_control",
+    "io": "ferrobeam.io",
 }
 
 if TYPE_CHECKING:
+    from ferrobeam import io
     from ferrobeam.job_control import cancel_job
     from ferrobeam.job_control import drain_job
     from ferrobeam.options import CheckpointOptions

@@ -14,13 +14,17 @@ from typing import Any, Callable
 
 def lazy_exports(package: str, exports: dict[str, str],
                  namespace: dict[str, Any]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """Returns ``(__getattr__, __dir__)`` for ``package``, exporting ``name -> module``."""
+    """Returns ``(__getattr__, __dir__)`` for ``package``, exporting ``name -> module``.
+
+    A name mapped to ``package.name`` is a subpackage, exported as itself.
+    """
 
     def __getattr__(name: str) -> Any:
         module = exports.get(name)
         if module is None:
             raise AttributeError("module %r has no attribute %r" % (package, name))
-        value = getattr(importlib.import_module(module), name)
+        imported = importlib.import_module(module)
+        value = imported if module == "%s.%s" % (package, name) else getattr(imported, name)
         namespace[name] = value
         return value
 
