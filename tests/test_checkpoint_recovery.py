@@ -229,8 +229,10 @@ def test_write_lines_on_ferrobeam_commits_part_files_at_the_end_of_a_batch_job(t
         _ = p | beam.Create(lines) | WriteLines(tmp_path / "out")
     assert sorted(read_lines(tmp_path / "out")) == sorted(lines)
     names = sorted(os.listdir(tmp_path / "out"))
-    # Written by the runner (not the per-bundle fallback), and all committed.
-    assert names and all(re.fullmatch(r"part-\d{6}-\d+\.txt", n) for n in names), names
+    # Written by the runner, not by the per-bundle fallback (part-<uuid>.txt),
+    # and all published.
+    assert names and all(n.startswith("part-") and n.endswith(".txt") for n in names), names
+    assert not [n for n in names if re.fullmatch(r"part-[0-9a-f]{32}\.txt", n)], names
 
 
 def test_read_lines_refuses_a_torn_file(tmp_path: Path) -> None:

@@ -40,11 +40,13 @@ class WriteLines(PTransform):
     job's checkpoints (``--checkpoint_dir``, see
     :class:`ferrobeam.CheckpointOptions`): lines are first written to hidden
     pending files (``directory/.pending-*``) and become visible as
-    ``directory/part-<checkpoint, 6 digits>-<n>.txt`` when the checkpoint
-    that covers them completes, and at the end of a bounded job. Visible
-    files therefore hold every element exactly once, newline-terminated,
-    even when the job crashes and restores; read them with
-    :func:`read_lines`.
+    ``directory/part-<checkpoint>-*.txt`` when the checkpoint that covers
+    them completes, and at the end of the job. Visible files therefore hold
+    every element exactly once, newline-terminated, even when the job
+    crashes and restores; read them with :func:`read_lines`. Without
+    checkpoints, files become visible about once a second and at the end
+    of the job. Give each job its own directory: a restoring job deletes
+    the pending files it finds there.
 
     On any other runner it falls back to a DoFn that writes each bundle's
     lines to ``directory/part-<uuid>.txt`` when the bundle finishes. That is
