@@ -25,6 +25,7 @@ __all__ = [
     "PipelineRefusedError",
     "cancel_job",
     "drain_job",
+    "savepoint_job",
 ]
 # ``ferrobeam.io`` is reachable as an attribute too, but is left out of
 # ``__all__``: a star import would shadow the standard library's ``io``.
@@ -39,6 +40,7 @@ _EXPORTS = {
     "PipelineRefusedError": "ferrobeam.runner",
     "cancel_job": "ferrobeam.job_control",
     "drain_job": "ferrobeam.job_control",
+    "savepoint_job": "ferrobeam.job_control",
     "io": "ferrobeam.io",
 }
 
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from ferrobeam import io
     from ferrobeam.job_control import cancel_job
     from ferrobeam.job_control import drain_job
+    from ferrobeam.job_control import savepoint_job
     from ferrobeam.options import CheckpointOptions
     from ferrobeam.options import FerrobeamOptions
     from ferrobeam.result import FerrobeamPipelineResult

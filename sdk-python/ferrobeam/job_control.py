@@ -22,7 +22,7 @@ import grpc
 from apache_beam.portability.api import beam_job_api_pb2
 from apache_beam.portability.api import beam_job_api_pb2_grpc
 
-__all__ = ["DEFAULT_TIMEOUT_SECS", "cancel_job", "drain_job"]
+__all__ = ["DEFAULT_TIMEOUT_SECS", "cancel_job", "drain_job", "savepoint_job"]
 
 #: How long :func:`drain_job` and :func:`cancel_job` wait for an answer.
 DEFAULT_TIMEOUT_SECS: float = 30.0
@@ -107,3 +107,38 @@ def _call(
     with grpc.insecure_channel(job_endpoint) as channel:
         response = rpc(beam_job_api_pb2_grpc.JobServiceStub(channel))
     return beam_job_api_pb2.JobState.Enum.Name(response.state)
+
+
+def savepoint_job(
+    job_endpoint: str,
+    job_id: str,
+    directory: str,
+    stop: bool = False,
+    timeout: float = 600.0,
+) -> str:
+    """Takes a savepoint of a running streaming job on a ferrobeam job server.
+
+    A savepoint is a checkpoint kept until you delete it; start the pipeline,
+    or a changed version of it, from it with ``--restore_from=DIRECTORY``.
+    This uses ferrobeam's own ``JobControl`` service (Beam's Job API has no
+    savepoints), so it needs a ferrobeam job server. ``ferrobeam savepoint``
+    and ``ferrobeam stop --savepoint`` do the same from a shell.
+
+    Args:
+      job_endpoint: The job server's address, ``host:port``.
+      job_id: The job's id.
+      directory: A new or empty directory (made absolute here).
+      stop: End the job (``CANCELLED``) once the savepoint is written.
+      timeout: Seconds to wait for the savepoint.
+
+    Returns:
+      The absolute path of the savepoint.
+
+    Raises:
+      RuntimeError: With the server's reason if no savepoint was taken.
+    """
+    import os
+
+    from ferrobeam import _native
+    return str(_native.savepoint(
+        job_endpoint, job_id, os.path.abspath(directory), stop, float(timeout)))

@@ -37,9 +37,37 @@ class FerrobeamPipelineResult(portable_runner.PipelineResult):
       as with every Beam runner.
     """
 
+    _ferrobeam_job_endpoint: Optional[str] = None
+
     def job_id(self) -> str:
         """Returns the job's id on its job server."""
         return str(self._job_id)
+
+    def savepoint(self, directory: str, stop: bool = False, timeout: float = 600.0) -> str:
+        """Takes a savepoint of this streaming job into ``directory``.
+
+        A savepoint is a checkpoint kept until you delete it: start this
+        pipeline, or a changed version of it, from it with
+        ``--restore_from=DIRECTORY``. With ``stop=True`` the job then ends
+        (``CANCELLED``) without processing anything further.
+
+        Args:
+          directory: A new or empty directory.
+          stop: End the job once the savepoint is written.
+          timeout: Seconds to wait for the savepoint.
+
+        Returns:
+          The absolute path of the savepoint.
+
+        Raises:
+          RuntimeError: If the savepoint could not be taken (with the
+            server's reason), e.g. for a batch job or one that has ended.
+        """
+        from ferrobeam.job_control import savepoint_job
+        if not self._ferrobeam_job_endpoint:
+            raise RuntimeError("this result does not know its job server's address")
+        return savepoint_job(
+            self._ferrobeam_job_endpoint, self.job_id(), directory, stop=stop, timeout=timeout)
 
     def drain(self) -> str:
         """Asks the job server to drain this job.
@@ -94,6 +122,7 @@ class FerrobeamPipelineResult(portable_runner.PipelineResult):
 
 def adopt(
     result: portable_runner.PipelineResult,
+    job_endpoint: Optional[str] = None,
 ) -> portable_runner.PipelineResult:
     """Turns the result Beam's :class:`PortableRunner` built into a
     :class:`FerrobeamPipelineResult`, in place.
@@ -105,4 +134,5 @@ def adopt(
     """
     if type(result) is portable_runner.PipelineResult:  # pylint: disable=unidiomatic-typecheck
         result.__class__ = FerrobeamPipelineResult
+        result._ferrobeam_job_endpoint = job_endpoint  # type: ignore[attr-defined]
     return result

@@ -410,7 +410,8 @@ class FerrobeamRunner(portable_runner.PortableRunner):
           A :class:`ferrobeam.FerrobeamPipelineResult`: Beam's portable
           result plus ``drain()`` and ``job_id()``.
         """
-        return adopt(super().run_portable_pipeline(pipeline, options))
+        endpoint = options.view_as(PortableOptions).job_endpoint or embedded_job_endpoint(options)
+        return adopt(super().run_portable_pipeline(pipeline, options), job_endpoint=endpoint)
 
     def create_job_service_handle(
         self, job_service: Any, options: PipelineOptions

@@ -40,9 +40,13 @@ impl EngineExecutor {
 
 impl Executor for EngineExecutor {
     fn validate(&self, pipeline: &Pipeline, options: &prost_types::Struct) -> Result<(), String> {
-        translate(pipeline, &self.translate_options(options))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        translate(pipeline, &self.translate_options(options)).map_err(|e| e.to_string())?;
+        let durability = durability(options)?;
+        // A restore that cannot work is refused before the job is accepted.
+        if let Some(path) = &durability.restore_from {
+            ferrobeam_state::checkpoint::resolve(path).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Streaming jobs are drained by the engine (it watches `JobSpec::drain`
@@ -52,8 +56,24 @@ impl Executor for EngineExecutor {
         runs_streaming(options)
     }
 
-    fn execute(&self, job: JobContext) -> BoxFuture<'static, Result<(), String>> {
+    fn execute(&self, mut job: JobContext) -> BoxFuture<'static, Result<(), String>> {
         let plan = translate(&job.pipeline, &self.translate_options(&job.options));
+        // The engine takes savepoint requests in its own type.
+        let (savepoint_tx, savepoint_rx) = tokio::sync::mpsc::channel(4);
+        let (_, mut orders) = tokio::sync::mpsc::channel(1);
+        std::mem::swap(&mut orders, &mut job.savepoints);
+        tokio::spawn(async move {
+            while let Some(order) = orders.recv().await {
+                let request = ferrobeam_engine::durable::SavepointRequest {
+                    directory: order.directory,
+                    stop: order.stop,
+                    reply: order.reply,
+                };
+                if savepoint_tx.send(request).await.is_err() {
+                    break;
+                }
+            }
+        });
         let launcher = self.launcher.clone();
         let engine = self.engine.clone();
         Box::pin(async move {
@@ -66,6 +86,9 @@ impl Executor for EngineExecutor {
             let dependencies = job.artifacts.values().flatten().cloned().collect();
             let spec = JobSpec {
                 job_id: job.job_id.clone(),
+                job_name: job.job_name.clone(),
+                durability: durability(&job.options)?,
+                savepoints: parking_lot::Mutex::new(Some(savepoint_rx)),
                 plan,
                 options_json: options_json(&job.options),
                 provision: ProvisionInfo {
@@ -155,6 +178,64 @@ fn string_option(options: &prost_types::Struct, name: &str) -> Option<String> {
         Some(prost_types::value::Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     }
+}
+
+/// A number option by its Python name (Beam may send numbers as strings).
+fn number_option(options: &prost_types::Struct, name: &str) -> Result<Option<f64>, String> {
+    let Some(v) = options.fields.get(&format!("beam:option:{name}:v1")) else {
+        return Ok(None);
+    };
+    match &v.kind {
+        Some(prost_types::value::Kind::NumberValue(n)) => Ok(Some(*n)),
+        Some(prost_types::value::Kind::StringValue(s)) => s
+            .parse::<f64>()
+            .map(Some)
+            .map_err(|_| format!("--{name} must be a number, got {s:?}")),
+        None | Some(prost_types::value::Kind::NullValue(_)) => Ok(None),
+        Some(_) => Err(format!("--{name} must be a number")),
+    }
+}
+
+/// State backend, checkpoint and restore options (`--checkpoint_dir`,
+/// `--checkpoint_interval`, `--checkpoints_retained`, `--restore_from`,
+/// `--state_backend`, `--allow_non_restored_state`).
+fn durability(
+    options: &prost_types::Struct,
+) -> Result<ferrobeam_engine::durable::DurabilityConfig, String> {
+    use ferrobeam_state::BackendKind;
+    let mut config = ferrobeam_engine::durable::DurabilityConfig::default();
+    let absolute = |name: &str| -> Result<Option<PathBuf>, String> {
+        match string_option(options, name) {
+            None => Ok(None),
+            Some(p) if std::path::Path::new(&p).is_absolute() => Ok(Some(PathBuf::from(p))),
+            Some(p) => Err(format!(
+                "--{name} must be an absolute path (the job server may run elsewhere), got {p:?}"
+            )),
+        }
+    };
+    config.checkpoint_dir = absolute("checkpoint_dir")?;
+    config.restore_from = absolute("restore_from")?;
+    if let Some(seconds) = number_option(options, "checkpoint_interval")? {
+        if !(seconds > 0.0 && seconds.is_finite()) {
+            return Err(format!("--checkpoint_interval must be a positive number of seconds, got {seconds}"));
+        }
+        config.checkpoint_interval = std::time::Duration::from_secs_f64(seconds);
+    }
+    if let Some(n) = number_option(options, "checkpoints_retained")? {
+        if !(n >= 1.0 && n.fract() == 0.0) {
+            return Err(format!("--checkpoints_retained must be a whole number >= 1, got {n}"));
+        }
+        config.checkpoints_retained = n as usize;
+    }
+    config.backend = match string_option(options, "state_backend") {
+        Some(name) => BackendKind::parse(&name).ok_or_else(|| {
+            format!("--state_backend must be 'memory' or 'rocksdb', got {name:?}")
+        })?,
+        None if config.checkpoint_dir.is_some() => BackendKind::Rocksdb,
+        None => BackendKind::Memory,
+    };
+    config.allow_non_restored_state = bool_option(options, "allow_non_restored_state");
+    Ok(config)
 }
 
 /// How long a streaming source may show no sign of life before readers

@@ -5,9 +5,11 @@
 //! `ferrobeam cancel` stop a job on a running server ([`control`]);
 //! `ferrobeam jobs`, `status` and `logs` look at one ([`inspect`]).
 
+pub mod checkpoints;
 pub mod control;
 pub mod executor;
 pub mod inspect;
+pub mod savepoint;
 pub mod server;
 
 use std::path::PathBuf;
@@ -79,6 +81,45 @@ enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Take a savepoint of a running streaming job into DIR (new or empty).
+    ///
+    /// A savepoint is a checkpoint kept until you delete it. The job goes on;
+    /// start it again, or a changed version of it, with --restore_from DIR.
+    #[command(after_help = savepoint::EXIT_CODES_HELP)]
+    Savepoint {
+        #[command(flatten)]
+        job: ControlArgs,
+        /// Where to write it (a new or empty directory).
+        dir: PathBuf,
+    },
+    /// Stop a streaming job with a savepoint: take one into DIR, then end the
+    /// job (CANCELLED) without processing anything further.
+    #[command(after_help = savepoint::EXIT_CODES_HELP)]
+    Stop {
+        #[command(flatten)]
+        job: ControlArgs,
+        /// Where to write the savepoint (a new or empty directory).
+        #[arg(long, value_name = "DIR")]
+        savepoint: PathBuf,
+    },
+    /// Look at checkpoints and savepoints on disk.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CheckpointCommand {
+    /// List what a checkpoint holds: transforms, state ids, key counts and sizes.
+    ///
+    /// DIR is a checkpoint or savepoint directory, or a --checkpoint_dir
+    /// (its latest complete checkpoint). Nothing is changed. Exits 0, or 1
+    /// when there is no usable checkpoint there.
+    Inspect {
+        dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Which server.
@@ -121,6 +162,11 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         }
     };
     match cli.command {
+        Command::Checkpoint(CheckpointCommand::Inspect { dir, json }) => {
+            checkpoints::inspect(&dir, json)
+        }
+        Command::Savepoint { job, dir } => savepoint_main(job, &dir, false),
+        Command::Stop { job, savepoint } => savepoint_main(job, &savepoint, true),
         Command::Drain(args) => control_main(control::Action::Drain, args),
         Command::Cancel(args) => control_main(control::Action::Cancel, args),
         Command::Jobs(args) => client_main(async move {
@@ -218,6 +264,22 @@ fn control_main(action: control::Action, args: ControlArgs) -> i32 {
         )
         .await?;
         println!("{}", state.as_str_name());
+        Ok(())
+    })
+}
+
+fn savepoint_main(args: ControlArgs, dir: &std::path::Path, stop: bool) -> i32 {
+    let dir = dir.to_path_buf();
+    client_main(async move {
+        let written = savepoint::savepoint(
+            &args.server.job_endpoint,
+            &args.job_id,
+            &dir,
+            stop,
+            seconds(args.server.timeout),
+        )
+        .await?;
+        println!("{written}");
         Ok(())
     })
 }

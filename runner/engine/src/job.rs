@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::metrics::{JobMetrics, StageScope};
 use crate::pool::WorkerPool;
 use crate::sdk_stage::SdkStageRun;
+use crate::sinks::lines::LineSink;
 use crate::state::{SideInputData, SideInputs, UserState};
 use crate::wire::{WireFormat, MIN_TIMESTAMP_MILLIS};
 use crate::EngineError;
@@ -50,6 +51,14 @@ pub struct EngineConfig {
 /// One job to run.
 pub struct JobSpec {
     pub job_id: String,
+    /// The user's `--job_name` (or the job id), written in checkpoints.
+    pub job_name: String,
+    /// State backend, checkpoints and restore (streaming jobs).
+    pub durability: crate::durable::DurabilityConfig,
+    /// Savepoint requests (streaming jobs; taken by the driver at start).
+    pub savepoints: parking_lot::Mutex<
+        Option<tokio::sync::mpsc::Receiver<crate::durable::SavepointRequest>>,
+    >,
     pub plan: Plan,
     /// Options as the SDK harness reads them from `PIPELINE_OPTIONS`.
     pub options_json: String,
@@ -133,6 +142,15 @@ async fn execute(
     let result = if job.plan.streaming {
         crate::streaming::driver::run(config, job, &pools, metrics).await
     } else {
+        let d = &job.durability;
+        if d.checkpoint_dir.is_some() || d.restore_from.is_some() {
+            job.reporter.message(
+                Level::Warning,
+                "--checkpoint_dir and --restore_from apply to streaming jobs (--streaming); \
+                 this batch job runs without checkpoints, its state in memory"
+                    .into(),
+            );
+        }
         run_stages(config, job, &pools, metrics).await
     };
     // Workers are disposable: stop them in the background, the job is done.
@@ -254,6 +272,25 @@ async fn run_stages(
                 )]
             }
             StageKind::Identity { input, output } => vec![(output.clone(), take(&data, input))],
+            StageKind::LineSink {
+                transform_id,
+                input,
+                directory,
+            } => {
+                // Batch: one file, published when the stage is done.
+                let name = &plan.components.transforms[transform_id].unique_name;
+                let mut sink = LineSink::new(directory, name, format(input)?)?;
+                sink.recover(Vec::new())?;
+                for chunk in take(&data, input) {
+                    sink.write(&chunk)?;
+                }
+                let started = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                sink.close(&format!("t{started}"))?;
+                sink.publish()?;
+                Vec::new()
+            }
             StageKind::GroupByKey {
                 input,
                 output,

@@ -4,6 +4,7 @@
 //! into bundles that run on a pool of SDK workers, several in flight per
 //! worker; GroupByKey, Flatten, Impulse and Reshuffle run natively here.
 
+pub mod durable;
 pub mod gbk;
 pub mod job;
 pub mod metrics;
@@ -12,6 +13,7 @@ mod panes;
 pub mod partition;
 pub mod pool;
 mod sdk_stage;
+pub mod sinks;
 pub mod state;
 pub mod streaming;
 mod test_stream;
@@ -34,4 +36,7 @@ pub enum EngineError {
     Cancelled,
     #[error("internal error: {0}")]
     Internal(String),
+    /// The state backend or a checkpoint failed (disk full, corrupt files, ...).
+    #[error("{0}")]
+    State(#[from] ferrobeam_state::StateError),
 }

@@ -846,7 +846,9 @@ impl SdkStageRun<'_> {
             )
             .await?;
         // The bundle succeeded: its state writes become the job's.
-        state.commit();
+        state.commit().map_err(|e| {
+            BundleError::Failed(format!("committing the bundle's state failed: {e}"))
+        })?;
         tracing::debug!(
             stage = self.stage_name,
             worker = worker.id(),

@@ -104,8 +104,8 @@ impl BundleState {
     /// Makes the bundle's user-state writes visible to later bundles.  Call
     /// it only once the bundle has succeeded: a failed bundle's writes are
     /// dropped with it, so its retry starts from the same state.
-    pub fn commit(&self) {
-        self.writes.commit(&self.user_state);
+    pub fn commit(&self) -> Result<(), EngineError> {
+        self.writes.commit(&self.user_state)
     }
 
     fn side(&self, transform: &str, id: &str) -> Result<&Arc<SideInputData>, String> {
@@ -273,7 +273,7 @@ mod tests {
         bundle.handle(&append("t2")).unwrap();
         // Uncommitted writes are this bundle's own business.
         assert!(transforms_written(&bundle).is_empty());
-        bundle.commit();
+        bundle.commit().unwrap();
         let later = BundleState::new(Arc::default(), user_state);
         assert_eq!(
             transforms_written(&later),

@@ -16,6 +16,9 @@ use ferrobeam_coders::{read_timestamp, Coder, CoderError};
 use ferrobeam_graph::{TimeDomain, TimerFamily};
 use ferrobeam_proto::pipeline::v1::Components;
 
+use ferrobeam_state::codec::{Reader, Writer};
+use ferrobeam_state::StateError;
+
 use crate::EngineError;
 
 /// How to take apart the timers of one family.
@@ -254,6 +257,42 @@ impl TimerStore {
             }
         });
         before - self.pending.len()
+    }
+
+    /// Writes the pending timers (for a checkpoint).
+    pub fn save(&self, w: &mut Writer) {
+        w.len(self.pending.len());
+        for (id, p) in &self.pending {
+            w.len(id.family)
+                .bytes(&id.key)
+                .bytes(&id.tag_and_windows)
+                .i64(p.fire)
+                .i64(p.hold)
+                .bytes(&p.encoded);
+        }
+    }
+
+    /// Reads back what [`TimerStore::save`] wrote, into a store made for
+    /// the same timer families.
+    pub fn load(&mut self, r: &mut Reader) -> Result<(), StateError> {
+        for _ in 0..r.len()? {
+            let family = r.len()?;
+            if family >= self.formats.len() {
+                return Err(r.error(format!("timer family {family} does not exist in this stage")));
+            }
+            let id = TimerId {
+                family,
+                key: r.bytes()?,
+                tag_and_windows: r.bytes()?,
+            };
+            let pending = Pending {
+                fire: r.i64()?,
+                hold: r.i64()?,
+                encoded: r.bytes()?,
+            };
+            self.pending.insert(id, pending);
+        }
+        Ok(())
     }
 
     /// The earliest output timestamp a pending timer holds (streaming: the

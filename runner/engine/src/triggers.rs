@@ -7,6 +7,8 @@
 //! [`TriggerState::on_fire`] when it emits a pane.
 
 use ferrobeam_graph::trigger::Trigger;
+use ferrobeam_state::codec::{Reader, Writer};
+use ferrobeam_state::StateError;
 
 /// The times a trigger decision is made at.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +77,40 @@ impl TriggerState {
             children,
             ..Default::default()
         }
+    }
+
+    /// Writes the state tree (for a checkpoint).
+    pub fn save(&self, w: &mut Writer) {
+        w.bool(self.finished)
+            .varint(self.count)
+            .bool(self.first_arrival.is_some())
+            .i64(self.first_arrival.unwrap_or(0))
+            .bool(self.on_time_fired)
+            .len(self.current)
+            .len(self.children.len());
+        for c in &self.children {
+            c.save(w);
+        }
+    }
+
+    pub fn load(r: &mut Reader) -> Result<Self, StateError> {
+        let finished = r.bool()?;
+        let count = r.varint()?;
+        let has_arrival = r.bool()?;
+        let arrival = r.i64()?;
+        let on_time_fired = r.bool()?;
+        let current = r.len()?;
+        let children = (0..r.len()?)
+            .map(|_| TriggerState::load(r))
+            .collect::<Result<_, _>>()?;
+        Ok(TriggerState {
+            finished,
+            count,
+            first_arrival: has_arrival.then_some(arrival),
+            on_time_fired,
+            current,
+            children,
+        })
     }
 
     pub fn is_finished(&self) -> bool {

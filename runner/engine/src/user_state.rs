@@ -8,87 +8,37 @@
 //! length-prefixed value)` pairs.  The runner never decodes bag values; it
 //! only splits ordered-list appends into elements to sort them.
 //!
-//! Writes are not applied to the job's state directly: a bundle copies a
-//! cell on its first write and changes its copy, so a bundle whose worker
-//! dies leaves no half-done writes for its retry to see.  Keyed stages give
+//! Committed cells live in the job's [`StateBackend`] (memory or RocksDB),
+//! one entry per cell, under the owning transform's namespace (see
+//! `ferrobeam_state::keys`), so a checkpoint of the backend is a
+//! checkpoint of all user state.
+//!
+//! Writes are not applied to the backend directly: a bundle copies a cell
+//! on its first write and changes its copy, so a bundle whose worker dies
+//! leaves no half-done writes for its retry to see.  Keyed stages give
 //! every key to exactly one bundle at a time, so two bundles never write
 //! the same cell concurrently.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::BuildHasher;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ferrobeam_coders::varint::{read_len, read_varint_i64};
 use ferrobeam_proto::fn_api::state_key::{BagUserState, OrderedListUserState};
+use ferrobeam_state::codec::{Reader, Writer};
+use ferrobeam_state::keys::{self, Namespace};
+use ferrobeam_state::{StateBackend, WriteBatch};
 use parking_lot::Mutex;
 
+use crate::durable::Namespaces;
 use crate::paging::{parse_token_parts, take_page};
 use crate::partition::CacheTokens;
+use crate::EngineError;
 
-/// Independent locks, so workers' state requests rarely wait on each other.
-const SHARDS: usize = 16;
-
-/// Identifies one state cell: kind, transform, state id, key and window.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-pub struct CellId(Vec<u8>);
-
-const BAG: u8 = b'b';
-const ORDERED_LIST: u8 = b'o';
-
-impl CellId {
-    fn new(kind: u8, transform: &str, state_id: &str, key: &[u8], window: &[u8]) -> Self {
-        let mut out = Vec::with_capacity(
-            1 + 16 + transform.len() + state_id.len() + key.len() + window.len(),
-        );
-        out.push(kind);
-        // Length prefixes keep the parts from running into each other.
-        for part in [transform.as_bytes(), state_id.as_bytes(), key, window] {
-            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-            out.extend_from_slice(part);
-        }
-        CellId(out)
-    }
-
-    pub fn bag(k: &BagUserState) -> Self {
-        Self::new(BAG, &k.transform_id, &k.user_state_id, &k.key, &k.window)
-    }
-
-    /// The transform id part (see [`CellId::new`]'s layout).
-    fn transform(&self) -> &[u8] {
-        self.part(0)
-    }
-
-    /// The encoded window part.
-    fn window(&self) -> &[u8] {
-        self.part(3)
-    }
-
-    /// Part `n` of transform, state id, key, window.
-    fn part(&self, n: usize) -> &[u8] {
-        let mut at = 1;
-        for i in 0.. {
-            let len =
-                u32::from_be_bytes(self.0[at..at + 4].try_into().expect("cell id part")) as usize;
-            if i == n {
-                return &self.0[at + 4..at + 4 + len];
-            }
-            at += 4 + len;
-        }
-        unreachable!()
-    }
-
-    pub fn ordered_list(k: &OrderedListUserState) -> Self {
-        Self::new(
-            ORDERED_LIST,
-            &k.transform_id,
-            &k.user_state_id,
-            &k.key,
-            &k.window,
-        )
-    }
-}
+const BAG: u8 = keys::BAG;
+const ORDERED_LIST: u8 = keys::ORDERED_LIST;
 
 /// Appended chunks of a bag, as the SDK sent them (each ends on an element
 /// boundary), so reads hand back the very same `Bytes`.
@@ -120,13 +70,66 @@ impl Cell {
             Cell::OrderedList(l) => l.entries.is_empty(),
         }
     }
+
+    /// The backend's form: generation, then the chunks (bag) or each sort
+    /// key with its elements (ordered list).
+    fn encode(&self) -> Bytes {
+        let mut w = Writer::new();
+        match self {
+            Cell::Bag(b) => {
+                w.varint(b.generation).len(b.chunks.len());
+                for c in &b.chunks {
+                    w.bytes(c);
+                }
+            }
+            Cell::OrderedList(l) => {
+                w.varint(l.generation).len(l.entries.len());
+                for (sort_key, values) in &l.entries {
+                    w.i64(*sort_key).len(values.len());
+                    for v in values {
+                        w.bytes(v);
+                    }
+                }
+            }
+        }
+        w.finish()
+    }
+
+    fn decode(kind: u8, data: &Bytes) -> Result<Cell, String> {
+        let mut r = Reader::new(data, "user state cell");
+        let cell = (|| {
+            let generation = r.varint()?;
+            let n = r.len()?;
+            Ok::<_, ferrobeam_state::StateError>(if kind == BAG {
+                let chunks = (0..n).map(|_| r.bytes()).collect::<Result<_, _>>()?;
+                Cell::Bag(Bag { chunks, generation })
+            } else {
+                let mut entries = BTreeMap::new();
+                for _ in 0..n {
+                    let sort_key = r.i64()?;
+                    let m = r.len()?;
+                    let values = (0..m).map(|_| r.bytes()).collect::<Result<_, _>>()?;
+                    entries.insert(sort_key, values);
+                }
+                Cell::OrderedList(OrderedList {
+                    entries,
+                    generation,
+                })
+            })
+        })()
+        .map_err(|e| e.to_string())?;
+        Ok(cell)
+    }
 }
 
 /// The committed user state of one job, and the tokens under which its
 /// workers may cache it.
 pub struct UserState {
-    shards: Vec<Mutex<HashMap<CellId, Cell>>>,
-    hasher: std::collections::hash_map::RandomState,
+    backend: Arc<dyn StateBackend>,
+    namespaces: Arc<Namespaces>,
+    /// Transform id → namespace, for the pipeline's transforms (ids the
+    /// SDK sends in state keys); others are looked up in `namespaces`.
+    by_transform: HashMap<String, Namespace>,
     cache_tokens: CacheTokens,
     /// Transforms that have ever committed a non-empty cell.  Every other
     /// transform's state is certainly empty, which lets a worker answer its
@@ -135,27 +138,85 @@ pub struct UserState {
 }
 
 impl Default for UserState {
+    /// In memory, namespaces handed out by transform id (tests, batch
+    /// pipelines without checkpoints).
     fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: Default::default(),
-            cache_tokens: CacheTokens::default(),
-            written: Mutex::default(),
-        }
+        Self::new(
+            Arc::new(ferrobeam_state::memory::MemoryBackend::default()),
+            Arc::default(),
+            HashMap::new(),
+        )
+        .expect("an empty memory backend")
     }
 }
 
 impl UserState {
+    /// User state kept in `backend`; `transforms` maps each transform id of
+    /// the pipeline to its unique name (whose namespace holds its state).
+    /// A restored backend already holds cells: the transforms owning them
+    /// count as written.
+    pub fn new(
+        backend: Arc<dyn StateBackend>,
+        namespaces: Arc<Namespaces>,
+        transforms: HashMap<String, String>,
+    ) -> Result<Self, EngineError> {
+        let by_transform: HashMap<String, Namespace> = transforms
+            .into_iter()
+            .map(|(id, name)| {
+                let ns = namespaces.of(&name);
+                (id, ns)
+            })
+            .collect();
+        let mut written = HashSet::new();
+        for (id, ns) in &by_transform {
+            let mut any = false;
+            backend.scan_prefix(&keys::user_state_prefix(*ns), &mut |_, _| {
+                any = true;
+                false
+            })?;
+            if any {
+                written.insert(id.as_bytes().to_vec());
+            }
+        }
+        Ok(Self {
+            backend,
+            namespaces,
+            by_transform,
+            cache_tokens: CacheTokens::default(),
+            written: Mutex::new(written),
+        })
+    }
+
+    pub fn backend(&self) -> &Arc<dyn StateBackend> {
+        &self.backend
+    }
+
     pub fn cache_tokens(&self) -> &CacheTokens {
         &self.cache_tokens
     }
 
-    fn shard(&self, id: &CellId) -> &Mutex<HashMap<CellId, Cell>> {
-        &self.shards[(self.hasher.hash_one(id) % SHARDS as u64) as usize]
+    fn namespace(&self, transform_id: &str) -> Namespace {
+        match self.by_transform.get(transform_id) {
+            Some(ns) => *ns,
+            None => self.namespaces.of(transform_id),
+        }
     }
 
-    fn committed(&self, id: &CellId) -> Option<Cell> {
-        self.shard(id).lock().get(id).cloned()
+    fn cell_key(&self, kind: u8, transform_id: &str, state_id: &str, key: &[u8], window: &[u8]) -> Vec<u8> {
+        keys::user_state_key(
+            self.namespace(transform_id),
+            kind,
+            state_id.as_bytes(),
+            window,
+            key,
+        )
+    }
+
+    fn committed(&self, kind: u8, key: &[u8]) -> Result<Option<Cell>, String> {
+        match self.backend.get(key).map_err(|e| e.to_string())? {
+            Some(data) => Cell::decode(kind, &data).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The transforms (ids, as bytes) that have ever committed user state.
@@ -166,80 +227,133 @@ impl UserState {
         self.written.lock().iter().cloned().collect()
     }
 
-    /// Drops every cell whose (transform id, encoded window) `expired` says
-    /// has expired (streaming: the watermark passed the window's end plus
-    /// the allowed lateness, so no element or timer can reach it again).
-    /// Returns how many cells went.
-    pub fn collect_expired(&self, mut expired: impl FnMut(&[u8], &[u8]) -> bool) -> usize {
-        let mut dropped = 0;
-        for shard in &self.shards {
-            shard.lock().retain(|id, _| {
-                let keep = !expired(id.transform(), id.window());
-                dropped += usize::from(!keep);
-                keep
-            });
+    /// Drops every cell of `transform_ids` whose encoded window `expired`
+    /// says has expired (streaming: the watermark passed the window's end
+    /// plus the allowed lateness, so no element or timer can reach it
+    /// again).  Returns how many cells went.
+    pub fn collect_expired<'a>(
+        &self,
+        transform_ids: impl IntoIterator<Item = &'a str>,
+        mut expired: impl FnMut(&[u8]) -> bool,
+    ) -> Result<usize, EngineError> {
+        let mut batch = WriteBatch::default();
+        for id in transform_ids {
+            // Only the pipeline's own transforms own state (a stage's
+            // descriptor also lists its data-plane reads and writes).
+            let Some(&ns) = self.by_transform.get(id) else {
+                continue;
+            };
+            let prefix = keys::user_state_prefix(ns);
+            self.backend.scan_prefix(&prefix, &mut |k, _| {
+                if keys::parse_user_state_key(k).is_some_and(|p| expired(p.window)) {
+                    batch.delete(k.to_vec());
+                }
+                true
+            })?;
         }
-        dropped
+        let dropped = batch.len();
+        self.backend.write(batch)?;
+        Ok(dropped)
     }
 
     /// Number of non-empty cells (for tests and debugging).
     pub fn cells(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        let mut n = 0;
+        let _ = self.backend.scan_prefix(&[keys::USER_STATE], &mut |_, _| {
+            n += 1;
+            true
+        });
+        n
+    }
+}
+
+/// Which cell a request addresses: its backend key, kind and owner.
+struct CellRef {
+    key: Vec<u8>,
+    kind: u8,
+    transform_id: String,
+}
+
+impl CellRef {
+    fn bag(state: &UserState, k: &BagUserState) -> Self {
+        CellRef {
+            key: state.cell_key(BAG, &k.transform_id, &k.user_state_id, &k.key, &k.window),
+            kind: BAG,
+            transform_id: k.transform_id.clone(),
+        }
+    }
+
+    fn ordered_list(state: &UserState, k: &OrderedListUserState) -> Self {
+        CellRef {
+            key: state.cell_key(ORDERED_LIST, &k.transform_id, &k.user_state_id, &k.key, &k.window),
+            kind: ORDERED_LIST,
+            transform_id: k.transform_id.clone(),
+        }
     }
 }
 
 /// One bundle's view of user state: its own writes over the committed state.
 #[derive(Default)]
 pub struct BundleWrites {
-    cells: Mutex<HashMap<CellId, Cell>>,
+    /// Backend key → (owning transform id, this bundle's copy of the cell).
+    cells: Mutex<HashMap<Vec<u8>, (String, Cell)>>,
 }
 
 impl BundleWrites {
     /// Runs `f` on the cell as this bundle sees it (None: never written).
-    fn read<R>(&self, state: &UserState, id: &CellId, f: impl FnOnce(Option<&Cell>) -> R) -> R {
-        if let Some(cell) = self.cells.lock().get(id) {
-            return f(Some(cell));
+    fn read<R>(
+        &self,
+        state: &UserState,
+        cell: CellRef,
+        f: impl FnOnce(Option<&Cell>) -> Result<R, String>,
+    ) -> Result<R, String> {
+        if let Some((_, c)) = self.cells.lock().get(&cell.key) {
+            return f(Some(c));
         }
-        let shard = state.shard(id).lock();
-        f(shard.get(id))
+        let committed = state.committed(cell.kind, &cell.key)?;
+        f(committed.as_ref())
     }
 
     /// Runs `f` on this bundle's copy of the cell, made on first write.
     fn write<R>(
         &self,
         state: &UserState,
-        id: CellId,
+        cell: CellRef,
         empty: fn() -> Cell,
-        f: impl FnOnce(&mut Cell) -> R,
-    ) -> R {
+        f: impl FnOnce(&mut Cell) -> Result<R, String>,
+    ) -> Result<R, String> {
         let mut cells = self.cells.lock();
-        let cell = match cells.entry(id) {
+        let entry = match cells.entry(cell.key) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                let copy = state.committed(e.key()).unwrap_or_else(empty);
-                e.insert(copy)
+                let copy = state.committed(cell.kind, e.key())?.unwrap_or_else(empty);
+                e.insert((cell.transform_id, copy))
             }
         };
-        f(cell)
+        f(&mut entry.1)
     }
 
-    /// Publishes this bundle's writes to the job's state.
-    pub fn commit(&self, state: &UserState) {
+    /// Publishes this bundle's writes to the job's state, in one batch.
+    pub fn commit(&self, state: &UserState) -> Result<(), EngineError> {
         let mut transforms: HashSet<Vec<u8>> = HashSet::new();
-        for (id, cell) in self.cells.lock().drain() {
-            let mut shard = state.shard(&id).lock();
+        let mut batch = WriteBatch::default();
+        for (key, (transform_id, cell)) in self.cells.lock().drain() {
             if cell.is_empty() {
-                shard.remove(&id);
+                batch.delete(key);
             } else {
-                if !transforms.contains(id.transform()) {
-                    transforms.insert(id.transform().to_vec());
+                if !transforms.contains(transform_id.as_bytes()) {
+                    transforms.insert(transform_id.into_bytes());
                 }
-                shard.insert(id, cell);
+                batch.put(key, cell.encode());
             }
+        }
+        if !batch.is_empty() {
+            state.backend.write(batch)?;
         }
         if !transforms.is_empty() {
             state.written.lock().extend(transforms);
         }
+        Ok(())
     }
 
     /// A page of a bag and the token for the next one.
@@ -249,7 +363,7 @@ impl BundleWrites {
         key: &BagUserState,
         token: &[u8],
     ) -> Result<(Bytes, Bytes), String> {
-        self.read(state, &CellId::bag(key), |cell| {
+        self.read(state, CellRef::bag(state, key), |cell| {
             let bag = match cell {
                 None => return Ok((Bytes::new(), Bytes::new())),
                 Some(Cell::Bag(b)) => b,
@@ -290,7 +404,7 @@ impl BundleWrites {
         }
         self.write(
             state,
-            CellId::bag(key),
+            CellRef::bag(state, key),
             || Cell::Bag(Bag::default()),
             |cell| match cell {
                 Cell::Bag(b) => {
@@ -305,7 +419,7 @@ impl BundleWrites {
     pub fn bag_clear(&self, state: &UserState, key: &BagUserState) -> Result<(), String> {
         self.write(
             state,
-            CellId::bag(key),
+            CellRef::bag(state, key),
             || Cell::Bag(Bag::default()),
             |cell| match cell {
                 Cell::Bag(b) => {
@@ -327,7 +441,7 @@ impl BundleWrites {
         token: &[u8],
     ) -> Result<(Bytes, Bytes), String> {
         let (start, end) = range(key);
-        self.read(state, &CellId::ordered_list(key), |cell| {
+        self.read(state, CellRef::ordered_list(state, key), |cell| {
             let list = match cell {
                 None => return Ok((Bytes::new(), Bytes::new())),
                 Some(Cell::OrderedList(l)) => l,
@@ -396,7 +510,7 @@ impl BundleWrites {
         }
         self.write(
             state,
-            CellId::ordered_list(key),
+            CellRef::ordered_list(state, key),
             || Cell::OrderedList(OrderedList::default()),
             |cell| match cell {
                 Cell::OrderedList(l) => {
@@ -419,7 +533,7 @@ impl BundleWrites {
         let (start, end) = range(key);
         self.write(
             state,
-            CellId::ordered_list(key),
+            CellRef::ordered_list(state, key),
             || Cell::OrderedList(OrderedList::default()),
             |cell| match cell {
                 Cell::OrderedList(l) => {
@@ -484,19 +598,24 @@ mod tests {
 
     #[test]
     fn expired_windows_lose_their_state_and_only_theirs() {
-        let state = UserState::default();
+        let state = UserState::new(
+            Arc::new(ferrobeam_state::memory::MemoryBackend::default()),
+            Arc::default(),
+            [("t".to_owned(), "T".to_owned()), ("u".to_owned(), "U".to_owned())].into(),
+        )
+        .unwrap();
         let writes = BundleWrites::default();
         for (t, w) in [("t", b"old"), ("t", b"new"), ("u", b"old")] {
             writes
                 .bag_append(&state, &key(t, w), Bytes::from_static(b"\x01"))
                 .unwrap();
         }
-        writes.commit(&state);
+        writes.commit(&state).unwrap();
         assert_eq!(state.cells(), 3);
-        let expired = |t: &[u8], w: &[u8]| t == b"t" && w == b"old";
-        assert_eq!(state.collect_expired(expired), 1);
+        let expired = |w: &[u8]| w == b"old";
+        assert_eq!(state.collect_expired(["t"], expired).unwrap(), 1);
         assert_eq!(state.cells(), 2);
         // The other transform's cell in the same window stays.
-        assert_eq!(state.collect_expired(expired), 0);
+        assert_eq!(state.collect_expired(["t"], expired).unwrap(), 0);
     }
 }

@@ -18,6 +18,8 @@ pub enum LeafKind {
     GroupByKey,
     Flatten,
     Identity,
+    /// `ferrobeam.io.WriteLines`: written natively by the engine.
+    LineSink,
     Sdk { environment_id: String },
 }
 
@@ -44,6 +46,7 @@ const NATIVE_COMPOSITES: &[&str] = &[
     urns::RESHUFFLE,
     urns::REDISTRIBUTE_ARBITRARILY,
     urns::REDISTRIBUTE_BY_KEY,
+    urns::WRITE_LINES,
 ];
 
 /// Leaves in pipeline order (which the SDKs emit topologically).
@@ -347,6 +350,7 @@ fn classify(
         urns::RESHUFFLE | urns::REDISTRIBUTE_ARBITRARILY | urns::REDISTRIBUTE_BY_KEY => {
             vec![simple(LeafKind::Identity, Some(single_input(t)?))]
         }
+        urns::WRITE_LINES => vec![simple(LeafKind::LineSink, Some(single_input(t)?))],
         urns::PAR_DO => return pardo(components, id, t),
         urns::COMBINE_PER_KEY => return lift_combine(components, id, t),
         urns::ASSIGN_WINDOWS

@@ -84,6 +84,13 @@ pub enum StageKind {
         input: PortRef,
         output: PortRef,
     },
+    /// `ferrobeam.io.WriteLines`: UTF-8 lines into files in `directory`,
+    /// published when a checkpoint completes (exactly once).
+    LineSink {
+        transform_id: String,
+        input: PortRef,
+        directory: std::path::PathBuf,
+    },
     Sdk(Box<SdkStage>),
 }
 
@@ -183,7 +190,9 @@ impl StageKind {
     pub fn inputs(&self) -> Vec<&PortRef> {
         match self {
             StageKind::Impulse { .. } | StageKind::TestStream { .. } => vec![],
-            StageKind::GroupByKey { input, .. } | StageKind::Identity { input, .. } => vec![input],
+            StageKind::GroupByKey { input, .. }
+            | StageKind::Identity { input, .. }
+            | StageKind::LineSink { input, .. } => vec![input],
             StageKind::Flatten { inputs, .. } => inputs.iter().collect(),
             StageKind::Sdk(s) => s
                 .input
@@ -202,6 +211,7 @@ impl StageKind {
             | StageKind::Flatten { output, .. }
             | StageKind::Identity { output, .. } => vec![output],
             StageKind::TestStream { outputs, .. } => outputs.iter().map(|(_, p)| p).collect(),
+            StageKind::LineSink { .. } => vec![],
             StageKind::Sdk(s) => s.outputs.iter().map(|(p, _)| p).collect(),
         }
     }

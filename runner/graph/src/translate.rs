@@ -261,6 +261,45 @@ fn transcode_test_stream_output(
 }
 
 /// What the streaming engine cannot run yet, refused at Prepare.
+/// The directory of a `WriteLines` sink, from its JSON payload.
+fn line_sink_directory(t: &pb::PTransform) -> Result<std::path::PathBuf, GraphError> {
+    let payload = t.spec.as_ref().map_or(&[][..], |s| s.payload.as_ref());
+    let dir = serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("directory")?.as_str().map(std::path::PathBuf::from))
+        .ok_or_else(|| {
+            GraphError::unsupported(t, "its payload must be JSON with a \"directory\" string".to_owned())
+        })?;
+    if !dir.is_absolute() {
+        return Err(GraphError::unsupported(
+            t,
+            format!("its directory {} must be an absolute path", dir.display()),
+        ));
+    }
+    Ok(dir)
+}
+
+/// `WriteLines` writes text: its elements must be `str` or `bytes`.
+fn check_line_sink_input(
+    components: &Components,
+    t: &pb::PTransform,
+    pcollection: &str,
+) -> Result<(), GraphError> {
+    let coder_id = &components.pcollections[pcollection].coder_id;
+    let urn = components
+        .coders
+        .get(coder_id)
+        .and_then(|c| c.spec.as_ref())
+        .map_or("", |s| s.urn.as_str());
+    if urn == urns::STRING_UTF8_CODER || urn == urns::BYTES_CODER {
+        return Ok(());
+    }
+    Err(GraphError::unsupported(
+        t,
+        format!("it writes lines of text, but its input is encoded with {urn:?}, not as str or bytes; map the elements to str first (e.g. beam.Map(str)) or give the input a StrUtf8Coder"),
+    ))
+}
+
 fn refuse_streaming_gaps(components: &Components, stages: &[Stage]) -> Result<(), GraphError> {
     for stage in stages {
         if let StageKind::GroupByKey {
@@ -682,6 +721,15 @@ impl Builder<'_> {
                         });
                     }
                     continue;
+                }
+                LeafKind::LineSink => {
+                    let input = reads[&(g, first.main_input.clone().expect("sink input"))].clone();
+                    check_line_sink_input(&self.components, &t, &input.pcollection)?;
+                    StageKind::LineSink {
+                        transform_id: first.id.clone(),
+                        directory: line_sink_directory(&t)?,
+                        input,
+                    }
                 }
                 LeafKind::Sdk { environment_id } => StageKind::Sdk(Box::new(self.sdk_stage(
                     &id,

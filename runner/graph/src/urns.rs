@@ -5,6 +5,9 @@ pub const IMPULSE: &str = "beam:transform:impulse:v1";
 pub const GROUP_BY_KEY: &str = "beam:transform:group_by_key:v1";
 pub const FLATTEN: &str = "beam:transform:flatten:v1";
 // Composites the engine replaces with a native operation.
+/// ferrobeam's committing line sink (`ferrobeam.io.WriteLines`): a
+/// composite the engine runs natively, publishing files on checkpoints.
+pub const WRITE_LINES: &str = "ferrobeam:transform:write_lines:v1";
 pub const RESHUFFLE: &str = "beam:transform:reshuffle:v1";
 pub const REDISTRIBUTE_ARBITRARILY: &str = "beam:transform:redistribute_arbitrarily:v1";
 pub const REDISTRIBUTE_BY_KEY: &str = "beam:transform:redistribute_by_key:v1";
@@ -33,6 +36,7 @@ pub const DATA_SINK: &str = "beam:runner:sink:v1";
 // Coders.
 pub const KV_CODER: &str = "beam:coder:kv:v1";
 pub const BYTES_CODER: &str = "beam:coder:bytes:v1";
+pub const STRING_UTF8_CODER: &str = "beam:coder:string_utf8:v1";
 pub const DOUBLE_CODER: &str = "beam:coder:double:v1";
 pub const ITERABLE_CODER: &str = "beam:coder:iterable:v1";
 pub const WINDOWED_VALUE_CODER: &str = "beam:coder:windowed_value:v1";

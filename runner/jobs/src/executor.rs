@@ -55,6 +55,20 @@ pub struct JobContext {
     /// which the job service reports as DRAINED.  Never set for jobs the
     /// executor does not call drainable.
     pub drain: tokio::sync::watch::Receiver<bool>,
+    /// Savepoint requests (streaming jobs act on them between epochs; an
+    /// executor that cannot take savepoints answers each with an error).
+    pub savepoints: tokio::sync::mpsc::Receiver<SavepointOrder>,
+}
+
+/// A client's request for a savepoint of a running job (see
+/// `proto/ferrobeam/job_control.proto`).
+pub struct SavepointOrder {
+    /// An absolute directory that does not exist yet (or is empty).
+    pub directory: PathBuf,
+    /// End the job once the savepoint is written.
+    pub stop: bool,
+    /// The savepoint's manifest (JSON) once it is complete, or why it failed.
+    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
 }
 
 impl JobContext {

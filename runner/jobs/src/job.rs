@@ -53,6 +53,8 @@ pub(crate) struct Job {
     cancel: watch::Sender<bool>,
     /// The executor's drain flag; only ever set for drainable jobs.
     drain: watch::Sender<bool>,
+    /// Where savepoint requests go while the job runs.
+    savepoints: Mutex<Option<tokio::sync::mpsc::Sender<crate::executor::SavepointOrder>>>,
 }
 
 struct Inner {
@@ -103,7 +105,25 @@ impl Job {
             changed: watch::channel(0).0,
             cancel: watch::channel(false).0,
             drain: watch::channel(false).0,
+            savepoints: Mutex::new(None),
         })
+    }
+
+    /// The channel the executor reads savepoint requests from; the job
+    /// keeps the sending side while it runs.
+    pub(crate) fn savepoint_receiver(
+        &self,
+    ) -> tokio::sync::mpsc::Receiver<crate::executor::SavepointOrder> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        *self.savepoints.lock() = Some(tx);
+        rx
+    }
+
+    /// Where to send a savepoint request, if the job is running.
+    pub(crate) fn savepoint_sender(
+        &self,
+    ) -> Option<tokio::sync::mpsc::Sender<crate::executor::SavepointOrder>> {
+        self.savepoints.lock().clone()
     }
 
     pub(crate) fn state(&self) -> JobState {

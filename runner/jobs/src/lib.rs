@@ -32,6 +32,7 @@ mod executor;
 mod fsutil;
 mod history;
 mod job;
+mod job_control;
 mod lifecycle;
 mod registry;
 mod retrieval;
@@ -44,7 +45,8 @@ pub mod urns;
 
 pub use config::JobServiceConfig;
 pub use error::JobsError;
-pub use executor::{Executor, JobContext, JobEvents};
+pub use executor::{Executor, JobContext, JobEvents, SavepointOrder};
+pub use job_control::JobControlApi;
 pub use retrieval::ArtifactRetrieval;
 pub use server::JobServer;
 pub use service::JobApi;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use ferrobeam_proto::job_api::artifact_retrieval_service_server::ArtifactRetrievalServiceServer;
 use ferrobeam_proto::job_api::artifact_staging_service_server::ArtifactStagingServiceServer;
+use ferrobeam_proto::ferrobeam_control::job_control_server::JobControlServer;
 use ferrobeam_proto::job_api::job_service_server::JobServiceServer;
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
@@ -20,6 +21,7 @@ use crate::error::JobsError;
 use crate::executor::Executor;
 use crate::fsutil::{create_private_dir, remove_dir_if_exists};
 use crate::job::Job;
+use crate::job_control::JobControlApi;
 use crate::registry::Registry;
 use crate::retrieval::ArtifactRetrieval;
 use crate::service::JobApi;
@@ -170,11 +172,17 @@ impl JobServer {
             .max_encoding_message_size(c.max_encoding_message_bytes)
     }
 
-    /// All three services, ready for `Server::builder().add_routes(..)`.
+    /// ferrobeam's own `JobControl` service (savepoints).
+    pub fn job_control_service(&self) -> JobControlServer<JobControlApi> {
+        JobControlServer::new(JobControlApi::new(self.shared.clone()))
+    }
+
+    /// All the services, ready for `Server::builder().add_routes(..)`.
     pub fn routes(&self) -> Routes {
         Routes::new(self.job_service())
             .add_service(self.artifact_staging_service())
             .add_service(self.artifact_retrieval_service())
+            .add_service(self.job_control_service())
     }
 
     /// Ends all open state, message and staging streams with UNAVAILABLE and

@@ -176,6 +176,7 @@ impl JobService for JobApi {
             events: Arc::new(JobEventSink(job.clone())),
             cancel: job.cancel_receiver(),
             drain: job.drain_receiver(),
+            savepoints: job.savepoint_receiver(),
         };
         tracing::info!(job_id = %job.id, "running job");
         lifecycle::spawn(

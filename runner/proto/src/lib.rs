@@ -25,6 +25,11 @@ pub mod expansion {
     }
 }
 
+/// ferrobeam's own job controls (`proto/ferrobeam/job_control.proto`).
+pub mod ferrobeam_control {
+    tonic::include_proto!("ferrobeam.v1");
+}
+
 pub use fn_execution::v1 as fn_api;
 pub use job_management::v1 as job_api;
 pub use pipeline::v1 as runner_api;

@@ -95,10 +95,40 @@ fn cli_main(py: Python<'_>, argv: Vec<String>) -> i32 {
     py.detach(|| ferrobeam_cli::main_with_args(argv))
 }
 
+/// Takes a savepoint of a running job (see `ferrobeam.job_control.savepoint_job`).
+#[pyfunction]
+fn savepoint(
+    py: Python<'_>,
+    endpoint: &str,
+    job_id: &str,
+    directory: PathBuf,
+    stop: bool,
+    timeout: f64,
+) -> PyResult<String> {
+    if !(timeout > 0.0 && timeout.is_finite()) {
+        return Err(PyRuntimeError::new_err("timeout must be a positive number of seconds"));
+    }
+    py.detach(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        rt.block_on(ferrobeam_cli::savepoint::savepoint(
+            endpoint,
+            job_id,
+            &directory,
+            stop,
+            std::time::Duration::from_secs_f64(timeout),
+        ))
+        .map_err(|f| PyRuntimeError::new_err(f.message))
+    })
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<JobServer>()?;
     m.add_function(wrap_pyfunction!(start_job_server, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add_function(wrap_pyfunction!(savepoint, m)?)?;
     Ok(())
 }

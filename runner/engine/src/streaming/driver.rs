@@ -38,6 +38,12 @@ use ferrobeam_proto::pipeline::v1::Components;
 
 use super::gbk::StreamingGroupByKey;
 use super::side_inputs::{release, SideInputBuffer};
+use ferrobeam_state::checkpoint::SnapshotKind;
+use ferrobeam_state::codec::{Reader, Writer};
+use ferrobeam_state::StateError;
+
+use crate::durable::{transform_names, Durable, RuntimeEntry, SavepointRequest};
+use crate::sinks::lines::LineSink;
 use crate::job::{JobSpec, Level};
 use crate::metrics::{JobMetrics, StageScope};
 use crate::pool::WorkerPool;
@@ -106,6 +112,7 @@ enum Runtime {
     Pass,
     Gbk(Box<StreamingGroupByKey>),
     Sdk(Box<SdkRuntime>),
+    LineSink(Box<LineSink>),
 }
 
 struct SdkRuntime {
@@ -182,6 +189,57 @@ impl SdkRuntime {
         self.idle_floor = self.idle_floor.max(behind.div_euclid(1000) * 1000);
     }
 
+    /// Whether the stage holds nothing a checkpoint must keep.
+    fn is_empty(&self) -> bool {
+        !self.started
+            && self.held.is_empty()
+            && self.deferred.is_empty()
+            && self.timers.is_empty()
+            && self.sides.is_empty()
+    }
+
+    /// Writes what a checkpoint needs to resume the stage: timers, deferred
+    /// work (with the time left until it is due), held elements, side data.
+    fn save(&self, w: &mut Writer) {
+        let now = Instant::now();
+        w.bool(self.started)
+            .i64(self.idle_floor)
+            .i64(self.collected_until)
+            .i64(self.held_min_timestamp)
+            .len(self.held.len());
+        for h in &self.held {
+            w.bytes(h);
+        }
+        w.len(self.deferred.len());
+        for d in &self.deferred {
+            w.bytes(&d.element)
+                .varint(d.due.saturating_duration_since(now).as_millis() as u64)
+                .i64(d.hold)
+                .bool(d.truncated);
+        }
+        self.timers.save(w);
+        self.sides.save(w);
+    }
+
+    fn load(&mut self, r: &mut Reader) -> Result<(), StateError> {
+        let now = Instant::now();
+        self.started = r.bool()?;
+        self.idle_floor = r.i64()?;
+        self.collected_until = r.i64()?;
+        self.held_min_timestamp = r.i64()?;
+        self.held = (0..r.len()?).map(|_| r.bytes()).collect::<Result<_, _>>()?;
+        for _ in 0..r.len()? {
+            self.deferred.push(Deferred {
+                element: r.bytes()?,
+                due: now + Duration::from_millis(r.varint()?),
+                hold: r.i64()?,
+                truncated: r.bool()?,
+            });
+        }
+        self.timers.load(r)?;
+        self.sides.load(r)
+    }
+
     /// Removes and returns the deferred work that is due; when draining,
     /// also what was deferred before the drain (it is truncated, not
     /// waited for).
@@ -193,6 +251,232 @@ impl SdkRuntime {
         self.deferred = waiting;
         due.into_iter().map(|d: Deferred| d.element).collect()
     }
+}
+
+impl Runtime {
+    /// The stage's checkpoint entry (`None`: nothing to keep).
+    fn save(&self) -> Option<Bytes> {
+        let mut w = Writer::new();
+        match self {
+            Runtime::Impulse { fired } => {
+                w.bool(*fired);
+            }
+            Runtime::TestStream {
+                events, watermarks, ..
+            } => {
+                w.len(events.len()).len(watermarks.len());
+                for wm in watermarks {
+                    w.i64(*wm);
+                }
+            }
+            Runtime::Pass => return None,
+            Runtime::Gbk(gbk) => gbk.save(&mut w),
+            // A stage holding nothing needs no entry (and then a changed
+            // pipeline that fuses it differently has nothing to miss).
+            Runtime::Sdk(sdk) if sdk.is_empty() => return None,
+            Runtime::Sdk(sdk) => sdk.save(&mut w),
+            Runtime::LineSink(sink) => sink.save(&mut w),
+        }
+        Some(w.finish())
+    }
+
+    /// Resumes from what [`Runtime::save`] wrote.
+    fn load(&mut self, data: &Bytes, owner: &str) -> Result<(), EngineError> {
+        let mut r = Reader::new(data, owner);
+        match self {
+            Runtime::Impulse { fired } => *fired = r.bool()?,
+            Runtime::TestStream {
+                events, watermarks, ..
+            } => {
+                let remaining = r.len()?;
+                if remaining > events.len() {
+                    return Err(r.error("more TestStream events left than the pipeline has").into());
+                }
+                while events.len() > remaining {
+                    events.pop_front();
+                }
+                for wm in watermarks.iter_mut() {
+                    *wm = r.i64()?;
+                }
+            }
+            Runtime::Pass => {}
+            Runtime::Gbk(gbk) => gbk.load(&mut r)?,
+            Runtime::Sdk(sdk) => sdk.load(&mut r)?,
+            Runtime::LineSink(sink) => sink.load(&mut r)?,
+        }
+        Ok(r.finish()?)
+    }
+}
+
+/// Owner and name of the job-wide checkpoint entry (the processing clock).
+const JOB_OWNER: &str = "(job)";
+const STAGE_ENTRY: &str = "stage";
+const CLOCK_ENTRY: &str = "clock";
+
+/// Under whose name a stage's checkpoint entry goes.  Names must survive a
+/// pipeline change that fuses another transform into the stage, so a stage
+/// with timers or deferred work is owned by the transform they belong to
+/// (the stateful or splittable DoFn that heads it), a native stage by its
+/// transform; only other stages fall back to the stage's name.
+fn owner(stage: &Stage, components: &Components) -> String {
+    let head = match &stage.kind {
+        StageKind::Sdk(sdk) => sdk
+            .residual_target
+            .as_ref()
+            .or(sdk.timer_families.first().map(|f| &f.transform_id)),
+        StageKind::GroupByKey { transform_id, .. } | StageKind::LineSink { transform_id, .. } => {
+            Some(transform_id)
+        }
+        _ => None,
+    };
+    head.and_then(|id| components.transforms.get(id))
+        .map_or_else(|| stage.name.clone(), |t| t.unique_name.clone())
+}
+
+/// Every stage's checkpoint entry, and the clock's.
+fn runtime_entries(
+    plan: &ferrobeam_graph::Plan,
+    runtimes: &[Runtime],
+    clock: &ProcessingClock,
+) -> Vec<RuntimeEntry> {
+    let mut entries: Vec<RuntimeEntry> = plan
+        .stages
+        .iter()
+        .zip(runtimes)
+        .filter_map(|(stage, rt)| {
+            Some(RuntimeEntry {
+                owner: owner(stage, &plan.components),
+                name: STAGE_ENTRY,
+                data: rt.save()?,
+            })
+        })
+        .collect();
+    let mut w = Writer::new();
+    w.bool(clock.test_time.is_some())
+        .i64(clock.test_time.unwrap_or(0));
+    entries.push(RuntimeEntry {
+        owner: JOB_OWNER.into(),
+        name: CLOCK_ENTRY,
+        data: w.finish(),
+    });
+    entries
+}
+
+/// Puts every stage (and the clock) back where the checkpoint left it.
+fn restore_runtimes(
+    durable: &Durable,
+    plan: &ferrobeam_graph::Plan,
+    runtimes: &mut [Runtime],
+    clock: &mut ProcessingClock,
+) -> Result<(), EngineError> {
+    for (stage, rt) in plan.stages.iter().zip(runtimes.iter_mut()) {
+        let owner = owner(stage, &plan.components);
+        if let Some(data) = durable.claim(&owner, STAGE_ENTRY) {
+            rt.load(&data, &owner)?;
+        } else if let Runtime::LineSink(sink) = rt {
+            sink.recover(Vec::new())?;
+        }
+    }
+    if let Some(data) = durable.claim(JOB_OWNER, CLOCK_ENTRY) {
+        let mut r = Reader::new(&data, CLOCK_ENTRY);
+        let has = r.bool()?;
+        let t = r.i64()?;
+        clock.test_time = has.then_some(t);
+    }
+    durable.finish_restore()
+}
+
+/// Takes a checkpoint; a failure is reported and the job goes on (the
+/// previous checkpoint stays the one to restore from).
+fn checkpoint(
+    durable: &mut Durable,
+    plan: &ferrobeam_graph::Plan,
+    runtimes: &mut [Runtime],
+    clock: &ProcessingClock,
+    job: &JobSpec,
+) -> Result<(), EngineError> {
+    // Sinks close their files first: the checkpoint records them, and
+    // publishes them once it is complete.
+    let label = format!("{:06}", durable.next_checkpoint_id());
+    for rt in runtimes.iter_mut() {
+        if let Runtime::LineSink(sink) = rt {
+            sink.close(&label)?;
+        }
+    }
+    let result = durable.checkpoint(runtime_entries(plan, runtimes, clock));
+    if let Ok(Some(_)) = &result {
+        for rt in runtimes.iter_mut() {
+            if let Runtime::LineSink(sink) = rt {
+                sink.publish()?;
+            }
+        }
+    }
+    match result {
+        Ok(Some(m)) => {
+            tracing::info!(id = m.id, pause_ms = m.pause_ms, duration_ms = m.duration_ms, bytes = m.bytes, "checkpoint complete");
+            job.reporter.message(
+                Level::Debug,
+                format!("checkpoint {} complete: {} bytes, paused {} ms", m.id, m.bytes, m.pause_ms),
+            );
+        }
+        Ok(None) => {}
+        Err(e) => job.reporter.message(
+            Level::Warning,
+            format!("checkpoint failed (the previous one is kept): {e}"),
+        ),
+    }
+    Ok(())
+}
+
+/// Takes the savepoint a client asked for and answers it; true when the
+/// job is to stop now (the job service then cancels it).
+fn savepoint(
+    durable: &mut Durable,
+    plan: &ferrobeam_graph::Plan,
+    runtimes: &mut [Runtime],
+    clock: &ProcessingClock,
+    job: &JobSpec,
+    request: SavepointRequest,
+) -> Result<bool, EngineError> {
+    let label = format!("s{}", wall_millis());
+    for rt in runtimes.iter_mut() {
+        if let Runtime::LineSink(sink) = rt {
+            sink.close(&label)?;
+        }
+    }
+    let result = durable.savepoint(&request.directory, runtime_entries(plan, runtimes, clock));
+    let answer = match &result {
+        Ok(m) => {
+            for rt in runtimes.iter_mut() {
+                if let Runtime::LineSink(sink) = rt {
+                    sink.publish()?;
+                }
+            }
+            job.reporter.message(
+                Level::Info,
+                format!("savepoint written to {} ({} bytes)", request.directory.display(), m.bytes),
+            );
+            serde_json::to_string_pretty(m).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let stop = request.stop && answer.is_ok();
+    let _ = request.reply.send(answer);
+    Ok(stop)
+}
+
+/// Without checkpoints, sinks publish their files as they go (and all of
+/// them at the end).
+fn publish_sinks(runtimes: &mut [Runtime], all: bool) -> Result<(), EngineError> {
+    for rt in runtimes.iter_mut() {
+        if let Runtime::LineSink(sink) = rt {
+            if all || sink.roll_due() {
+                sink.close(&format!("t{}", wall_millis()))?;
+                sink.publish()?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What one stage did in one epoch.
@@ -210,7 +494,18 @@ pub(crate) async fn run(
 ) -> Result<(), EngineError> {
     let plan = &job.plan;
     let scopes = StageScope::for_plan(plan);
-    let user_state = Arc::new(UserState::default());
+    let opening = Instant::now();
+    let mut durable = Durable::open(
+        &job.durability,
+        &job.job_name,
+        &plan.components,
+        job.work_dir.join("state"),
+    )?;
+    let user_state = Arc::new(UserState::new(
+        durable.backend.clone(),
+        durable.namespaces.clone(),
+        transform_names(&plan.components),
+    )?);
     let mut runtimes = Vec::with_capacity(plan.stages.len());
     for stage in &plan.stages {
         runtimes.push(runtime(stage, plan)?);
@@ -223,8 +518,34 @@ pub(crate) async fn run(
     let mut clock = ProcessingClock {
         test_time: has_test_stream.then_some(0),
     };
+    if durable.restored.is_none() {
+        // A fresh start: no pending sink file of an earlier run is wanted.
+        for rt in runtimes.iter_mut() {
+            if let Runtime::LineSink(sink) = rt {
+                sink.recover(Vec::new())?;
+            }
+        }
+    }
+    if let Some(snapshot) = &durable.restored {
+        restore_runtimes(&durable, plan, &mut runtimes, &mut clock)?;
+        job.reporter.message(
+            Level::Info,
+            format!(
+                "restored from {} {} at {} ({} backend) in {} ms",
+                match snapshot.manifest.kind {
+                    SnapshotKind::Checkpoint => "checkpoint",
+                    SnapshotKind::Savepoint => "savepoint",
+                },
+                snapshot.manifest.id,
+                snapshot.dir.display(),
+                snapshot.manifest.backend.name(),
+                opening.elapsed().as_millis()
+            ),
+        );
+    }
     let mut drain = job.drain.clone();
     let mut draining = false;
+    let mut savepoints = job.savepoints.lock().take();
     let mut watermarks: HashMap<PortRef, i64> = HashMap::new();
     let mut quiet_epochs = 0;
     loop {
@@ -265,6 +586,19 @@ pub(crate) async fn run(
             }
         }
         metrics.publish();
+        // Between epochs nothing is in flight: the place for a checkpoint.
+        while let Some(request) = savepoints.as_mut().and_then(|rx| rx.try_recv().ok()) {
+            if savepoint(&mut durable, plan, &mut runtimes, &clock, job, request)? {
+                // Stopped with a savepoint: process nothing more; the job
+                // service cancels the job.
+                std::future::pending::<()>().await;
+            }
+        }
+        if durable.checkpoint_due() {
+            checkpoint(&mut durable, plan, &mut runtimes, &clock, job)?;
+        } else if !durable.checkpointing() {
+            publish_sinks(&mut runtimes, false)?;
+        }
         let sources_done = runtimes.iter().all(source_done);
         let all_final = plan
             .stages
@@ -272,6 +606,13 @@ pub(crate) async fn run(
             .flat_map(|s| s.kind.outputs())
             .all(|p| watermarks.get(p) == Some(&MAX_TIMESTAMP_MILLIS));
         if sources_done && all_final && !progressed {
+            // A last checkpoint at the end, so that a restart of a finished
+            // job finds nothing left to do (and sinks commit their tail).
+            if durable.checkpointing() {
+                checkpoint(&mut durable, plan, &mut runtimes, &clock, job)?;
+            } else {
+                publish_sinks(&mut runtimes, true)?;
+            }
             return Ok(());
         }
         if progressed {
@@ -281,10 +622,24 @@ pub(crate) async fn run(
         if !sources_done {
             // Nothing moves until time does: sleep until the next deadline
             // (or a drain request).
-            let wake = next_wake(&runtimes, &clock, job.source_idle_timeout);
+            let mut wake = next_wake(&runtimes, &clock, job.source_idle_timeout);
+            if durable.checkpointing() {
+                wake = wake.min(durable.next_checkpoint_at());
+            }
+            let savepoint_wanted = async {
+                match savepoints.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = sleep_until(wake) => {}
                 _ = drain.changed(), if !draining => {}
+                Some(request) = savepoint_wanted => {
+                    if savepoint(&mut durable, plan, &mut runtimes, &clock, job, request)? {
+                        std::future::pending::<()>().await;
+                    }
+                }
             }
             continue;
         }
@@ -388,6 +743,15 @@ fn runtime(stage: &Stage, plan: &ferrobeam_graph::Plan) -> Result<Runtime, Engin
             // (Custom merging window functions are refused at Prepare.)
             let format = WireFormat::new(&plan.components, &input.coder_id)?;
             Runtime::Gbk(Box::new(StreamingGroupByKey::new(windowing, format)?))
+        }
+        StageKind::LineSink {
+            transform_id,
+            input,
+            directory,
+        } => {
+            let name = &plan.components.transforms[transform_id].unique_name;
+            let format = WireFormat::new(&plan.components, &input.coder_id)?;
+            Runtime::LineSink(Box::new(LineSink::new(directory, name, format)?))
         }
         StageKind::Sdk(sdk) => Runtime::Sdk(Box::new(SdkRuntime {
             timers: TimerStore::new(&sdk.timer_families, &plan.components)?,
@@ -546,6 +910,15 @@ impl StageContext<'_> {
                 }
                 Ok(self.single_output(produced, gbk.output_watermark()))
             }
+            (Runtime::LineSink(sink), StageKind::LineSink { input, .. }) => {
+                for chunk in take(input) {
+                    sink.write(&chunk)?;
+                }
+                Ok(Step {
+                    produced: Vec::new(),
+                    watermarks: Vec::new(),
+                })
+            }
             (Runtime::Sdk(sdk_rt), StageKind::Sdk(sdk)) => {
                 self.step_sdk(sdk_rt, sdk, &take, input_wm, clock.now())
                     .await
@@ -687,11 +1060,16 @@ impl StageContext<'_> {
                     .window_max_timestamp_or(window, MAX_TIMESTAMP_MILLIS)
                     .is_ok_and(|end| end.saturating_add(lateness) < frontier)
             };
-            let states = self.user_state.collect_expired(|transform, window| {
-                std::str::from_utf8(transform)
-                    .is_ok_and(|t| sdk.descriptor.transforms.contains_key(t))
-                    && expired(window)
-            });
+            // The global window expires only at the end of time: no need to
+            // walk (possibly millions of) cells to find nothing.
+            let states = if is_global(components, &port.pcollection) {
+                0
+            } else {
+                self.user_state.collect_expired(
+                    sdk.descriptor.transforms.keys().map(String::as_str),
+                    expired,
+                )?
+            };
             let timers = rt.timers.drop_expired(expired);
             if states + timers > 0 {
                 tracing::debug!(stage = %self.stage.name, states, timers, "state and timers of expired windows dropped");
@@ -721,6 +1099,16 @@ impl StageContext<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether `pcollection` is in the global window.
+fn is_global(components: &Components, pcollection: &str) -> bool {
+    components
+        .pcollections
+        .get(pcollection)
+        .and_then(|pc| components.windowing_strategies.get(&pc.windowing_strategy_id))
+        .and_then(|ws| ws.window_fn.as_ref())
+        .is_some_and(|f| f.urn == "beam:window_fn:global_windows:v1")
 }
 
 /// The allowed lateness of `pcollection`'s windowing strategy (0 if unknown).

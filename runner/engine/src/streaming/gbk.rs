@@ -23,6 +23,9 @@ use ferrobeam_coders::{IntervalWindow, PaneInfo, Timing, MIN_TIMESTAMP_MILLIS};
 use ferrobeam_proto::pipeline::v1::output_time::Enum as OutputTime;
 use ferrobeam_proto::pipeline::v1::WindowingStrategy;
 
+use ferrobeam_state::codec::{Reader, Writer};
+use ferrobeam_state::StateError;
+
 use crate::gbk::{write_group, ChunkWriter};
 use crate::panes::PaneRules;
 use crate::triggers::{Clock, TriggerState};
@@ -115,6 +118,81 @@ impl StreamingGroupByKey {
             processing_time: MIN_TIMESTAMP_MILLIS,
             output_watermark: MIN_TIMESTAMP_MILLIS,
         })
+    }
+
+    /// Writes the buffered windows, their triggers and the watermarks (for
+    /// a checkpoint).
+    pub fn save(&self, w: &mut Writer) {
+        match &self.sessions {
+            None => w.bool(false),
+            Some(sessions) => {
+                w.bool(true).len(sessions.len());
+                for (key, windows) in sessions {
+                    w.bytes(key).len(windows.len());
+                    for win in windows {
+                        w.i64(win.start).i64(win.end);
+                    }
+                }
+                &mut *w
+            }
+        };
+        w.len(self.windows.len());
+        for ((end, window, key), state) in &self.windows {
+            w.i64(*end).bytes(window).bytes(key).len(state.values.len());
+            for v in &state.values {
+                w.bytes(v);
+            }
+            w.len(state.fresh)
+                .i64(state.fresh_min_ts)
+                .i64(state.fresh_max_ts)
+                .i64(state.panes)
+                .i64(state.after_end);
+            state.trigger.save(w);
+        }
+        w.i64(self.input_watermark)
+            .i64(self.processing_time)
+            .i64(self.output_watermark);
+    }
+
+    /// Reads back what [`StreamingGroupByKey::save`] wrote.
+    pub fn load(&mut self, r: &mut Reader) -> Result<(), StateError> {
+        if r.bool()? {
+            let mut sessions = HashMap::new();
+            for _ in 0..r.len()? {
+                let key = r.bytes()?;
+                let windows = (0..r.len()?)
+                    .map(|_| {
+                        Ok(IntervalWindow {
+                            start: r.i64()?,
+                            end: r.i64()?,
+                        })
+                    })
+                    .collect::<Result<_, StateError>>()?;
+                sessions.insert(key, windows);
+            }
+            if self.sessions.is_none() {
+                return Err(r.error("session windows saved for a GroupByKey that does not merge"));
+            }
+            self.sessions = Some(sessions);
+        }
+        for _ in 0..r.len()? {
+            let slot = (r.i64()?, r.bytes()?, r.bytes()?);
+            let values = (0..r.len()?).map(|_| r.bytes()).collect::<Result<_, _>>()?;
+            let state = WindowState {
+                values,
+                fresh: r.len()?,
+                fresh_min_ts: r.i64()?,
+                fresh_max_ts: r.i64()?,
+                panes: r.i64()?,
+                after_end: r.i64()?,
+                trigger: TriggerState::load(r)?,
+            };
+            self.windows.insert(slot, state);
+        }
+        self.input_watermark = r.i64()?;
+        self.processing_time = r.i64()?;
+        self.output_watermark = r.i64()?;
+        Ok(())
     }
 
     /// Buffers a chunk of input elements arriving now; panes that

@@ -16,6 +16,9 @@ use bytes::Bytes;
 use ferrobeam_coders::MAX_TIMESTAMP_MILLIS;
 use ferrobeam_graph::SideInput;
 
+use ferrobeam_state::codec::{Reader, Writer};
+use ferrobeam_state::StateError;
+
 use crate::state::{SideInputData, SideInputs};
 use crate::wire::WireFormat;
 use crate::EngineError;
@@ -37,6 +40,35 @@ impl SideInputBuffer {
             generation: 0,
             stale: count > 0,
         }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.chunks.iter().all(Vec::is_empty)
+    }
+
+    /// Writes everything received so far (for a checkpoint).
+    pub(super) fn save(&self, w: &mut Writer) {
+        w.len(self.chunks.len());
+        for chunks in &self.chunks {
+            w.len(chunks.len());
+            for c in chunks {
+                w.bytes(c);
+            }
+        }
+    }
+
+    /// Reads back what [`SideInputBuffer::save`] wrote; the side data is
+    /// rebuilt on next use.
+    pub(super) fn load(&mut self, r: &mut Reader) -> Result<(), StateError> {
+        let n = r.len()?;
+        if n != self.chunks.len() {
+            return Err(r.error(format!("{n} side inputs saved, the stage has {}", self.chunks.len())));
+        }
+        for i in 0..n {
+            self.chunks[i] = (0..r.len()?).map(|_| r.bytes()).collect::<Result<_, _>>()?;
+        }
+        self.stale = true;
+        Ok(())
     }
 
     /// Side input `index` received `chunks`.

@@ -1,0 +1,125 @@
+//! How the engine lays out its keys in a backend.  It lives here, beside
+//! the backends, so that tools that only read checkpoints (`ferrobeam
+//! checkpoint inspect`) decode keys exactly as the engine writes them.
+//!
+//! Every key starts with a kind byte and the 4-byte namespace of the
+//! transform that owns it.  Namespaces are small numbers handed out per
+//! transform *unique name* and recorded in each manifest, so a changed
+//! pipeline whose transform ids moved still finds its state by name.
+
+/// User state cells: `U ns kind state_id window key`.
+pub const USER_STATE: u8 = b'U';
+/// Snapshot entries of the engine's own structures (timers, GroupByKey
+/// buffers, deferred work, sinks, sources): `R ns name`.
+pub const RUNTIME: u8 = b'R';
+
+/// Cell kinds after the namespace (the SDK's two user-state key types).
+pub const BAG: u8 = b'b';
+pub const ORDERED_LIST: u8 = b'o';
+
+pub type Namespace = u32;
+
+/// `U ns kind len(state_id) state_id len(window) window key`.
+pub fn user_state_key(
+    ns: Namespace,
+    kind: u8,
+    state_id: &[u8],
+    window: &[u8],
+    key: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(14 + state_id.len() + window.len() + key.len());
+    out.push(USER_STATE);
+    out.extend_from_slice(&ns.to_be_bytes());
+    out.push(kind);
+    for part in [state_id, window] {
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(key);
+    out
+}
+
+/// The prefix of every user-state cell of one transform.
+pub fn user_state_prefix(ns: Namespace) -> Vec<u8> {
+    let mut out = vec![USER_STATE];
+    out.extend_from_slice(&ns.to_be_bytes());
+    out
+}
+
+/// The parts of a user-state key.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UserStateKey<'a> {
+    pub ns: Namespace,
+    pub kind: u8,
+    pub state_id: &'a [u8],
+    pub window: &'a [u8],
+    pub key: &'a [u8],
+}
+
+pub fn parse_user_state_key(k: &[u8]) -> Option<UserStateKey<'_>> {
+    if k.first() != Some(&USER_STATE) || k.len() < 6 {
+        return None;
+    }
+    let ns = Namespace::from_be_bytes(k[1..5].try_into().ok()?);
+    let kind = k[5];
+    let mut at = 6;
+    let mut part = || {
+        let len = u32::from_be_bytes(k.get(at..at + 4)?.try_into().ok()?) as usize;
+        let p = k.get(at + 4..at + 4 + len)?;
+        at += 4 + len;
+        Some(p)
+    };
+    let state_id = part()?;
+    let window = part()?;
+    Some(UserStateKey {
+        ns,
+        kind,
+        state_id,
+        window,
+        key: &k[at..],
+    })
+}
+
+/// `R ns name`.
+pub fn runtime_key(ns: Namespace, name: &str) -> Vec<u8> {
+    let mut out = vec![RUNTIME];
+    out.extend_from_slice(&ns.to_be_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out
+}
+
+pub fn parse_runtime_key(k: &[u8]) -> Option<(Namespace, &str)> {
+    if k.first() != Some(&RUNTIME) || k.len() < 5 {
+        return None;
+    }
+    let ns = Namespace::from_be_bytes(k[1..5].try_into().ok()?);
+    Some((ns, std::str::from_utf8(&k[5..]).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_state_keys_round_trip() {
+        let k = user_state_key(7, BAG, b"count", b"\x00\x01", b"key");
+        let p = parse_user_state_key(&k).unwrap();
+        assert_eq!(
+            p,
+            UserStateKey {
+                ns: 7,
+                kind: BAG,
+                state_id: b"count",
+                window: b"\x00\x01",
+                key: b"key"
+            }
+        );
+        assert!(k.starts_with(&user_state_prefix(7)));
+        assert!(parse_user_state_key(&k[..8]).is_none());
+    }
+
+    #[test]
+    fn runtime_keys_round_trip() {
+        assert_eq!(parse_runtime_key(&runtime_key(3, "timers")), Some((3, "timers")));
+    }
+}
