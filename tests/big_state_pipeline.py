@@ -27,11 +27,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder
-from apache_beam.io.restriction_trackers import OffsetRange
-from apache_beam.io.restriction_trackers import OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.userstate import TimerSpec
@@ -40,6 +37,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 import ferrobeam.io
+from recovery_pipeline import EventRange
 
 CGROUP_ROOT = "/sys/fs/cgroup/memory"
 END = Timestamp(seconds=10_000_000)
@@ -51,17 +49,6 @@ def value_of(key: str, size: int) -> bytes:
     return (seed * (size // len(seed) + 1))[:size]
 
 
-class _Range(RestrictionProvider):
-    def initial_restriction(self, element: int) -> OffsetRange:
-        return OffsetRange(0, element)
-
-    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return OffsetRestrictionTracker(restriction)
-
-    def restriction_size(self, element: Any, restriction: OffsetRange) -> int:
-        return restriction.size()
-
-
 class Keys(beam.DoFn):
     """For an element ``n``: keys ``k0 .. k{n-1}``, 5,000 per call."""
 
@@ -69,7 +56,7 @@ class Keys(beam.DoFn):
     def process(
         self,
         n: int,
-        tracker: Any = beam.DoFn.RestrictionParam(_Range()),
+        tracker: Any = beam.DoFn.RestrictionParam(EventRange()),
         estimator: Any = beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
     ) -> Iterator[TimestampedValue]:
         position = tracker.current_restriction().start
@@ -167,10 +154,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not cgroup_available():
             print("big_state_pipeline: no writable cgroup v1 memory controller at %s" % CGROUP_ROOT)
             return 3
-        inner = [a for a in (argv if argv is not None else sys.argv[1:])
-                 if not a.startswith("--memory_limit")]
-        if "--memory_limit" in inner:
-            inner.pop(inner.index("--memory_limit") + 1)  # pragma: no cover
+        inner: list[str] = []
+        given = iter(argv if argv is not None else sys.argv[1:])
+        for arg in given:
+            if arg == "--memory_limit":
+                next(given, None)  # and its value
+            elif not arg.startswith("--memory_limit="):
+                inner.append(arg)
         limit = parse_bytes(args.memory_limit)
         started = time.monotonic()
         status, peak, tail = run_limited(inner, limit, timeout=24 * 3600)

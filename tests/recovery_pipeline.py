@@ -65,7 +65,7 @@ def final_time(events: int) -> Timestamp:
     return event_time(events) + Duration(seconds=3600)
 
 
-class _Events(RestrictionProvider):
+class EventRange(RestrictionProvider):
     """For an element ``n`` (the number of events), the offsets ``[0, n)``,
     never split up front."""
 
@@ -93,7 +93,7 @@ class RateLimitedEvents(beam.DoFn):
     def process(
         self,
         element: int,
-        tracker: Any = beam.DoFn.RestrictionParam(_Events()),
+        tracker: Any = beam.DoFn.RestrictionParam(EventRange()),
         estimator: Any = beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
     ) -> Iterator[TimestampedValue]:
         restriction = tracker.current_restriction()

@@ -22,7 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".")
         .compile_fds(fds)?;
     // ferrobeam's own service (savepoints), from .proto text we wrote.
-    let ours = format!("{}/../../proto/ferrobeam", std::env::var("CARGO_MANIFEST_DIR")?);
+    let ours = format!(
+        "{}/../../proto/ferrobeam",
+        std::env::var("CARGO_MANIFEST_DIR")?
+    );
     println!("cargo:rerun-if-changed={ours}/job_control.proto");
     tonic_prost_build::configure()
         .build_client(true)

@@ -44,7 +44,11 @@ fn report(dir: &Path) -> Result<Report, String> {
         .iter()
         .map(|(name, t)| (t.namespace, name.as_str()))
         .collect();
-    let name_of = |ns| names.get(&ns).map_or_else(|| format!("namespace {ns}"), |n| n.to_string());
+    let name_of = |ns| {
+        names
+            .get(&ns)
+            .map_or_else(|| format!("namespace {ns}"), |n| n.to_string())
+    };
     let mut user_state: BTreeMap<String, BTreeMap<String, Usage>> = BTreeMap::new();
     let mut runtime: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     backend
@@ -115,7 +119,10 @@ pub fn inspect(dir: &Path, json: bool) -> i32 {
     }
     for (transform, states) in &r.user_state {
         for (state, u) in states {
-            println!("  {transform} / {state}: {} cells, {} bytes", u.cells, u.bytes);
+            println!(
+                "  {transform} / {state}: {} cells, {} bytes",
+                u.cells, u.bytes
+            );
         }
     }
     println!("\nengine state (owner / entry: bytes)");

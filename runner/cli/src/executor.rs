@@ -217,23 +217,27 @@ fn durability(
     config.restore_from = absolute("restore_from")?;
     if let Some(seconds) = number_option(options, "checkpoint_interval")? {
         if !(seconds > 0.0 && seconds.is_finite()) {
-            return Err(format!("--checkpoint_interval must be a positive number of seconds, got {seconds}"));
+            return Err(format!(
+                "--checkpoint_interval must be a positive number of seconds, got {seconds}"
+            ));
         }
         config.checkpoint_interval = std::time::Duration::from_secs_f64(seconds);
     }
     if let Some(n) = number_option(options, "checkpoints_retained")? {
         if !(n >= 1.0 && n.fract() == 0.0) {
-            return Err(format!("--checkpoints_retained must be a whole number >= 1, got {n}"));
+            return Err(format!(
+                "--checkpoints_retained must be a whole number >= 1, got {n}"
+            ));
         }
         config.checkpoints_retained = n as usize;
     }
-    config.backend = match string_option(options, "state_backend") {
-        Some(name) => BackendKind::parse(&name).ok_or_else(|| {
-            format!("--state_backend must be 'memory' or 'rocksdb', got {name:?}")
-        })?,
-        None if config.checkpoint_dir.is_some() => BackendKind::Rocksdb,
-        None => BackendKind::Memory,
-    };
+    config.backend = string_option(options, "state_backend")
+        .map(|name| {
+            BackendKind::parse(&name).ok_or_else(|| {
+                format!("--state_backend must be 'memory' or 'rocksdb', got {name:?}")
+            })
+        })
+        .transpose()?;
     config.allow_non_restored_state = bool_option(options, "allow_non_restored_state");
     Ok(config)
 }

@@ -37,10 +37,20 @@ pub async fn savepoint(
         directory: directory.display().to_string(),
         stop,
     };
-    let verb = if stop { "stop with a savepoint" } else { "take a savepoint of" };
-    with_server(endpoint, timeout, verb, Some(job_id), |channel| async move {
-        let response = JobControlClient::new(channel).savepoint(request).await?;
-        Ok(response.into_inner().directory)
-    })
+    let verb = if stop {
+        "stop with a savepoint"
+    } else {
+        "take a savepoint of"
+    };
+    with_server(
+        endpoint,
+        timeout,
+        verb,
+        Some(job_id),
+        |channel| async move {
+            let response = JobControlClient::new(channel).savepoint(request).await?;
+            Ok(response.into_inner().directory)
+        },
+    )
     .await
 }

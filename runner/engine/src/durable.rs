@@ -33,7 +33,9 @@ use crate::EngineError;
 /// How a job keeps and checkpoints its state.
 #[derive(Clone, Debug)]
 pub struct DurabilityConfig {
-    pub backend: BackendKind,
+    /// `None`: the backend of the snapshot restored from, else RocksDB when
+    /// checkpointing, else memory.
+    pub backend: Option<BackendKind>,
     pub checkpoint_dir: Option<PathBuf>,
     pub checkpoint_interval: Duration,
     pub checkpoints_retained: usize,
@@ -45,7 +47,7 @@ pub struct DurabilityConfig {
 impl Default for DurabilityConfig {
     fn default() -> Self {
         Self {
-            backend: BackendKind::Memory,
+            backend: None,
             checkpoint_dir: None,
             checkpoint_interval: Duration::from_secs(10),
             checkpoints_retained: 3,
@@ -83,7 +85,12 @@ impl Namespaces {
     }
 
     pub fn all(&self) -> BTreeMap<String, Namespace> {
-        self.inner.lock().0.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        self.inner
+            .lock()
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 }
 
@@ -138,12 +145,23 @@ impl Durable {
         let state_specs = state_specs(components);
         let (backend, namespaces) = match &restored {
             None => (
-                ferrobeam_state::open(config.backend, &state_dir, None)?,
+                ferrobeam_state::open(
+                    config
+                        .backend
+                        .unwrap_or(if config.checkpoint_dir.is_some() {
+                            BackendKind::Rocksdb
+                        } else {
+                            BackendKind::Memory
+                        }),
+                    &state_dir,
+                    None,
+                )?,
                 Namespaces::default(),
             ),
             Some(snapshot) => {
                 check_compatible(snapshot, &state_specs, config.allow_non_restored_state)?;
-                let backend = restore_backend(config.backend, snapshot, &state_dir)?;
+                let kind = config.backend.unwrap_or(snapshot.manifest.backend);
+                let backend = restore_backend(kind, snapshot, &state_dir)?;
                 let namespaces = Namespaces::restored(
                     snapshot
                         .manifest
@@ -252,7 +270,13 @@ impl Durable {
             Some(store) => store.begin()?,
             None => return Ok(None),
         };
-        let result = self.write_snapshot(SnapshotKind::Checkpoint, pending.id, &pending.dir, entries, started);
+        let result = self.write_snapshot(
+            SnapshotKind::Checkpoint,
+            pending.id,
+            &pending.dir,
+            entries,
+            started,
+        );
         self.next_checkpoint = Instant::now() + self.config.checkpoint_interval;
         let store = self.store.as_ref().expect("checked above");
         match result.and_then(|m| Ok(store.commit(&pending, &m).map(|()| m)?)) {
@@ -275,18 +299,26 @@ impl Durable {
         let existed = dir.exists();
         if existed
             && std::fs::read_dir(dir)
-                .map_err(|e| StateError::Io { action: "listing", path: dir.to_path_buf(), source: e })?
+                .map_err(|e| StateError::Io {
+                    action: "listing",
+                    path: dir.to_path_buf(),
+                    source: e,
+                })?
                 .next()
                 .is_some()
         {
             return Err(StateError::Incompatible {
                 path: dir.to_path_buf(),
-                reason: "a savepoint goes into a new or empty directory, and this one is not empty".into(),
+                reason: "a savepoint goes into a new or empty directory, and this one is not empty"
+                    .into(),
             }
             .into());
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StateError::Io { action: "creating", path: dir.to_path_buf(), source: e })?;
+        std::fs::create_dir_all(dir).map_err(|e| StateError::Io {
+            action: "creating",
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
         let result = self
             .write_snapshot(SnapshotKind::Savepoint, 0, dir, entries, started)
             .and_then(|m| {
@@ -297,7 +329,8 @@ impl Durable {
             let _ = if existed {
                 std::fs::read_dir(dir).map(|l| {
                     for e in l.flatten() {
-                        let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+                        let _ = std::fs::remove_dir_all(e.path())
+                            .or_else(|_| std::fs::remove_file(e.path()));
                     }
                 })
             } else {
@@ -389,7 +422,11 @@ fn restore_backend(
     state_dir: &std::path::Path,
 ) -> Result<Arc<dyn StateBackend>, EngineError> {
     if snapshot.manifest.backend == kind {
-        return Ok(ferrobeam_state::open(kind, state_dir, Some(&snapshot.state_dir()))?);
+        return Ok(ferrobeam_state::open(
+            kind,
+            state_dir,
+            Some(&snapshot.state_dir()),
+        )?);
     }
     let from = ferrobeam_state::open_snapshot(snapshot.manifest.backend, &snapshot.state_dir())?;
     let to = ferrobeam_state::open(kind, state_dir, None)?;
@@ -471,7 +508,10 @@ fn describe_coder(components: &Components, id: &str) -> String {
     let mut out = urn.to_owned();
     if urn == "beam:coders:python:pickled:v1" || urn == "beam:coder:custom_window:v1" {
         let payload = spec.map_or(&[][..], |s| s.payload.as_ref());
-        out.push_str(&format!("#{:016x}", ferrobeam_state::codec::fnv1a(payload, ferrobeam_state::codec::FNV_OFFSET)));
+        out.push_str(&format!(
+            "#{:016x}",
+            ferrobeam_state::codec::fnv1a(payload, ferrobeam_state::codec::FNV_OFFSET)
+        ));
     }
     if !c.component_coder_ids.is_empty() {
         let parts: Vec<String> = c

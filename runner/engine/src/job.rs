@@ -56,9 +56,8 @@ pub struct JobSpec {
     /// State backend, checkpoints and restore (streaming jobs).
     pub durability: crate::durable::DurabilityConfig,
     /// Savepoint requests (streaming jobs; taken by the driver at start).
-    pub savepoints: parking_lot::Mutex<
-        Option<tokio::sync::mpsc::Receiver<crate::durable::SavepointRequest>>,
-    >,
+    pub savepoints:
+        parking_lot::Mutex<Option<tokio::sync::mpsc::Receiver<crate::durable::SavepointRequest>>>,
     pub plan: Plan,
     /// Options as the SDK harness reads them from `PIPELINE_OPTIONS`.
     pub options_json: String,
@@ -278,8 +277,8 @@ async fn run_stages(
                 directory,
             } => {
                 // Batch: one file, published when the stage is done.
-                let name = &plan.components.transforms[transform_id].unique_name;
-                let mut sink = LineSink::new(directory, name, format(input)?)?;
+                let mut sink =
+                    LineSink::for_stage(&plan.components, transform_id, input, directory)?;
                 sink.recover(Vec::new())?;
                 for chunk in take(&data, input) {
                     sink.write(&chunk)?;

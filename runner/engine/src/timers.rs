@@ -278,7 +278,9 @@ impl TimerStore {
         for _ in 0..r.len()? {
             let family = r.len()?;
             if family >= self.formats.len() {
-                return Err(r.error(format!("timer family {family} does not exist in this stage")));
+                return Err(r.error(format!(
+                    "timer family {family} does not exist in this stage"
+                )));
             }
             let id = TimerId {
                 family,

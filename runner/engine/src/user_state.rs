@@ -202,7 +202,14 @@ impl UserState {
         }
     }
 
-    fn cell_key(&self, kind: u8, transform_id: &str, state_id: &str, key: &[u8], window: &[u8]) -> Vec<u8> {
+    fn cell_key(
+        &self,
+        kind: u8,
+        transform_id: &str,
+        state_id: &str,
+        key: &[u8],
+        window: &[u8],
+    ) -> Vec<u8> {
         keys::user_state_key(
             self.namespace(transform_id),
             kind,
@@ -285,7 +292,13 @@ impl CellRef {
 
     fn ordered_list(state: &UserState, k: &OrderedListUserState) -> Self {
         CellRef {
-            key: state.cell_key(ORDERED_LIST, &k.transform_id, &k.user_state_id, &k.key, &k.window),
+            key: state.cell_key(
+                ORDERED_LIST,
+                &k.transform_id,
+                &k.user_state_id,
+                &k.key,
+                &k.window,
+            ),
             kind: ORDERED_LIST,
             transform_id: k.transform_id.clone(),
         }
@@ -601,7 +614,11 @@ mod tests {
         let state = UserState::new(
             Arc::new(ferrobeam_state::memory::MemoryBackend::default()),
             Arc::default(),
-            [("t".to_owned(), "T".to_owned()), ("u".to_owned(), "U".to_owned())].into(),
+            [
+                ("t".to_owned(), "T".to_owned()),
+                ("u".to_owned(), "U".to_owned()),
+            ]
+            .into(),
         )
         .unwrap();
         let writes = BundleWrites::default();

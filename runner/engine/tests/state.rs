@@ -330,7 +330,7 @@ fn bag_state_append_get_clear() {
         concat(&get_all(&next, &k)).is_empty(),
         "uncommitted writes leaked"
     );
-    state.commit();
+    state.commit().unwrap();
     assert_eq!(strings(&concat(&get_all(&next, &k))), vec![s("d")]);
     drop(state);
     assert_eq!(

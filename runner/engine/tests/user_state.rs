@@ -162,7 +162,7 @@ fn ordered_list_sorts_reads_ranges_and_clears_ranges() {
 
     // Writes become the job's state only on commit.
     assert!(read_range(&bundle(&job), all).is_empty());
-    b.commit();
+    b.commit().unwrap();
     let next = bundle(&job);
     assert_eq!(
         read_range(&next, all),
@@ -171,7 +171,7 @@ fn ordered_list_sorts_reads_ranges_and_clears_ranges() {
     // The SDK clears everything with the widest range it has.
     clear(&next, &list_key(Some((i64::MIN, i64::MAX))));
     assert!(read_range(&next, all).is_empty());
-    next.commit();
+    next.commit().unwrap();
     assert_eq!(job.cells(), 0, "an emptied cell is dropped");
 }
 
@@ -258,7 +258,7 @@ fn uncommitted_writes_are_dropped_with_their_bundle() {
     let k = bag_key(b"k", b"");
     let first = bundle(&job);
     append(&first, &k, Bytes::from_static(b"one"));
-    first.commit();
+    first.commit().unwrap();
 
     let failed = bundle(&job);
     clear(&failed, &k);
@@ -269,7 +269,7 @@ fn uncommitted_writes_are_dropped_with_their_bundle() {
     let retry = bundle(&job);
     assert_eq!(bag_contents(&retry, &k), b"one");
     append(&retry, &k, Bytes::from_static(b"two"));
-    retry.commit();
+    retry.commit().unwrap();
     assert_eq!(bag_contents(&bundle(&job), &k), b"onetwo");
 }
 
@@ -280,7 +280,7 @@ fn cells_are_per_key_and_window() {
     append(&b, &bag_key(b"a", b"w1"), Bytes::from_static(b"a1"));
     append(&b, &bag_key(b"a", b"w2"), Bytes::from_static(b"a2"));
     append(&b, &bag_key(b"b", b"w1"), Bytes::from_static(b"b1"));
-    b.commit();
+    b.commit().unwrap();
     let r = bundle(&job);
     assert_eq!(bag_contents(&r, &bag_key(b"a", b"w1")), b"a1");
     assert_eq!(bag_contents(&r, &bag_key(b"a", b"w2")), b"a2");

@@ -20,7 +20,9 @@ pub enum LeafKind {
     Identity,
     /// `ferrobeam.io.WriteLines`: written natively by the engine.
     LineSink,
-    Sdk { environment_id: String },
+    Sdk {
+        environment_id: String,
+    },
 }
 
 #[derive(Clone, Debug)]

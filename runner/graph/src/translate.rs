@@ -268,7 +268,10 @@ fn line_sink_directory(t: &pb::PTransform) -> Result<std::path::PathBuf, GraphEr
         .ok()
         .and_then(|v| v.get("directory")?.as_str().map(std::path::PathBuf::from))
         .ok_or_else(|| {
-            GraphError::unsupported(t, "its payload must be JSON with a \"directory\" string".to_owned())
+            GraphError::unsupported(
+                t,
+                "its payload must be JSON with a \"directory\" string".to_owned(),
+            )
         })?;
     if !dir.is_absolute() {
         return Err(GraphError::unsupported(

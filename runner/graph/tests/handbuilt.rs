@@ -973,3 +973,65 @@ fn environment_errors_name_a_transform_using_it() {
     let m = malformed(b.err());
     assert!(m.contains("'A'") && m.contains(ENV), "{m}");
 }
+
+/// Impulse → A → WriteLines(dir): the sink is one native stage, its
+/// expansion (here a ParDo) ignored.
+fn with_line_sink(coder: &str, payload: &str) -> B {
+    let mut b = B::new();
+    b.impulse("Impulse", "p0");
+    b.pc("lines", coder);
+    b.pardo("A", "p0", "lines");
+    b.add(
+        "Write",
+        "ferrobeam:transform:write_lines:v1",
+        payload.as_bytes().to_vec(),
+        "",
+        &[("in", "lines")],
+        &[],
+    );
+    b.pardo("Write/Fallback", "lines", "ignored");
+    b.c.transforms.get_mut("Write").unwrap().subtransforms = vec!["Write/Fallback".into()];
+    b.roots.retain(|r| r != "Write/Fallback");
+    b
+}
+
+#[test]
+fn write_lines_is_a_native_sink_of_bytes_or_text() {
+    let plan = with_line_sink("bytes", r#"{"directory": "/tmp/out"}"#).plan();
+    let sinks: Vec<_> = plan
+        .stages
+        .iter()
+        .filter_map(|s| match &s.kind {
+            StageKind::LineSink {
+                directory, input, ..
+            } => Some((directory.clone(), input.pcollection.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sinks,
+        [(std::path::PathBuf::from("/tmp/out"), "lines".to_owned())]
+    );
+    assert!(
+        !describe(&plan).contains("Write/Fallback"),
+        "the fallback expansion must not run: {}",
+        describe(&plan)
+    );
+}
+
+#[test]
+fn write_lines_refuses_what_it_cannot_write() {
+    let err = with_line_sink("kv", r#"{"directory": "/tmp/out"}"#)
+        .err()
+        .to_string();
+    assert!(
+        err.contains("ferrobeam:transform:write_lines:v1") && err.contains("beam.Map(str)"),
+        "{err}"
+    );
+    let err = with_line_sink("bytes", r#"{"directory": "relative"}"#)
+        .err()
+        .to_string();
+    assert!(err.contains("absolute path"), "{err}");
+    let err = with_line_sink("bytes", "not json").err().to_string();
+    assert!(err.contains("\"directory\""), "{err}");
+}

@@ -32,7 +32,10 @@ impl JobControl for JobControlApi {
     ) -> Result<Response<SavepointResponse>, Status> {
         let request = request.into_inner();
         let job = self.shared.registry.get(&request.job_id).ok_or_else(|| {
-            Status::not_found(format!("no job with id {:?}", clip_to(&request.job_id, 200)))
+            Status::not_found(format!(
+                "no job with id {:?}",
+                clip_to(&request.job_id, 200)
+            ))
         })?;
         let directory = PathBuf::from(&request.directory);
         if !directory.is_absolute() {
@@ -64,7 +67,12 @@ impl JobControl for JobControlApi {
             stop: request.stop,
             reply,
         };
-        let gone = || Status::failed_precondition(format!("job {} ended before the savepoint was taken", job.id));
+        let gone = || {
+            Status::failed_precondition(format!(
+                "job {} ended before the savepoint was taken",
+                job.id
+            ))
+        };
         sender.send(order).await.map_err(|_| gone())?;
         let manifest_json = answer
             .await

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ferrobeam_proto::ferrobeam_control::job_control_server::JobControlServer;
 use ferrobeam_proto::job_api::artifact_retrieval_service_server::ArtifactRetrievalServiceServer;
 use ferrobeam_proto::job_api::artifact_staging_service_server::ArtifactStagingServiceServer;
-use ferrobeam_proto::ferrobeam_control::job_control_server::JobControlServer;
 use ferrobeam_proto::job_api::job_service_server::JobServiceServer;
 use parking_lot::RwLock;
 use tokio::net::TcpListener;

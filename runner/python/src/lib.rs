@@ -106,7 +106,9 @@ fn savepoint(
     timeout: f64,
 ) -> PyResult<String> {
     if !(timeout > 0.0 && timeout.is_finite()) {
-        return Err(PyRuntimeError::new_err("timeout must be a positive number of seconds"));
+        return Err(PyRuntimeError::new_err(
+            "timeout must be a positive number of seconds",
+        ));
     }
     py.detach(|| {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -114,7 +114,10 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         });
     }
     if !dir.join(STATE_DIR).is_dir() {
-        return Err(StateError::corrupt(dir, format!("its {STATE_DIR}/ directory is missing")));
+        return Err(StateError::corrupt(
+            dir,
+            format!("its {STATE_DIR}/ directory is missing"),
+        ));
     }
     Ok(manifest)
 }
@@ -151,7 +154,7 @@ fn numbered(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
         };
         out.push((id, entry.path()));
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
     Ok(out)
 }
 

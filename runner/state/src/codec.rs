@@ -5,7 +5,7 @@
 //! Why not serde + JSON: entries hold raw element bytes, often megabytes;
 //! JSON would base64 them and double the checkpoint's size and time.
 
-use bytes::{Bytes, BytesMut, BufMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{Result, StateError};
 
@@ -74,7 +74,11 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub fn new(data: &'a Bytes, entry: &'a str) -> Self {
-        Self { data, pos: 0, entry }
+        Self {
+            data,
+            pos: 0,
+            entry,
+        }
     }
 
     pub fn error(&self, reason: impl Into<String>) -> StateError {
@@ -116,6 +120,8 @@ impl<'a> Reader<'a> {
         Err(self.error("varint longer than 64 bits"))
     }
 
+    /// Reads a length or count prefix (not the reader's own length).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&mut self) -> Result<usize> {
         let n = self.varint()?;
         // Every counted thing takes at least a byte, so a count beyond the
@@ -129,7 +135,9 @@ impl<'a> Reader<'a> {
 
     pub fn i64(&mut self) -> Result<i64> {
         let r = self.take(8)?;
-        Ok(i64::from_be_bytes(self.data[r].try_into().expect("8 bytes")))
+        Ok(i64::from_be_bytes(
+            self.data[r].try_into().expect("8 bytes"),
+        ))
     }
 
     pub fn bytes(&mut self) -> Result<Bytes> {
@@ -153,7 +161,10 @@ impl<'a> Reader<'a> {
         if self.is_done() {
             Ok(())
         } else {
-            Err(self.error(format!("{} unread bytes at the end", self.data.len() - self.pos)))
+            Err(self.error(format!(
+                "{} unread bytes at the end",
+                self.data.len() - self.pos
+            )))
         }
     }
 }
@@ -177,7 +188,12 @@ mod tests {
     #[test]
     fn values_round_trip() {
         let mut w = Writer::new();
-        w.u8(7).bool(true).varint(300).i64(-5).bytes(b"abc").str("é");
+        w.u8(7)
+            .bool(true)
+            .varint(300)
+            .i64(-5)
+            .bytes(b"abc")
+            .str("é");
         let data = w.finish();
         let mut r = Reader::new(&data, "t");
         assert_eq!(r.u8().unwrap(), 7);

@@ -120,6 +120,9 @@ mod tests {
 
     #[test]
     fn runtime_keys_round_trip() {
-        assert_eq!(parse_runtime_key(&runtime_key(3, "timers")), Some((3, "timers")));
+        assert_eq!(
+            parse_runtime_key(&runtime_key(3, "timers")),
+            Some((3, "timers"))
+        );
     }
 }

@@ -70,7 +70,10 @@ impl MemoryBackend {
         while !r.is_done() {
             let key = r.bytes()?;
             let value = r.bytes()?;
-            backend.shard(&key).lock().insert(key.to_vec().into(), value);
+            backend
+                .shard(&key)
+                .lock()
+                .insert(key.to_vec().into(), value);
             n += 1;
         }
         if n != count {

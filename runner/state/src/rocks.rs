@@ -10,17 +10,18 @@ use std::path::Path;
 
 use bytes::Bytes;
 use rocksdb::{
-    BlockBasedOptions, Cache, DBCompressionType, Direction, IteratorMode, Options, WriteOptions,
-    DB,
+    BlockBasedOptions, Cache, DBCompressionType, Direction, IteratorMode, Options, WriteOptions, DB,
 };
 
 use crate::backend::{BackendKind, StateBackend, WriteBatch};
 use crate::error::{Result, StateError};
 
 /// Memory RocksDB may use for cached blocks; the rest of the state stays on
-/// disk (plus up to two 64 MiB memtables).
+/// disk (plus up to four 16 MiB memtables).
 const BLOCK_CACHE_BYTES: usize = 128 << 20;
-const WRITE_BUFFER_BYTES: usize = 64 << 20;
+/// A checkpoint flushes the memtable first, so its size bounds the pause:
+/// 16 MiB flushes in tens of milliseconds.
+const WRITE_BUFFER_BYTES: usize = 16 << 20;
 
 pub struct RocksBackend {
     db: DB,
@@ -33,7 +34,7 @@ fn options() -> Options {
     opts.increase_parallelism(2);
     opts.set_compression_type(DBCompressionType::Lz4);
     opts.set_write_buffer_size(WRITE_BUFFER_BYTES);
-    opts.set_max_write_buffer_number(2);
+    opts.set_max_write_buffer_number(4);
     opts.set_max_open_files(512);
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&Cache::new_lru_cache(BLOCK_CACHE_BYTES));
@@ -62,7 +63,10 @@ impl RocksBackend {
         std::fs::create_dir_all(work_dir).map_err(StateError::io("creating", work_dir))?;
         if let Some(from) = from {
             if !from.join("CURRENT").is_file() {
-                return Err(StateError::corrupt(from, "not a RocksDB snapshot (no CURRENT file)"));
+                return Err(StateError::corrupt(
+                    from,
+                    "not a RocksDB snapshot (no CURRENT file)",
+                ));
             }
             let listing = std::fs::read_dir(from).map_err(StateError::io("listing", from))?;
             for entry in listing {
@@ -85,7 +89,10 @@ impl RocksBackend {
     /// Opens a snapshot without changing it; writes fail.
     pub fn read_only(dir: &Path) -> Result<Self> {
         if !dir.join("CURRENT").is_file() {
-            return Err(StateError::corrupt(dir, "not a RocksDB snapshot (no CURRENT file)"));
+            return Err(StateError::corrupt(
+                dir,
+                "not a RocksDB snapshot (no CURRENT file)",
+            ));
         }
         let mut opts = options();
         opts.create_if_missing(false);
@@ -103,10 +110,7 @@ impl StateBackend for RocksBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        Ok(self
-            .db
-            .get_pinned(key)?
-            .map(|v| Bytes::copy_from_slice(&v)))
+        Ok(self.db.get_pinned(key)?.map(|v| Bytes::copy_from_slice(&v)))
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {

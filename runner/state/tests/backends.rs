@@ -37,7 +37,11 @@ fn put_get_scan_delete() {
         let tmp = tempfile::tempdir().unwrap();
         let b = open(kind, &tmp.path().join("db"), None).unwrap();
         fill(b.as_ref());
-        assert_eq!(b.get(b"a\0\0\0\x02").unwrap().as_deref(), Some(&b"v2"[..]), "{kind:?}");
+        assert_eq!(
+            b.get(b"a\0\0\0\x02").unwrap().as_deref(),
+            Some(&b"v2"[..]),
+            "{kind:?}"
+        );
         assert_eq!(b.get(b"nope").unwrap(), None);
         assert_eq!(count(b.as_ref(), b"a"), 50, "{kind:?}");
         assert_eq!(count(b.as_ref(), b""), 100);
@@ -85,10 +89,14 @@ fn a_damaged_memory_snapshot_is_refused() {
     let mut raw = std::fs::read(&file).unwrap();
     raw[40] ^= 0xff;
     std::fs::write(&file, &raw).unwrap();
-    let err = open(BackendKind::Memory, tmp.path(), Some(&snap)).err().unwrap();
+    let err = open(BackendKind::Memory, tmp.path(), Some(&snap))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("checksum"), "{err}");
     std::fs::write(&file, &raw[..raw.len() / 2]).unwrap();
-    let err = open(BackendKind::Memory, tmp.path(), Some(&snap)).err().unwrap();
+    let err = open(BackendKind::Memory, tmp.path(), Some(&snap))
+        .err()
+        .unwrap();
     assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
 }
 

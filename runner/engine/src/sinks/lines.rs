@@ -59,7 +59,11 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Engin
 
 impl LineSink {
     /// A sink for the transform named `unique_name`, writing into `directory`.
-    pub fn new(directory: &Path, unique_name: &str, format: WireFormat) -> Result<Self, EngineError> {
+    pub fn new(
+        directory: &Path,
+        unique_name: &str,
+        format: WireFormat,
+    ) -> Result<Self, EngineError> {
         std::fs::create_dir_all(directory).map_err(io("creating", directory))?;
         Ok(Self {
             directory: directory.to_path_buf(),
@@ -79,6 +83,25 @@ impl LineSink {
         })
     }
 
+    /// The sink of a `LineSink` stage: its transform's unique name tells
+    /// its files apart, its input port how to read elements.
+    pub fn for_stage(
+        components: &ferrobeam_proto::pipeline::v1::Components,
+        transform_id: &str,
+        input: &ferrobeam_graph::PortRef,
+        directory: &Path,
+    ) -> Result<Self, EngineError> {
+        let name = components
+            .transforms
+            .get(transform_id)
+            .map_or(transform_id, |t| t.unique_name.as_str());
+        Self::new(
+            directory,
+            name,
+            WireFormat::new(components, &input.coder_id)?,
+        )
+    }
+
     /// Appends each element's value as one line.
     pub fn write(&mut self, chunk: &Bytes) -> Result<(), EngineError> {
         if chunk.is_empty() {
@@ -89,7 +112,11 @@ impl LineSink {
             self.seq += 1;
             let path = self.directory.join(&name);
             let file = std::fs::File::create(&path).map_err(io("creating", &path))?;
-            self.current = Some((name, self.seq - 1, BufWriter::with_capacity(256 << 10, file)));
+            self.current = Some((
+                name,
+                self.seq - 1,
+                BufWriter::with_capacity(256 << 10, file),
+            ));
             self.opened_at = Instant::now();
         }
         let (name, _, out) = self.current.as_mut().expect("opened above");
@@ -126,7 +153,9 @@ impl LineSink {
             return Ok(());
         };
         let path = self.directory.join(&pending);
-        let file = out.into_inner().map_err(|e| io("writing", &path)(e.into_error()))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| io("writing", &path)(e.into_error()))?;
         file.sync_all().map_err(io("syncing", &path))?;
         self.closed
             .push((pending, format!("part-{label}-{}-{seq}.txt", self.tag)));
@@ -176,7 +205,11 @@ impl LineSink {
         let prefix = format!("{PENDING}{}-", self.tag);
         let listing = std::fs::read_dir(&self.directory).map_err(io("listing", &self.directory))?;
         for entry in listing.flatten() {
-            if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix))
+            {
                 let path = entry.path();
                 std::fs::remove_file(&path).map_err(io("removing", &path))?;
             }

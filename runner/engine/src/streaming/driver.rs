@@ -43,11 +43,11 @@ use ferrobeam_state::codec::{Reader, Writer};
 use ferrobeam_state::StateError;
 
 use crate::durable::{transform_names, Durable, RuntimeEntry, SavepointRequest};
-use crate::sinks::lines::LineSink;
 use crate::job::{JobSpec, Level};
 use crate::metrics::{JobMetrics, StageScope};
 use crate::pool::WorkerPool;
 use crate::sdk_stage::{Residual, SdkStageRun, STREAMING_CHECKPOINT_AFTER};
+use crate::sinks::lines::LineSink;
 use crate::state::UserState;
 use crate::test_stream::EventEncoder;
 use crate::timers::TimerStore;
@@ -290,7 +290,9 @@ impl Runtime {
             } => {
                 let remaining = r.len()?;
                 if remaining > events.len() {
-                    return Err(r.error("more TestStream events left than the pipeline has").into());
+                    return Err(r
+                        .error("more TestStream events left than the pipeline has")
+                        .into());
                 }
                 while events.len() > remaining {
                     events.pop_front();
@@ -413,10 +415,19 @@ fn checkpoint(
     }
     match result {
         Ok(Some(m)) => {
-            tracing::info!(id = m.id, pause_ms = m.pause_ms, duration_ms = m.duration_ms, bytes = m.bytes, "checkpoint complete");
+            tracing::info!(
+                id = m.id,
+                pause_ms = m.pause_ms,
+                duration_ms = m.duration_ms,
+                bytes = m.bytes,
+                "checkpoint complete"
+            );
             job.reporter.message(
                 Level::Debug,
-                format!("checkpoint {} complete: {} bytes, paused {} ms", m.id, m.bytes, m.pause_ms),
+                format!(
+                    "checkpoint {} complete: {} bytes, paused {} ms",
+                    m.id, m.bytes, m.pause_ms
+                ),
             );
         }
         Ok(None) => {}
@@ -454,7 +465,11 @@ fn savepoint(
             }
             job.reporter.message(
                 Level::Info,
-                format!("savepoint written to {} ({} bytes)", request.directory.display(), m.bytes),
+                format!(
+                    "savepoint written to {} ({} bytes)",
+                    request.directory.display(),
+                    m.bytes
+                ),
             );
             serde_json::to_string_pretty(m).map_err(|e| e.to_string())
         }
@@ -748,11 +763,12 @@ fn runtime(stage: &Stage, plan: &ferrobeam_graph::Plan) -> Result<Runtime, Engin
             transform_id,
             input,
             directory,
-        } => {
-            let name = &plan.components.transforms[transform_id].unique_name;
-            let format = WireFormat::new(&plan.components, &input.coder_id)?;
-            Runtime::LineSink(Box::new(LineSink::new(directory, name, format)?))
-        }
+        } => Runtime::LineSink(Box::new(LineSink::for_stage(
+            &plan.components,
+            transform_id,
+            input,
+            directory,
+        )?)),
         StageKind::Sdk(sdk) => Runtime::Sdk(Box::new(SdkRuntime {
             timers: TimerStore::new(&sdk.timer_families, &plan.components)?,
             input_format: sdk
@@ -1101,27 +1117,27 @@ impl StageContext<'_> {
     }
 }
 
+/// The windowing strategy of `pcollection`, if the pipeline has it.
+fn windowing_of<'a>(
+    components: &'a Components,
+    pcollection: &str,
+) -> Option<&'a ferrobeam_proto::pipeline::v1::WindowingStrategy> {
+    let pc = components.pcollections.get(pcollection)?;
+    components
+        .windowing_strategies
+        .get(&pc.windowing_strategy_id)
+}
+
 /// Whether `pcollection` is in the global window.
 fn is_global(components: &Components, pcollection: &str) -> bool {
-    components
-        .pcollections
-        .get(pcollection)
-        .and_then(|pc| components.windowing_strategies.get(&pc.windowing_strategy_id))
+    windowing_of(components, pcollection)
         .and_then(|ws| ws.window_fn.as_ref())
         .is_some_and(|f| f.urn == "beam:window_fn:global_windows:v1")
 }
 
 /// The allowed lateness of `pcollection`'s windowing strategy (0 if unknown).
 fn allowed_lateness(components: &Components, pcollection: &str) -> i64 {
-    components
-        .pcollections
-        .get(pcollection)
-        .and_then(|pc| {
-            components
-                .windowing_strategies
-                .get(&pc.windowing_strategy_id)
-        })
-        .map_or(0, |ws| ws.allowed_lateness.max(0))
+    windowing_of(components, pcollection).map_or(0, |ws| ws.allowed_lateness.max(0))
 }
 
 /// Files a residual as deferred work, holding the watermark at the DoFn's

@@ -62,7 +62,10 @@ impl SideInputBuffer {
     pub(super) fn load(&mut self, r: &mut Reader) -> Result<(), StateError> {
         let n = r.len()?;
         if n != self.chunks.len() {
-            return Err(r.error(format!("{n} side inputs saved, the stage has {}", self.chunks.len())));
+            return Err(r.error(format!(
+                "{n} side inputs saved, the stage has {}",
+                self.chunks.len()
+            )));
         }
         for i in 0..n {
             self.chunks[i] = (0..r.len()?).map(|_| r.bytes()).collect::<Result<_, _>>()?;

@@ -111,6 +111,7 @@ pub fn kind_name(kind: &StageKind) -> &'static str {
         StageKind::GroupByKey { .. } => "gbk",
         StageKind::Flatten { .. } => "flatten",
         StageKind::Identity { .. } => "identity",
+        StageKind::LineSink { .. } => "line_sink",
         StageKind::Sdk(_) => "sdk",
     }
 }
