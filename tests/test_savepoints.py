@@ -198,3 +198,36 @@ def test_savepoint_cli_and_inspect(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, "-m", "ferrobeam.cli", "checkpoint", "inspect", str(tmp_path / "nope")],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "no checkpoint at" in missing.stderr, missing.stderr
+
+
+def test_job_server_checkpoint_flags_apply_to_jobs_that_do_not_set_their_own(tmp_path: Path) -> None:
+    from conftest import free_port, wait_for_job_service
+    from test_cli import ferrobeam_command
+
+    port, root, output = free_port(), tmp_path / "checkpoints", tmp_path / "out"
+    log = open(tmp_path / "server.log", "w+", encoding="utf-8")  # pylint: disable=consider-using-with
+    server = subprocess.Popen(ferrobeam_command() + ["job-server", "--port", str(port), "--checkpoint_dir", str(root),
+                                                     "--checkpoint_interval", "0.3"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    endpoint = "localhost:%d" % port
+    try:
+        wait_for_job_service(endpoint, timeout=60, proc=server)
+
+        def run() -> str:
+            p = beam.Pipeline(options=options("--job_endpoint=" + endpoint, "--job_name=nightly"))
+            build(p, str(output), RATE * 4, version=1)
+            return p.run().wait_until_finish()
+
+        assert run() == PipelineState.DONE
+        assert sorted((root / "nightly").glob("chk-*/MANIFEST.json")), list(root.rglob("*"))[:20]
+        lines = ferrobeam.io.read_lines(str(output))
+        problems = recovery_pipeline.check_output(lines, EVENTS, KEYS)
+        assert not problems, "\n".join(problems)
+        # The same job name again restores the finished job: nothing is
+        # written twice.
+        assert run() == PipelineState.DONE
+        assert sorted(ferrobeam.io.read_lines(str(output))) == sorted(lines)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

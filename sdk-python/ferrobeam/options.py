@@ -236,10 +236,10 @@ class CheckpointOptions(PipelineOptions):
             default=None,
             choices=["memory", "rocksdb"],
             help=(
-                "Where the job keeps user state, timers and buffered "
-                "windows: 'memory', or 'rocksdb' (on local disk, for state "
-                "larger than memory). Default: rocksdb when --checkpoint_dir "
-                "is set, memory otherwise."
+                "Where the job keeps its user state: 'memory', or 'rocksdb' "
+                "(on local disk, for state larger than memory). Default: the "
+                "backend of the checkpoint restored from, else rocksdb when "
+                "--checkpoint_dir is set, memory otherwise."
             ),
         )
         parser.add_argument(

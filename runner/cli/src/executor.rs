@@ -25,6 +25,18 @@ pub struct EngineExecutor {
     pub engine: EngineConfig,
     pub strict_environments: bool,
     pub fn_endpoint: String,
+    pub checkpoint_defaults: CheckpointDefaults,
+}
+
+/// The job server's own checkpoint flags: defaults for jobs whose options
+/// do not say.
+#[derive(Clone, Debug, Default)]
+pub struct CheckpointDefaults {
+    /// Each streaming job checkpoints into `<root>/<job name>` (and so a
+    /// job submitted again under the same `--job_name` restores).
+    pub root: Option<PathBuf>,
+    pub interval: Option<std::time::Duration>,
+    pub backend: Option<ferrobeam_state::BackendKind>,
 }
 
 impl EngineExecutor {
@@ -41,7 +53,7 @@ impl EngineExecutor {
 impl Executor for EngineExecutor {
     fn validate(&self, pipeline: &Pipeline, options: &prost_types::Struct) -> Result<(), String> {
         translate(pipeline, &self.translate_options(options)).map_err(|e| e.to_string())?;
-        let durability = durability(options)?;
+        let durability = durability(options, &self.checkpoint_defaults, "job")?;
         // A restore that cannot work is refused before the job is accepted.
         if let Some(path) = &durability.restore_from {
             ferrobeam_state::checkpoint::resolve(path).map_err(|e| e.to_string())?;
@@ -57,6 +69,7 @@ impl Executor for EngineExecutor {
     }
 
     fn execute(&self, mut job: JobContext) -> BoxFuture<'static, Result<(), String>> {
+        let defaults = self.checkpoint_defaults.clone();
         let plan = translate(&job.pipeline, &self.translate_options(&job.options));
         // The engine takes savepoint requests in its own type.
         let (savepoint_tx, savepoint_rx) = tokio::sync::mpsc::channel(4);
@@ -87,7 +100,7 @@ impl Executor for EngineExecutor {
             let spec = JobSpec {
                 job_id: job.job_id.clone(),
                 job_name: job.job_name.clone(),
-                durability: durability(&job.options)?,
+                durability: durability(&job.options, &defaults, &job.job_name)?,
                 savepoints: parking_lot::Mutex::new(Some(savepoint_rx)),
                 plan,
                 options_json: options_json(&job.options),
@@ -201,6 +214,8 @@ fn number_option(options: &prost_types::Struct, name: &str) -> Result<Option<f64
 /// `--state_backend`, `--allow_non_restored_state`).
 fn durability(
     options: &prost_types::Struct,
+    defaults: &CheckpointDefaults,
+    job_name: &str,
 ) -> Result<ferrobeam_engine::durable::DurabilityConfig, String> {
     use ferrobeam_state::BackendKind;
     let mut config = ferrobeam_engine::durable::DurabilityConfig::default();
@@ -214,6 +229,29 @@ fn durability(
         }
     };
     config.checkpoint_dir = absolute("checkpoint_dir")?;
+    if config.checkpoint_dir.is_none() && runs_streaming(options) {
+        config.checkpoint_dir = defaults.root.as_ref().map(|root| {
+            let name: String = job_name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            root.join(if name.trim_matches('.').is_empty() {
+                "job".into()
+            } else {
+                name
+            })
+        });
+    }
+    if let Some(interval) = defaults.interval {
+        config.checkpoint_interval = interval;
+    }
+    config.backend = defaults.backend;
     config.restore_from = absolute("restore_from")?;
     if let Some(seconds) = number_option(options, "checkpoint_interval")? {
         if !(seconds > 0.0 && seconds.is_finite()) {
@@ -231,13 +269,11 @@ fn durability(
         }
         config.checkpoints_retained = n as usize;
     }
-    config.backend = string_option(options, "state_backend")
-        .map(|name| {
-            BackendKind::parse(&name).ok_or_else(|| {
-                format!("--state_backend must be 'memory' or 'rocksdb', got {name:?}")
-            })
-        })
-        .transpose()?;
+    if let Some(name) = string_option(options, "state_backend") {
+        config.backend = Some(BackendKind::parse(&name).ok_or_else(|| {
+            format!("--state_backend must be 'memory' or 'rocksdb', got {name:?}")
+        })?);
+    }
     config.allow_non_restored_state = bool_option(options, "allow_non_restored_state");
     Ok(config)
 }

@@ -55,6 +55,24 @@ enum Command {
         /// Directory for staged artifacts and worker scratch space.
         #[arg(long)]
         work_dir: Option<PathBuf>,
+        /// Checkpoint streaming jobs into DIR/<job name> unless they set
+        /// --checkpoint_dir themselves; a job submitted again under the same
+        /// --job_name restores from its latest checkpoint.
+        #[arg(
+            long = "checkpoint_dir",
+            visible_alias = "checkpoint-dir",
+            value_name = "DIR"
+        )]
+        checkpoint_dir: Option<PathBuf>,
+        /// Seconds between checkpoints for jobs that do not say (default 10).
+        #[arg(long = "checkpoint_interval", visible_alias = "checkpoint-interval",
+              value_parser = positive_seconds)]
+        checkpoint_interval: Option<f64>,
+        /// State backend for jobs that do not say: memory or rocksdb
+        /// (default: rocksdb when checkpointing, else memory).
+        #[arg(long = "state_backend", visible_alias = "state-backend",
+              value_parser = ["memory", "rocksdb"])]
+        state_backend: Option<String>,
     },
     /// Drain a streaming job: finish what it has read, then end DRAINED.
     ///
@@ -210,7 +228,17 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             python,
             strict_environments,
             work_dir,
+            checkpoint_dir,
+            checkpoint_interval,
+            state_backend,
         } => {
+            let checkpoint_dir = match checkpoint_dir.map(std::path::absolute).transpose() {
+                Ok(dir) => dir,
+                Err(e) => {
+                    eprintln!("ferrobeam: bad --checkpoint_dir: {e}");
+                    return 2;
+                }
+            };
             init_logging("info,sdk_worker=warn");
             let config = ServerConfig {
                 host,
@@ -221,6 +249,13 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
                 bundles_per_worker,
                 strict_environments,
                 work_dir,
+                checkpoints: executor::CheckpointDefaults {
+                    root: checkpoint_dir,
+                    interval: checkpoint_interval.map(Duration::from_secs_f64),
+                    backend: state_backend
+                        .as_deref()
+                        .and_then(ferrobeam_state::BackendKind::parse),
+                },
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub strict_environments: bool,
     /// Where staged artifacts and worker directories go (a temp dir if None).
     pub work_dir: Option<PathBuf>,
+    /// Checkpoint settings for jobs that do not set their own.
+    pub checkpoints: crate::executor::CheckpointDefaults,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +46,7 @@ impl Default for ServerConfig {
             bundles_per_worker: 1,
             strict_environments: false,
             work_dir: None,
+            checkpoints: Default::default(),
         }
     }
 }
@@ -135,6 +138,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             },
             strict_environments: config.strict_environments,
             fn_endpoint: fn_addr.to_string(),
+            checkpoint_defaults: config.checkpoints.clone(),
         }),
         jobs_config,
     )?);
@@ -171,6 +175,7 @@ struct LazyExecutor {
     engine: EngineConfig,
     strict_environments: bool,
     fn_endpoint: String,
+    checkpoint_defaults: crate::executor::CheckpointDefaults,
 }
 
 impl LazyExecutor {
@@ -185,6 +190,7 @@ impl LazyExecutor {
             engine: self.engine.clone(),
             strict_environments: self.strict_environments,
             fn_endpoint: self.fn_endpoint.clone(),
+            checkpoint_defaults: self.checkpoint_defaults.clone(),
         })
     }
 }

@@ -360,7 +360,8 @@ impl Durable {
         }
         self.backend.write(batch)?;
         self.backend.snapshot_to(&dir.join(checkpoint::STATE_DIR))?;
-        checkpoint::sync_tree(dir)?;
+        checkpoint::sync_dir(&dir.join(checkpoint::STATE_DIR))?;
+        checkpoint::sync_dir(dir)?;
         let mut manifest = self.manifest(kind, id, runtime);
         manifest.pause_ms = started.elapsed().as_millis() as u64;
         manifest.bytes = checkpoint::dir_bytes(dir);

@@ -39,4 +39,7 @@ pub enum EngineError {
     /// The state backend or a checkpoint failed (disk full, corrupt files, ...).
     #[error("{0}")]
     State(#[from] ferrobeam_state::StateError),
+    /// The job cannot end cleanly because its output is not committed.
+    #[error("{0}")]
+    Uncommitted(String),
 }

@@ -97,7 +97,8 @@ pub trait StateBackend: Send + Sync {
     /// Writes a consistent snapshot into `dir`, which must not exist yet.
     /// Writes that return after this call started may or may not be in it,
     /// so callers quiesce writers first (the engine snapshots between
-    /// epochs, when no bundle runs).
+    /// epochs, when no bundle runs).  When it returns, the snapshot's files
+    /// are on disk (synced).
     fn snapshot_to(&self, dir: &Path) -> Result<()>;
 
     /// Rough bytes held (for metrics and manifests).

@@ -151,7 +151,8 @@ impl StateBackend for MemoryBackend {
                     .collect::<Vec<_>>()
             })
             .collect();
-        write_snapshot(&path, &entries).map_err(StateError::io("writing", &path))
+        write_snapshot(&path, &entries).map_err(StateError::io("writing", &path))?;
+        crate::checkpoint::sync_dir(dir)
     }
 
     fn approximate_bytes(&self) -> u64 {

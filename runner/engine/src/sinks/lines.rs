@@ -3,7 +3,7 @@
 //!
 //! Lines go to a hidden pending file (`.pending-<tag>-…`).  At a checkpoint
 //! the file is closed and synced, and the checkpoint records it with the
-//! name it will be published under (`part-<checkpoint>-<tag>-<n>.txt`).
+//! name it will be published under (`part-<checkpoint>-<tag>-<run>-<n>.txt`).
 //! Once the checkpoint's manifest is written the file is renamed.  So:
 //!
 //! * a crash before the manifest: restore goes back to the previous
@@ -157,8 +157,13 @@ impl LineSink {
             .into_inner()
             .map_err(|e| io("writing", &path)(e.into_error()))?;
         file.sync_all().map_err(io("syncing", &path))?;
-        self.closed
-            .push((pending, format!("part-{label}-{}-{seq}.txt", self.tag)));
+        // The run id keeps names unique when checkpoint numbers start over
+        // (a restore into another checkpoint directory): a rename must never
+        // replace a file published before.
+        self.closed.push((
+            pending,
+            format!("part-{label}-{}-{}-{seq}.txt", self.tag, self.run),
+        ));
         Ok(())
     }
 

@@ -389,14 +389,15 @@ fn restore_runtimes(
 }
 
 /// Takes a checkpoint; a failure is reported and the job goes on (the
-/// previous checkpoint stays the one to restore from).
+/// previous checkpoint stays the one to restore from).  Returns whether it
+/// completed.
 fn checkpoint(
     durable: &mut Durable,
     plan: &ferrobeam_graph::Plan,
     runtimes: &mut [Runtime],
     clock: &ProcessingClock,
     job: &JobSpec,
-) -> Result<(), EngineError> {
+) -> Result<bool, EngineError> {
     // Sinks close their files first: the checkpoint records them, and
     // publishes them once it is complete.
     let label = format!("{:06}", durable.next_checkpoint_id());
@@ -431,12 +432,15 @@ fn checkpoint(
             );
         }
         Ok(None) => {}
-        Err(e) => job.reporter.message(
-            Level::Warning,
-            format!("checkpoint failed (the previous one is kept): {e}"),
-        ),
+        Err(e) => {
+            job.reporter.message(
+                Level::Warning,
+                format!("checkpoint failed (the previous one is kept): {e}"),
+            );
+            return Ok(false);
+        }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Takes the savepoint a client asked for and answers it; true when the
@@ -624,7 +628,17 @@ pub(crate) async fn run(
             // A last checkpoint at the end, so that a restart of a finished
             // job finds nothing left to do (and sinks commit their tail).
             if durable.checkpointing() {
-                checkpoint(&mut durable, plan, &mut runtimes, &clock, job)?;
+                // Without it the sinks' last files stay unpublished, and a
+                // restart would replay from an earlier checkpoint: the job
+                // has not finished.
+                if !checkpoint(&mut durable, plan, &mut runtimes, &clock, job)? {
+                    return Err(EngineError::Uncommitted(
+                        "the final checkpoint failed (see the warning before), so the output since \
+                         the last checkpoint is not published; run the job again to resume from its \
+                         last checkpoint"
+                            .into(),
+                    ));
+                }
             } else {
                 publish_sinks(&mut runtimes, true)?;
             }
