@@ -25,6 +25,7 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.utils.timestamp import Timestamp
 
 import ferrobeam
+from crash_harness import is_alive
 from ferrobeam import FerrobeamRunner
 
 
@@ -61,16 +62,6 @@ def wait_for_workers(marker_dir: Path, timeout: float = 60.0) -> set[int]:
             return pids
         time.sleep(0.05)
     raise AssertionError("the sleeping DoFn did not start within %.0fs" % timeout)
-
-
-def is_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie awaiting its reaper is not)."""
-    try:
-        with open("/proc/%d/stat" % pid, encoding="ascii") as f:
-            # "pid (comm) state ...": the state follows the last ')'.
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 def options(*extra: str) -> PipelineOptions:

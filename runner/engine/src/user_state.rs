@@ -275,22 +275,22 @@ impl UserState {
 }
 
 /// Which cell a request addresses: its backend key, kind and owner.
-struct CellRef {
+struct CellRef<'a> {
     key: Vec<u8>,
     kind: u8,
-    transform_id: String,
+    transform_id: &'a str,
 }
 
-impl CellRef {
-    fn bag(state: &UserState, k: &BagUserState) -> Self {
+impl<'a> CellRef<'a> {
+    fn bag(state: &UserState, k: &'a BagUserState) -> Self {
         CellRef {
             key: state.cell_key(BAG, &k.transform_id, &k.user_state_id, &k.key, &k.window),
             kind: BAG,
-            transform_id: k.transform_id.clone(),
+            transform_id: &k.transform_id,
         }
     }
 
-    fn ordered_list(state: &UserState, k: &OrderedListUserState) -> Self {
+    fn ordered_list(state: &UserState, k: &'a OrderedListUserState) -> Self {
         CellRef {
             key: state.cell_key(
                 ORDERED_LIST,
@@ -300,7 +300,7 @@ impl CellRef {
                 &k.window,
             ),
             kind: ORDERED_LIST,
-            transform_id: k.transform_id.clone(),
+            transform_id: &k.transform_id,
         }
     }
 }
@@ -340,7 +340,7 @@ impl BundleWrites {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let copy = state.committed(cell.kind, e.key())?.unwrap_or_else(empty);
-                e.insert((cell.transform_id, copy))
+                e.insert((cell.transform_id.to_owned(), copy))
             }
         };
         f(&mut entry.1)

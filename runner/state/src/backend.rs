@@ -100,9 +100,6 @@ pub trait StateBackend: Send + Sync {
     /// epochs, when no bundle runs).  When it returns, the snapshot's files
     /// are on disk (synced).
     fn snapshot_to(&self, dir: &Path) -> Result<()>;
-
-    /// Rough bytes held (for metrics and manifests).
-    fn approximate_bytes(&self) -> u64;
 }
 
 /// Opens a fresh backend of `kind` working in `work_dir` (RocksDB only; the

@@ -154,18 +154,6 @@ impl StateBackend for MemoryBackend {
         write_snapshot(&path, &entries).map_err(StateError::io("writing", &path))?;
         crate::checkpoint::sync_dir(dir)
     }
-
-    fn approximate_bytes(&self) -> u64 {
-        self.shards
-            .iter()
-            .map(|s| {
-                s.lock()
-                    .iter()
-                    .map(|(k, v)| (k.len() + v.len()) as u64)
-                    .sum::<u64>()
-            })
-            .sum()
-    }
 }
 
 /// Header, entries (length-prefixed key and value), end marker, entry

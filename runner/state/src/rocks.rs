@@ -147,20 +147,4 @@ impl StateBackend for RocksBackend {
         rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
         Ok(())
     }
-
-    fn approximate_bytes(&self) -> u64 {
-        let live = self
-            .db
-            .property_int_value("rocksdb.estimate-live-data-size")
-            .ok()
-            .flatten()
-            .unwrap_or(0);
-        let memtables = self
-            .db
-            .property_int_value("rocksdb.cur-size-all-mem-tables")
-            .ok()
-            .flatten()
-            .unwrap_or(0);
-        live + memtables
-    }
 }
