@@ -2,8 +2,9 @@
 //!
 //! Reads the manifest, then opens the snapshot read-only and counts, per
 //! transform and state id, the cells (one per key and window) and their
-//! bytes; and lists the engine's own entries (timers, buffers, sources,
-//! sinks) with their sizes.  Nothing in the directory is changed.
+//! bytes; counts the pending timers kept in the backend (RocksDB); and lists
+//! the engine's own entries (buffers, sources, sinks, in-memory timers)
+//! with their sizes.  Nothing in the directory is changed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -30,6 +31,8 @@ struct Report {
     duration_ms: u64,
     /// transform → state id → usage.
     user_state: BTreeMap<String, BTreeMap<String, Usage>>,
+    /// transform → pending timers kept in the backend (cells = timers).
+    timers: BTreeMap<String, Usage>,
     /// owner → entry → bytes.
     runtime: BTreeMap<String, BTreeMap<String, u64>>,
 }
@@ -51,6 +54,7 @@ fn report(dir: &Path) -> Result<Report, String> {
     };
     let mut user_state: BTreeMap<String, BTreeMap<String, Usage>> = BTreeMap::new();
     let mut runtime: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut timers: BTreeMap<String, Usage> = BTreeMap::new();
     backend
         .scan_prefix(&[], &mut |k, v| {
             if let Some(p) = keys::parse_user_state_key(k) {
@@ -60,6 +64,10 @@ fn report(dir: &Path) -> Result<Report, String> {
                     .entry(String::from_utf8_lossy(p.state_id).into_owned())
                     .or_default();
                 usage.cells += 1;
+                usage.bytes += (k.len() + v.len()) as u64;
+            } else if let Some((ns, rest)) = keys::parse_timers_key(k) {
+                let usage = timers.entry(name_of(ns)).or_default();
+                usage.cells += u64::from(rest.first() == Some(&keys::TIMER_IDENTITY));
                 usage.bytes += (k.len() + v.len()) as u64;
             } else if let Some((ns, entry)) = keys::parse_runtime_key(k) {
                 runtime
@@ -81,6 +89,7 @@ fn report(dir: &Path) -> Result<Report, String> {
         pause_ms: m.pause_ms,
         duration_ms: m.duration_ms,
         user_state,
+        timers,
         runtime,
     })
 }
@@ -123,6 +132,12 @@ pub fn inspect(dir: &Path, json: bool) -> i32 {
                 "  {transform} / {state}: {} cells, {} bytes",
                 u.cells, u.bytes
             );
+        }
+    }
+    if !r.timers.is_empty() {
+        println!("\ntimers (transform: pending timers, bytes)");
+        for (transform, u) in &r.timers {
+            println!("  {transform}: {} timers, {} bytes", u.cells, u.bytes);
         }
     }
     println!("\nengine state (owner / entry: bytes)");

@@ -270,11 +270,32 @@ impl SdkStageRun<'_> {
         processing_time: i64,
         outputs: &mut HashMap<PortRef, Vec<Bytes>>,
     ) -> Result<(), EngineError> {
+        self.fire_timers_up_to(timers, watermark, processing_time, usize::MAX, outputs)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Self::fire_timers`], stopping once `limit` timers have fired (a
+    /// streaming epoch passes its output on rather than hold millions of
+    /// firings' output); returns whether reached timers are left.
+    pub async fn fire_timers_up_to(
+        &self,
+        timers: &mut TimerStore,
+        watermark: i64,
+        processing_time: i64,
+        limit: usize,
+        outputs: &mut HashMap<PortRef, Vec<Bytes>>,
+    ) -> Result<bool, EngineError> {
+        let mut fired = 0;
         loop {
-            let due = timers.next_due_until(watermark, processing_time);
-            if due.is_empty() {
-                return Ok(());
+            if fired >= limit {
+                return Ok(true);
             }
+            let due = timers.next_due_until(watermark, processing_time)?;
+            if due.is_empty() {
+                return Ok(false);
+            }
+            fired += due.len();
             let bundles = self.partition_timers(due);
             let collected = self.round(bundles).await?;
             self.absorb(collected, outputs, timers)?;

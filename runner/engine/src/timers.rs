@@ -6,18 +6,39 @@
 //! and decides when it fires.  In batch both time domains jump to +infinity
 //! once the stage's input is exhausted, so every pending timer fires then,
 //! in timestamp order per key.
+//!
+//! Timers live in an ordered table: a `BTreeMap` in memory, or, when the
+//! job's state is in RocksDB, the backend itself under the owning
+//! transform's namespace.  Then a stage may hold more timers than fit in
+//! memory (one per key for millions of keys), and a checkpoint snapshots them
+//! with the rest of the state instead of serializing them all each time.
+//! Each timer has three entries (`tail` = family, key, dynamic tag and
+//! windows):
+//!
+//! - `I tail` → fire time, hold, the timer as encoded: its identity, so a
+//!   later setting finds and replaces the earlier one;
+//! - `Q rank fire tail`: the order timers come due in (rank 0 is event time,
+//!   1 processing time);
+//! - `H hold tail`: the order of the output watermark holds.
+//!
+//! Lower bounds on the first `Q` and `H` keys let scans seek past what
+//! firing deleted: in RocksDB a queue's head is otherwise a growing run of
+//! tombstones that every scan walks through.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ferrobeam_coders::varint::{read_i32_be, read_len};
-use ferrobeam_coders::{read_timestamp, Coder, CoderError};
+use ferrobeam_coders::{read_timestamp, Coder, CoderError, MIN_TIMESTAMP_MILLIS};
 use ferrobeam_graph::{TimeDomain, TimerFamily};
 use ferrobeam_proto::pipeline::v1::Components;
 
 use ferrobeam_state::codec::{Reader, Writer};
-use ferrobeam_state::StateError;
+use ferrobeam_state::keys::{self, Namespace};
+use ferrobeam_state::{BackendKind, StateBackend, StateError, WriteBatch};
 
 use crate::EngineError;
 
@@ -98,19 +119,153 @@ impl TimerFormat {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct TimerId {
-    family: usize,
-    key: Bytes,
-    tag_and_windows: Bytes,
+/// Timers due per call of [`TimerStore::next_due_until`]: firing a million
+/// timers goes in bundles of this many, not all at once.
+const DUE_BATCH: usize = 20_000;
+
+const IDENTITY: u8 = keys::TIMER_IDENTITY;
+const QUEUE: u8 = b'Q';
+const HOLDS: u8 = b'H';
+
+/// Big-endian with the sign bit flipped: byte order is numeric order.
+fn sortable(ts: i64) -> [u8; 8] {
+    ((ts as u64) ^ (1 << 63)).to_be_bytes()
 }
 
-struct Pending {
+fn unsortable(b: &[u8]) -> i64 {
+    let raw: [u8; 8] = b[..8].try_into().expect("8 bytes");
+    (u64::from_be_bytes(raw) ^ (1 << 63)) as i64
+}
+
+/// family, len(key), key, tag and windows.
+fn tail(family: usize, key: &[u8], tag_and_windows: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + key.len() + tag_and_windows.len());
+    out.extend_from_slice(&(family as u32).to_be_bytes());
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(tag_and_windows);
+    out
+}
+
+/// (family, key, tag and windows) of a tail.
+fn parse_tail(t: &[u8]) -> Option<(usize, &[u8], &[u8])> {
+    let family = u32::from_be_bytes(t.get(..4)?.try_into().ok()?) as usize;
+    let len = u32::from_be_bytes(t.get(4..8)?.try_into().ok()?) as usize;
+    let key = t.get(8..8 + len)?;
+    Some((family, key, &t[8 + len..]))
+}
+
+fn keyed(kind: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    out.push(kind);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// An identity entry's value.
+struct Setting {
     fire: i64,
     /// The output timestamp the timer holds the stage's watermark at.
     hold: i64,
     /// The timer exactly as the SDK set it; fired by sending it back.
     encoded: Bytes,
+}
+
+impl Setting {
+    fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(16 + self.encoded.len());
+        out.extend_from_slice(&self.fire.to_be_bytes());
+        out.extend_from_slice(&self.hold.to_be_bytes());
+        out.extend_from_slice(&self.encoded);
+        Bytes::from(out)
+    }
+
+    fn decode(v: &Bytes) -> Result<Self, StateError> {
+        if v.len() < 16 {
+            return Err(StateError::Decode {
+                entry: "timer".into(),
+                reason: "shorter than its two timestamps".into(),
+            });
+        }
+        Ok(Self {
+            fire: i64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
+            hold: i64::from_be_bytes(v[8..16].try_into().expect("8 bytes")),
+            encoded: v.slice(16..),
+        })
+    }
+}
+
+type Ops = Vec<(Vec<u8>, Option<Bytes>)>;
+
+/// Where the entries are: keys here are relative (without the backend
+/// prefix).
+enum Table {
+    Heap(BTreeMap<Vec<u8>, Bytes>),
+    Backend {
+        backend: Arc<dyn StateBackend>,
+        prefix: Vec<u8>,
+    },
+}
+
+impl Table {
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StateError> {
+        match self {
+            Table::Heap(map) => Ok(map.get(key).cloned()),
+            Table::Backend { backend, prefix } => backend.get(&[prefix.as_slice(), key].concat()),
+        }
+    }
+
+    fn write(&mut self, ops: Ops) -> Result<(), StateError> {
+        match self {
+            Table::Heap(map) => {
+                for (k, v) in ops {
+                    match v {
+                        Some(v) => map.insert(k, v),
+                        None => map.remove(&k),
+                    };
+                }
+                Ok(())
+            }
+            Table::Backend { backend, prefix } => {
+                let mut batch = WriteBatch::default();
+                for (k, v) in ops {
+                    let full = [prefix.as_slice(), &k].concat();
+                    match v {
+                        Some(v) => batch.put(full, v),
+                        None => batch.delete(full),
+                    }
+                }
+                backend.write(batch)
+            }
+        }
+    }
+
+    /// Entries with keys starting with `within`, from `start` on, in key
+    /// order, until `f` returns false.
+    fn scan(
+        &self,
+        within: &[u8],
+        start: &[u8],
+        f: &mut dyn FnMut(&[u8], &Bytes) -> bool,
+    ) -> Result<(), StateError> {
+        match self {
+            Table::Heap(map) => {
+                for (k, v) in map.range(start.to_vec()..) {
+                    if !k.starts_with(within) || !f(k, v) {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            Table::Backend { backend, prefix } => {
+                let within = [prefix.as_slice(), within].concat();
+                let start = [prefix.as_slice(), start].concat();
+                backend.scan_ordered_from(&within, &start, &mut |k, v| f(&k[prefix.len()..], v))
+            }
+        }
+    }
 }
 
 /// A timer due to fire, ready to send.
@@ -124,61 +279,145 @@ pub struct DueTimer {
 pub struct TimerStore {
     formats: Vec<TimerFormat>,
     domains: Vec<TimeDomain>,
-    pending: HashMap<TimerId, Pending>,
+    /// `transform unique name/family id` per family: a restore into a
+    /// changed pipeline maps saved families to the new ones by name.
+    names: Vec<String>,
+    table: Table,
+    /// How many timers are pending.
+    count: usize,
+    /// No `Q` key of the rank (index) has an earlier fire time than this.
+    queue_floor: [AtomicI64; 2],
+    /// No `H` key has an earlier hold than this.
+    hold_floor: AtomicI64,
+    /// Heap tables only: the backend and prefix timers may have been
+    /// restored into from a RocksDB snapshot (then moved into the heap).
+    restored_from: Option<(Arc<dyn StateBackend>, Vec<u8>)>,
 }
 
 impl TimerStore {
+    /// A store in memory (batch).
     pub fn new(families: &[TimerFamily], components: &Components) -> Result<Self, EngineError> {
+        Self::with_table(families, components, Table::Heap(BTreeMap::new()), None)
+    }
+
+    /// The store of a streaming stage: in `backend` under namespace `ns`
+    /// when that is RocksDB, else in memory.
+    pub fn for_stage(
+        families: &[TimerFamily],
+        components: &Components,
+        backend: &Arc<dyn StateBackend>,
+        ns: Namespace,
+    ) -> Result<Self, EngineError> {
+        let prefix = keys::timers_prefix(ns);
+        if backend.kind() == BackendKind::Rocksdb {
+            let table = Table::Backend {
+                backend: backend.clone(),
+                prefix,
+            };
+            Self::with_table(families, components, table, None)
+        } else {
+            let table = Table::Heap(BTreeMap::new());
+            Self::with_table(families, components, table, Some((backend.clone(), prefix)))
+        }
+    }
+
+    fn with_table(
+        families: &[TimerFamily],
+        components: &Components,
+        table: Table,
+        restored_from: Option<(Arc<dyn StateBackend>, Vec<u8>)>,
+    ) -> Result<Self, EngineError> {
         Ok(Self {
             formats: families
                 .iter()
                 .map(|f| TimerFormat::new(components, &f.coder_id))
                 .collect::<Result<_, _>>()?,
             domains: families.iter().map(|f| f.domain).collect(),
-            pending: HashMap::new(),
+            names: families
+                .iter()
+                .map(|f| {
+                    let transform = components
+                        .transforms
+                        .get(&f.transform_id)
+                        .map_or(f.transform_id.as_str(), |t| t.unique_name.as_str());
+                    format!("{transform}/{}", f.family_id)
+                })
+                .collect(),
+            table,
+            count: 0,
+            queue_floor: [
+                AtomicI64::new(MIN_TIMESTAMP_MILLIS),
+                AtomicI64::new(MIN_TIMESTAMP_MILLIS),
+            ],
+            hold_floor: AtomicI64::new(MIN_TIMESTAMP_MILLIS),
+            restored_from,
         })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.count == 0
+    }
+
+    /// Event-time timers of a key fire before its processing-time ones.
+    fn rank(&self, family: usize) -> u8 {
+        u8::from(self.domains[family] == TimeDomain::ProcessingTime)
+    }
+
+    fn queue_key(&self, family: usize, fire: i64, tail: &[u8]) -> Vec<u8> {
+        keyed(QUEUE, &[&[self.rank(family)], &sortable(fire), tail])
+    }
+
+    /// Ops removing the timer `tail` whose identity entry holds `old`.
+    fn removal(&self, family: usize, tail: &[u8], old: &Setting, ops: &mut Ops) {
+        ops.push((keyed(IDENTITY, &[tail]), None));
+        ops.push((self.queue_key(family, old.fire, tail), None));
+        ops.push((keyed(HOLDS, &[&sortable(old.hold), tail]), None));
+    }
+
+    fn insertion(&self, family: usize, tail: &[u8], new: &Setting, ops: &mut Ops) {
+        ops.push((keyed(IDENTITY, &[tail]), Some(new.encode())));
+        ops.push((self.queue_key(family, new.fire, tail), Some(Bytes::new())));
+        ops.push((
+            keyed(HOLDS, &[&sortable(new.hold), tail]),
+            Some(Bytes::new()),
+        ));
+        self.queue_floor[self.rank(family) as usize].fetch_min(new.fire, Ordering::Relaxed);
+        self.hold_floor.fetch_min(new.hold, Ordering::Relaxed);
     }
 
     /// Applies the sets and clears a bundle sent for `family`, in order.
     pub fn apply(&mut self, family: usize, chunks: &[Bytes]) -> Result<(), EngineError> {
+        // The last setting of each timer wins; one write for them all.
+        let mut latest: HashMap<Vec<u8>, Option<Setting>> = HashMap::new();
         let format = &self.formats[family];
         for chunk in chunks {
             let mut pos = 0;
             while pos < chunk.len() {
                 let t = format.parse(chunk, pos)?;
                 pos = t.range.end;
-                let id = TimerId {
-                    family,
-                    key: chunk.slice(t.key.clone()),
-                    tag_and_windows: chunk.slice(t.tag_and_windows),
-                };
-                match t.fire {
-                    Some((fire, hold)) => {
-                        self.pending.insert(
-                            id,
-                            Pending {
-                                fire,
-                                hold,
-                                encoded: chunk.slice(t.range),
-                            },
-                        );
-                    }
-                    None => {
-                        self.pending.remove(&id);
-                    }
-                }
+                let setting = t.fire.map(|(fire, hold)| Setting {
+                    fire,
+                    hold,
+                    encoded: chunk.slice(t.range),
+                });
+                latest.insert(
+                    tail(family, &chunk[t.key], &chunk[t.tag_and_windows]),
+                    setting,
+                );
             }
         }
-        Ok(())
-    }
-
-    /// Event-time timers of a key fire before its processing-time ones.
-    fn rank(&self, id: &TimerId) -> u8 {
-        u8::from(self.domains[id.family] == TimeDomain::ProcessingTime)
+        let mut ops = Ops::new();
+        for (tail, new) in latest {
+            if let Some(old) = self.table.get(&keyed(IDENTITY, &[&tail]))? {
+                self.removal(family, &tail, &Setting::decode(&old)?, &mut ops);
+                self.count -= 1;
+            }
+            if let Some(new) = new {
+                self.insertion(family, &tail, &new, &mut ops);
+                self.count += 1;
+            }
+        }
+        Ok(self.table.write(ops)?)
     }
 
     /// Removes and returns the timers to fire next: for every key, those at
@@ -188,119 +427,237 @@ impl TimerStore {
     #[cfg(test)]
     pub fn next_due(&mut self) -> Vec<DueTimer> {
         self.next_due_until(i64::MAX, i64::MAX)
+            .expect("timers readable")
     }
 
     /// [`TimerStore::next_due`] among the timers time has reached: event-time
     /// timers the input watermark has passed, processing-time timers at or
-    /// before `processing_time`.
-    pub fn next_due_until(&mut self, watermark: i64, processing_time: i64) -> Vec<DueTimer> {
-        let reached = |domains: &[TimeDomain], id: &TimerId, p: &Pending| {
-            if domains[id.family] == TimeDomain::ProcessingTime {
-                p.fire <= processing_time
-            } else {
-                p.fire < watermark || watermark == i64::MAX
-            }
-        };
-        // Per key: (domain rank, earliest timestamp) of the reached timers.
-        let mut earliest: HashMap<&Bytes, (u8, i64)> = HashMap::new();
-        for (id, p) in &self.pending {
-            if !reached(&self.domains, id, p) {
-                continue;
-            }
-            let e = earliest.entry(&id.key).or_insert((self.rank(id), p.fire));
-            *e = (*e).min((self.rank(id), p.fire));
-        }
-        let due: Vec<TimerId> = self
-            .pending
-            .iter()
-            .filter(|(id, p)| earliest.get(&id.key) == Some(&(self.rank(id), p.fire)))
-            .filter(|(id, p)| reached(&self.domains, id, p))
-            .map(|(id, _)| id.clone())
-            .collect();
-        let mut out: Vec<DueTimer> = due
-            .into_iter()
-            .map(|id| {
-                let p = self.pending.remove(&id).expect("listed");
-                DueTimer {
-                    family: id.family,
-                    key: id.key,
-                    encoded: p.encoded,
+    /// before `processing_time`.  At most [`DUE_BATCH`] at a time: while
+    /// event-time timers are left over, processing-time ones wait (a key's
+    /// event-time timers fire before its processing-time ones).
+    pub fn next_due_until(
+        &mut self,
+        watermark: i64,
+        processing_time: i64,
+    ) -> Result<Vec<DueTimer>, EngineError> {
+        // Per key: (rank, timestamp) of the timers chosen for it.
+        let mut chosen: HashMap<Vec<u8>, (u8, i64)> = HashMap::new();
+        let mut taken: Vec<Vec<u8>> = Vec::new();
+        for rank in 0..2u8 {
+            let reached = |fire: i64| match rank {
+                0 => fire < watermark || watermark == i64::MAX,
+                _ => fire <= processing_time,
+            };
+            let floor = &self.queue_floor[rank as usize];
+            let within = [QUEUE, rank];
+            let start = keyed(QUEUE, &[&[rank], &sortable(floor.load(Ordering::Relaxed))]);
+            let mut first = true;
+            let mut full = false;
+            self.table.scan(&within, &start, &mut |k, _| {
+                let fire = unsortable(&k[2..10]);
+                if first {
+                    floor.store(fire, Ordering::Relaxed);
+                    first = false;
                 }
-            })
-            .collect();
+                if !reached(fire) {
+                    return false;
+                }
+                let tail = &k[10..];
+                let Some((_, key, _)) = parse_tail(tail) else {
+                    return true;
+                };
+                let mine = chosen.entry(key.to_vec()).or_insert((rank, fire));
+                if *mine == (rank, fire) {
+                    taken.push(tail.to_vec());
+                    full = taken.len() >= DUE_BATCH;
+                }
+                !full
+            })?;
+            if first {
+                // Nothing of this rank is pending.
+                floor.store(i64::MAX, Ordering::Relaxed);
+            }
+            if full {
+                break;
+            }
+        }
+        let mut ops = Ops::new();
+        let mut out = Vec::with_capacity(taken.len());
+        for tail in taken {
+            let Some((family, key, _)) = parse_tail(&tail) else {
+                continue;
+            };
+            let Some(raw) = self.table.get(&keyed(IDENTITY, &[&tail]))? else {
+                continue;
+            };
+            let setting = Setting::decode(&raw)?;
+            self.removal(family, &tail, &setting, &mut ops);
+            self.count -= 1;
+            out.push(DueTimer {
+                family,
+                key: Bytes::copy_from_slice(key),
+                encoded: setting.encoded,
+            });
+        }
+        self.table.write(ops)?;
         // Deterministic delivery order within a bundle.
         out.sort_by(|a, b| (a.family, &a.encoded).cmp(&(b.family, &b.encoded)));
-        out
+        Ok(out)
+    }
+
+    /// The first key at or after `floor` among the keys starting with
+    /// `within` (which then becomes the floor); `None` when there is none.
+    fn first_from(&self, within: &[u8], floor: &AtomicI64) -> Result<Option<i64>, StateError> {
+        let mut start = within.to_vec();
+        start.extend_from_slice(&sortable(floor.load(Ordering::Relaxed)));
+        let mut found = None;
+        self.table.scan(within, &start, &mut |k, _| {
+            found = Some(unsortable(&k[within.len()..]));
+            false
+        })?;
+        floor.store(found.unwrap_or(i64::MAX), Ordering::Relaxed);
+        Ok(found)
     }
 
     /// When the earliest pending processing-time timer is due.
-    pub fn next_processing_time(&self) -> Option<i64> {
-        self.pending
-            .iter()
-            .filter(|(id, _)| self.domains[id.family] == TimeDomain::ProcessingTime)
-            .map(|(_, p)| p.fire)
-            .min()
-    }
-
-    /// Drops the pending timers all of whose windows are `expired` (given
-    /// each window's encoding); returns how many.  A streaming job runs
-    /// forever, so a processing-time timer set in a window that has since
-    /// expired must not stay (Beam drops such timers rather than fire them).
-    pub fn drop_expired(&mut self, expired: impl Fn(&[u8]) -> bool) -> usize {
-        let before = self.pending.len();
-        let formats = &self.formats;
-        self.pending.retain(|id, _| {
-            match formats[id.family].windows(&id.tag_and_windows) {
-                Ok(windows) => windows.is_empty() || !windows.iter().all(|w| expired(w)),
-                // Windows we cannot take apart are never called expired.
-                Err(_) => true,
-            }
-        });
-        before - self.pending.len()
-    }
-
-    /// Writes the pending timers (for a checkpoint).
-    pub fn save(&self, w: &mut Writer) {
-        w.len(self.pending.len());
-        for (id, p) in &self.pending {
-            w.len(id.family)
-                .bytes(&id.key)
-                .bytes(&id.tag_and_windows)
-                .i64(p.fire)
-                .i64(p.hold)
-                .bytes(&p.encoded);
-        }
-    }
-
-    /// Reads back what [`TimerStore::save`] wrote, into a store made for
-    /// the same timer families.
-    pub fn load(&mut self, r: &mut Reader) -> Result<(), StateError> {
-        for _ in 0..r.len()? {
-            let family = r.len()?;
-            if family >= self.formats.len() {
-                return Err(r.error(format!(
-                    "timer family {family} does not exist in this stage"
-                )));
-            }
-            let id = TimerId {
-                family,
-                key: r.bytes()?,
-                tag_and_windows: r.bytes()?,
-            };
-            let pending = Pending {
-                fire: r.i64()?,
-                hold: r.i64()?,
-                encoded: r.bytes()?,
-            };
-            self.pending.insert(id, pending);
-        }
-        Ok(())
+    pub fn next_processing_time(&self) -> Result<Option<i64>, EngineError> {
+        Ok(self.first_from(&[QUEUE, 1], &self.queue_floor[1])?)
     }
 
     /// The earliest output timestamp a pending timer holds (streaming: the
     /// stage's output watermark may not pass it).
-    pub fn min_hold(&self) -> Option<i64> {
-        self.pending.values().map(|p| p.hold).min()
+    pub fn min_hold(&self) -> Result<Option<i64>, EngineError> {
+        if self.count == 0 {
+            return Ok(None);
+        }
+        Ok(self.first_from(&[HOLDS], &self.hold_floor)?)
+    }
+
+    /// Drops the pending processing-time timers all of whose windows are
+    /// `expired` (given each window's encoding); returns how many.  A
+    /// streaming job runs forever, so a processing-time timer set in a
+    /// window that has since expired must not stay (Beam drops such timers
+    /// rather than fire them).  Event-time timers need no collecting: the
+    /// watermark that expires their window fires them.
+    pub fn drop_expired(&mut self, expired: impl Fn(&[u8]) -> bool) -> Result<usize, EngineError> {
+        let mut gone: Vec<Vec<u8>> = Vec::new();
+        let formats = &self.formats;
+        self.table.scan(&[QUEUE, 1], &[QUEUE, 1], &mut |k, _| {
+            let tail = &k[10..];
+            if let Some((family, _, tag_and_windows)) = parse_tail(tail) {
+                // Windows we cannot take apart are never called expired.
+                if let Ok(windows) = formats[family].windows(tag_and_windows) {
+                    if !windows.is_empty() && windows.iter().all(|w| expired(w)) {
+                        gone.push(tail.to_vec());
+                    }
+                }
+            }
+            true
+        })?;
+        let mut ops = Ops::new();
+        let n = gone.len();
+        for tail in gone {
+            let (family, _, _) = parse_tail(&tail).expect("parsed above");
+            if let Some(raw) = self.table.get(&keyed(IDENTITY, &[&tail]))? {
+                self.removal(family, &tail, &Setting::decode(&raw)?, &mut ops);
+                self.count -= 1;
+            }
+        }
+        self.table.write(ops)?;
+        Ok(n)
+    }
+
+    /// Writes what a checkpoint needs beyond the backend's own snapshot:
+    /// the count and family names, and the entries of an in-memory table.
+    pub fn save(&self, w: &mut Writer) {
+        w.len(self.count).len(self.names.len());
+        for name in &self.names {
+            w.bytes(name.as_bytes());
+        }
+        match &self.table {
+            Table::Heap(map) => {
+                w.len(map.len());
+                for (k, v) in map {
+                    w.bytes(k).bytes(v);
+                }
+            }
+            Table::Backend { .. } => {
+                w.len(0);
+            }
+        }
+    }
+
+    /// Reads back what [`TimerStore::save`] wrote, into a store made for
+    /// the same stage (its families may have changed since: they are
+    /// matched by name).
+    pub fn load(&mut self, r: &mut Reader) -> Result<(), StateError> {
+        self.count = r.len()?;
+        let saved: Vec<String> = (0..r.len()?)
+            .map(|_| Ok(String::from_utf8_lossy(&r.bytes()?).into_owned()))
+            .collect::<Result<_, StateError>>()?;
+        let mut ops = Ops::new();
+        for _ in 0..r.len()? {
+            ops.push((r.bytes()?.to_vec(), Some(r.bytes()?)));
+        }
+        // A RocksDB snapshot restored into the memory backend brought its
+        // timers along as backend entries: they move into the heap.
+        if let (Table::Heap(_), Some((backend, prefix))) = (&self.table, &self.restored_from) {
+            backend.scan_prefix(prefix, &mut |k, v| {
+                ops.push((k[prefix.len()..].to_vec(), Some(v.clone())));
+                true
+            })?;
+            backend.delete_prefix(prefix)?;
+        }
+        self.table.write(ops)?;
+        if saved != self.names {
+            self.renumber(&saved)?;
+        }
+        Ok(())
+    }
+
+    /// Moves timers saved under the family numbers of `saved` to this
+    /// pipeline's numbers for the same names.
+    fn renumber(&mut self, saved: &[String]) -> Result<(), StateError> {
+        let mut entries: Vec<(Vec<u8>, Bytes)> = Vec::new();
+        self.table.scan(&[IDENTITY], &[IDENTITY], &mut |k, v| {
+            entries.push((k[1..].to_vec(), v.clone()));
+            true
+        })?;
+        let mut removals = Ops::new();
+        let mut insertions = Ops::new();
+        for (old_tail, raw) in entries {
+            let (old, key, tag_and_windows) =
+                parse_tail(&old_tail).ok_or_else(|| StateError::Decode {
+                    entry: "timer".into(),
+                    reason: "undecodable key".into(),
+                })?;
+            let name = saved.get(old).map_or("?", String::as_str);
+            let Some(new) = self.names.iter().position(|n| n == name) else {
+                return Err(StateError::Incompatible {
+                    path: Default::default(),
+                    reason: format!(
+                        "timers of family '{name}' are pending, and this pipeline has no such timer family (families here: {})",
+                        self.names.join(", ")
+                    ),
+                });
+            };
+            let setting = Setting::decode(&raw)?;
+            // Removal by the old number's rank; insertion by the new one's
+            // (the same domain, as the family is the same).
+            removals.push((keyed(IDENTITY, &[&old_tail]), None));
+            removals.push((
+                keyed(
+                    QUEUE,
+                    &[&[self.rank(new)], &sortable(setting.fire), &old_tail],
+                ),
+                None,
+            ));
+            removals.push((keyed(HOLDS, &[&sortable(setting.hold), &old_tail]), None));
+            let new_tail = tail(new, key, tag_and_windows);
+            self.insertion(new, &new_tail, &setting, &mut insertions);
+        }
+        removals.extend(insertions);
+        self.table.write(removals)
     }
 }
 
@@ -348,31 +705,46 @@ mod tests {
     }
 
     fn family(domain: TimeDomain) -> TimerFamily {
+        named(domain, "f")
+    }
+
+    fn named(domain: TimeDomain, id: &str) -> TimerFamily {
         TimerFamily {
             transform_id: "t".into(),
-            family_id: "f".into(),
+            family_id: id.into(),
             coder_id: "timer".into(),
             domain,
         }
     }
 
+    /// The same store twice: in memory, and in a RocksDB backend.
+    fn stores(families: &[TimerFamily]) -> Vec<(TimerStore, tempfile::TempDir)> {
+        let heap = TimerStore::new(families, &components()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let backend =
+            ferrobeam_state::open(BackendKind::Rocksdb, &dir.path().join("db"), None).unwrap();
+        let rocks = TimerStore::for_stage(families, &components(), &backend, 3).unwrap();
+        vec![(heap, tempfile::tempdir().unwrap()), (rocks, dir)]
+    }
+
     #[test]
     fn later_sets_replace_earlier_and_clears_remove() {
-        let mut store = TimerStore::new(&[family(TimeDomain::EventTime)], &components()).unwrap();
-        let mut chunk = Vec::new();
-        for t in [
-            timer("a", "", Some(10)),
-            timer("a", "", Some(20)),
-            timer("b", "", Some(5)),
-            timer("b", "", None),
-        ] {
-            chunk.extend_from_slice(&t);
+        for (mut store, _dir) in stores(&[family(TimeDomain::EventTime)]) {
+            let mut chunk = Vec::new();
+            for t in [
+                timer("a", "", Some(10)),
+                timer("a", "", Some(20)),
+                timer("b", "", Some(5)),
+                timer("b", "", None),
+            ] {
+                chunk.extend_from_slice(&t);
+            }
+            store.apply(0, &[Bytes::from(chunk)]).unwrap();
+            let due = store.next_due();
+            assert_eq!(due.len(), 1);
+            assert_eq!(due[0].encoded, timer("a", "", Some(20)));
+            assert!(store.is_empty());
         }
-        store.apply(0, &[Bytes::from(chunk)]).unwrap();
-        let due = store.next_due();
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].encoded, timer("a", "", Some(20)));
-        assert!(store.is_empty());
     }
 
     #[test]
@@ -381,28 +753,30 @@ mod tests {
             family(TimeDomain::EventTime),
             family(TimeDomain::ProcessingTime),
         ];
-        let mut store = TimerStore::new(&families, &components()).unwrap();
-        store
-            .apply(
-                0,
-                &[
-                    timer("a", "x", Some(30)),
-                    timer("a", "y", Some(10)),
-                    timer("b", "", Some(50)),
-                ],
-            )
-            .unwrap();
-        store.apply(1, &[timer("a", "", Some(1))]).unwrap();
-        let first: Vec<Bytes> = store.next_due().into_iter().map(|d| d.encoded).collect();
-        assert_eq!(first.len(), 2);
-        assert!(
-            first.contains(&timer("a", "y", Some(10))) && first.contains(&timer("b", "", Some(50)))
-        );
-        assert_eq!(store.next_due()[0].encoded, timer("a", "x", Some(30)));
-        // Processing-time timers fire after the key's event-time timers.
-        let last = store.next_due();
-        assert_eq!((last.len(), last[0].family), (1, 1));
-        assert!(store.next_due().is_empty());
+        for (mut store, _dir) in stores(&families) {
+            store
+                .apply(
+                    0,
+                    &[
+                        timer("a", "x", Some(30)),
+                        timer("a", "y", Some(10)),
+                        timer("b", "", Some(50)),
+                    ],
+                )
+                .unwrap();
+            store.apply(1, &[timer("a", "", Some(1))]).unwrap();
+            let first: Vec<Bytes> = store.next_due().into_iter().map(|d| d.encoded).collect();
+            assert_eq!(first.len(), 2);
+            assert!(
+                first.contains(&timer("a", "y", Some(10)))
+                    && first.contains(&timer("b", "", Some(50)))
+            );
+            assert_eq!(store.next_due()[0].encoded, timer("a", "x", Some(30)));
+            // Processing-time timers fire after the key's event-time timers.
+            let last = store.next_due();
+            assert_eq!((last.len(), last[0].family), (1, 1));
+            assert!(store.next_due().is_empty());
+        }
     }
 
     #[test]
@@ -411,41 +785,151 @@ mod tests {
             family(TimeDomain::EventTime),
             family(TimeDomain::ProcessingTime),
         ];
-        let mut store = TimerStore::new(&families, &components()).unwrap();
-        store
-            .apply(0, &[timer("a", "", Some(10)), timer("b", "", Some(20))])
-            .unwrap();
-        store.apply(1, &[timer("c", "", Some(100))]).unwrap();
-        assert_eq!(store.min_hold(), Some(10));
-        // Event time: the watermark must pass the timestamp.
-        assert!(store.next_due_until(10, 0).is_empty());
-        let due = store.next_due_until(11, 99);
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].encoded, timer("a", "", Some(10)));
-        assert_eq!(store.min_hold(), Some(20));
-        // Processing time: due at its timestamp.
-        let due = store.next_due_until(11, 100);
-        assert_eq!((due.len(), due[0].family), (1, 1));
-        assert_eq!(store.next_due_until(i64::MAX, 0).len(), 1);
-        assert!(store.is_empty());
+        for (mut store, _dir) in stores(&families) {
+            store
+                .apply(0, &[timer("a", "", Some(10)), timer("b", "", Some(20))])
+                .unwrap();
+            store.apply(1, &[timer("c", "", Some(100))]).unwrap();
+            assert_eq!(store.min_hold().unwrap(), Some(10));
+            // Event time: the watermark must pass the timestamp.
+            assert!(store.next_due_until(10, 0).unwrap().is_empty());
+            let due = store.next_due_until(11, 99).unwrap();
+            assert_eq!(due.len(), 1);
+            assert_eq!(due[0].encoded, timer("a", "", Some(10)));
+            assert_eq!(store.min_hold().unwrap(), Some(20));
+            // Processing time: due at its timestamp.
+            let due = store.next_due_until(11, 100).unwrap();
+            assert_eq!((due.len(), due[0].family), (1, 1));
+            assert_eq!(store.next_due_until(i64::MAX, 0).unwrap().len(), 1);
+            assert!(store.is_empty());
+        }
     }
 
     #[test]
     fn timers_of_expired_windows_are_dropped() {
-        let mut store =
-            TimerStore::new(&[family(TimeDomain::ProcessingTime)], &components()).unwrap();
-        store
-            .apply(0, &[timer("a", "", Some(10)), timer("b", "tag", Some(20))])
-            .unwrap();
-        // Each timer has one global window, which encodes as nothing.
-        let dropped = store.drop_expired(|w| {
-            assert!(w.is_empty());
-            true
-        });
-        assert_eq!(dropped, 2);
-        assert!(store.is_empty());
-        store.apply(0, &[timer("a", "", Some(10))]).unwrap();
-        assert_eq!(store.drop_expired(|_| false), 0);
-        assert_eq!(store.next_due_until(0, 10).len(), 1);
+        for (mut store, _dir) in stores(&[family(TimeDomain::ProcessingTime)]) {
+            store
+                .apply(0, &[timer("a", "", Some(10)), timer("b", "tag", Some(20))])
+                .unwrap();
+            // Each timer has one global window, which encodes as nothing.
+            let dropped = store
+                .drop_expired(|w| {
+                    assert!(w.is_empty());
+                    true
+                })
+                .unwrap();
+            assert_eq!(dropped, 2);
+            assert!(store.is_empty());
+            store.apply(0, &[timer("a", "", Some(10))]).unwrap();
+            assert_eq!(store.drop_expired(|_| false).unwrap(), 0);
+            assert_eq!(store.next_due_until(0, 10).unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_watermark_jump_fires_in_batches_event_time_first() {
+        let families = [
+            family(TimeDomain::EventTime),
+            family(TimeDomain::ProcessingTime),
+        ];
+        for (mut store, _dir) in stores(&families) {
+            let n = DUE_BATCH + DUE_BATCH / 2;
+            let set: Vec<Bytes> = (0..n)
+                .map(|i| timer(&format!("k{i}"), "", Some(5)))
+                .collect();
+            store.apply(0, &set).unwrap();
+            store.apply(1, &[timer("k0", "", Some(1))]).unwrap();
+            let first = store.next_due_until(i64::MAX, i64::MAX).unwrap();
+            assert_eq!(first.len(), DUE_BATCH);
+            assert!(first.iter().all(|d| d.family == 0));
+            // The rest, and k0's processing-time timer (its event-time one
+            // has fired).
+            let second = store.next_due_until(i64::MAX, i64::MAX).unwrap();
+            assert_eq!(second.len(), n - DUE_BATCH + 1);
+            assert_eq!(second.iter().filter(|d| d.family == 1).count(), 1);
+            assert!(store.is_empty());
+            assert_eq!(store.min_hold().unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn timers_restore_into_either_table_and_follow_their_family_names() {
+        let old = [
+            named(TimeDomain::EventTime, "a"),
+            named(TimeDomain::ProcessingTime, "b"),
+        ];
+        // The new version declares the families the other way round.
+        let new = [old[1].clone(), old[0].clone()];
+        for (mut store, _dir) in stores(&old) {
+            store.apply(0, &[timer("x", "", Some(7))]).unwrap();
+            store.apply(1, &[timer("y", "", Some(9))]).unwrap();
+            let mut w = Writer::new();
+            store.save(&mut w);
+            let saved = w.finish();
+            // A backend restored from a snapshot holds what the old store's
+            // backend held (nothing for a heap store).
+            let restored_backend = || -> Arc<dyn StateBackend> {
+                let from = Arc::new(ferrobeam_state::memory::MemoryBackend::default());
+                if let Table::Backend { backend, .. } = &store.table {
+                    let mut b = WriteBatch::default();
+                    backend
+                        .scan_prefix(&[], &mut |k, v| {
+                            b.put(k.to_vec(), v.clone());
+                            true
+                        })
+                        .unwrap();
+                    from.write(b).unwrap();
+                }
+                from
+            };
+            let from = restored_backend();
+            for (mut restored, _dir2) in [
+                (
+                    TimerStore::for_stage(&new, &components(), &from, 3).unwrap(),
+                    None,
+                ),
+                {
+                    let dir = tempfile::tempdir().unwrap();
+                    let rocks =
+                        ferrobeam_state::open(BackendKind::Rocksdb, &dir.path().join("db"), None)
+                            .unwrap();
+                    let mut b = WriteBatch::default();
+                    from.scan_prefix(&[], &mut |k, v| {
+                        b.put(k.to_vec(), v.clone());
+                        true
+                    })
+                    .unwrap();
+                    rocks.write(b).unwrap();
+                    (
+                        TimerStore::for_stage(&new, &components(), &rocks, 3).unwrap(),
+                        Some(dir),
+                    )
+                },
+            ] {
+                restored.load(&mut Reader::new(&saved, "timers")).unwrap();
+                assert_eq!(restored.min_hold().unwrap(), Some(7));
+                let due = restored.next_due_until(8, 0).unwrap();
+                assert_eq!(due.len(), 1);
+                assert_eq!(
+                    (due[0].family, &due[0].encoded),
+                    (1, &timer("x", "", Some(7)))
+                );
+                let due = restored.next_due_until(8, 9).unwrap();
+                assert_eq!(
+                    (due[0].family, &due[0].encoded),
+                    (0, &timer("y", "", Some(9)))
+                );
+                assert!(restored.is_empty());
+            }
+            // A version without family "b" cannot take its pending timer.
+            let mut without =
+                TimerStore::for_stage(&[old[0].clone()], &components(), &restored_backend(), 3)
+                    .unwrap();
+            let err = without
+                .load(&mut Reader::new(&saved, "timers"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("'t/b'"), "{err}");
+        }
     }
 }

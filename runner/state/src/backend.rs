@@ -82,6 +82,32 @@ pub trait StateBackend: Send + Sync {
     /// no particular order.
     fn scan_prefix(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &Bytes) -> bool) -> Result<()>;
 
+    /// Calls `f` with the entries whose key starts with `prefix` and is at
+    /// or after `start`, in key order, until it returns false.  RocksDB
+    /// seeks; the memory backend (unordered) collects and sorts, so it is
+    /// only for small sets there.
+    fn scan_ordered_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        f: &mut dyn FnMut(&[u8], &Bytes) -> bool,
+    ) -> Result<()> {
+        let mut found: Vec<(Vec<u8>, Bytes)> = Vec::new();
+        self.scan_prefix(prefix, &mut |k, v| {
+            if k >= start {
+                found.push((k.to_vec(), v.clone()));
+            }
+            true
+        })?;
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (k, v) in &found {
+            if !f(k, v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes every entry whose key starts with `prefix`; returns how many.
     fn delete_prefix(&self, prefix: &[u8]) -> Result<usize> {
         let mut batch = WriteBatch::default();

@@ -13,6 +13,10 @@ pub const USER_STATE: u8 = b'U';
 /// buffers, deferred work, sinks, sources): `R ns name`.
 pub const RUNTIME: u8 = b'R';
 
+/// A stateful stage's timers (RocksDB only; see the engine's `timers`):
+/// `T ns ...`.
+pub const TIMERS: u8 = b'T';
+
 /// Cell kinds after the namespace (the SDK's two user-state key types).
 pub const BAG: u8 = b'b';
 pub const ORDERED_LIST: u8 = b'o';
@@ -79,6 +83,25 @@ pub fn parse_user_state_key(k: &[u8]) -> Option<UserStateKey<'_>> {
         key: &k[at..],
     })
 }
+
+/// The prefix of every timer entry of one transform.
+pub fn timers_prefix(ns: Namespace) -> Vec<u8> {
+    let mut out = vec![TIMERS];
+    out.extend_from_slice(&ns.to_be_bytes());
+    out
+}
+
+/// The namespace and the rest of a timer entry's key; the rest starts
+/// with `I` for a timer's identity entry (one per pending timer).
+pub fn parse_timers_key(k: &[u8]) -> Option<(Namespace, &[u8])> {
+    if k.first() != Some(&TIMERS) || k.len() < 5 {
+        return None;
+    }
+    Some((Namespace::from_be_bytes(k[1..5].try_into().ok()?), &k[5..]))
+}
+
+/// The identity entries' marker after a timer key's namespace.
+pub const TIMER_IDENTITY: u8 = b'I';
 
 /// `R ns name`.
 pub fn runtime_key(ns: Namespace, name: &str) -> Vec<u8> {

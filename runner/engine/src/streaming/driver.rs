@@ -157,12 +157,13 @@ struct Deferred {
 }
 
 impl SdkRuntime {
-    fn hold(&self) -> i64 {
-        let timers = self.timers.min_hold().unwrap_or(MAX_TIMESTAMP_MILLIS);
-        self.deferred
+    fn hold(&self) -> Result<i64, EngineError> {
+        let timers = self.timers.min_hold()?.unwrap_or(MAX_TIMESTAMP_MILLIS);
+        Ok(self
+            .deferred
             .iter()
             .map(|d| d.hold.max(self.idle_floor))
-            .fold(timers.min(self.held_min_timestamp), i64::min)
+            .fold(timers.min(self.held_min_timestamp), i64::min))
     }
 
     /// What the deferred work itself says about its watermark (the
@@ -309,6 +310,11 @@ impl Runtime {
         Ok(r.finish()?)
     }
 }
+
+/// Timers a stage fires per epoch at most: when a watermark jump makes
+/// millions due at once, their output goes downstream (and into
+/// checkpoints) in slices rather than all held in memory.
+const TIMERS_PER_EPOCH: usize = 100_000;
 
 /// Owner and name of the job-wide checkpoint entry (the processing clock).
 const JOB_OWNER: &str = "(job)";
@@ -503,6 +509,9 @@ struct Step {
     produced: Vec<(PortRef, Vec<Bytes>)>,
     /// Each output port's watermark after the epoch.
     watermarks: Vec<(PortRef, i64)>,
+    /// The stage stopped short (timers it may fire are left): run another
+    /// epoch at once.
+    more: bool,
 }
 
 pub(crate) async fn run(
@@ -527,7 +536,7 @@ pub(crate) async fn run(
     )?);
     let mut runtimes = Vec::with_capacity(plan.stages.len());
     for stage in &plan.stages {
-        runtimes.push(runtime(stage, plan)?);
+        runtimes.push(runtime(stage, plan, &durable)?);
     }
     let has_test_stream = runtimes
         .iter()
@@ -591,6 +600,7 @@ pub(crate) async fn run(
                 draining,
             };
             let step = ctx.step(rt, &data, &mut clock).await?;
+            progressed |= step.more;
             for (port, chunks) in step.produced {
                 if chunks.iter().any(|c| !c.is_empty()) {
                     progressed = true;
@@ -724,12 +734,14 @@ fn next_wake(
                 for d in &sdk.deferred {
                     wake = wake.min(d.due);
                 }
-                if let Some(t) = sdk
-                    .timers
-                    .next_processing_time()
-                    .and_then(|t| clock.instant_of(t))
-                {
-                    wake = wake.min(t);
+                match sdk.timers.next_processing_time() {
+                    Ok(t) => {
+                        if let Some(t) = t.and_then(|t| clock.instant_of(t)) {
+                            wake = wake.min(t);
+                        }
+                    }
+                    // The stage's next step meets the error and reports it.
+                    Err(_) => wake = Instant::now(),
                 }
                 if let (Some(timeout), false) = (idle_timeout, sdk.deferred.is_empty()) {
                     let idle_at = sdk.last_progress + timeout;
@@ -752,7 +764,11 @@ fn next_wake(
     wake
 }
 
-fn runtime(stage: &Stage, plan: &ferrobeam_graph::Plan) -> Result<Runtime, EngineError> {
+fn runtime(
+    stage: &Stage,
+    plan: &ferrobeam_graph::Plan,
+    durable: &Durable,
+) -> Result<Runtime, EngineError> {
     Ok(match &stage.kind {
         StageKind::Impulse { .. } => Runtime::Impulse { fired: false },
         StageKind::TestStream { payload, outputs } => Runtime::TestStream {
@@ -784,7 +800,16 @@ fn runtime(stage: &Stage, plan: &ferrobeam_graph::Plan) -> Result<Runtime, Engin
             directory,
         )?)),
         StageKind::Sdk(sdk) => Runtime::Sdk(Box::new(SdkRuntime {
-            timers: TimerStore::new(&sdk.timer_families, &plan.components)?,
+            timers: if sdk.timer_families.is_empty() {
+                TimerStore::new(&[], &plan.components)?
+            } else {
+                TimerStore::for_stage(
+                    &sdk.timer_families,
+                    &plan.components,
+                    &durable.backend,
+                    durable.namespaces.of(&owner(stage, &plan.components)),
+                )?
+            },
             input_format: sdk
                 .input
                 .as_ref()
@@ -851,6 +876,7 @@ impl StageContext<'_> {
     fn single_output(&self, produced: Vec<Bytes>, wm: i64) -> Step {
         let output = self.stage.kind.outputs()[0].clone();
         Step {
+            more: false,
             produced: vec![(output.clone(), produced)],
             watermarks: vec![(output, wm)],
         }
@@ -907,6 +933,7 @@ impl StageContext<'_> {
                         .for_each(|w| *w = MAX_TIMESTAMP_MILLIS);
                 }
                 Ok(Step {
+                    more: false,
                     produced: outputs
                         .iter()
                         .zip(buffers)
@@ -945,6 +972,7 @@ impl StageContext<'_> {
                     sink.write(&chunk)?;
                 }
                 Ok(Step {
+                    more: false,
                     produced: Vec::new(),
                     watermarks: Vec::new(),
                 })
@@ -1040,10 +1068,16 @@ impl StageContext<'_> {
             Vec::new()
         };
         rt.deferred.extend(residuals);
-        if !rt.timers.is_empty() {
-            run.fire_timers(&mut rt.timers, input_wm, now, &mut outputs)
+        let more = !rt.timers.is_empty()
+            && run
+                .fire_timers_up_to(
+                    &mut rt.timers,
+                    input_wm,
+                    now,
+                    TIMERS_PER_EPOCH,
+                    &mut outputs,
+                )
                 .await?;
-        }
         let produced_any = outputs.values().flatten().any(|c| !c.is_empty());
         if produced_any || rt.estimate() > estimate_before {
             rt.last_progress = Instant::now();
@@ -1055,18 +1089,22 @@ impl StageContext<'_> {
         // or state access may still need.  At most once per second of event
         // time (it walks all the stage's state, timers and side data), drop
         // what belongs to windows that frontier has left behind.
-        let frontier = input_wm.min(rt.hold());
+        let hold = rt.hold()?;
+        let frontier = input_wm.min(hold);
         if frontier != MAX_TIMESTAMP_MILLIS && frontier >= rt.collected_until.saturating_add(1000) {
             self.collect_expired(sdk, rt, frontier)?;
             rt.collected_until = frontier;
         }
+        // Dropping expired timers may have let the hold move.
+        let hold = rt.hold()?;
         Ok(Step {
             produced: outputs.into_iter().collect(),
             watermarks: sdk
                 .outputs
                 .iter()
-                .map(|(p, _)| (p.clone(), input_wm.min(rt.hold())))
+                .map(|(p, _)| (p.clone(), input_wm.min(hold)))
                 .collect(),
+            more,
         })
     }
 
@@ -1100,7 +1138,7 @@ impl StageContext<'_> {
                     expired,
                 )?
             };
-            let timers = rt.timers.drop_expired(expired);
+            let timers = rt.timers.drop_expired(expired)?;
             if states + timers > 0 {
                 tracing::debug!(stage = %self.stage.name, states, timers, "state and timers of expired windows dropped");
             }
