@@ -39,11 +39,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from crash_harness import CrashLoop  # noqa: E402
 from crash_harness import PipelineRun  # noqa: E402
 from crash_harness import command  # noqa: E402
 from crash_harness import committed  # noqa: E402
+from crash_harness import kill_and_restart  # noqa: E402
 from crash_harness import pending  # noqa: E402
-from crash_harness import wait_for_new_part  # noqa: E402
 
 
 def main() -> int:
@@ -82,9 +83,7 @@ def main() -> int:
     print("seed %d: %d kills, %d events, %d keys, %.0f events/s, checkpoints every %.2fs, in %s" % (
         seed, args.kills, events, args.keys, args.rate, args.checkpoint_interval, workdir), flush=True)
 
-    runs, kills, early = 0, 0, 0
-    recoveries: list[float] = []
-    seen: set[str] = set()
+    runs = 0
     began = time.monotonic()
 
     def start() -> PipelineRun:
@@ -96,34 +95,15 @@ def main() -> int:
                       "--ferrobeam_work_dir=%s" % (workdir / "work" / ("%03d" % runs)), *args.beam_args)
         return PipelineRun(cmd, logs / ("run-%03d.log" % runs))
 
-    run = None
+    def progress(loop: CrashLoop) -> None:
+        if loop.kills % 10 == 0:
+            print("  %d kills, %.0fs, %d committed files" % (
+                loop.kills, time.monotonic() - began, len(committed(output))), flush=True)
+
     try:
-        while kills < args.kills:
-            run = start()
-            if rng.random() < args.early_kill_chance:
-                time.sleep(rng.uniform(0.3, 3.0))
-                early += 1
-            else:
-                appeared = wait_for_new_part(run, output, seen, timeout=args.timeout)
-                if appeared is None:
-                    break
-                if runs > 1:
-                    recoveries.append(appeared - run.started)
-                time.sleep(rng.uniform(0.0, 1.5))
-            if run.poll() is not None:
-                break
-            run.kill_tree()
-            kills += 1
-            seen = committed(output)
-            run = None
-            if kills % 10 == 0:
-                print("  %d kills, %.0fs, %d committed files" % (kills, time.monotonic() - began, len(seen)),
-                      flush=True)
-        if run is None:
-            run = start()
-            appeared = wait_for_new_part(run, output, seen, timeout=args.timeout)
-            if appeared is not None:
-                recoveries.append(appeared - run.started)
+        loop = kill_and_restart(start, output, rng, args.kills, args.early_kill_chance, args.timeout, progress)
+        assert loop.last is not None
+        run = loop.last
         status = run.wait(timeout=args.timeout + events / max(args.rate, 1.0))
     except AssertionError as e:
         print("FAILED: %s\nseed %d; logs in %s" % (e, seed, logs), file=sys.stderr)
@@ -140,10 +120,10 @@ def main() -> int:
     problems = check_output(lines, events, args.keys)
 
     print("kills:              %d (%d during start-up or restore)%s" % (
-        kills, early, "" if kills == args.kills else "; the job finished first: raise --events"))
-    print("restores:           %d (runs after the first)" % (runs - 1))
-    if recoveries:
-        ordered = sorted(recoveries)
+        loop.kills, loop.early, "" if loop.kills == args.kills else "; the job finished first: raise --events"))
+    print("restores:           %d (runs after the first)" % (loop.runs - 1))
+    if loop.recoveries:
+        ordered = sorted(loop.recoveries)
         p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
         print("time to recover:    min %.2fs, median %.2fs, p95 %.2fs, max %.2fs (restart to next committed output, "
               "%d restarts)" % (ordered[0], statistics.median(ordered), p95, ordered[-1], len(ordered)))

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 TESTS_DIR = Path(__file__).resolve().parent
 SCRIPT = TESTS_DIR / "recovery_pipeline.py"
@@ -199,3 +202,59 @@ def wait_for_new_part(run: PipelineRun, output: os.PathLike | str, seen: set[str
         time.sleep(0.02)
     run.kill_tree()
     raise AssertionError("no new committed output in %s within %.0fs\n%s" % (output, timeout, run.log_tail()))
+
+
+@dataclass
+class CrashLoop:
+    """What :func:`kill_and_restart` did."""
+
+    kills: int = 0
+    #: Kills at a random moment of start-up or restore.
+    early: int = 0
+    runs: int = 0
+    #: Per restart that got to commit new output: seconds from its start.
+    recoveries: list[float] = field(default_factory=list)
+    #: The run left going (started after the last kill), to wait for.
+    last: Optional[PipelineRun] = None
+
+
+def kill_and_restart(start: Callable[[], PipelineRun], output: os.PathLike | str, rng: random.Random, kills: int,
+                     early_kill_chance: float, timeout: float,
+                     progress: Optional[Callable[[CrashLoop], None]] = None) -> CrashLoop:
+    """Starts the job, SIGKILLs its process tree at random moments and
+    restarts it, ``kills`` times (fewer if it finishes first): after the run
+    has committed new output, plus 0-1.5 s; or, with ``early_kill_chance``,
+    at a random moment of start-up or restore.  The run after the last kill
+    is left going in ``last``."""
+    loop = CrashLoop()
+    seen: set[str] = set()
+    run: Optional[PipelineRun] = None
+    while loop.kills < kills:
+        run = start()
+        loop.runs += 1
+        if rng.random() < early_kill_chance:
+            time.sleep(rng.uniform(0.3, 3.0))
+            loop.early += 1
+        else:
+            appeared = wait_for_new_part(run, output, seen, timeout=timeout)
+            if appeared is None:
+                break
+            if loop.runs > 1:
+                loop.recoveries.append(appeared - run.started)
+            time.sleep(rng.uniform(0.0, 1.5))
+        if run.poll() is not None:
+            break
+        run.kill_tree()
+        loop.kills += 1
+        seen = committed(output)
+        run = None
+        if progress is not None:
+            progress(loop)
+    if run is None:
+        run = start()
+        loop.runs += 1
+        appeared = wait_for_new_part(run, output, seen, timeout=timeout)
+        if appeared is not None:
+            loop.recoveries.append(appeared - run.started)
+    loop.last = run
+    return loop

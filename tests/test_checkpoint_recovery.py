@@ -36,6 +36,7 @@ from ferrobeam.io import read_lines
 from crash_harness import PipelineRun
 from crash_harness import command
 from crash_harness import committed
+from crash_harness import kill_and_restart
 from crash_harness import sdk_workers
 from crash_harness import tree_snapshot
 from crash_harness import wait_for_new_part
@@ -76,8 +77,7 @@ def test_killed_and_restarted_job_writes_every_line_exactly_once(tmp_path: Path)
     seed = _seed()
     rng = random.Random(seed)
     output, checkpoints = tmp_path / "out", tmp_path / "checkpoints"
-    kills, early, runs = 0, 0, 0
-    seen: set[str] = set()
+    runs = 0
 
     def start() -> PipelineRun:
         nonlocal runs
@@ -85,28 +85,12 @@ def test_killed_and_restarted_job_writes_every_line_exactly_once(tmp_path: Path)
         return PipelineRun(_checkpointed(output, checkpoints, tmp_path / ("work-%02d" % runs)),
                            tmp_path / ("run-%02d.log" % runs))
 
-    run = None
-    while kills < KILLS:
-        run = start()
-        if rng.random() < EARLY_KILL_CHANCE:
-            time.sleep(rng.uniform(0.3, 3.0))
-            early += 1
-        else:
-            if wait_for_new_part(run, output, seen, timeout=120) is None:
-                break
-            time.sleep(rng.uniform(0.0, 1.5))
-        if run.poll() is not None:
-            break
-        run.kill_tree()
-        kills += 1
-        seen = committed(output)
-        run = None
-    if run is None:
-        run = start()
-    context = "seed %d, %d kills (%d early), %d runs" % (seed, kills, early, runs)
-    status = run.wait(timeout=180)
-    assert status == 0, "%s: the last run exited with %d\n%s" % (context, status, run.log_tail())
-    assert kills == KILLS, (
+    loop = kill_and_restart(start, output, rng, KILLS, EARLY_KILL_CHANCE, timeout=120)
+    assert loop.last is not None
+    context = "seed %d, %d kills (%d early), %d runs" % (seed, loop.kills, loop.early, loop.runs)
+    status = loop.last.wait(timeout=180)
+    assert status == 0, "%s: the last run exited with %d\n%s" % (context, status, loop.last.log_tail())
+    assert loop.kills == KILLS, (
         "%s: the job finished before it was killed %d times; lower RATE or raise EVENTS" % (context, KILLS))
     _assert_exact(output, EVENTS, context)
 

@@ -57,6 +57,11 @@ impl Default for DurabilityConfig {
     }
 }
 
+/// How long a due checkpoint waits at most for the backend's preparation.
+const PREPARE_LIMIT: Duration = Duration::from_secs(2);
+/// How often an idle job asks whether the preparation is done.
+const PREPARE_POLL: Duration = Duration::from_millis(20);
+
 /// Names (transform unique names, stage names) → namespaces in the backend.
 #[derive(Default)]
 pub struct Namespaces {
@@ -125,6 +130,8 @@ pub struct Durable {
     /// User state specs of the pipeline, for manifests and coder checks.
     state_specs: BTreeMap<String, BTreeMap<String, StateSpec>>,
     next_checkpoint: Instant,
+    /// When the backend was asked to prepare the due checkpoint.
+    preparing_since: Option<Instant>,
 }
 
 impl Durable {
@@ -208,6 +215,7 @@ impl Durable {
             job_name: job_name.to_owned(),
             state_specs,
             next_checkpoint: Instant::now() + config.checkpoint_interval,
+            preparing_since: None,
         })
     }
 
@@ -241,7 +249,11 @@ impl Durable {
 
     /// When the next periodic checkpoint is due (an idle job wakes for it).
     pub fn next_checkpoint_at(&self) -> Instant {
-        self.next_checkpoint
+        match self.preparing_since {
+            // Ask again soon whether the preparation is done.
+            Some(_) => Instant::now() + PREPARE_POLL,
+            None => self.next_checkpoint,
+        }
     }
 
     /// The id the next checkpoint will have.
@@ -253,9 +265,25 @@ impl Durable {
         self.store.is_some()
     }
 
-    /// Whether the next periodic checkpoint is due.
-    pub fn checkpoint_due(&self) -> bool {
-        self.store.is_some() && Instant::now() >= self.next_checkpoint
+    /// Whether the next periodic checkpoint is due.  When its time comes,
+    /// the backend first prepares (RocksDB flushes in the background) while
+    /// epochs go on; the checkpoint is due once that is done, or after
+    /// [`PREPARE_LIMIT`] at the latest.  The pause is then short.  (A
+    /// backend error makes it due at once: the checkpoint reports it.)
+    pub fn checkpoint_due(&mut self) -> bool {
+        if self.store.is_none() || Instant::now() < self.next_checkpoint {
+            return false;
+        }
+        let since = match self.preparing_since {
+            Some(since) => since,
+            None => {
+                if self.backend.prepare_snapshot().is_err() {
+                    return true;
+                }
+                *self.preparing_since.insert(Instant::now())
+            }
+        };
+        since.elapsed() >= PREPARE_LIMIT || self.backend.snapshot_ready().unwrap_or(true)
     }
 
     /// Writes the runtime entries and snapshots the backend into a new
@@ -266,18 +294,29 @@ impl Durable {
         entries: Vec<RuntimeEntry>,
     ) -> Result<Option<Manifest>, EngineError> {
         let started = Instant::now();
+        // The checkpoint's total time counts its preparation too (during
+        // which the job did not pause).
+        let prepared = self.preparing_since.map_or(0, |t| {
+            started.saturating_duration_since(t).as_millis() as u64
+        });
         let pending = match self.store.as_mut() {
             Some(store) => store.begin()?,
             None => return Ok(None),
         };
-        let result = self.write_snapshot(
-            SnapshotKind::Checkpoint,
-            pending.id,
-            &pending.dir,
-            entries,
-            started,
-        );
+        let result = self
+            .write_snapshot(
+                SnapshotKind::Checkpoint,
+                pending.id,
+                &pending.dir,
+                entries,
+                started,
+            )
+            .map(|mut m| {
+                m.duration_ms += prepared;
+                m
+            });
         self.next_checkpoint = Instant::now() + self.config.checkpoint_interval;
+        self.preparing_since = None;
         let store = self.store.as_ref().expect("checked above");
         match result.and_then(|m| Ok(store.commit(&pending, &m).map(|()| m)?)) {
             Ok(m) => Ok(Some(m)),

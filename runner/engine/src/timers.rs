@@ -542,7 +542,9 @@ impl TimerStore {
     pub fn drop_expired(&mut self, expired: impl Fn(&[u8]) -> bool) -> Result<usize, EngineError> {
         let mut gone: Vec<Vec<u8>> = Vec::new();
         let formats = &self.formats;
-        self.table.scan(&[QUEUE, 1], &[QUEUE, 1], &mut |k, _| {
+        let floor = self.queue_floor[1].load(Ordering::Relaxed);
+        let start = keyed(QUEUE, &[&[1], &sortable(floor)]);
+        self.table.scan(&[QUEUE, 1], &start, &mut |k, _| {
             let tail = &k[10..];
             if let Some((family, _, tag_and_windows)) = parse_tail(tail) {
                 // Windows we cannot take apart are never called expired.

@@ -120,6 +120,19 @@ pub trait StateBackend: Send + Sync {
         Ok(n)
     }
 
+    /// Starts, in the background, the work a snapshot would otherwise do
+    /// while writers wait (RocksDB: flushing memtables), so that the
+    /// snapshot taken once [`StateBackend::snapshot_ready`] says so is
+    /// quick.  Writers may go on meanwhile.
+    fn prepare_snapshot(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether a snapshot now would be quick (see `prepare_snapshot`).
+    fn snapshot_ready(&self) -> Result<bool> {
+        Ok(true)
+    }
+
     /// Writes a consistent snapshot into `dir`, which must not exist yet.
     /// Writes that return after this call started may or may not be in it,
     /// so callers quiesce writers first (the engine snapshots between
