@@ -374,6 +374,23 @@ impl TimerStore {
         ops.push((keyed(HOLDS, &[&sortable(old.hold), tail]), None));
     }
 
+    /// Queues the removal of the timer `tail` if it is pending; returns
+    /// its setting.
+    fn take(
+        &mut self,
+        family: usize,
+        tail: &[u8],
+        ops: &mut Ops,
+    ) -> Result<Option<Setting>, StateError> {
+        let Some(raw) = self.table.get(&keyed(IDENTITY, &[tail]))? else {
+            return Ok(None);
+        };
+        let old = Setting::decode(&raw)?;
+        self.removal(family, tail, &old, ops);
+        self.count -= 1;
+        Ok(Some(old))
+    }
+
     fn insertion(&self, family: usize, tail: &[u8], new: &Setting, ops: &mut Ops) {
         ops.push((keyed(IDENTITY, &[tail]), Some(new.encode())));
         ops.push((self.queue_key(family, new.fire, tail), Some(Bytes::new())));
@@ -408,10 +425,7 @@ impl TimerStore {
         }
         let mut ops = Ops::new();
         for (tail, new) in latest {
-            if let Some(old) = self.table.get(&keyed(IDENTITY, &[&tail]))? {
-                self.removal(family, &tail, &Setting::decode(&old)?, &mut ops);
-                self.count -= 1;
-            }
+            self.take(family, &tail, &mut ops)?;
             if let Some(new) = new {
                 self.insertion(family, &tail, &new, &mut ops);
                 self.count += 1;
@@ -487,12 +501,9 @@ impl TimerStore {
             let Some((family, key, _)) = parse_tail(&tail) else {
                 continue;
             };
-            let Some(raw) = self.table.get(&keyed(IDENTITY, &[&tail]))? else {
+            let Some(setting) = self.take(family, &tail, &mut ops)? else {
                 continue;
             };
-            let setting = Setting::decode(&raw)?;
-            self.removal(family, &tail, &setting, &mut ops);
-            self.count -= 1;
             out.push(DueTimer {
                 family,
                 key: Bytes::copy_from_slice(key),
@@ -560,10 +571,7 @@ impl TimerStore {
         let n = gone.len();
         for tail in gone {
             let (family, _, _) = parse_tail(&tail).expect("parsed above");
-            if let Some(raw) = self.table.get(&keyed(IDENTITY, &[&tail]))? {
-                self.removal(family, &tail, &Setting::decode(&raw)?, &mut ops);
-                self.count -= 1;
-            }
+            self.take(family, &tail, &mut ops)?;
         }
         self.table.write(ops)?;
         Ok(n)
@@ -644,17 +652,8 @@ impl TimerStore {
                 });
             };
             let setting = Setting::decode(&raw)?;
-            // Removal by the old number's rank; insertion by the new one's
-            // (the same domain, as the family is the same).
-            removals.push((keyed(IDENTITY, &[&old_tail]), None));
-            removals.push((
-                keyed(
-                    QUEUE,
-                    &[&[self.rank(new)], &sortable(setting.fire), &old_tail],
-                ),
-                None,
-            ));
-            removals.push((keyed(HOLDS, &[&sortable(setting.hold), &old_tail]), None));
+            // The same family, so the same domain (rank) under either number.
+            self.removal(new, &old_tail, &setting, &mut removals);
             let new_tail = tail(new, key, tag_and_windows);
             self.insertion(new, &new_tail, &setting, &mut insertions);
         }
