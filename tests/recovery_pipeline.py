@@ -6,6 +6,10 @@ stateful DoFn keeps each key's running count and total and writes a line
 ``"{key},{count},{total}"`` per event, and, once the input is exhausted (an
 event-time timer far beyond the last event), ``"{key},final,{total}"``.
 Everything goes through :class:`ferrobeam.io.WriteLines` to ``--output``.
+With ``--window_output``, a GroupByKey over fixed event-time windows of
+:data:`WINDOW_SECONDS` also writes ``"{window start},{key},{count},{sum}"``
+per window and key there (its buffered values are state a checkpoint must
+keep too).
 
 Run it with checkpoints and kill it at any time; rerunning the same command
 restores from the latest checkpoint, and once a run exits 0,
@@ -42,6 +46,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.userstate import TimerSpec
 from apache_beam.transforms.userstate import on_timer
+from apache_beam.transforms.window import FixedWindows
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration
 from apache_beam.utils.timestamp import Timestamp
@@ -51,6 +56,8 @@ from ferrobeam.options import CheckpointOptions
 
 #: Event time of event 0 (2024-01-01T00:00:00Z); events are 10 ms apart.
 EPOCH_S = 1_704_067_200
+#: The windows of ``--window_output``: 300 events each.
+WINDOW_SECONDS = 3
 
 
 def event_time(i: int) -> Timestamp:
@@ -150,15 +157,58 @@ class RunningTotals(beam.DoFn):
         yield "%s,final,%d" % (key, total)
 
 
+class FormatWindowSum(beam.DoFn):
+    """``(key, values)`` of a window as ``"{window start s},{key},{count},{sum}"``."""
+
+    def process(self, element: tuple[str, Iterable[int]], window: Any = beam.DoFn.WindowParam) -> Iterator[str]:
+        key, values = element
+        values = list(values)
+        yield "%d,%s,%d,%d" % (window.start.micros // 1_000_000, key, len(values), sum(values))
+
+
 def build(p: beam.Pipeline, events: int, keys: int, rate: float, output: str,
-          pid_dir: Optional[str] = None) -> None:
+          pid_dir: Optional[str] = None, window_output: Optional[str] = None) -> None:
     """Adds the pipeline to ``p``; with ``pid_dir``, every process that
-    runs the stateful DoFn creates a file there named by its pid."""
-    _ = (p
-         | "Start" >> beam.Create([events])
-         | "Events" >> beam.ParDo(RateLimitedEvents(keys, rate)).with_output_types(Tuple[str, int])
+    runs the stateful DoFn creates a file there named by its pid; with
+    ``window_output``, the windowed sums go there."""
+    keyed = (p
+             | "Start" >> beam.Create([events])
+             | "Events" >> beam.ParDo(RateLimitedEvents(keys, rate)).with_output_types(Tuple[str, int]))
+    _ = (keyed
          | "RunningTotals" >> beam.ParDo(RunningTotals(events, pid_dir)).with_output_types(str)
-         | "Write" >> ferrobeam.io.WriteLines(output))  # yapf: disable
+         | "Write" >> ferrobeam.io.WriteLines(output))
+    if window_output:
+        _ = (keyed
+             | "Windows" >> beam.WindowInto(FixedWindows(WINDOW_SECONDS))
+             | "Group" >> beam.GroupByKey()
+             | "WindowSums" >> beam.ParDo(FormatWindowSum()).with_output_types(str)
+             | "WriteWindows" >> ferrobeam.io.WriteLines(window_output))  # yapf: disable
+
+
+def check_window_sums(lines: Iterable[str], events: int, keys: int, limit: int = 20) -> list[str]:
+    """What is wrong with ``--window_output`` (nothing if every window and
+    key has exactly one line with its count and sum)."""
+    expected: dict[str, tuple[int, int]] = {}
+    for i in range(events):
+        start = event_time(i).micros // 1_000_000 // WINDOW_SECONDS * WINDOW_SECONDS
+        name = "%d,k%d" % (start, i % keys)
+        count, total = expected.get(name, (0, 0))
+        expected[name] = (count + 1, total + i)
+    seen: dict[str, list[str]] = collections.defaultdict(list)
+    for line in lines:
+        window, key, rest = (line.split(",", 2) + ["", ""])[:3]
+        seen["%s,%s" % (window, key)].append(rest)
+    problems = []
+    missing = sorted(set(expected) - set(seen))
+    unknown = sorted(set(seen) - set(expected))
+    doubled = sorted(name for name, found in seen.items() if len(found) > 1)
+    wrong = sorted(name for name, found in seen.items()
+                   if name in expected and found[0] != "%d,%d" % expected[name])
+    for what, names in [("missing", missing), ("unknown", unknown), ("more than once", doubled),
+                        ("with a wrong count or sum", wrong)]:
+        if names:
+            problems.append("%d windowed sums %s: %s" % (len(names), what, names[:limit]))
+    return problems
 
 
 def expected_values(events: int, keys: int) -> dict[str, list[int]]:
@@ -250,6 +300,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--rate", type=float, default=300.0,
                         help="events per second, about (default 300; 0: as fast as possible)")
     parser.add_argument("--output", required=True, help="directory for the output's part-*.txt files")
+    parser.add_argument("--window_output", default=None,
+                        help="directory for windowed sums per key (a GroupByKey branch)")
     parser.add_argument("--pid_dir", default=None,
                         help="for tests: processes running the stateful DoFn create a file named by their pid here")
     args, beam_args = parser.parse_known_args(argv)
@@ -258,7 +310,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     logging.info("recovery_pipeline: %d events, %d keys, %.0f/s to %s; checkpoints: %s, restore from: %s",
                  args.events, args.keys, args.rate, args.output, checkpoints.checkpoint_dir, checkpoints.restore_from)
     with beam.Pipeline(options=options) as p:
-        build(p, args.events, args.keys, args.rate, args.output, args.pid_dir)
+        build(p, args.events, args.keys, args.rate, args.output, args.pid_dir, args.window_output)
     print("recovery_pipeline: done", flush=True)
 
 

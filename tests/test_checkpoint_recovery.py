@@ -7,7 +7,9 @@ with running counts and totals per key and a final timer, the committing
 ``--checkpoint_dir``. Rerunning the same command restores from the latest
 checkpoint. After the last run, :func:`recovery_pipeline.check_output`
 must find every count of every key exactly once, totals that add each of
-the key's values once, and one final line per key.
+the key's values once, and one final line per key; and the crash test's
+GroupByKey branch (fixed windows, values buffered in RocksDB between
+checkpoints) one exact sum per window and key.
 
 Kill times are random; the seed is printed (set ``FERROBEAM_CRASH_SEED`` to
 repeat a run). ``scripts/crash_soak.py`` is the long version.
@@ -41,6 +43,7 @@ from crash_harness import sdk_workers
 from crash_harness import tree_snapshot
 from crash_harness import wait_for_new_part
 from recovery_pipeline import check_output
+from recovery_pipeline import check_window_sums
 
 #: 30 s of events at 100/s: ten kill-and-restore cycles (a few seconds of
 #: start-up and about 1-2 s of progress each) fit well inside it.
@@ -77,12 +80,14 @@ def test_killed_and_restarted_job_writes_every_line_exactly_once(tmp_path: Path)
     seed = _seed()
     rng = random.Random(seed)
     output, checkpoints = tmp_path / "out", tmp_path / "checkpoints"
+    windows = tmp_path / "windows"
     runs = 0
 
     def start() -> PipelineRun:
         nonlocal runs
         runs += 1
-        return PipelineRun(_checkpointed(output, checkpoints, tmp_path / ("work-%02d" % runs)),
+        return PipelineRun(_checkpointed(output, checkpoints, tmp_path / ("work-%02d" % runs),
+                                         "--window_output=%s" % windows),
                            tmp_path / ("run-%02d.log" % runs))
 
     loop = kill_and_restart(start, output, rng, KILLS, EARLY_KILL_CHANCE, timeout=120)
@@ -93,6 +98,9 @@ def test_killed_and_restarted_job_writes_every_line_exactly_once(tmp_path: Path)
     assert loop.kills == KILLS, (
         "%s: the job finished before it was killed %d times; lower RATE or raise EVENTS" % (context, KILLS))
     _assert_exact(output, EVENTS, context)
+    # The GroupByKey's buffered values (in RocksDB) survived every kill.
+    problems = check_window_sums(read_lines(windows), EVENTS, KEYS)
+    assert not problems, "%s: the windowed sums are not exact:\n  %s" % (context, "\n  ".join(problems))
 
 
 @pytest.mark.timeout(300)

@@ -44,10 +44,16 @@ _USERSTATE_PINNED = (
     "test_stateful_set_state_compaction_race_portably",  # own options: DirectRunner
 )
 
-#: Module -> (pytest selection, the fewest tests it must run, pipeline options).
+#: Suite -> (module, pytest selection, the fewest tests it must run,
+#: pipeline options). The trigger transcripts run twice: GroupByKey buffers
+#: in memory (the default without checkpoints) and in RocksDB.
 SUITES = {
-    "apache_beam.transforms.trigger_test": (["-k", "TestStreamTranscriptTest"], 36, PIPELINE_OPTIONS),
-    "apache_beam.transforms.userstate_test": (
+    "trigger_test": ("apache_beam.transforms.trigger_test", ["-k", "TestStreamTranscriptTest"], 36,
+                     PIPELINE_OPTIONS),
+    "trigger_test-rocksdb": ("apache_beam.transforms.trigger_test", ["-k", "TestStreamTranscriptTest"], 36,
+                             PIPELINE_OPTIONS + " --state_backend=rocksdb"),
+    "userstate_test": (
+        "apache_beam.transforms.userstate_test",
         ["-k", "StatefulDoFnOnDirectRunnerTest and not (%s)" % " or ".join(_USERSTATE_PINNED)],
         19,
         PIPELINE_OPTIONS + " --streaming --environment_type=LOOPBACK",
@@ -56,18 +62,19 @@ SUITES = {
 
 
 def test_exclusions_name_suites_we_run() -> None:
+    modules = {module for module, _, _, _ in SUITES.values()}
     for ex in EXCLUSIONS:
-        assert ex.module in SUITES, ex.test
+        assert ex.module in modules, ex.test
 
 
 @pytest.mark.timeout(MODULE_TIMEOUT_S + 60)
-@pytest.mark.parametrize("module", SUITES)
-def test_beam_streaming_tests(module: str, tmp_path: Path, native: object) -> None:
+@pytest.mark.parametrize("suite", SUITES)
+def test_beam_streaming_tests(suite: str, tmp_path: Path, native: object) -> None:
     del native  # only required so a missing extension fails fast with advice
-    select, minimum, options = SUITES[module]
+    module, select, minimum, options = SUITES[suite]
     results, _ = run_module(module, tmp_path, select, options)
     problems = judge(module, results, EXCLUSIONS, minimum, EXCLUSIONS_FILE)
     passed = sum(r["outcome"] == "passed" for r in results.values())
     excluded = sum(e.module == module for e in EXCLUSIONS)
-    print("%s: %d/%d passed, %d excluded" % (module, passed, len(results), excluded))
+    print("%s: %d/%d passed, %d excluded" % (suite, passed, len(results), excluded))
     assert not problems, "\n".join(problems)

@@ -2,9 +2,9 @@
 //!
 //! Reads the manifest, then opens the snapshot read-only and counts, per
 //! transform and state id, the cells (one per key and window) and their
-//! bytes; counts the pending timers kept in the backend (RocksDB); and lists
-//! the engine's own entries (buffers, sources, sinks, in-memory timers)
-//! with their sizes.  Nothing in the directory is changed.
+//! bytes; counts the pending timers and GroupByKey values kept in the
+//! backend (RocksDB); and lists the engine's own entries (buffers, sources,
+//! sinks, in-memory timers) with their sizes.  Nothing in the directory is changed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -33,6 +33,8 @@ struct Report {
     user_state: BTreeMap<String, BTreeMap<String, Usage>>,
     /// transform → pending timers kept in the backend (cells = timers).
     timers: BTreeMap<String, Usage>,
+    /// GroupByKey → values buffered in the backend (cells = values).
+    buffered: BTreeMap<String, Usage>,
     /// owner → entry → bytes.
     runtime: BTreeMap<String, BTreeMap<String, u64>>,
 }
@@ -55,6 +57,7 @@ fn report(dir: &Path) -> Result<Report, String> {
     let mut user_state: BTreeMap<String, BTreeMap<String, Usage>> = BTreeMap::new();
     let mut runtime: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut timers: BTreeMap<String, Usage> = BTreeMap::new();
+    let mut buffered: BTreeMap<String, Usage> = BTreeMap::new();
     backend
         .scan_prefix(&[], &mut |k, v| {
             if let Some(p) = keys::parse_user_state_key(k) {
@@ -68,6 +71,10 @@ fn report(dir: &Path) -> Result<Report, String> {
             } else if let Some((ns, rest)) = keys::parse_timers_key(k) {
                 let usage = timers.entry(name_of(ns)).or_default();
                 usage.cells += u64::from(rest.first() == Some(&keys::TIMER_IDENTITY));
+                usage.bytes += (k.len() + v.len()) as u64;
+            } else if let Some(ns) = keys::parse_gbk_values_key(k) {
+                let usage = buffered.entry(name_of(ns)).or_default();
+                usage.cells += 1;
                 usage.bytes += (k.len() + v.len()) as u64;
             } else if let Some((ns, entry)) = keys::parse_runtime_key(k) {
                 runtime
@@ -90,6 +97,7 @@ fn report(dir: &Path) -> Result<Report, String> {
         duration_ms: m.duration_ms,
         user_state,
         timers,
+        buffered,
         runtime,
     })
 }
@@ -138,6 +146,12 @@ pub fn inspect(dir: &Path, json: bool) -> i32 {
         println!("\ntimers (transform: pending timers, bytes)");
         for (transform, u) in &r.timers {
             println!("  {transform}: {} timers, {} bytes", u.cells, u.bytes);
+        }
+    }
+    if !r.buffered.is_empty() {
+        println!("\nGroupByKey buffers (transform: values waiting for a pane, bytes)");
+        for (transform, u) in &r.buffered {
+            println!("  {transform}: {} values, {} bytes", u.cells, u.bytes);
         }
     }
     println!("\nengine state (owner / entry: bytes)");

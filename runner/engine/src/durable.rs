@@ -236,6 +236,13 @@ impl Durable {
         let list: Vec<String> = left.keys().map(|(o, n)| format!("{n} of '{o}'")).collect();
         if self.config.allow_non_restored_state {
             tracing::warn!(dropped = ?list, "state with no place in the new pipeline was dropped (--allow_non_restored_state)");
+            // What such a stage kept in the backend goes too, or every
+            // later checkpoint would carry it.
+            for (owner, _) in left.keys() {
+                let ns = self.namespaces.of(owner);
+                self.backend.delete_prefix(&keys::gbk_values_prefix(ns))?;
+                self.backend.delete_prefix(&keys::timers_prefix(ns))?;
+            }
             return Ok(());
         }
         Err(EngineError::State(StateError::Incompatible {

@@ -32,7 +32,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferrobeam_coders::varint::{read_i32_be, read_len};
-use ferrobeam_coders::{read_timestamp, Coder, CoderError, MIN_TIMESTAMP_MILLIS};
+use ferrobeam_coders::{
+    decode_timestamp, encode_timestamp, read_timestamp, Coder, CoderError, MIN_TIMESTAMP_MILLIS,
+};
 use ferrobeam_graph::{TimeDomain, TimerFamily};
 use ferrobeam_proto::pipeline::v1::Components;
 
@@ -127,14 +129,14 @@ const IDENTITY: u8 = keys::TIMER_IDENTITY;
 const QUEUE: u8 = b'Q';
 const HOLDS: u8 = b'H';
 
-/// Big-endian with the sign bit flipped: byte order is numeric order.
+/// Timestamps in keys are in Beam's encoding (big-endian, sign bit
+/// flipped), whose byte order is numeric order.
 fn sortable(ts: i64) -> [u8; 8] {
-    ((ts as u64) ^ (1 << 63)).to_be_bytes()
+    encode_timestamp(ts)
 }
 
 fn unsortable(b: &[u8]) -> i64 {
-    let raw: [u8; 8] = b[..8].try_into().expect("8 bytes");
-    (u64::from_be_bytes(raw) ^ (1 << 63)) as i64
+    decode_timestamp(b[..8].try_into().expect("8 bytes"))
 }
 
 /// family, len(key), key, tag and windows.

@@ -28,7 +28,7 @@ pub const MANIFEST: &str = "MANIFEST.json";
 pub const STATE_DIR: &str = "state";
 /// Bumped when a checkpoint written by this version could not be read by
 /// the previous one (or the other way round).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const PREFIX: &str = "chk-";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,6 +17,10 @@ pub const RUNTIME: u8 = b'R';
 /// `T ns ...`.
 pub const TIMERS: u8 = b'T';
 
+/// A streaming GroupByKey's buffered values (RocksDB only; see the engine's
+/// `streaming::gbk_values`): `G ns window_end window key seq`.
+pub const GBK_VALUES: u8 = b'G';
+
 /// Cell kinds after the namespace (the SDK's two user-state key types).
 pub const BAG: u8 = b'b';
 pub const ORDERED_LIST: u8 = b'o';
@@ -86,18 +90,37 @@ pub fn parse_user_state_key(k: &[u8]) -> Option<UserStateKey<'_>> {
 
 /// The prefix of every timer entry of one transform.
 pub fn timers_prefix(ns: Namespace) -> Vec<u8> {
-    let mut out = vec![TIMERS];
+    kind_and_namespace(TIMERS, ns)
+}
+
+fn kind_and_namespace(kind: u8, ns: Namespace) -> Vec<u8> {
+    let mut out = vec![kind];
     out.extend_from_slice(&ns.to_be_bytes());
     out
+}
+
+/// The namespace of a key of `kind`, and the rest of the key.
+fn split_namespace(kind: u8, k: &[u8]) -> Option<(Namespace, &[u8])> {
+    if k.first() != Some(&kind) || k.len() < 5 {
+        return None;
+    }
+    Some((Namespace::from_be_bytes(k[1..5].try_into().ok()?), &k[5..]))
 }
 
 /// The namespace and the rest of a timer entry's key; the rest starts
 /// with `I` for a timer's identity entry (one per pending timer).
 pub fn parse_timers_key(k: &[u8]) -> Option<(Namespace, &[u8])> {
-    if k.first() != Some(&TIMERS) || k.len() < 5 {
-        return None;
-    }
-    Some((Namespace::from_be_bytes(k[1..5].try_into().ok()?), &k[5..]))
+    split_namespace(TIMERS, k)
+}
+
+/// The prefix of every buffered GroupByKey value of one transform.
+pub fn gbk_values_prefix(ns: Namespace) -> Vec<u8> {
+    kind_and_namespace(GBK_VALUES, ns)
+}
+
+/// The namespace of a buffered GroupByKey value's key.
+pub fn parse_gbk_values_key(k: &[u8]) -> Option<Namespace> {
+    split_namespace(GBK_VALUES, k).map(|(ns, _)| ns)
 }
 
 /// The identity entries' marker after a timer key's namespace.
@@ -105,18 +128,14 @@ pub const TIMER_IDENTITY: u8 = b'I';
 
 /// `R ns name`.
 pub fn runtime_key(ns: Namespace, name: &str) -> Vec<u8> {
-    let mut out = vec![RUNTIME];
-    out.extend_from_slice(&ns.to_be_bytes());
+    let mut out = kind_and_namespace(RUNTIME, ns);
     out.extend_from_slice(name.as_bytes());
     out
 }
 
 pub fn parse_runtime_key(k: &[u8]) -> Option<(Namespace, &str)> {
-    if k.first() != Some(&RUNTIME) || k.len() < 5 {
-        return None;
-    }
-    let ns = Namespace::from_be_bytes(k[1..5].try_into().ok()?);
-    Some((ns, std::str::from_utf8(&k[5..]).ok()?))
+    let (ns, name) = split_namespace(RUNTIME, k)?;
+    Some((ns, std::str::from_utf8(name).ok()?))
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use ferrobeam_proto::pipeline::v1::test_stream_payload::event::Event;
 use ferrobeam_proto::pipeline::v1::Components;
 
 use super::gbk::StreamingGroupByKey;
+use super::gbk_values::ValueStore;
 use super::side_inputs::{release, SideInputBuffer};
 use ferrobeam_state::checkpoint::SnapshotKind;
 use ferrobeam_state::codec::{Reader, Writer};
@@ -787,7 +788,13 @@ fn runtime(
         } => {
             // (Custom merging window functions are refused at Prepare.)
             let format = WireFormat::new(&plan.components, &input.coder_id)?;
-            Runtime::Gbk(Box::new(StreamingGroupByKey::new(windowing, format)?))
+            let values = ValueStore::for_stage(
+                &durable.backend,
+                durable.namespaces.of(&owner(stage, &plan.components)),
+            );
+            Runtime::Gbk(Box::new(StreamingGroupByKey::new(
+                windowing, format, values,
+            )?))
         }
         StageKind::LineSink {
             transform_id,
@@ -958,7 +965,7 @@ impl StageContext<'_> {
                     dropped += fired.dropped_late;
                     produced.extend(fired.chunks);
                 }
-                produced.extend(gbk.advance(input_wm, clock.now()).chunks);
+                produced.extend(gbk.advance(input_wm, clock.now())?.chunks);
                 if dropped > 0 {
                     self.job.reporter.message(
                         Level::Debug,

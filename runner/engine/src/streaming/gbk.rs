@@ -26,6 +26,7 @@ use ferrobeam_proto::pipeline::v1::WindowingStrategy;
 use ferrobeam_state::codec::{Reader, Writer};
 use ferrobeam_state::StateError;
 
+use super::gbk_values::{Buffered, Slot, ValueStore};
 use crate::gbk::{write_group, ChunkWriter};
 use crate::panes::PaneRules;
 use crate::triggers::{Clock, TriggerState};
@@ -34,13 +35,10 @@ use crate::EngineError;
 
 const SESSIONS: &str = "beam:window_fn:session_windows:v1";
 
-/// Identifies a (window, key) in window-end order.
-type Slot = (i64, Bytes, Bytes);
-
 struct WindowState {
     /// Values the next pane carries: all so far when accumulating, those
     /// since the last pane when discarding.
-    values: Vec<Bytes>,
+    values: Buffered,
     /// How many of `values` no pane has carried yet.
     fresh: usize,
     /// Timestamps of the fresh values that could hold the output watermark
@@ -56,7 +54,7 @@ struct WindowState {
 impl WindowState {
     fn new(trigger: &ferrobeam_graph::trigger::Trigger) -> Self {
         WindowState {
-            values: Vec::new(),
+            values: Buffered::default(),
             fresh: 0,
             fresh_min_ts: i64::MAX,
             fresh_max_ts: i64::MIN,
@@ -66,9 +64,9 @@ impl WindowState {
         }
     }
 
-    /// Takes a new value (which holds the watermark unless it is behind
-    /// `output_watermark`).
-    fn push(&mut self, ts: i64, value: Bytes, output_watermark: i64) {
+    /// Notes a new value's timestamp (which holds the watermark unless it
+    /// is behind `output_watermark`).
+    fn note(&mut self, ts: i64, output_watermark: i64) {
         // As in Beam's WatermarkHold: an element behind the output
         // watermark cannot hold it, so it does not count towards an
         // EARLIEST / LATEST pane timestamp either.
@@ -76,7 +74,6 @@ impl WindowState {
             self.fresh_min_ts = self.fresh_min_ts.min(ts);
             self.fresh_max_ts = self.fresh_max_ts.max(ts);
         }
-        self.values.push(value);
         self.fresh += 1;
     }
 }
@@ -95,13 +92,18 @@ pub struct StreamingGroupByKey {
     sessions: Option<HashMap<Bytes, Vec<IntervalWindow>>>,
     format: WireFormat,
     windows: BTreeMap<Slot, WindowState>,
+    values: ValueStore,
     input_watermark: i64,
     processing_time: i64,
     output_watermark: i64,
 }
 
 impl StreamingGroupByKey {
-    pub fn new(windowing: &WindowingStrategy, format: WireFormat) -> Result<Self, EngineError> {
+    pub fn new(
+        windowing: &WindowingStrategy,
+        format: WireFormat,
+        values: ValueStore,
+    ) -> Result<Self, EngineError> {
         let rules = PaneRules::including_default(windowing).ok_or_else(|| {
             EngineError::Internal("GroupByKey trigger was not validated at Prepare".into())
         })?;
@@ -114,6 +116,7 @@ impl StreamingGroupByKey {
             sessions: merging.then(HashMap::new),
             format,
             windows: BTreeMap::new(),
+            values,
             input_watermark: MIN_TIMESTAMP_MILLIS,
             processing_time: MIN_TIMESTAMP_MILLIS,
             output_watermark: MIN_TIMESTAMP_MILLIS,
@@ -136,12 +139,11 @@ impl StreamingGroupByKey {
                 &mut *w
             }
         };
+        self.values.save_mode(w);
         w.len(self.windows.len());
         for ((end, window, key), state) in &self.windows {
-            w.i64(*end).bytes(window).bytes(key).len(state.values.len());
-            for v in &state.values {
-                w.bytes(v);
-            }
+            w.i64(*end).bytes(window).bytes(key);
+            self.values.save(&state.values, w);
             w.len(state.fresh)
                 .i64(state.fresh_min_ts)
                 .i64(state.fresh_max_ts)
@@ -175,9 +177,10 @@ impl StreamingGroupByKey {
             }
             self.sessions = Some(sessions);
         }
+        let saved_in_backend = r.bool()?;
         for _ in 0..r.len()? {
             let slot = (r.i64()?, r.bytes()?, r.bytes()?);
-            let values = (0..r.len()?).map(|_| r.bytes()).collect::<Result<_, _>>()?;
+            let values = self.values.load(saved_in_backend, &slot, r)?;
             let state = WindowState {
                 values,
                 fresh: r.len()?,
@@ -192,7 +195,7 @@ impl StreamingGroupByKey {
         self.input_watermark = r.i64()?;
         self.processing_time = r.i64()?;
         self.output_watermark = r.i64()?;
-        Ok(())
+        self.values.flush()
     }
 
     /// Buffers a chunk of input elements arriving now; panes that
@@ -225,9 +228,9 @@ impl StreamingGroupByKey {
             }
             Ok(())
         })?;
-        let mut out = ChunkWriter::default();
+        let mut open = Vec::with_capacity(touched.len());
         for slot in touched {
-            let values = arrivals.remove(&slot).unwrap_or_default();
+            let arrived = arrivals.remove(&slot).unwrap_or_default();
             let trigger = &self.rules.trigger;
             let state = self
                 .windows
@@ -235,12 +238,18 @@ impl StreamingGroupByKey {
                 .or_insert_with(|| WindowState::new(trigger));
             if state.trigger.is_finished() {
                 // A finished trigger closed the window: later data is dropped.
-                fired.dropped_late += values.len() as u64;
+                fired.dropped_late += arrived.len() as u64;
                 continue;
             }
-            for (ts, v) in values.iter() {
-                state.push(*ts, v.clone(), self.output_watermark);
+            let count = arrived.len() as u64;
+            for (ts, _) in &arrived {
+                state.note(*ts, self.output_watermark);
             }
+            self.values.push(
+                &slot,
+                &mut state.values,
+                arrived.into_iter().map(|(_, v)| v),
+            );
             let clock = Clock {
                 watermark: self.input_watermark,
                 processing_time: self.processing_time,
@@ -248,9 +257,16 @@ impl StreamingGroupByKey {
             };
             state
                 .trigger
-                .on_elements(trigger, values.len() as u64, self.processing_time, &clock);
-            self.fire_if_ready(&slot, &mut out);
+                .on_elements(trigger, count, self.processing_time, &clock);
+            open.push(slot);
         }
+        // Triggers are consulted once the chunk's values are all stored, so
+        // the backend gets them in one write.
+        let mut out = ChunkWriter::default();
+        for slot in open {
+            self.fire_if_ready(&slot, &mut out)?;
+        }
+        self.values.flush()?;
         fired.chunks = out.finish();
         self.update_output_watermark();
         Ok(fired)
@@ -281,7 +297,7 @@ impl StreamingGroupByKey {
                 fired.dropped_late += 1;
                 continue;
             }
-            let slot = self.merge_into(&key, window);
+            let slot = self.merge_into(&key, window)?;
             let clock = self.clock(slot.0);
             let (trigger, now, output_wm) = (
                 &self.rules.trigger,
@@ -293,7 +309,8 @@ impl StreamingGroupByKey {
                 fired.dropped_late += 1;
                 continue;
             }
-            state.push(ts, value, output_wm);
+            state.note(ts, output_wm);
+            self.values.push(&slot, &mut state.values, [value]);
             state.trigger.on_elements(trigger, 1, now, &clock);
             if !touched.contains(&slot) {
                 touched.push(slot);
@@ -303,9 +320,10 @@ impl StreamingGroupByKey {
         for slot in touched {
             // (A later element may have merged it away.)
             if self.windows.contains_key(&slot) {
-                self.fire_if_ready(&slot, &mut out);
+                self.fire_if_ready(&slot, &mut out)?;
             }
         }
+        self.values.flush()?;
         fired.chunks = out.finish();
         self.update_output_watermark();
         Ok(fired)
@@ -314,7 +332,7 @@ impl StreamingGroupByKey {
     /// The slot `window` of `key` belongs to after merging it with the
     /// key's overlapping active windows.  A window that swallows others is
     /// a new window: its state is theirs combined, its panes start over.
-    fn merge_into(&mut self, key: &Bytes, window: IntervalWindow) -> Slot {
+    fn merge_into(&mut self, key: &Bytes, window: IntervalWindow) -> Result<Slot, EngineError> {
         let slot_of = |w: &IntervalWindow| -> Slot {
             let mut bytes = Vec::new();
             w.encode(&mut bytes);
@@ -333,7 +351,7 @@ impl StreamingGroupByKey {
             .collect();
         if let [only] = overlapping.as_slice() {
             if only.start <= window.start && window.end <= only.end {
-                return slot_of(only);
+                return Ok(slot_of(only));
             }
         }
         overlapping.sort_by_key(|w| (w.start, w.end));
@@ -342,53 +360,58 @@ impl StreamingGroupByKey {
         });
         active.retain(|a| !overlapping.contains(a));
         active.push(merged);
-        let parts: Vec<WindowState> = overlapping
+        let parts: Vec<(Slot, WindowState)> = overlapping
             .iter()
-            .filter_map(|w| self.windows.remove(&slot_of(w)))
+            .filter_map(|w| {
+                let slot = slot_of(w);
+                self.windows.remove(&slot).map(|state| (slot, state))
+            })
             .collect();
+        let slot = slot_of(&merged);
         let trigger = &self.rules.trigger;
         let mut state = WindowState::new(trigger);
         if !parts.is_empty() {
-            let triggers: Vec<&TriggerState> = parts.iter().map(|p| &p.trigger).collect();
+            let triggers: Vec<&TriggerState> = parts.iter().map(|(_, p)| &p.trigger).collect();
             let end_passed = self.input_watermark > merged.max_timestamp();
             state.trigger = TriggerState::merged(trigger, &triggers, end_passed);
-            for p in &parts {
-                state.values.extend(p.values.iter().cloned());
+            for (part_slot, p) in parts {
                 state.fresh += p.fresh;
                 state.fresh_min_ts = state.fresh_min_ts.min(p.fresh_min_ts);
                 state.fresh_max_ts = state.fresh_max_ts.max(p.fresh_max_ts);
+                self.values
+                    .absorb(&slot, &mut state.values, &part_slot, p.values)?;
             }
         }
-        let slot = slot_of(&merged);
         self.windows.insert(slot.clone(), state);
-        slot
+        Ok(slot)
     }
 
     /// Moves the input watermark and processing time forward (never back)
     /// and fires what that makes due.
-    pub fn advance(&mut self, watermark: i64, processing_time: i64) -> Fired {
+    pub fn advance(&mut self, watermark: i64, processing_time: i64) -> Result<Fired, EngineError> {
         self.input_watermark = self.input_watermark.max(watermark);
         self.processing_time = self.processing_time.max(processing_time);
         let mut out = ChunkWriter::default();
         let slots: Vec<Slot> = self.windows.keys().cloned().collect();
         for slot in slots {
             if !self.expired(slot.0) {
-                self.fire_if_ready(&slot, &mut out);
+                self.fire_if_ready(&slot, &mut out)?;
                 continue;
             }
             // The end-of-window firing comes before garbage collection when
             // allowed lateness separates them; when they coincide, Beam
             // fires once, and that pane is the last.
             if self.rules.allowed_lateness > 0 {
-                self.fire_if_ready(&slot, &mut out);
+                self.fire_if_ready(&slot, &mut out)?;
             }
-            self.close(&slot, &mut out);
+            self.close(&slot, &mut out)?;
         }
+        self.values.flush()?;
         self.update_output_watermark();
-        Fired {
+        Ok(Fired {
             chunks: out.finish(),
             dropped_late: 0,
-        }
+        })
     }
 
     /// The watermark downstream may see: the input watermark, held back by
@@ -422,35 +445,44 @@ impl StreamingGroupByKey {
         }
     }
 
-    fn fire_if_ready(&mut self, slot: &Slot, out: &mut ChunkWriter) {
+    fn fire_if_ready(&mut self, slot: &Slot, out: &mut ChunkWriter) -> Result<(), EngineError> {
         let clock = self.clock(slot.0);
         let (input_wm, output_wm) = (self.input_watermark, self.output_watermark);
         let trigger = &self.rules.trigger;
         let Some(state) = self.windows.get_mut(slot) else {
-            return;
+            return Ok(());
         };
         if !state.trigger.should_fire(trigger, &clock) {
-            return;
+            return Ok(());
         }
         state.trigger.on_fire(trigger, &clock);
         let finished = state.trigger.is_finished();
         let timing = timing(input_wm, output_wm, slot.0, state.after_end);
         // An on-time pane fires even empty under FIRE_ALWAYS; others need data.
         if state.fresh > 0 || (timing == Timing::OnTime && self.rules.on_time_always) {
-            emit(&self.rules, slot, state, timing, finished, out);
+            emit(
+                &self.rules,
+                &mut self.values,
+                slot,
+                state,
+                timing,
+                finished,
+                out,
+            )?;
         }
         if finished {
             // The window is closed; its state goes, later data is dropped
             // (the finished trigger is kept to remember that).
-            state.values = Vec::new();
+            self.values.clear(slot, &mut state.values);
             state.fresh = 0;
         }
+        Ok(())
     }
 
     /// Garbage collection: the final pane if one is due, then the window goes.
-    fn close(&mut self, slot: &Slot, out: &mut ChunkWriter) {
+    fn close(&mut self, slot: &Slot, out: &mut ChunkWriter) -> Result<(), EngineError> {
         let Some(mut state) = self.windows.remove(slot) else {
-            return;
+            return Ok(());
         };
         if let Some(sessions) = &mut self.sessions {
             if let (Some(active), Ok((window, _))) = (
@@ -463,18 +495,27 @@ impl StreamingGroupByKey {
                 }
             }
         }
-        if state.trigger.is_finished() {
-            return;
+        if !state.trigger.is_finished() {
+            let timing = timing(
+                self.input_watermark,
+                self.output_watermark,
+                slot.0,
+                state.after_end,
+            );
+            if state.fresh > 0 || (timing == Timing::OnTime && self.rules.on_time_always) {
+                emit(
+                    &self.rules,
+                    &mut self.values,
+                    slot,
+                    &mut state,
+                    timing,
+                    true,
+                    out,
+                )?;
+            }
         }
-        let timing = timing(
-            self.input_watermark,
-            self.output_watermark,
-            slot.0,
-            state.after_end,
-        );
-        if state.fresh > 0 || (timing == Timing::OnTime && self.rules.on_time_always) {
-            emit(&self.rules, slot, &mut state, timing, true, out);
-        }
+        self.values.clear(slot, &mut state.values);
+        Ok(())
     }
 
     fn update_output_watermark(&mut self) {
@@ -519,12 +560,13 @@ fn pane_timestamp(rules: &PaneRules, window_max: i64, state: &WindowState) -> i6
 
 fn emit(
     rules: &PaneRules,
+    values: &mut ValueStore,
     slot: &Slot,
     state: &mut WindowState,
     timing: Timing,
     is_last: bool,
     out: &mut ChunkWriter,
-) {
+) -> Result<(), EngineError> {
     let (window_max, window, key) = slot;
     let on_time_index = if timing == Timing::Early {
         -1
@@ -540,12 +582,20 @@ fn emit(
         on_time_index,
     };
     let ts = pane_timestamp(rules, *window_max, state);
-    write_group(out.buf(), ts, window, &pane, key, &state.values);
+    write_group(
+        out.buf(),
+        ts,
+        window,
+        &pane,
+        key,
+        &values.read(slot, &state.values)?,
+    );
     state.panes += 1;
     state.fresh = 0;
     state.fresh_min_ts = i64::MAX;
     state.fresh_max_ts = i64::MIN;
     if !rules.accumulating {
-        state.values.clear();
+        values.clear(slot, &mut state.values);
     }
+    Ok(())
 }

@@ -2,10 +2,13 @@
 //!
 //! * [`driver`]: runs a plan as a sequence of epochs.
 //! * [`gbk`]: GroupByKey whose panes fire as data and time arrive.
+//! * [`gbk_values`]: where a GroupByKey's buffered values live (memory or
+//!   the state backend).
 //! * [`side_inputs`]: side inputs that complete window by window.
 //!
 //! See `docs/design.md` ("Streaming") for how these pieces fit together.
 
 pub(crate) mod driver;
 pub mod gbk;
+pub mod gbk_values;
 mod side_inputs;
