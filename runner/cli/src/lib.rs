@@ -11,6 +11,7 @@ pub mod executor;
 pub mod inspect;
 pub mod savepoint;
 pub mod server;
+pub mod work_dirs;
 
 use std::path::PathBuf;
 use std::time::Duration;

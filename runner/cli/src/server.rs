@@ -12,6 +12,7 @@ use ferrobeam_jobs::{JobServer, JobServiceConfig};
 use tokio::net::TcpListener;
 
 use crate::executor::EngineExecutor;
+use crate::work_dirs;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -100,7 +101,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     }
     let work_dir = match &config.work_dir {
         Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("ferrobeam-{}", std::process::id())),
+        None => {
+            let claimed = work_dirs::claim_default().context("claiming a work directory")?;
+            // Killed servers' directories may hold gigabytes of state: clear
+            // them in the background, without delaying this start.
+            std::thread::spawn(|| {
+                for dir in work_dirs::remove_abandoned(&std::env::temp_dir()) {
+                    tracing::info!(dir = %dir.display(), "removed the work directory of a server that is gone");
+                }
+            });
+            claimed.path.clone()
+        }
     };
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("creating {}", work_dir.display()))?;

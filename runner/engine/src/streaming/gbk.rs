@@ -16,7 +16,7 @@
 //! combined, its panes start over, as in Beam's trigger transcripts);
 //! custom merging window functions are refused in streaming at Prepare.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use ferrobeam_coders::{IntervalWindow, PaneInfo, Timing, MIN_TIMESTAMP_MILLIS};
@@ -49,6 +49,10 @@ struct WindowState {
     panes: i64,
     /// Panes fired once the end of the window had passed (ON_TIME + LATE).
     after_end: i64,
+    /// Where the window is filed in [`StreamingGroupByKey::deadlines`] and
+    /// [`StreamingGroupByKey::holds`] (not saved: refiled on restore).
+    deadline: Option<i64>,
+    hold: Option<i64>,
 }
 
 impl WindowState {
@@ -61,6 +65,8 @@ impl WindowState {
             trigger: TriggerState::new(trigger),
             panes: 0,
             after_end: 0,
+            deadline: None,
+            hold: None,
         }
     }
 
@@ -92,6 +98,17 @@ pub struct StreamingGroupByKey {
     sessions: Option<HashMap<Bytes, Vec<IntervalWindow>>>,
     format: WireFormat,
     windows: BTreeMap<Slot, WindowState>,
+    /// Windows whose trigger waits for processing time, by the earliest
+    /// time it could fire; time moving on visits only those due, the
+    /// windows whose end it passed, and the windows it expires, not every
+    /// open window (there may be millions: one per key).
+    deadlines: BTreeSet<(i64, Slot)>,
+    /// Windows with values no pane carried yet, by the timestamp their next
+    /// pane will have: the first holds the output watermark.
+    holds: BTreeSet<(i64, Slot)>,
+    /// Windows that fired since time last moved: their triggers are asked
+    /// again when it does (a trigger may be ready again at once).
+    refire: BTreeSet<Slot>,
     values: ValueStore,
     input_watermark: i64,
     processing_time: i64,
@@ -116,6 +133,9 @@ impl StreamingGroupByKey {
             sessions: merging.then(HashMap::new),
             format,
             windows: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            holds: BTreeSet::new(),
+            refire: BTreeSet::new(),
             values,
             input_watermark: MIN_TIMESTAMP_MILLIS,
             processing_time: MIN_TIMESTAMP_MILLIS,
@@ -144,7 +164,7 @@ impl StreamingGroupByKey {
         for ((end, window, key), state) in &self.windows {
             w.i64(*end).bytes(window).bytes(key);
             self.values.save(&state.values, w);
-            w.len(state.fresh)
+            w.varint(state.fresh as u64)
                 .i64(state.fresh_min_ts)
                 .i64(state.fresh_max_ts)
                 .i64(state.panes)
@@ -183,15 +203,24 @@ impl StreamingGroupByKey {
             let values = self.values.load(saved_in_backend, &slot, r)?;
             let state = WindowState {
                 values,
-                fresh: r.len()?,
+                fresh: r.varint()? as usize,
                 fresh_min_ts: r.i64()?,
                 fresh_max_ts: r.i64()?,
                 panes: r.i64()?,
                 after_end: r.i64()?,
                 trigger: TriggerState::load(r)?,
+                deadline: None,
+                hold: None,
             };
             self.windows.insert(slot, state);
         }
+        // Refile every window, and ask every trigger once when time next
+        // moves.
+        let slots: Vec<Slot> = self.windows.keys().cloned().collect();
+        for slot in &slots {
+            self.refile(slot);
+        }
+        self.refire.extend(slots);
         self.input_watermark = r.i64()?;
         self.processing_time = r.i64()?;
         self.output_watermark = r.i64()?;
@@ -304,6 +333,10 @@ impl StreamingGroupByKey {
                 self.processing_time,
                 self.output_watermark,
             );
+            if !touched.contains(&slot) {
+                // (Even when it takes nothing: a merged window is filed then.)
+                touched.push(slot.clone());
+            }
             let state = self.windows.get_mut(&slot).expect("merge_into made it");
             if state.trigger.is_finished() {
                 fired.dropped_late += 1;
@@ -312,9 +345,6 @@ impl StreamingGroupByKey {
             state.note(ts, output_wm);
             self.values.push(&slot, &mut state.values, [value]);
             state.trigger.on_elements(trigger, 1, now, &clock);
-            if !touched.contains(&slot) {
-                touched.push(slot);
-            }
         }
         let mut out = ChunkWriter::default();
         for slot in touched {
@@ -364,7 +394,9 @@ impl StreamingGroupByKey {
             .iter()
             .filter_map(|w| {
                 let slot = slot_of(w);
-                self.windows.remove(&slot).map(|state| (slot, state))
+                let mut state = self.windows.remove(&slot)?;
+                self.unfile(&slot, &mut state);
+                Some((slot, state))
             })
             .collect();
         let slot = slot_of(&merged);
@@ -389,11 +421,24 @@ impl StreamingGroupByKey {
     /// Moves the input watermark and processing time forward (never back)
     /// and fires what that makes due.
     pub fn advance(&mut self, watermark: i64, processing_time: i64) -> Result<Fired, EngineError> {
+        let passed_before = self.input_watermark;
         self.input_watermark = self.input_watermark.max(watermark);
         self.processing_time = self.processing_time.max(processing_time);
         let mut out = ChunkWriter::default();
-        let slots: Vec<Slot> = self.windows.keys().cloned().collect();
-        for slot in slots {
+        // The windows time moving on can fire or collect (see `deadlines`).
+        let mut due = std::mem::take(&mut self.refire);
+        let first_of = |end: i64| (end, Bytes::new(), Bytes::new());
+        let now_passed = first_of(passed_before)..first_of(self.input_watermark);
+        due.extend(self.windows.range(now_passed).map(|(slot, _)| slot.clone()));
+        due.extend(
+            self.windows
+                .keys()
+                .take_while(|slot| self.expired(slot.0))
+                .cloned(),
+        );
+        let now = (self.processing_time.saturating_add(1), first_of(i64::MIN));
+        due.extend(self.deadlines.range(..now).map(|(_, slot)| slot.clone()));
+        for slot in due {
             if !self.expired(slot.0) {
                 self.fire_if_ready(&slot, &mut out)?;
                 continue;
@@ -418,10 +463,7 @@ impl StreamingGroupByKey {
     /// buffered data whose pane will be stamped earlier.
     /// The earliest processing time a window's trigger waits for.
     pub fn next_processing_deadline(&self) -> Option<i64> {
-        self.windows
-            .values()
-            .filter_map(|w| w.trigger.next_processing_deadline(&self.rules.trigger))
-            .min()
+        self.deadlines.first().map(|(t, _)| *t)
     }
 
     pub fn output_watermark(&self) -> i64 {
@@ -453,6 +495,8 @@ impl StreamingGroupByKey {
             return Ok(());
         };
         if !state.trigger.should_fire(trigger, &clock) {
+            // (Its trigger or values may have changed since it was filed.)
+            self.refile(slot);
             return Ok(());
         }
         state.trigger.on_fire(trigger, &clock);
@@ -475,8 +519,30 @@ impl StreamingGroupByKey {
             // (the finished trigger is kept to remember that).
             self.values.clear(slot, &mut state.values);
             state.fresh = 0;
+        } else {
+            self.refire.insert(slot.clone());
         }
+        self.refile(slot);
         Ok(())
+    }
+
+    /// Files the window under its trigger's processing-time deadline and
+    /// its watermark hold, after either may have changed.
+    fn refile(&mut self, slot: &Slot) {
+        let Some(state) = self.windows.get_mut(slot) else {
+            return;
+        };
+        let deadline = state.trigger.next_processing_deadline(&self.rules.trigger);
+        let hold = (state.fresh > 0).then(|| pane_timestamp(&self.rules, slot.0, state));
+        move_filing(&mut self.deadlines, slot, &mut state.deadline, deadline);
+        move_filing(&mut self.holds, slot, &mut state.hold, hold);
+    }
+
+    /// Takes a window that is going away out of the indexes.
+    fn unfile(&mut self, slot: &Slot, state: &mut WindowState) {
+        move_filing(&mut self.deadlines, slot, &mut state.deadline, None);
+        move_filing(&mut self.holds, slot, &mut state.hold, None);
+        self.refire.remove(slot);
     }
 
     /// Garbage collection: the final pane if one is due, then the window goes.
@@ -484,6 +550,7 @@ impl StreamingGroupByKey {
         let Some(mut state) = self.windows.remove(slot) else {
             return Ok(());
         };
+        self.unfile(slot, &mut state);
         if let Some(sessions) = &mut self.sessions {
             if let (Some(active), Ok((window, _))) = (
                 sessions.get_mut(&slot.2),
@@ -519,18 +586,32 @@ impl StreamingGroupByKey {
     }
 
     fn update_output_watermark(&mut self) {
-        let mut hold = self.input_watermark;
-        for ((window_max, _, _), state) in &self.windows {
-            if state.fresh == 0 {
-                continue;
-            }
-            let ts = pane_timestamp(&self.rules, *window_max, state);
-            hold = hold.min(ts);
-        }
+        let hold = self.holds.first().map_or(self.input_watermark, |(ts, _)| {
+            self.input_watermark.min(*ts)
+        });
         // Monotonic: late data stamped behind what was already announced
         // does not move the watermark back.
         self.output_watermark = self.output_watermark.max(hold);
     }
+}
+
+/// Moves `slot`'s entry in `index` from `filed` to `now`.
+fn move_filing(
+    index: &mut BTreeSet<(i64, Slot)>,
+    slot: &Slot,
+    filed: &mut Option<i64>,
+    now: Option<i64>,
+) {
+    if *filed == now {
+        return;
+    }
+    if let Some(t) = filed.take() {
+        index.remove(&(t, slot.clone()));
+    }
+    if let Some(t) = now {
+        index.insert((t, slot.clone()));
+    }
+    *filed = now;
 }
 
 /// A pane's timing: early before the input watermark passes the end of the
