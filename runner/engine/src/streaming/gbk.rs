@@ -459,13 +459,13 @@ impl StreamingGroupByKey {
         })
     }
 
-    /// The watermark downstream may see: the input watermark, held back by
-    /// buffered data whose pane will be stamped earlier.
     /// The earliest processing time a window's trigger waits for.
     pub fn next_processing_deadline(&self) -> Option<i64> {
         self.deadlines.first().map(|(t, _)| *t)
     }
 
+    /// The watermark downstream may see: the input watermark, held back by
+    /// buffered data whose pane will be stamped earlier.
     pub fn output_watermark(&self) -> i64 {
         self.output_watermark
     }
