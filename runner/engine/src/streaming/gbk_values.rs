@@ -12,6 +12,7 @@
 //! Writes collect in a batch that goes to the backend once per chunk of
 //! input or advance of time, and before any read, so reads see them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -42,6 +43,10 @@ pub struct ValueStore {
     /// Whether values go to the backend (RocksDB) or stay in memory.
     in_backend: bool,
     pending: WriteBatch,
+    /// Restoring into memory values a checkpoint kept in its backend: all
+    /// of them, by window, taken out of the backend in one pass on first
+    /// need (the memory backend's scans visit every entry).
+    moving_in: Option<HashMap<Vec<u8>, Vec<(Vec<u8>, Bytes)>>>,
 }
 
 impl ValueStore {
@@ -52,6 +57,7 @@ impl ValueStore {
             prefix: Vec::new(),
             in_backend: false,
             pending: WriteBatch::default(),
+            moving_in: None,
         }
     }
 
@@ -63,6 +69,7 @@ impl ValueStore {
             prefix: keys::gbk_values_prefix(ns),
             in_backend: backend.kind() == BackendKind::Rocksdb,
             pending: WriteBatch::default(),
+            moving_in: None,
         }
     }
 
@@ -122,16 +129,34 @@ impl ValueStore {
             values.push(v.clone());
             true
         })?;
-        if values.len() as u64 != stored {
-            return Err(StateError::Decode {
-                entry: "GroupByKey".into(),
-                reason: format!(
-                    "a window should have {stored} buffered values in the backend, it has {}",
-                    values.len()
-                ),
-            });
+        expect_count(values, stored)
+    }
+
+    /// A window's values restored from a checkpoint that kept them in its
+    /// backend, into memory.
+    fn move_in(&mut self, slot: &Slot, stored: u64) -> Result<Vec<Bytes>, StateError> {
+        if self.moving_in.is_none() {
+            let backend = self.backend()?.clone();
+            let mut by_window: HashMap<Vec<u8>, Vec<(Vec<u8>, Bytes)>> = HashMap::new();
+            backend.scan_prefix(&self.prefix, &mut |k, v| {
+                let window = k[..k.len().saturating_sub(8)].to_vec();
+                by_window
+                    .entry(window)
+                    .or_default()
+                    .push((k.to_vec(), v.clone()));
+                true
+            })?;
+            backend.delete_prefix(&self.prefix)?;
+            self.moving_in = Some(by_window);
         }
-        Ok(values)
+        let at = self.slot_prefix(slot);
+        let mut entries = self
+            .moving_in
+            .as_mut()
+            .and_then(|m| m.remove(&at))
+            .unwrap_or_default();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        expect_count(entries.into_iter().map(|(_, v)| v).collect(), stored)
     }
 
     /// Forgets the window's values.
@@ -162,6 +187,8 @@ impl ValueStore {
 
     /// Sends the collected writes to the backend.
     pub fn flush(&mut self) -> Result<(), StateError> {
+        // (A restore ends with a flush: what it moved in is all placed.)
+        self.moving_in = None;
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -204,9 +231,7 @@ impl ValueStore {
             if self.in_backend {
                 buf.stored = stored;
             } else if stored > 0 {
-                buf.heap = self.scan(slot, stored)?;
-                let at = self.slot_prefix(slot);
-                self.backend()?.delete_prefix(&at)?;
+                buf.heap = self.move_in(slot, stored)?;
             }
         } else {
             let values = (0..r.len()?)
@@ -216,4 +241,17 @@ impl ValueStore {
         }
         Ok(buf)
     }
+}
+
+fn expect_count(values: Vec<Bytes>, stored: u64) -> Result<Vec<Bytes>, StateError> {
+    if values.len() as u64 != stored {
+        return Err(StateError::Decode {
+            entry: "GroupByKey".into(),
+            reason: format!(
+                "a window should have {stored} buffered values in the backend, it has {}",
+                values.len()
+            ),
+        });
+    }
+    Ok(values)
 }
