@@ -46,8 +46,11 @@ pub struct ValueStore {
     /// Restoring into memory values a checkpoint kept in its backend: all
     /// of them, by window, taken out of the backend in one pass on first
     /// need (the memory backend's scans visit every entry).
-    moving_in: Option<HashMap<Vec<u8>, Vec<(Vec<u8>, Bytes)>>>,
+    moving_in: Option<EntriesByWindow>,
 }
+
+/// Backend entries (key, value) by their window's key prefix.
+type EntriesByWindow = HashMap<Vec<u8>, Vec<(Vec<u8>, Bytes)>>;
 
 impl ValueStore {
     /// Values in memory, with no backend to restore from.
@@ -137,7 +140,7 @@ impl ValueStore {
     fn move_in(&mut self, slot: &Slot, stored: u64) -> Result<Vec<Bytes>, StateError> {
         if self.moving_in.is_none() {
             let backend = self.backend()?.clone();
-            let mut by_window: HashMap<Vec<u8>, Vec<(Vec<u8>, Bytes)>> = HashMap::new();
+            let mut by_window = EntriesByWindow::new();
             backend.scan_prefix(&self.prefix, &mut |k, v| {
                 let window = k[..k.len().saturating_sub(8)].to_vec();
                 by_window
