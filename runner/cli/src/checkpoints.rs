@@ -18,6 +18,14 @@ struct Usage {
     bytes: u64,
 }
 
+impl Usage {
+    /// Counts an entry's bytes, and it as a cell if `cell`.
+    fn add(&mut self, cell: bool, k: &[u8], v: &[u8]) {
+        self.cells += u64::from(cell);
+        self.bytes += (k.len() + v.len()) as u64;
+    }
+}
+
 #[derive(serde::Serialize)]
 struct Report {
     directory: String,
@@ -66,16 +74,13 @@ fn report(dir: &Path) -> Result<Report, String> {
                     .or_default()
                     .entry(String::from_utf8_lossy(p.state_id).into_owned())
                     .or_default();
-                usage.cells += 1;
-                usage.bytes += (k.len() + v.len()) as u64;
+                usage.add(true, k, v);
             } else if let Some((ns, rest)) = keys::parse_timers_key(k) {
                 let usage = timers.entry(name_of(ns)).or_default();
-                usage.cells += u64::from(rest.first() == Some(&keys::TIMER_IDENTITY));
-                usage.bytes += (k.len() + v.len()) as u64;
+                usage.add(rest.first() == Some(&keys::TIMER_IDENTITY), k, v);
             } else if let Some(ns) = keys::parse_gbk_values_key(k) {
                 let usage = buffered.entry(name_of(ns)).or_default();
-                usage.cells += 1;
-                usage.bytes += (k.len() + v.len()) as u64;
+                usage.add(true, k, v);
             } else if let Some((ns, entry)) = keys::parse_runtime_key(k) {
                 runtime
                     .entry(name_of(ns))

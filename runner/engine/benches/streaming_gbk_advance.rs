@@ -6,8 +6,7 @@
 //!
 //! prints, per number of open windows, the time of one advance of the
 //! watermark and processing time that fires nothing.  (Before the windows
-//! were indexed by deadline and hold, it grew linearly: ~200 ms per advance
-//! at 200k windows.)
+//! were indexed by deadline and hold, it grew linearly with them.)
 
 #[path = "../tests/common/mod.rs"]
 mod common;

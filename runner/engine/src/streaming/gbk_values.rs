@@ -12,6 +12,7 @@
 //! Writes collect in a batch that goes to the backend once per chunk of
 //! input or advance of time, and before any read, so reads see them.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -117,12 +118,16 @@ impl ValueStore {
     }
 
     /// The window's values in arrival order.
-    pub fn read(&mut self, slot: &Slot, buf: &Buffered) -> Result<Vec<Bytes>, StateError> {
+    pub fn read<'a>(
+        &mut self,
+        slot: &Slot,
+        buf: &'a Buffered,
+    ) -> Result<Cow<'a, [Bytes]>, StateError> {
         if !self.in_backend || buf.stored == 0 {
-            return Ok(buf.heap.clone());
+            return Ok(Cow::Borrowed(&buf.heap));
         }
         self.flush()?;
-        self.scan(slot, buf.stored)
+        Ok(Cow::Owned(self.scan(slot, buf.stored)?))
     }
 
     fn scan(&self, slot: &Slot, stored: u64) -> Result<Vec<Bytes>, StateError> {
@@ -182,7 +187,7 @@ impl ValueStore {
         from_slot: &Slot,
         mut from: Buffered,
     ) -> Result<(), StateError> {
-        let values = self.read(from_slot, &from)?;
+        let values = self.read(from_slot, &from)?.into_owned();
         self.clear(from_slot, &mut from);
         self.push(into_slot, into, values);
         Ok(())
