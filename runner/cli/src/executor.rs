@@ -40,20 +40,31 @@ pub struct CheckpointDefaults {
 }
 
 impl EngineExecutor {
-    fn translate_options(&self, options: &prost_types::Struct) -> TranslateOptions {
+    fn translate_options(
+        &self,
+        pipeline: &Pipeline,
+        options: &prost_types::Struct,
+    ) -> TranslateOptions {
         TranslateOptions {
             strict_environments: self.strict_environments,
             fn_endpoint: self.fn_endpoint.clone(),
             drain: bool_option(options, "ferrobeam_drain"),
-            streaming: runs_streaming(options),
+            streaming: runs_streaming(pipeline, options),
         }
     }
 }
 
 impl Executor for EngineExecutor {
     fn validate(&self, pipeline: &Pipeline, options: &prost_types::Struct) -> Result<(), String> {
-        translate(pipeline, &self.translate_options(options)).map_err(|e| e.to_string())?;
-        let durability = durability(options, &self.checkpoint_defaults, "job")?;
+        let plan =
+            translate(pipeline, &self.translate_options(pipeline, options)).map_err(|e| e.to_string())?;
+        ferrobeam_engine::check_native_io(&plan)?;
+        let durability = durability(
+            options,
+            &self.checkpoint_defaults,
+            "job",
+            runs_streaming(pipeline, options),
+        )?;
         // A restore that cannot work is refused before the job is accepted.
         if let Some(path) = &durability.restore_from {
             ferrobeam_state::checkpoint::resolve(path).map_err(|e| e.to_string())?;
@@ -64,13 +75,23 @@ impl Executor for EngineExecutor {
     /// Streaming jobs are drained by the engine (it watches `JobSpec::drain`
     /// and returns `Ok` once drained; the job service then says DRAINED).
     /// A batch job reads bounded input and simply runs to its end.
-    fn is_drainable(&self, _pipeline: &Pipeline, options: &prost_types::Struct) -> bool {
-        runs_streaming(options)
+    fn is_drainable(&self, pipeline: &Pipeline, options: &prost_types::Struct) -> bool {
+        runs_streaming(pipeline, options)
+    }
+
+    fn expand(
+        &self,
+        request: &ferrobeam_proto::expansion::v1::ExpansionRequest,
+    ) -> ferrobeam_proto::expansion::v1::ExpansionResponse {
+        ferrobeam_io_kafka::expansion::expand(request)
     }
 
     fn execute(&self, mut job: JobContext) -> BoxFuture<'static, Result<(), String>> {
         let defaults = self.checkpoint_defaults.clone();
-        let plan = translate(&job.pipeline, &self.translate_options(&job.options));
+        let plan = translate(
+            &job.pipeline,
+            &self.translate_options(&job.pipeline, &job.options),
+        );
         // The engine takes savepoint requests in its own type.
         let (savepoint_tx, savepoint_rx) = tokio::sync::mpsc::channel(4);
         let (_, mut orders) = tokio::sync::mpsc::channel(1);
@@ -89,6 +110,7 @@ impl Executor for EngineExecutor {
         });
         let launcher = self.launcher.clone();
         let engine = self.engine.clone();
+        let streaming = runs_streaming(&job.pipeline, &job.options);
         Box::pin(async move {
             let plan = plan.map_err(|e| e.to_string())?;
             let staged = job
@@ -100,7 +122,7 @@ impl Executor for EngineExecutor {
             let spec = JobSpec {
                 job_id: job.job_id.clone(),
                 job_name: job.job_name.clone(),
-                durability: durability(&job.options, &defaults, &job.job_name)?,
+                durability: durability(&job.options, &defaults, &job.job_name, streaming)?,
                 savepoints: parking_lot::Mutex::new(Some(savepoint_rx)),
                 plan,
                 options_json: options_json(&job.options),
@@ -179,9 +201,19 @@ fn staged_files(artifacts: &[ArtifactInformation]) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
-/// Whether a job with these options runs on the streaming engine.
-pub fn runs_streaming(options: &prost_types::Struct) -> bool {
+/// Whether a job runs on the streaming engine: `--streaming`, or a source
+/// only the streaming engine runs (a Kafka read, which Beam's SDKs do not
+/// flag as streaming).
+pub fn runs_streaming(pipeline: &Pipeline, options: &prost_types::Struct) -> bool {
     bool_option(options, "streaming")
+        || pipeline.components.as_ref().is_some_and(|c| {
+            c.transforms.values().any(|t| {
+                t.spec.as_ref().is_some_and(|s| {
+                    s.urn == ferrobeam_graph::urns::KAFKA_READ_WITH_METADATA
+                        || s.urn == ferrobeam_graph::urns::KAFKA_READ_WITHOUT_METADATA
+                })
+            })
+        })
 }
 
 /// A string pipeline option by its Python name, if set and non-empty.
@@ -216,6 +248,7 @@ fn durability(
     options: &prost_types::Struct,
     defaults: &CheckpointDefaults,
     job_name: &str,
+    streaming: bool,
 ) -> Result<ferrobeam_engine::durable::DurabilityConfig, String> {
     use ferrobeam_state::BackendKind;
     let mut config = ferrobeam_engine::durable::DurabilityConfig::default();
@@ -229,7 +262,7 @@ fn durability(
         }
     };
     config.checkpoint_dir = absolute("checkpoint_dir")?;
-    if config.checkpoint_dir.is_none() && runs_streaming(options) {
+    if config.checkpoint_dir.is_none() && streaming {
         config.checkpoint_dir = defaults.root.as_ref().map(|root| {
             let name: String = job_name
                 .chars()

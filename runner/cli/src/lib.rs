@@ -75,6 +75,23 @@ enum Command {
               value_parser = ["memory", "rocksdb"])]
         state_backend: Option<String>,
     },
+    /// Serve only Beam's ExpansionService, for Kafka's cross-language
+    /// transforms (the job server serves it too, on its own port).
+    ///
+    /// Python pipelines pass its address as `expansion_service=HOST:PORT` to
+    /// `apache_beam.io.kafka.ReadFromKafka` / `WriteToKafka`; the expanded
+    /// transforms run natively on ferrobeam (no Java).
+    ExpansionService {
+        /// Address to bind (loopback by default).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port (0 picks a free one).
+        #[arg(long, default_value_t = 8097)]
+        port: u16,
+        /// Allow a non-loopback --host.
+        #[arg(long)]
+        allow_remote: bool,
+    },
     /// Drain a streaming job: finish what it has read, then end DRAINED.
     ///
     /// The job stops reading its sources and finishes what it has read
@@ -220,6 +237,31 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             )
             .await
         }),
+        Command::ExpansionService {
+            host,
+            port,
+            allow_remote,
+        } => {
+            init_logging("info");
+            match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(async {
+                    match server::serve_expansion(&host, port, allow_remote).await {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            eprintln!("ferrobeam: {e:#}");
+                            1
+                        }
+                    }
+                }),
+                Err(e) => {
+                    eprintln!("ferrobeam: cannot start the runtime: {e}");
+                    1
+                }
+            }
+        }
         Command::JobServer {
             host,
             port,

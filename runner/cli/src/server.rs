@@ -85,20 +85,55 @@ impl RunningServer {
     }
 }
 
-pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
-    let ip: IpAddr = tokio::net::lookup_host((config.host.as_str(), 0))
+/// Resolves `host`, refusing a non-loopback address unless allowed.
+async fn bind_address(host: &str, allow_remote: bool, why: &str) -> anyhow::Result<IpAddr> {
+    let ip: IpAddr = tokio::net::lookup_host((host, 0))
         .await
-        .with_context(|| format!("cannot resolve host {:?}", config.host))?
+        .with_context(|| format!("cannot resolve host {host:?}"))?
         .next()
         .context("host resolves to no address")?
         .ip();
-    if !ip.is_loopback() && !config.allow_remote {
+    if !ip.is_loopback() && !allow_remote {
         bail!(
-            "refusing to bind {ip}: the job server runs the code it is sent, so a non-loopback address \
-             exposes remote code execution. Bind 127.0.0.1 (the default), or pass --allow-remote \
+            "refusing to bind {ip}: {why}. Bind 127.0.0.1 (the default), or pass --allow-remote \
              if the network is trusted"
         );
     }
+    Ok(ip)
+}
+
+/// `ferrobeam expansion-service`: Beam's ExpansionService alone, until Ctrl-C.
+pub async fn serve_expansion(host: &str, port: u16, allow_remote: bool) -> anyhow::Result<()> {
+    let ip = bind_address(host, allow_remote, "expansion is meant for local clients").await?;
+    let listener = TcpListener::bind((ip, port))
+        .await
+        .with_context(|| format!("cannot bind the expansion service to {ip}:{port}"))?;
+    println!("ferrobeam expansion service listening on {}", listener.local_addr()?);
+    let api = ferrobeam_jobs::ExpansionApi::new(std::sync::Arc::new(
+        ferrobeam_io_kafka::expansion::expand,
+    ));
+    tonic::transport::Server::builder()
+        .add_service(
+            ferrobeam_proto::expansion::v1::expansion_service_server::ExpansionServiceServer::new(api),
+        )
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    let ip = bind_address(
+        &config.host,
+        config.allow_remote,
+        "the job server runs the code it is sent, so a non-loopback address exposes remote \
+         code execution",
+    )
+    .await?;
     let work_dir = match &config.work_dir {
         Some(d) => d.clone(),
         None => {
@@ -217,10 +252,18 @@ impl ferrobeam_jobs::Executor for LazyExecutor {
 
     fn is_drainable(
         &self,
-        _pipeline: &ferrobeam_proto::pipeline::v1::Pipeline,
+        pipeline: &ferrobeam_proto::pipeline::v1::Pipeline,
         options: &prost_types::Struct,
     ) -> bool {
-        crate::executor::runs_streaming(options)
+        crate::executor::runs_streaming(pipeline, options)
+    }
+
+    fn expand(
+        &self,
+        request: &ferrobeam_proto::expansion::v1::ExpansionRequest,
+    ) -> ferrobeam_proto::expansion::v1::ExpansionResponse {
+        // Needs no workers: answered without starting them.
+        ferrobeam_io_kafka::expansion::expand(request)
     }
 
     fn execute(

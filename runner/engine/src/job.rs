@@ -290,6 +290,34 @@ async fn run_stages(
                 sink.publish()?;
                 Vec::new()
             }
+            StageKind::KafkaWrite {
+                transform_id,
+                urn,
+                payload,
+                input,
+            } => {
+                // Batch: everything written, then acknowledged.
+                let name = &plan.components.transforms[transform_id].unique_name;
+                let write = match crate::streaming::kafka::parse(name, urn, payload)
+                    .map_err(EngineError::Io)?
+                {
+                    ferrobeam_io_kafka::KafkaTransform::Write(config) => {
+                        crate::streaming::kafka::KafkaWrite::new(name, &config, input, &plan.components)?
+                    }
+                    _ => return Err(EngineError::Internal(format!("{name}: not a Kafka write"))),
+                };
+                for chunk in take(&data, input) {
+                    write.write(&chunk)?;
+                }
+                write.flush()?;
+                Vec::new()
+            }
+            StageKind::KafkaRead { transform_id, .. } => {
+                return Err(EngineError::Internal(format!(
+                    "{}: a Kafka read runs only on the streaming engine",
+                    plan.components.transforms[transform_id].unique_name
+                )))
+            }
             StageKind::GroupByKey {
                 input,
                 output,

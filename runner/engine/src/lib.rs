@@ -39,7 +39,35 @@ pub enum EngineError {
     /// The state backend or a checkpoint failed (disk full, corrupt files, ...).
     #[error("{0}")]
     State(#[from] ferrobeam_state::StateError),
+    /// An external system (a Kafka broker) failed in a way that will not heal.
+    #[error("{0}")]
+    Io(String),
     /// The job cannot end cleanly because its output is not committed.
     #[error("{0}")]
     Uncommitted(String),
+}
+
+/// Checks the native IO of a plan at Prepare: a Kafka transform whose
+/// payload cannot run is refused before the job starts, with the
+/// transform's name, URN and what is wrong.
+pub fn check_native_io(plan: &ferrobeam_graph::Plan) -> Result<(), String> {
+    for stage in &plan.stages {
+        if let ferrobeam_graph::StageKind::KafkaRead {
+            transform_id,
+            urn,
+            payload,
+            ..
+        }
+        | ferrobeam_graph::StageKind::KafkaWrite {
+            transform_id,
+            urn,
+            payload,
+            ..
+        } = &stage.kind
+        {
+            let name = &plan.components.transforms[transform_id].unique_name;
+            streaming::kafka::parse(name, urn, payload)?;
+        }
+    }
+    Ok(())
 }

@@ -20,6 +20,10 @@ pub enum LeafKind {
     Identity,
     /// `ferrobeam.io.WriteLines`: written natively by the engine.
     LineSink,
+    /// Beam's Kafka read (with or without metadata), run natively.
+    KafkaRead,
+    /// Beam's Kafka write (with or without headers), run natively.
+    KafkaWrite,
     Sdk {
         environment_id: String,
     },
@@ -49,6 +53,12 @@ const NATIVE_COMPOSITES: &[&str] = &[
     urns::REDISTRIBUTE_ARBITRARILY,
     urns::REDISTRIBUTE_BY_KEY,
     urns::WRITE_LINES,
+    // Expanded by Beam's Java expansion service, these are composites of
+    // Java transforms; we run the composite itself.
+    urns::KAFKA_READ_WITHOUT_METADATA,
+    urns::KAFKA_READ_WITH_METADATA,
+    urns::KAFKA_WRITE,
+    urns::KAFKA_WRITE_WITH_HEADERS,
 ];
 
 /// Leaves in pipeline order (which the SDKs emit topologically).
@@ -353,6 +363,12 @@ fn classify(
             vec![simple(LeafKind::Identity, Some(single_input(t)?))]
         }
         urns::WRITE_LINES => vec![simple(LeafKind::LineSink, Some(single_input(t)?))],
+        urns::KAFKA_READ_WITHOUT_METADATA | urns::KAFKA_READ_WITH_METADATA => {
+            vec![simple(LeafKind::KafkaRead, None)]
+        }
+        urns::KAFKA_WRITE | urns::KAFKA_WRITE_WITH_HEADERS => {
+            vec![simple(LeafKind::KafkaWrite, Some(single_input(t)?))]
+        }
         urns::PAR_DO => return pardo(components, id, t),
         urns::COMBINE_PER_KEY => return lift_combine(components, id, t),
         urns::ASSIGN_WINDOWS

@@ -9,6 +9,7 @@
 mod coders;
 pub mod environments;
 pub mod error;
+pub mod kafka;
 mod fuse;
 pub mod leaves;
 pub mod plan;

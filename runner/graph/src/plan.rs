@@ -91,6 +91,21 @@ pub enum StageKind {
         input: PortRef,
         directory: std::path::PathBuf,
     },
+    /// Beam's Kafka read: `urn` says with or without metadata, `payload`
+    /// is the transform's (checked by the engine's Kafka IO at Prepare).
+    KafkaRead {
+        transform_id: String,
+        urn: String,
+        payload: prost::bytes::Bytes,
+        output: PortRef,
+    },
+    /// Beam's Kafka write.
+    KafkaWrite {
+        transform_id: String,
+        urn: String,
+        payload: prost::bytes::Bytes,
+        input: PortRef,
+    },
     Sdk(Box<SdkStage>),
 }
 
@@ -189,10 +204,13 @@ impl StageKind {
     /// Every port this stage reads (main and side inputs).
     pub fn inputs(&self) -> Vec<&PortRef> {
         match self {
-            StageKind::Impulse { .. } | StageKind::TestStream { .. } => vec![],
+            StageKind::Impulse { .. }
+            | StageKind::TestStream { .. }
+            | StageKind::KafkaRead { .. } => vec![],
             StageKind::GroupByKey { input, .. }
             | StageKind::Identity { input, .. }
-            | StageKind::LineSink { input, .. } => vec![input],
+            | StageKind::LineSink { input, .. }
+            | StageKind::KafkaWrite { input, .. } => vec![input],
             StageKind::Flatten { inputs, .. } => inputs.iter().collect(),
             StageKind::Sdk(s) => s
                 .input
@@ -209,9 +227,10 @@ impl StageKind {
             StageKind::Impulse { output }
             | StageKind::GroupByKey { output, .. }
             | StageKind::Flatten { output, .. }
-            | StageKind::Identity { output, .. } => vec![output],
+            | StageKind::Identity { output, .. }
+            | StageKind::KafkaRead { output, .. } => vec![output],
             StageKind::TestStream { outputs, .. } => outputs.iter().map(|(_, p)| p).collect(),
-            StageKind::LineSink { .. } => vec![],
+            StageKind::LineSink { .. } | StageKind::KafkaWrite { .. } => vec![],
             StageKind::Sdk(s) => s.outputs.iter().map(|(p, _)| p).collect(),
         }
     }

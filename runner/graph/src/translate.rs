@@ -734,6 +734,28 @@ impl Builder<'_> {
                         input,
                     }
                 }
+                LeafKind::KafkaRead => {
+                    let output = native_output(self)?;
+                    let spec = t.spec.clone().unwrap_or_default();
+                    crate::kafka::check_read_output(&self.components, &t, &spec.urn, &output.pcollection)?;
+                    StageKind::KafkaRead {
+                        transform_id: first.id.clone(),
+                        urn: spec.urn,
+                        payload: spec.payload,
+                        output,
+                    }
+                }
+                LeafKind::KafkaWrite => {
+                    let input = reads[&(g, first.main_input.clone().expect("sink input"))].clone();
+                    let spec = t.spec.clone().unwrap_or_default();
+                    crate::kafka::check_write_input(&self.components, &t, &spec.urn, &input.pcollection)?;
+                    StageKind::KafkaWrite {
+                        transform_id: first.id.clone(),
+                        urn: spec.urn,
+                        payload: spec.payload,
+                        input,
+                    }
+                }
                 LeafKind::Sdk { environment_id } => StageKind::Sdk(Box::new(self.sdk_stage(
                     &id,
                     environment_id,

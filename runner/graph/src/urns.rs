@@ -8,6 +8,14 @@ pub const FLATTEN: &str = "beam:transform:flatten:v1";
 /// ferrobeam's committing line sink (`ferrobeam.io.WriteLines`): a
 /// composite the engine runs natively, publishing files on checkpoints.
 pub const WRITE_LINES: &str = "ferrobeam:transform:write_lines:v1";
+// Beam's Kafka cross-language transforms, run natively (runner/io-kafka).
+pub const KAFKA_READ_WITHOUT_METADATA: &str =
+    "beam:transform:org.apache.beam:kafka_read_without_metadata:v1";
+pub const KAFKA_READ_WITH_METADATA: &str =
+    "beam:transform:org.apache.beam:kafka_read_with_metadata:v1";
+pub const KAFKA_WRITE: &str = "beam:transform:org.apache.beam:kafka_write:v1";
+pub const KAFKA_WRITE_WITH_HEADERS: &str =
+    "beam:transform:org.apache.beam:kafka_write_with_headers:v1";
 pub const RESHUFFLE: &str = "beam:transform:reshuffle:v1";
 pub const REDISTRIBUTE_ARBITRARILY: &str = "beam:transform:redistribute_arbitrarily:v1";
 pub const REDISTRIBUTE_BY_KEY: &str = "beam:transform:redistribute_by_key:v1";
@@ -37,6 +45,9 @@ pub const DATA_SINK: &str = "beam:runner:sink:v1";
 pub const KV_CODER: &str = "beam:coder:kv:v1";
 pub const BYTES_CODER: &str = "beam:coder:bytes:v1";
 pub const STRING_UTF8_CODER: &str = "beam:coder:string_utf8:v1";
+pub const NULLABLE_CODER: &str = "beam:coder:nullable:v1";
+pub const LENGTH_PREFIX_CODER: &str = "beam:coder:length_prefix:v1";
+pub const ROW_CODER: &str = "beam:coder:row:v1";
 pub const DOUBLE_CODER: &str = "beam:coder:double:v1";
 pub const ITERABLE_CODER: &str = "beam:coder:iterable:v1";
 pub const WINDOWED_VALUE_CODER: &str = "beam:coder:windowed_value:v1";

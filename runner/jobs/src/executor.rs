@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ferrobeam_proto::expansion::v1::{ExpansionRequest, ExpansionResponse};
 use ferrobeam_proto::job_api::job_message::MessageImportance;
 use ferrobeam_proto::pipeline::v1::{ArtifactInformation, MonitoringInfo, Pipeline};
 use futures::future::BoxFuture;
@@ -34,6 +35,22 @@ pub trait Executor: Send + Sync + 'static {
     /// should stop reading its sources, finish what is in flight and return
     /// `Ok`: the job service then reports DRAINED instead of DONE.
     fn execute(&self, job: JobContext) -> BoxFuture<'static, Result<(), String>>;
+
+    /// Expands a cross-language transform the executor runs natively, for
+    /// Beam's `ExpansionService`.  Problems go in the response's `error`.
+    fn expand(&self, request: &ExpansionRequest) -> ExpansionResponse {
+        ExpansionResponse {
+            error: format!(
+                "this job server expands no cross-language transforms (asked for {:?})",
+                request
+                    .transform
+                    .as_ref()
+                    .and_then(|t| t.spec.as_ref())
+                    .map_or("", |s| s.urn.as_str())
+            ),
+            ..Default::default()
+        }
+    }
 }
 
 /// Everything an executor gets for one job.

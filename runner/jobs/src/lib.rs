@@ -29,6 +29,7 @@
 mod config;
 mod error;
 mod executor;
+mod expansion;
 mod fsutil;
 mod history;
 mod job;
@@ -45,6 +46,7 @@ pub mod urns;
 
 pub use config::JobServiceConfig;
 pub use error::JobsError;
+pub use expansion::{ExpansionApi, Expander};
 pub use executor::{Executor, JobContext, JobEvents, SavepointOrder};
 pub use job_control::JobControlApi;
 pub use retrieval::ArtifactRetrieval;

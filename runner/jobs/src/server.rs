@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ferrobeam_proto::expansion::v1::expansion_service_server::ExpansionServiceServer;
 use ferrobeam_proto::ferrobeam_control::job_control_server::JobControlServer;
 use ferrobeam_proto::job_api::artifact_retrieval_service_server::ArtifactRetrievalServiceServer;
 use ferrobeam_proto::job_api::artifact_staging_service_server::ArtifactStagingServiceServer;
@@ -19,6 +20,7 @@ use tonic::Status;
 use crate::config::JobServiceConfig;
 use crate::error::JobsError;
 use crate::executor::Executor;
+use crate::expansion::ExpansionApi;
 use crate::fsutil::{create_private_dir, remove_dir_if_exists};
 use crate::job::Job;
 use crate::job_control::JobControlApi;
@@ -177,12 +179,22 @@ impl JobServer {
         JobControlServer::new(JobControlApi::new(self.shared.clone()))
     }
 
+    /// Beam's `ExpansionService`, answered by the executor.
+    pub fn expansion_service(&self) -> ExpansionServiceServer<ExpansionApi> {
+        let c = &self.shared.config;
+        let executor = self.shared.executor.clone();
+        ExpansionServiceServer::new(ExpansionApi::new(Arc::new(move |r| executor.expand(r))))
+            .max_decoding_message_size(c.max_decoding_message_bytes)
+            .max_encoding_message_size(c.max_encoding_message_bytes)
+    }
+
     /// All the services, ready for `Server::builder().add_routes(..)`.
     pub fn routes(&self) -> Routes {
         Routes::new(self.job_service())
             .add_service(self.artifact_staging_service())
             .add_service(self.artifact_retrieval_service())
             .add_service(self.job_control_service())
+            .add_service(self.expansion_service())
     }
 
     /// Ends all open state, message and staging streams with UNAVAILABLE and

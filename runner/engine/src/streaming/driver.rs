@@ -38,6 +38,8 @@ use ferrobeam_proto::pipeline::v1::Components;
 
 use super::gbk::StreamingGroupByKey;
 use super::gbk_values::ValueStore;
+use super::kafka::{self, KafkaRead, KafkaWrite};
+use ferrobeam_io_kafka::KafkaTransform;
 use super::side_inputs::{release, SideInputBuffer};
 use ferrobeam_state::checkpoint::SnapshotKind;
 use ferrobeam_state::codec::{Reader, Writer};
@@ -114,6 +116,8 @@ enum Runtime {
     Gbk(Box<StreamingGroupByKey>),
     Sdk(Box<SdkRuntime>),
     LineSink(Box<LineSink>),
+    KafkaRead(Box<KafkaRead>),
+    KafkaWrite(Box<KafkaWrite>),
 }
 
 struct SdkRuntime {
@@ -278,6 +282,8 @@ impl Runtime {
             Runtime::Sdk(sdk) if sdk.is_empty() => return None,
             Runtime::Sdk(sdk) => sdk.save(&mut w),
             Runtime::LineSink(sink) => sink.save(&mut w),
+            Runtime::KafkaRead(read) => read.save(&mut w),
+            Runtime::KafkaWrite(_) => return None,
         }
         Some(w.finish())
     }
@@ -307,6 +313,8 @@ impl Runtime {
             Runtime::Gbk(gbk) => gbk.load(&mut r)?,
             Runtime::Sdk(sdk) => sdk.load(&mut r)?,
             Runtime::LineSink(sink) => sink.load(&mut r)?,
+            Runtime::KafkaRead(read) => read.load(&mut r)?,
+            Runtime::KafkaWrite(_) => {}
         }
         Ok(r.finish()?)
     }
@@ -333,9 +341,10 @@ fn owner(stage: &Stage, components: &Components) -> String {
             .residual_target
             .as_ref()
             .or(sdk.timer_families.first().map(|f| &f.transform_id)),
-        StageKind::GroupByKey { transform_id, .. } | StageKind::LineSink { transform_id, .. } => {
-            Some(transform_id)
-        }
+        StageKind::GroupByKey { transform_id, .. }
+        | StageKind::LineSink { transform_id, .. }
+        | StageKind::KafkaRead { transform_id, .. }
+        | StageKind::KafkaWrite { transform_id, .. } => Some(transform_id),
         _ => None,
     };
     head.and_then(|id| components.transforms.get(id))
@@ -408,18 +417,10 @@ fn checkpoint(
     // Sinks close their files first: the checkpoint records them, and
     // publishes them once it is complete.
     let label = format!("{:06}", durable.next_checkpoint_id());
-    for rt in runtimes.iter_mut() {
-        if let Runtime::LineSink(sink) = rt {
-            sink.close(&label)?;
-        }
-    }
+    before_snapshot(runtimes, &label)?;
     let result = durable.checkpoint(runtime_entries(plan, runtimes, clock));
     if let Ok(Some(_)) = &result {
-        for rt in runtimes.iter_mut() {
-            if let Runtime::LineSink(sink) = rt {
-                sink.publish()?;
-            }
-        }
+        after_snapshot(runtimes)?;
     }
     match result {
         Ok(Some(m)) => {
@@ -461,19 +462,11 @@ fn savepoint(
     request: SavepointRequest,
 ) -> Result<bool, EngineError> {
     let label = format!("s{}", wall_millis());
-    for rt in runtimes.iter_mut() {
-        if let Runtime::LineSink(sink) = rt {
-            sink.close(&label)?;
-        }
-    }
+    before_snapshot(runtimes, &label)?;
     let result = durable.savepoint(&request.directory, runtime_entries(plan, runtimes, clock));
     let answer = match &result {
         Ok(m) => {
-            for rt in runtimes.iter_mut() {
-                if let Runtime::LineSink(sink) = rt {
-                    sink.publish()?;
-                }
-            }
+            after_snapshot(runtimes)?;
             job.reporter.message(
                 Level::Info,
                 format!(
@@ -491,15 +484,45 @@ fn savepoint(
     Ok(stop)
 }
 
+/// Before a checkpoint or savepoint: file sinks close their files (the
+/// snapshot records them), Kafka sinks wait for every record's
+/// acknowledgement (the snapshot counts them as written).
+fn before_snapshot(runtimes: &mut [Runtime], label: &str) -> Result<(), EngineError> {
+    for rt in runtimes.iter_mut() {
+        match rt {
+            Runtime::LineSink(sink) => sink.close(label)?,
+            Runtime::KafkaWrite(write) => write.flush()?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Once a snapshot is complete: file sinks publish what it recorded, Kafka
+/// reads commit its positions to their consumer groups (if asked to).
+fn after_snapshot(runtimes: &mut [Runtime]) -> Result<(), EngineError> {
+    for rt in runtimes.iter_mut() {
+        match rt {
+            Runtime::LineSink(sink) => sink.publish()?,
+            Runtime::KafkaRead(read) => read.commit_offsets(),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Without checkpoints, sinks publish their files as they go (and all of
-/// them at the end).
+/// them at the end), and Kafka reads commit what went downstream.
 fn publish_sinks(runtimes: &mut [Runtime], all: bool) -> Result<(), EngineError> {
     for rt in runtimes.iter_mut() {
-        if let Runtime::LineSink(sink) = rt {
-            if all || sink.roll_due() {
+        match rt {
+            Runtime::LineSink(sink) if all || sink.roll_due() => {
                 sink.close(&format!("t{}", wall_millis()))?;
                 sink.publish()?;
             }
+            Runtime::KafkaWrite(write) if all => write.flush()?,
+            Runtime::KafkaRead(read) if all || read.commit_due() => read.commit_offsets(),
+            _ => {}
         }
     }
     Ok(())
@@ -535,9 +558,11 @@ pub(crate) async fn run(
         durable.namespaces.clone(),
         transform_names(&plan.components),
     )?);
+    // Sources with their own threads (Kafka) wake the loop when data arrives.
+    let wake = Arc::new(tokio::sync::Notify::new());
     let mut runtimes = Vec::with_capacity(plan.stages.len());
     for stage in &plan.stages {
-        runtimes.push(runtime(stage, plan, &durable)?);
+        runtimes.push(runtime(stage, plan, &durable, &wake)?);
     }
     let has_test_stream = runtimes
         .iter()
@@ -662,9 +687,9 @@ pub(crate) async fn run(
         if !sources_done {
             // Nothing moves until time does: sleep until the next deadline
             // (or a drain request).
-            let mut wake = next_wake(&runtimes, &clock, job.source_idle_timeout);
+            let mut wake_at = next_wake(&runtimes, &clock, job.source_idle_timeout);
             if durable.checkpointing() {
-                wake = wake.min(durable.next_checkpoint_at());
+                wake_at = wake_at.min(durable.next_checkpoint_at());
             }
             let savepoint_wanted = async {
                 match savepoints.as_mut() {
@@ -673,7 +698,8 @@ pub(crate) async fn run(
                 }
             };
             tokio::select! {
-                () = sleep_until(wake) => {}
+                () = sleep_until(wake_at) => {}
+                () = wake.notified() => {}
                 _ = drain.changed(), if !draining => {}
                 Some(request) = savepoint_wanted => {
                     if savepoint(&mut durable, plan, &mut runtimes, &clock, job, request)? {
@@ -759,6 +785,11 @@ fn next_wake(
                     wake = wake.min(t);
                 }
             }
+            Runtime::KafkaRead(read) => {
+                if let Some(t) = read.next_wake() {
+                    wake = wake.min(t);
+                }
+            }
             _ => {}
         }
     }
@@ -769,8 +800,37 @@ fn runtime(
     stage: &Stage,
     plan: &ferrobeam_graph::Plan,
     durable: &Durable,
+    wake: &Arc<tokio::sync::Notify>,
 ) -> Result<Runtime, EngineError> {
+    let kafka = |transform_id: &str, urn: &str, payload: &[u8]| {
+        let name = &plan.components.transforms[transform_id].unique_name;
+        kafka::parse(name, urn, payload)
+            .map(|t| (name.clone(), t))
+            .map_err(EngineError::Io)
+    };
     Ok(match &stage.kind {
+        StageKind::KafkaRead {
+            transform_id,
+            urn,
+            payload,
+            ..
+        } => match kafka(transform_id, urn, payload)? {
+            (name, KafkaTransform::Read(config)) => {
+                Runtime::KafkaRead(Box::new(KafkaRead::new(&name, config, wake.clone())))
+            }
+            (name, _) => return Err(EngineError::Internal(format!("{name}: not a Kafka read"))),
+        },
+        StageKind::KafkaWrite {
+            transform_id,
+            urn,
+            payload,
+            input,
+        } => match kafka(transform_id, urn, payload)? {
+            (name, KafkaTransform::Write(config)) => Runtime::KafkaWrite(Box::new(
+                KafkaWrite::new(&name, &config, input, &plan.components)?,
+            )),
+            (name, _) => return Err(EngineError::Internal(format!("{name}: not a Kafka write"))),
+        },
         StageKind::Impulse { .. } => Runtime::Impulse { fired: false },
         StageKind::TestStream { payload, outputs } => Runtime::TestStream {
             encoder: EventEncoder::new(payload, outputs, &plan.components)?,
@@ -844,6 +904,7 @@ fn source_done(rt: &Runtime) -> bool {
         Runtime::Impulse { fired } => *fired,
         Runtime::TestStream { events, .. } => events.is_empty(),
         Runtime::Sdk(sdk) => sdk.deferred.is_empty(),
+        Runtime::KafkaRead(read) => read.is_done(),
         _ => true,
     }
 }
@@ -977,6 +1038,22 @@ impl StageContext<'_> {
             (Runtime::LineSink(sink), StageKind::LineSink { input, .. }) => {
                 for chunk in take(input) {
                     sink.write(&chunk)?;
+                }
+                Ok(Step {
+                    more: false,
+                    produced: Vec::new(),
+                    watermarks: Vec::new(),
+                })
+            }
+            (Runtime::KafkaRead(read), _) => {
+                let (chunk, watermark, more) = read.step(self.draining)?;
+                let mut step = self.single_output(vec![chunk], watermark);
+                step.more = more;
+                Ok(step)
+            }
+            (Runtime::KafkaWrite(write), StageKind::KafkaWrite { input, .. }) => {
+                for chunk in take(input) {
+                    write.write(&chunk)?;
                 }
                 Ok(Step {
                     more: false,

@@ -1,0 +1,244 @@
+//! Kafka read and write stages of a streaming job: the engine's side of
+//! `ferrobeam-io-kafka`.
+//!
+//! The read starts its consumer on the first epoch (after a restore has
+//! put back its partition positions), takes what the reader thread has
+//! ready, and reports the least partition watermark.  The write sends
+//! every element and flushes before each checkpoint, so a completed
+//! checkpoint never counts a record the broker has not acknowledged.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ferrobeam_coders::{Coder, PaneInfo, RowSchema};
+use ferrobeam_graph::PortRef;
+use ferrobeam_io_kafka::{
+    KafkaSink, KafkaSource, KafkaTransform, OutgoingRecord, PartitionPosition, ReadConfig,
+    SourcePosition, WriteConfig,
+};
+use ferrobeam_proto::pipeline::v1::Components;
+use ferrobeam_state::codec::{Reader, Writer};
+use ferrobeam_state::StateError;
+use tokio::sync::Notify;
+
+use crate::wire::{write_element, WireFormat};
+use crate::EngineError;
+
+/// Records one epoch takes from a source at most: bounds an epoch's size
+/// (and latency) when a topic has a large backlog.
+const RECORDS_PER_EPOCH: usize = 20_000;
+
+fn kafka_error(transform: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Io(format!("{transform}: {e}"))
+}
+
+/// Reads a Kafka transform's payload, or says why it cannot run, naming
+/// the transform and URN (checked at Prepare, so a bad read never starts).
+pub fn parse(unique_name: &str, urn: &str, payload: &[u8]) -> Result<KafkaTransform, String> {
+    match KafkaTransform::parse(urn, payload) {
+        Some(Ok(t)) => Ok(t),
+        Some(Err(e)) => Err(format!(
+            "transform {unique_name:?} ({urn}) cannot run: {e}"
+        )),
+        None => Err(format!("transform {unique_name:?}: {urn} is not a Kafka URN")),
+    }
+}
+
+pub(crate) struct KafkaRead {
+    name: String,
+    config: ReadConfig,
+    source: Option<KafkaSource>,
+    /// Positions restored from a checkpoint, until the source starts.
+    restored: Option<SourcePosition>,
+    wake: Arc<Notify>,
+    /// Output values are written here before being framed.
+    value: Vec<u8>,
+    last_commit: Instant,
+}
+
+/// Without checkpoints, how often a read commits its positions.
+const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl KafkaRead {
+    pub(crate) fn new(name: &str, config: ReadConfig, wake: Arc<Notify>) -> Self {
+        Self {
+            name: name.to_owned(),
+            config,
+            source: None,
+            restored: None,
+            wake,
+            value: Vec::new(),
+            last_commit: Instant::now(),
+        }
+    }
+
+    fn source(&mut self) -> Result<&mut KafkaSource, EngineError> {
+        if self.source.is_none() {
+            let wake = self.wake.clone();
+            let source = KafkaSource::start(
+                self.config.clone(),
+                self.restored.take(),
+                Arc::new(move || wake.notify_one()),
+            )
+            .map_err(|e| kafka_error(&self.name, e))?;
+            self.source = Some(source);
+        }
+        Ok(self.source.as_mut().expect("started above"))
+    }
+
+    /// Takes what the source has: (one chunk of elements, the output
+    /// watermark, whether more records are waiting).
+    pub(crate) fn step(&mut self, draining: bool) -> Result<(Bytes, i64, bool), EngineError> {
+        if draining {
+            // A drained source reads no further; its watermark goes to the end.
+            return Ok((Bytes::new(), ferrobeam_coders::MAX_TIMESTAMP_MILLIS, false));
+        }
+        let with_metadata = self.config.with_metadata;
+        let name = self.name.clone();
+        let mut value = std::mem::take(&mut self.value);
+        let source = self.source()?;
+        source.health().map_err(|e| kafka_error(&name, e))?;
+        let mut out = Vec::new();
+        let taken = source.take(RECORDS_PER_EPOCH, |record, timestamp| {
+            value.clear();
+            record.encode(with_metadata, &mut value);
+            write_element(&mut out, timestamp, &[], &PaneInfo::NO_FIRING, &[&value]);
+        });
+        let watermark = source.watermark();
+        tracing::trace!(source = %name, taken, watermark, "Kafka read step");
+        self.value = value;
+        Ok((Bytes::from(out), watermark, taken == RECORDS_PER_EPOCH))
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.source.as_ref().is_some_and(KafkaSource::is_done)
+    }
+
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        match &self.source {
+            Some(s) => s.next_wake(),
+            // Not started yet: the next epoch starts it.
+            None => Some(Instant::now()),
+        }
+    }
+
+    fn position(&self) -> Option<SourcePosition> {
+        self.source
+            .as_ref()
+            .map(KafkaSource::position)
+            .or_else(|| self.restored.clone())
+    }
+
+    pub(crate) fn save(&self, w: &mut Writer) {
+        let position = self.position().unwrap_or_default();
+        w.len(position.partitions.len());
+        for p in &position.partitions {
+            w.str(&p.topic)
+                .i64(p.partition.into())
+                .i64(p.next_offset)
+                .i64(p.watermark);
+        }
+        w.i64(position.records_read as i64)
+            .i64(position.read_millis as i64);
+    }
+
+    pub(crate) fn load(&mut self, r: &mut Reader) -> Result<(), StateError> {
+        let n = r.len()?;
+        let mut partitions = Vec::with_capacity(n);
+        for _ in 0..n {
+            let topic = r.string()?;
+            let partition = r.i64()?;
+            let partition = i32::try_from(partition)
+                .map_err(|_| r.error(format!("partition {partition} out of range")))?;
+            partitions.push(PartitionPosition {
+                topic,
+                partition,
+                next_offset: r.i64()?,
+                watermark: r.i64()?,
+            });
+        }
+        let records_read = r.i64()?.max(0) as u64;
+        let read_millis = r.i64()?.max(0) as u64;
+        self.restored = Some(SourcePosition {
+            partitions,
+            records_read,
+            read_millis,
+        });
+        Ok(())
+    }
+
+    /// Commits the positions of what went downstream to the consumer
+    /// group (`commit_offset_in_finalize`): after a checkpoint holding
+    /// them completed, or, without checkpoints, now and then.
+    pub(crate) fn commit_offsets(&mut self) {
+        self.last_commit = Instant::now();
+        if let (Some(source), Some(position)) = (&self.source, self.position()) {
+            source.commit(&position);
+        }
+    }
+
+    /// Without checkpoints: whether it is time to commit again.
+    pub(crate) fn commit_due(&self) -> bool {
+        self.config.commit_offsets && self.last_commit.elapsed() >= COMMIT_EVERY
+    }
+}
+
+pub(crate) struct KafkaWrite {
+    name: String,
+    sink: KafkaSink,
+    format: WireFormat,
+    value: Coder,
+    /// With headers: the input rows' schema.
+    rows: Option<RowSchema>,
+}
+
+impl KafkaWrite {
+    pub(crate) fn new(
+        name: &str,
+        config: &WriteConfig,
+        input: &PortRef,
+        components: &Components,
+    ) -> Result<Self, EngineError> {
+        let format = WireFormat::new(components, &input.coder_id)?;
+        let value_id = components
+            .coders
+            .get(&input.coder_id)
+            .and_then(|c| c.component_coder_ids.first())
+            .ok_or_else(|| EngineError::Internal(format!("{name}: bad input coder")))?;
+        let value = Coder::from_components(components, value_id)
+            .map_err(|e| EngineError::Internal(format!("{name}: input coder: {e}")))?;
+        let rows = match &value {
+            Coder::Row(schema) if config.with_headers => Some((**schema).clone()),
+            _ => None,
+        };
+        let sink = KafkaSink::new(config).map_err(|e| kafka_error(name, e))?;
+        Ok(Self {
+            name: name.to_owned(),
+            sink,
+            format,
+            value,
+            rows,
+        })
+    }
+
+    pub(crate) fn write(&self, chunk: &[u8]) -> Result<(), EngineError> {
+        self.format.for_each(chunk, |e| {
+            let v = self
+                .value
+                .decode(&chunk[e.value.clone()], true)
+                .map_err(|err| kafka_error(&self.name, format!("undecodable element: {err}")))?;
+            let record = match &self.rows {
+                Some(schema) => OutgoingRecord::from_row(schema, &v),
+                None => OutgoingRecord::from_kv(&v),
+            }
+            .map_err(|err| kafka_error(&self.name, err))?;
+            self.sink.send(&record).map_err(|err| kafka_error(&self.name, err))
+        })
+    }
+
+    /// Before a checkpoint and at the end: everything sent is acknowledged.
+    pub(crate) fn flush(&self) -> Result<(), EngineError> {
+        self.sink.flush().map_err(|e| kafka_error(&self.name, e))
+    }
+}

@@ -1,0 +1,327 @@
+//! The payloads of Beam's Kafka cross-language transforms, read into what
+//! our source and sink need.
+//!
+//! Beam's Python wrappers (`apache_beam.io.kafka`) send an
+//! `ExternalConfigurationPayload`: a schema plus one row of that schema.
+//! Fields are looked up by name, so payloads from older or newer Python
+//! versions (fields added or missing) read the same.  A field we cannot
+//! honour is refused with the reason, never ignored.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferrobeam_coders::{RowSchema, Value};
+use ferrobeam_proto::pipeline::v1::ExternalConfigurationPayload;
+use prost::Message;
+
+use crate::error::ConfigError;
+
+/// Reads Kafka records as `KV<bytes, bytes>`.
+pub use ferrobeam_graph::urns::KAFKA_READ_WITHOUT_METADATA as READ_WITHOUT_METADATA_URN;
+/// Reads Kafka records as rows with topic, partition, offset, timestamp and headers.
+pub use ferrobeam_graph::urns::KAFKA_READ_WITH_METADATA as READ_WITH_METADATA_URN;
+/// Writes `KV<bytes, bytes>` to a topic.
+pub use ferrobeam_graph::urns::KAFKA_WRITE as WRITE_URN;
+/// Writes rows of key, value and optional headers, topic, partition, timestamp.
+pub use ferrobeam_graph::urns::KAFKA_WRITE_WITH_HEADERS as WRITE_WITH_HEADERS_URN;
+
+/// Every Kafka URN we run.
+pub const ALL_URNS: &[&str] = &[
+    READ_WITHOUT_METADATA_URN,
+    READ_WITH_METADATA_URN,
+    WRITE_URN,
+    WRITE_WITH_HEADERS_URN,
+];
+
+const BYTE_ARRAY_DESERIALIZER: &str = "org.apache.kafka.common.serialization.ByteArrayDeserializer";
+const BYTE_ARRAY_SERIALIZER: &str = "org.apache.kafka.common.serialization.ByteArraySerializer";
+
+/// How a record's event time is chosen (Beam's `timestamp_policy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestampPolicy {
+    /// The wall clock when the record is read; the watermark is the wall clock.
+    ProcessingTime,
+    /// The producer's timestamp.
+    CreateTime,
+    /// The broker's append time.
+    LogAppendTime,
+}
+
+impl TimestampPolicy {
+    fn parse(name: &str) -> Result<Self, ConfigError> {
+        match name {
+            "" | "ProcessingTime" => Ok(Self::ProcessingTime),
+            "CreateTime" => Ok(Self::CreateTime),
+            "LogAppendTime" => Ok(Self::LogAppendTime),
+            other => Err(ConfigError::unsupported(
+                "timestamp_policy",
+                format!("{other:?} is not one of ProcessingTime, CreateTime, LogAppendTime"),
+            )),
+        }
+    }
+}
+
+/// A Kafka read, as the payload asked for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadConfig {
+    /// Passed to librdkafka as is (its property names are Kafka's).
+    pub consumer_config: BTreeMap<String, String>,
+    pub topics: Vec<String>,
+    /// Start each partition at the first offset whose timestamp is at or
+    /// after this (millis), instead of the committed / reset position.
+    pub start_read_time: Option<i64>,
+    /// Stop after this many records (the read is then bounded).
+    pub max_num_records: Option<u64>,
+    /// Stop after reading for this long (the read is then bounded).
+    pub max_read_time: Option<Duration>,
+    /// Commit the read offsets to the consumer group once a checkpoint
+    /// holding them is complete.
+    pub commit_offsets: bool,
+    pub timestamp_policy: TimestampPolicy,
+    /// How long one poll of the client may wait.
+    pub poll_timeout: Duration,
+    /// Look for new partitions this often (`None`: only at start).
+    pub partition_discovery: Option<Duration>,
+    /// Rows with metadata instead of `KV<bytes, bytes>`.
+    pub with_metadata: bool,
+    /// A caught-up partition that received nothing for this long stops
+    /// holding the watermark back: its watermark follows the wall clock,
+    /// this far behind (ferrobeam's `idle_partition_timeout_ms`).
+    pub idle_timeout: Duration,
+}
+
+/// Default [`ReadConfig::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A Kafka write, as the payload asked for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WriteConfig {
+    pub producer_config: BTreeMap<String, String>,
+    pub topic: String,
+    /// Input rows carry headers (and optional topic, partition, timestamp).
+    pub with_headers: bool,
+}
+
+/// The payload's row, by field name.
+struct Fields {
+    names: Vec<String>,
+    values: Vec<Value>,
+}
+
+impl Fields {
+    fn decode(payload: &[u8]) -> Result<Self, ConfigError> {
+        let p = ExternalConfigurationPayload::decode(payload)
+            .map_err(|e| ConfigError::Payload(format!("not an ExternalConfigurationPayload: {e}")))?;
+        let schema = p
+            .schema
+            .as_ref()
+            .ok_or_else(|| ConfigError::Payload("the payload has no schema".into()))?;
+        let schema = RowSchema::from_proto(schema).map_err(ConfigError::Payload)?;
+        let (values, _) = schema
+            .decode(&p.payload, 0)
+            .map_err(|e| ConfigError::Payload(format!("the payload row does not decode: {e}")))?;
+        Ok(Self {
+            names: schema.fields.iter().map(|f| f.name.clone()).collect(),
+            values,
+        })
+    }
+
+    fn get(&self, name: &str) -> Option<&Value> {
+        let i = self.names.iter().position(|n| n == name)?;
+        match &self.values[i] {
+            Value::Null => None,
+            v => Some(v),
+        }
+    }
+
+    fn string(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(v) => Err(ConfigError::wrong_type(name, "a string", v)),
+        }
+    }
+
+    fn required_string(&self, name: &str) -> Result<String, ConfigError> {
+        self.string(name)?
+            .ok_or_else(|| ConfigError::unsupported(name, "is required"))
+    }
+
+    fn int(&self, name: &str) -> Result<Option<i64>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Int(n)) => Ok(Some(*n)),
+            Some(v) => Err(ConfigError::wrong_type(name, "an integer", v)),
+        }
+    }
+
+    fn non_negative(&self, name: &str) -> Result<Option<u64>, ConfigError> {
+        match self.int(name)? {
+            Some(n) if n < 0 => Err(ConfigError::unsupported(name, format!("must be >= 0, got {n}"))),
+            n => Ok(n.map(|n| n as u64)),
+        }
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, ConfigError> {
+        match self.get(name) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(ConfigError::wrong_type(name, "a boolean", v)),
+        }
+    }
+
+    fn strings(&self, name: &str) -> Result<Vec<String>, ConfigError> {
+        match self.get(name) {
+            None => Ok(Vec::new()),
+            Some(Value::Iterable(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    v => Err(ConfigError::wrong_type(name, "a list of strings", v)),
+                })
+                .collect(),
+            Some(v) => Err(ConfigError::wrong_type(name, "a list of strings", v)),
+        }
+    }
+
+    fn string_map(&self, name: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        match self.get(name) {
+            None => Ok(BTreeMap::new()),
+            Some(Value::Map(entries)) => entries
+                .iter()
+                .map(|(k, v)| match (k, v) {
+                    (Value::String(k), Value::String(v)) => Ok((k.clone(), v.clone())),
+                    _ => Err(ConfigError::wrong_type(name, "a map of strings to strings", v)),
+                })
+                .collect(),
+            Some(v) => Err(ConfigError::wrong_type(name, "a map of strings to strings", v)),
+        }
+    }
+}
+
+/// Only raw bytes cross the boundary: Java (de)serializers cannot run here.
+fn require_byte_array(fields: &Fields, name: &str, expected: &str) -> Result<(), ConfigError> {
+    match fields.string(name)? {
+        None => Ok(()),
+        Some(s) if s == expected => Ok(()),
+        Some(s) => Err(ConfigError::unsupported(
+            name,
+            format!(
+                "{s:?} is a Java class and ferrobeam runs no Java: use the default {expected} \
+                 and convert the bytes in a Map"
+            ),
+        )),
+    }
+}
+
+impl ReadConfig {
+    /// Reads the payload of a `kafka_read_with(out)_metadata` transform.
+    pub fn from_payload(payload: &[u8], with_metadata: bool) -> Result<Self, ConfigError> {
+        let f = Fields::decode(payload)?;
+        require_byte_array(&f, "key_deserializer", BYTE_ARRAY_DESERIALIZER)?;
+        require_byte_array(&f, "value_deserializer", BYTE_ARRAY_DESERIALIZER)?;
+        if let Some(class) = f.string("consumer_factory_fn_class")? {
+            return Err(ConfigError::unsupported(
+                "consumer_factory_fn_class",
+                format!(
+                    "{class:?} is a Java class and ferrobeam runs no Java: put the consumer's \
+                     settings in consumer_config (librdkafka property names)"
+                ),
+            ));
+        }
+        let topics = f.strings("topics")?;
+        if topics.is_empty() {
+            return Err(ConfigError::unsupported("topics", "must name at least one topic"));
+        }
+        let consumer_config = f.string_map("consumer_config")?;
+        if !consumer_config.contains_key("bootstrap.servers") {
+            return Err(ConfigError::unsupported(
+                "consumer_config",
+                "must set bootstrap.servers",
+            ));
+        }
+        let commit_offsets = f.bool("commit_offset_in_finalize")?;
+        if commit_offsets && !consumer_config.contains_key("group.id") {
+            return Err(ConfigError::unsupported(
+                "commit_offset_in_finalize",
+                "needs a group.id in consumer_config to commit to",
+            ));
+        }
+        let seconds = |name: &str| -> Result<Option<Duration>, ConfigError> {
+            Ok(f.non_negative(name)?.map(Duration::from_secs))
+        };
+        let poll_timeout = seconds("consumer_polling_timeout")?
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(2));
+        let idle_timeout = f
+            .non_negative("idle_partition_timeout_ms")?
+            .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_millis);
+        // Redistribute: our engine already hands the source's output to
+        // the SDK workers through the runner, spread over all of them, so
+        // the redistribution Beam asks for is what happens anyway
+        // (`redistribute_num_keys` and `allow_duplicates` are hints for it).
+        let _ = (f.bool("redistribute")?, f.bool("allow_duplicates")?);
+        Ok(Self {
+            consumer_config,
+            topics,
+            start_read_time: f.int("start_read_time")?,
+            max_num_records: f.non_negative("max_num_records")?,
+            max_read_time: seconds("max_read_time")?,
+            commit_offsets,
+            timestamp_policy: TimestampPolicy::parse(
+                &f.string("timestamp_policy")?.unwrap_or_default(),
+            )?,
+            poll_timeout,
+            partition_discovery: seconds("dynamic_read_poll_interval_seconds")?
+                .filter(|d| !d.is_zero()),
+            with_metadata,
+            idle_timeout,
+        })
+    }
+
+    /// Whether the read ends by itself (a record or time limit).
+    pub fn is_bounded(&self) -> bool {
+        self.max_num_records.is_some() || self.max_read_time.is_some()
+    }
+}
+
+impl WriteConfig {
+    /// Reads the payload of a `kafka_write` / `kafka_write_with_headers` transform.
+    pub fn from_payload(payload: &[u8], with_headers: bool) -> Result<Self, ConfigError> {
+        let f = Fields::decode(payload)?;
+        require_byte_array(&f, "key_serializer", BYTE_ARRAY_SERIALIZER)?;
+        require_byte_array(&f, "value_serializer", BYTE_ARRAY_SERIALIZER)?;
+        let producer_config = f.string_map("producer_config")?;
+        if !producer_config.contains_key("bootstrap.servers") {
+            return Err(ConfigError::unsupported(
+                "producer_config",
+                "must set bootstrap.servers",
+            ));
+        }
+        Ok(Self {
+            producer_config,
+            topic: f.required_string("topic")?,
+            with_headers,
+        })
+    }
+}
+
+/// What a transform with one of [`ALL_URNS`] is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KafkaTransform {
+    Read(ReadConfig),
+    Write(WriteConfig),
+}
+
+impl KafkaTransform {
+    /// `None` when `urn` is not a Kafka URN.
+    pub fn parse(urn: &str, payload: &[u8]) -> Option<Result<Self, ConfigError>> {
+        Some(match urn {
+            READ_WITHOUT_METADATA_URN => ReadConfig::from_payload(payload, false).map(Self::Read),
+            READ_WITH_METADATA_URN => ReadConfig::from_payload(payload, true).map(Self::Read),
+            WRITE_URN => WriteConfig::from_payload(payload, false).map(Self::Write),
+            WRITE_WITH_HEADERS_URN => WriteConfig::from_payload(payload, true).map(Self::Write),
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,129 @@
+"""Kafka from pure Python: Beam's Kafka transforms, expanded by ferrobeam.
+
+Beam's :class:`apache_beam.io.kafka.ReadFromKafka` and
+:class:`~apache_beam.io.kafka.WriteToKafka` are cross-language transforms:
+Beam expands them with a Java expansion service into Java transforms run by a
+Java SDK harness. ferrobeam's job server serves Beam's ExpansionService too,
+and runs the transforms natively (with librdkafka), so no Java is involved.
+
+Beam's own classes work with ferrobeam's address::
+
+    ReadFromKafka(consumer_config={...}, topics=[...],
+                  expansion_service="localhost:8099")  # a ferrobeam job server
+
+The classes here are the same transforms, with the expansion service
+defaulting to ferrobeam: the job server the pipeline runs on
+(``--job_endpoint``), else the one ferrobeam embeds in this process. They
+also take ferrobeam's own read settings (``idle_partition_timeout_ms``).
+
+Keys and values are raw bytes (Beam's ``ByteArrayDeserializer``; Java
+deserializers cannot run here): decode them in a ``Map``. Without metadata a
+missing key or value reads as ``b""``.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, Mapping, Optional
+
+from apache_beam.io import kafka as beam_kafka
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PortableOptions
+from apache_beam.transforms.external import NamedTupleBasedPayloadBuilder
+
+__all__ = ["ReadFromKafka", "WriteToKafka", "default_expansion_service"]
+
+#: Beam's read schema plus ferrobeam's fields (Beam's expansion service
+#: would not know them; ours reads fields by name).
+_ReadSchema = typing.NamedTuple(  # type: ignore[misc]
+    "_ReadSchema",
+    list(typing.get_type_hints(beam_kafka.ReadFromKafkaSchema).items())
+    + [("idle_partition_timeout_ms", Optional[int])],
+)
+
+
+def default_expansion_service(options: PipelineOptions) -> str:
+    """The expansion service a pipeline with ``options`` uses by default:
+    its ``--job_endpoint`` (a ferrobeam job server), else this process's
+    embedded ferrobeam job server (started if needed)."""
+    endpoint = options.view_as(PortableOptions).job_endpoint
+    if endpoint and endpoint not in ("embed", "docker"):
+        return endpoint
+    from ferrobeam.runner import embedded_job_endpoint  # pylint: disable=import-outside-toplevel
+    return embedded_job_endpoint(options)
+
+
+class _DefaultsToFerrobeam:
+    """Picks the expansion service when the transform is applied, from the
+    pipeline's options, unless one was given."""
+
+    _ferrobeam_default: bool = True
+
+    def expand(self, pvalueish: Any) -> Any:  # pylint: disable=missing-function-docstring
+        if self._ferrobeam_default:
+            self._expansion_service = default_expansion_service(  # type: ignore[attr-defined]
+                pvalueish.pipeline.options)
+        return super().expand(pvalueish)  # type: ignore[misc]
+
+
+class ReadFromKafka(_DefaultsToFerrobeam, beam_kafka.ReadFromKafka):
+    """Beam's ``ReadFromKafka``, expanded by ferrobeam by default.
+
+    Takes Beam's arguments (see :class:`apache_beam.io.kafka.ReadFromKafka`),
+    plus:
+
+    Args:
+      idle_partition_timeout_ms: With the ``CreateTime`` or ``LogAppendTime``
+        policy, a partition that has been read to its end and received nothing
+        for this long stops holding the watermark back: its watermark follows
+        the wall clock, this far behind (default 2000). Records that arrive
+        later with older timestamps are late.
+    """
+
+    def __init__(self,
+                 consumer_config: Mapping[str, str],
+                 topics: list[str],
+                 *args: Any,
+                 expansion_service: Optional[str] = None,
+                 idle_partition_timeout_ms: Optional[int] = None,
+                 **kwargs: Any) -> None:
+        super().__init__(consumer_config, topics, *args, expansion_service="unused", **kwargs)
+        self._ferrobeam_default = expansion_service is None
+        self._expansion_service = expansion_service
+        if idle_partition_timeout_ms is not None:
+            fields = self._fields(consumer_config, topics, *args, **kwargs)
+            fields["idle_partition_timeout_ms"] = idle_partition_timeout_ms
+            self._payload = NamedTupleBasedPayloadBuilder(_ReadSchema(**fields)).payload()
+
+    @staticmethod
+    def _fields(consumer_config: Mapping[str, str], topics: list[str], *args: Any,
+                **kwargs: Any) -> dict[str, Any]:
+        """Beam's payload fields for these arguments (as Beam's __init__
+        builds them), by binding them to its signature."""
+        import inspect  # pylint: disable=import-outside-toplevel
+        bound = inspect.signature(beam_kafka.ReadFromKafka.__init__).bind(
+            None, consumer_config, topics, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        return {name: values.get(name) for name in beam_kafka.ReadFromKafkaSchema._fields}
+
+
+class WriteToKafka(_DefaultsToFerrobeam, beam_kafka.WriteToKafka):
+    """Beam's ``WriteToKafka``, expanded by ferrobeam by default.
+
+    The input must be typed ``(bytes, bytes)`` pairs, e.g. produced by
+    ``beam.Map(...).with_output_types(typing.Tuple[bytes, bytes])``, or
+    ``beam.Row`` with ``with_headers=True``. The producer is idempotent and
+    is flushed at every checkpoint.
+    """
+
+    def __init__(self,
+                 producer_config: Mapping[str, str],
+                 topic: str,
+                 *args: Any,
+                 expansion_service: Optional[str] = None,
+                 **kwargs: Any) -> None:
+        super().__init__(producer_config, topic, *args, expansion_service="unused", **kwargs)
+        self._ferrobeam_default = expansion_service is None
+        self._expansion_service = expansion_service
+
