@@ -1,5 +1,5 @@
-//! Against a real broker: `FERROBEAM_TEST_KAFKA=host:port` (started by
-//! `scripts/kafka/kafka.sh start`); skipped without it.
+//! Against a real broker: the one at `FERROBEAM_TEST_KAFKA=host:port`, or
+//! else one this test starts with `scripts/kafka/kafka.sh` (and stops).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,8 +8,47 @@ use std::time::{Duration, Instant};
 use ferrobeam_io_kafka::config::DEFAULT_IDLE_TIMEOUT;
 use ferrobeam_io_kafka::{KafkaSink, KafkaSource, OutgoingRecord, ReadConfig, TimestampPolicy, WriteConfig};
 
-fn broker() -> Option<String> {
-    std::env::var("FERROBEAM_TEST_KAFKA").ok().filter(|s| !s.is_empty())
+/// A broker started for this test, stopped when dropped.
+struct Broker {
+    addr: String,
+    dir: Option<tempfile::TempDir>,
+}
+
+fn kafka_sh() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka/kafka.sh")
+}
+
+impl Broker {
+    fn start() -> Self {
+        if let Ok(addr) = std::env::var("FERROBEAM_TEST_KAFKA") {
+            return Self { addr, dir: None };
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("bash")
+            .arg(kafka_sh())
+            .args(["start", "--dir"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("bash runs");
+        assert!(out.status.success(), "kafka.sh start failed");
+        Self {
+            addr: String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+            dir: Some(dir),
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::process::Command::new("bash")
+                .arg(kafka_sh())
+                .args(["stop", "--dir"])
+                .arg(dir.path())
+                .status();
+        }
+    }
 }
 
 fn read_config(addr: &str, topic: &str) -> ReadConfig {
@@ -33,10 +72,8 @@ fn read_config(addr: &str, topic: &str) -> ReadConfig {
 
 #[test]
 fn written_records_are_read_back_with_their_positions() {
-    let Some(addr) = broker() else {
-        eprintln!("FERROBEAM_TEST_KAFKA not set: skipped");
-        return;
-    };
+    let broker = Broker::start();
+    let addr = broker.addr.clone();
     let topic = format!("io-kafka-{}", std::process::id());
     let sink = KafkaSink::new(&WriteConfig {
         producer_config: BTreeMap::from([("bootstrap.servers".into(), addr.clone())]),
@@ -73,13 +110,3 @@ fn written_records_are_read_back_with_their_positions() {
     assert_eq!(again.take(100, |_, _| {}), 0);
 }
 
-#[test]
-fn debug_events() {
-    let Some(addr) = broker() else { return };
-    let mut c = read_config(&addr, "events");
-    c.timestamp_policy = TimestampPolicy::ProcessingTime;
-    let mut source = KafkaSource::start(c, None, Arc::new(|| {})).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    let n = source.take(1000, |_, _| {});
-    eprintln!("events: {n} {:?}", source.position());
-}
