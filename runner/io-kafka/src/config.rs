@@ -325,3 +325,156 @@ impl KafkaTransform {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrobeam_proto::pipeline::v1 as pb;
+    use pb::field_type::TypeInfo;
+
+    fn atomic(t: pb::AtomicType, nullable: bool) -> pb::FieldType {
+        pb::FieldType {
+            nullable,
+            type_info: Some(TypeInfo::AtomicType(t as i32)),
+        }
+    }
+
+    fn string_map() -> pb::FieldType {
+        pb::FieldType {
+            nullable: false,
+            type_info: Some(TypeInfo::MapType(Box::new(pb::MapType {
+                key_type: Some(Box::new(atomic(pb::AtomicType::String, false))),
+                value_type: Some(Box::new(atomic(pb::AtomicType::String, false))),
+            }))),
+        }
+    }
+
+    fn string_list() -> pb::FieldType {
+        pb::FieldType {
+            nullable: false,
+            type_info: Some(TypeInfo::ArrayType(Box::new(pb::ArrayType {
+                element_type: Some(Box::new(atomic(pb::AtomicType::String, false))),
+            }))),
+        }
+    }
+
+    /// A payload as Beam's Python wrappers build it: a schema and one row.
+    fn payload(fields: Vec<(&str, pb::FieldType, Value)>) -> Vec<u8> {
+        let schema = pb::Schema {
+            id: "test".into(),
+            fields: fields
+                .iter()
+                .map(|(name, ty, _)| pb::Field {
+                    name: (*name).into(),
+                    r#type: Some(ty.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let values: Vec<Value> = fields.into_iter().map(|(_, _, v)| v).collect();
+        let mut row = Vec::new();
+        RowSchema::from_proto(&schema)
+            .unwrap()
+            .encode(&values, &mut row)
+            .unwrap();
+        ExternalConfigurationPayload {
+            schema: Some(schema),
+            payload: row.into(),
+        }
+        .encode_to_vec()
+    }
+
+    fn s(v: &str) -> Value {
+        Value::String(v.into())
+    }
+
+    fn read_payload(extra: Vec<(&str, pb::FieldType, Value)>) -> Vec<u8> {
+        let mut fields = vec![
+            (
+                "consumer_config",
+                string_map(),
+                Value::Map(vec![(s("bootstrap.servers"), s("localhost:9092"))]),
+            ),
+            ("topics", string_list(), Value::Iterable(vec![s("a"), s("b")])),
+            ("timestamp_policy", atomic(pb::AtomicType::String, false), s("CreateTime")),
+            ("max_num_records", atomic(pb::AtomicType::Int64, true), Value::Int(10)),
+            ("start_read_time", atomic(pb::AtomicType::Int64, true), Value::Null),
+        ];
+        for (name, ty, v) in extra {
+            fields.retain(|(n, _, _)| *n != name);
+            fields.push((name, ty, v));
+        }
+        payload(fields)
+    }
+
+    #[test]
+    fn reads_beams_read_payload_by_field_name() {
+        let c = ReadConfig::from_payload(&read_payload(vec![]), true).unwrap();
+        assert_eq!(c.topics, ["a", "b"]);
+        assert_eq!(c.consumer_config["bootstrap.servers"], "localhost:9092");
+        assert_eq!(c.timestamp_policy, TimestampPolicy::CreateTime);
+        assert_eq!(c.max_num_records, Some(10));
+        assert_eq!(c.start_read_time, None);
+        assert!(c.with_metadata && c.is_bounded());
+        assert_eq!(c.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_honour() {
+        let java = read_payload(vec![(
+            "key_deserializer",
+            atomic(pb::AtomicType::String, false),
+            s("org.apache.kafka.common.serialization.LongDeserializer"),
+        )]);
+        let e = ReadConfig::from_payload(&java, false).unwrap_err().to_string();
+        assert!(e.contains("key_deserializer") && e.contains("runs no Java"), "{e}");
+
+        let commit = read_payload(vec![(
+            "commit_offset_in_finalize",
+            atomic(pb::AtomicType::Boolean, false),
+            Value::Bool(true),
+        )]);
+        let e = ReadConfig::from_payload(&commit, false).unwrap_err().to_string();
+        assert!(e.contains("group.id"), "{e}");
+
+        let policy = read_payload(vec![(
+            "timestamp_policy",
+            atomic(pb::AtomicType::String, false),
+            s("Whenever"),
+        )]);
+        assert!(ReadConfig::from_payload(&policy, false).is_err());
+
+        let no_servers = payload(vec![(
+            "topics",
+            string_list(),
+            Value::Iterable(vec![s("a")]),
+        )]);
+        let e = ReadConfig::from_payload(&no_servers, false).unwrap_err().to_string();
+        assert!(e.contains("bootstrap.servers"), "{e}");
+
+        assert!(matches!(
+            ReadConfig::from_payload(b"\xff\xff", false),
+            Err(ConfigError::Payload(_))
+        ));
+    }
+
+    #[test]
+    fn reads_beams_write_payload() {
+        let p = payload(vec![
+            (
+                "producer_config",
+                string_map(),
+                Value::Map(vec![(s("bootstrap.servers"), s("h:1"))]),
+            ),
+            ("topic", atomic(pb::AtomicType::String, false), s("out")),
+        ]);
+        let c = WriteConfig::from_payload(&p, false).unwrap();
+        assert_eq!((c.topic.as_str(), c.with_headers), ("out", false));
+        assert!(matches!(
+            KafkaTransform::parse(WRITE_WITH_HEADERS_URN, &p),
+            Some(Ok(KafkaTransform::Write(WriteConfig { with_headers: true, .. })))
+        ));
+        assert!(KafkaTransform::parse("beam:transform:other:v1", &p).is_none());
+    }
+}

@@ -72,11 +72,15 @@ struct Partition {
     last_record: Instant,
 }
 
+/// A partition the reader found after the start: topic, partition, the
+/// offset it starts at, and its high watermark cell.
+type Discovered = (Arc<str>, i32, i64, Arc<AtomicI64>);
+
 /// What the reader thread shares with the source.
 struct Shared {
     stop: AtomicBool,
     /// Partitions found after the start, for the engine to adopt.
-    discovered: Mutex<Vec<(Arc<str>, i32, i64, Arc<AtomicI64>)>>,
+    discovered: Mutex<Vec<Discovered>>,
     /// Since when the client has reported only errors, and the last one.
     failing_since: Mutex<Option<(Instant, String)>>,
 }
@@ -122,7 +126,7 @@ fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, Kafka
     if let Some(e) = t.error() {
         return Err(KafkaIoError::Broker(format!(
             "topic {topic:?}: {:?} (does the topic exist?)",
-            rdkafka::types::RDKafkaRespErr::from(e)
+            e
         )));
     }
     let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();

@@ -112,6 +112,8 @@ pub fn kind_name(kind: &StageKind) -> &'static str {
         StageKind::Flatten { .. } => "flatten",
         StageKind::Identity { .. } => "identity",
         StageKind::LineSink { .. } => "line_sink",
+        StageKind::KafkaRead { .. } => "kafka_read",
+        StageKind::KafkaWrite { .. } => "kafka_write",
         StageKind::Sdk(_) => "sdk",
     }
 }
