@@ -1,10 +1,6 @@
-"""Kafka IO against a real broker (Apache Kafka in KRaft mode, started by
-``scripts/kafka/kafka.sh``): Beam's ReadFromKafka / WriteToKafka expanded by
-ferrobeam and run natively, with no Java beyond the broker itself.
-
-Records are produced and checked with ``confluent_kafka`` (librdkafka's
-Python client), independent of the code under test.
-"""
+"""Kafka IO against a real broker (see ``kafka_broker.py``): Beam's
+ReadFromKafka / WriteToKafka expanded by ferrobeam and run natively, with no
+Java beyond the broker itself."""
 
 from __future__ import annotations
 
@@ -12,7 +8,6 @@ import os
 import subprocess
 import time
 import typing
-import uuid
 from typing import Any, Iterator
 
 import pytest
@@ -25,10 +20,7 @@ from apache_beam.transforms import window
 import ferrobeam.io
 from ferrobeam.io.kafka import ReadFromKafka, WriteToKafka
 
-confluent_kafka = pytest.importorskip("confluent_kafka")
-kafka_admin = pytest.importorskip("confluent_kafka.admin")
-
-KAFKA_SH = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "kafka", "kafka.sh")
+from kafka_broker import consume, new_topic, produce, running_broker
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,50 +28,7 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A single-node broker for this module's tests."""
-    d = tmp_path_factory.mktemp("kafka")
-    addr = subprocess.run(["bash", KAFKA_SH, "start", "--dir", str(d)], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    try:
-        yield addr
-    finally:
-        subprocess.run(["bash", KAFKA_SH, "stop", "--dir", str(d), "--purge"], check=False)
-
-
-def new_topic(addr: str, partitions: int = 1) -> str:
-    name = "t-" + uuid.uuid4().hex[:10]
-    admin = kafka_admin.AdminClient({"bootstrap.servers": addr})
-    for f in admin.create_topics([kafka_admin.NewTopic(name, partitions, 1)]).values():
-        f.result(timeout=30)
-    return name
-
-
-def produce(addr: str, topic: str, records: list[tuple[bytes, bytes, int, int]]) -> None:
-    """(key, value, partition, create time) records, acknowledged."""
-    p = confluent_kafka.Producer({"bootstrap.servers": addr})
-    for key, value, partition, ts in records:
-        p.produce(topic, value=value, key=key, partition=partition, timestamp=ts)
-    assert p.flush(30) == 0
-
-
-def consume(addr: str, topic: str, count: int, timeout: float = 60) -> list[Any]:
-    """The first ``count`` records of ``topic`` (all partitions)."""
-    c = confluent_kafka.Consumer({
-        "bootstrap.servers": addr,
-        "group.id": "check-" + uuid.uuid4().hex,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
-    })
-    c.subscribe([topic])
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(out) < count and time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is not None and m.error() is None:
-                out.append(m)
-    finally:
-        c.close()
-    return out
+    yield from running_broker(tmp_path_factory.mktemp("kafka"))
 
 
 def options(*extra: str) -> PipelineOptions:
@@ -238,3 +187,26 @@ def test_beams_own_transform_with_ferrobeams_address(broker: str, tmp_path: Any)
     lines = [line.strip() for f in os.listdir(tmp_path) for line in open(tmp_path / f, encoding="utf-8")]
     assert lines == ["v"]
 
+
+
+def test_standalone_expansion_service(broker: str, tmp_path: Any) -> None:
+    """`ferrobeam expansion-service` alone expands for Beam's classes."""
+    server = subprocess.Popen(["ferrobeam", "expansion-service", "--port", "0"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        line = server.stdout.readline() if server.stdout else ""
+        assert "listening on" in line, line
+        address = line.rsplit(" ", 1)[1].strip()
+        topic = new_topic(broker)
+        produce(broker, topic, [(b"k", b"standalone", 0, 1_000)])
+        out = str(tmp_path / "standalone")
+        with beam.Pipeline(options=options()) as p:
+            _ = (p | beam_kafka.ReadFromKafka(consumer_config(broker), [topic], max_num_records=1,
+                                              expansion_service=address)
+                 | beam.Map(lambda kv: kv[1].decode())
+                 | beam.io.WriteToText(out))
+        lines = [line.strip() for f in os.listdir(tmp_path) for line in open(tmp_path / f, encoding="utf-8")]
+        assert lines == ["standalone"]
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -10,6 +10,10 @@ events around them), as on a real network::
     python examples/pricing/generate.py --minutes 30 --out rides.jsonl
     python -m pricing.pipeline --rides rides.jsonl --output prices/   # from examples/pricing
 
+``--out kafka://HOST:PORT/TOPIC`` produces them to a Kafka topic instead
+(key: the geohash, value: the JSON event, timestamp: its event time), with a
+ferrobeam pipeline (``WriteToKafka``, no Java).
+
 Deterministic for a given ``--seed``.
 """
 
@@ -87,6 +91,24 @@ def write(out: TextIO, start: float, seconds: float, rate: float, seed: int, lat
     return count
 
 
+def produce_to_kafka(address: str, lines: list[str]) -> None:
+    """Writes JSON events to ``kafka://SERVERS/TOPIC`` with ferrobeam."""
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel
+    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+
+    from ferrobeam.io.kafka import WriteToKafka  # pylint: disable=import-outside-toplevel
+
+    servers, _, topic = address[len("kafka://"):].partition("/")
+
+    def record(line: str) -> beam.Row:
+        event = json.loads(line)
+        return beam.Row(key=event["geohash"].encode(), value=line.encode(), timestamp=int(event["ts"] * 1000))
+
+    with beam.Pipeline(options=PipelineOptions(["--runner=ferrobeam.FerrobeamRunner"])) as p:
+        _ = (p | beam.Create(lines) | beam.Map(record)
+             | WriteToKafka({"bootstrap.servers": servers}, topic, with_headers=True))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="event time covered (default 10)")
@@ -95,8 +117,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--late_share", type=float, default=0.02, help="share of events that arrive late")
     parser.add_argument("--max_delay", type=float, default=90.0, help="largest delay of a late event, seconds")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--out", default="-", help="output file (default: stdout)")
+    parser.add_argument("--out", default="-", help="output file, or kafka://HOST:PORT/TOPIC (default: stdout)")
     args = parser.parse_args(argv)
+    if args.out.startswith("kafka://"):
+        import io  # pylint: disable=import-outside-toplevel
+        buffer = io.StringIO()
+        n = write(buffer, args.start, args.minutes * 60, args.rate, args.seed, args.late_share, args.max_delay)
+        produce_to_kafka(args.out, buffer.getvalue().splitlines())
+        print("produced %d events to %s" % (n, args.out), file=sys.stderr)
+        return
     out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")
     try:
         n = write(out, args.start, args.minutes * 60, args.rate, args.seed, args.late_share, args.max_delay)

@@ -9,6 +9,14 @@ supply and demand into a price multiplier; the prices are written out::
     python -m pricing.pipeline --rides 'rides/*.jsonl' --output prices/ \\
         --runner=ferrobeam.FerrobeamRunner
 
+or from and to Kafka topics (run natively by ferrobeam, no Java)::
+
+    python -m pricing.pipeline --rides kafka://localhost:9092/rides \\
+        --output kafka://localhost:9092/prices --runner=ferrobeam.FerrobeamRunner
+
+(in Kafka, each ride is one record: key the geohash, value the JSON event,
+timestamp its event time; each price likewise).
+
 Events are JSON objects: ``{"ride_id": "r1", "geohash": "u4pruy",
 "kind": "request" | "driver", "ts": 1700000000.5}`` (``ts`` is event time in
 seconds). ``examples/pricing/generate.py`` writes realistic streams of them.
@@ -23,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import typing
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import apache_beam as beam
@@ -31,6 +40,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
+from ferrobeam.io.kafka import ReadFromKafka, WriteToKafka
+
 WINDOW_SECONDS = 60
 ALLOWED_LATENESS_SECONDS = 300
 
@@ -38,16 +49,37 @@ _TIMING = {PaneInfoTiming.EARLY: "EARLY", PaneInfoTiming.ON_TIME: "ON_TIME",
            PaneInfoTiming.LATE: "LATE", PaneInfoTiming.UNKNOWN: "UNKNOWN"}
 
 
-class ReadRides(beam.PTransform):
-    """Ride events from JSON-lines files, stamped with their event time."""
+def kafka_topic(address: str) -> Optional[tuple[str, str]]:
+    """``kafka://SERVERS/TOPIC`` as (bootstrap servers, topic), else None."""
+    if not address.startswith("kafka://"):
+        return None
+    servers, _, topic = address[len("kafka://"):].partition("/")
+    if not servers or not topic:
+        raise ValueError("expected kafka://HOST:PORT/TOPIC, got %r" % address)
+    return servers, topic
 
-    def __init__(self, pattern: str) -> None:
+
+class ReadRides(beam.PTransform):
+    """Ride events from JSON-lines files or a Kafka topic, stamped with
+    their event time."""
+
+    def __init__(self, source: str, max_records: Optional[int] = None) -> None:
         super().__init__()
-        self._pattern = pattern
+        self._source = source
+        self._max_records = max_records
 
     def expand(self, pbegin: Any) -> Any:
-        return (pbegin
-                | "Lines" >> beam.io.ReadFromText(self._pattern, validate=False)
+        kafka = kafka_topic(self._source)
+        if kafka:
+            servers, topic = kafka
+            lines = (pbegin
+                     | "Kafka" >> ReadFromKafka({"bootstrap.servers": servers, "auto.offset.reset": "earliest"},
+                                                [topic], timestamp_policy="CreateTime",
+                                                max_num_records=self._max_records)
+                     | "Values" >> beam.Map(lambda kv: kv[1].decode("utf-8")))  # yapf: disable
+        else:
+            lines = pbegin | "Lines" >> beam.io.ReadFromText(self._source, validate=False)
+        return (lines
                 | "Parse" >> beam.Map(json.loads)
                 | "Stamp" >> beam.Map(lambda e: window.TimestampedValue(e, e["ts"])))  # yapf: disable
 
@@ -123,23 +155,31 @@ class ScorePrice(beam.DoFn):
 
 
 class WritePrices(beam.PTransform):
-    """Prices as JSON lines, one set of files per window."""
+    """Prices as JSON lines, one set of files per window, or as records of a
+    Kafka topic keyed by geohash."""
 
     def __init__(self, output: str) -> None:
         super().__init__()
         self._output = output
 
     def expand(self, prices: Any) -> Any:
+        kafka = kafka_topic(self._output)
+        if kafka:
+            servers, topic = kafka
+            return (prices
+                    | "Record" >> beam.Map(lambda p: (p["geohash"].encode(), json.dumps(p, sort_keys=True).encode())
+                                           ).with_output_types(typing.Tuple[bytes, bytes])
+                    | "Kafka" >> WriteToKafka({"bootstrap.servers": servers}, topic))  # yapf: disable
         return (prices
                 | "Json" >> beam.Map(lambda p: json.dumps(p, sort_keys=True))
                 | "Files" >> fileio.WriteToFiles(path=self._output))  # yapf: disable
 
 
 def build(p: beam.Pipeline, rides: str, output: str, model: Optional[str] = None,
-          early_firing_seconds: int = 10) -> None:
+          early_firing_seconds: int = 10, max_rides: Optional[int] = None) -> None:
     """Adds the pricing pipeline to ``p``."""
     _ = (p
-         | "ReadRides" >> ReadRides(rides)
+         | "ReadRides" >> ReadRides(rides, max_rides)
          | "KeyByArea" >> beam.Map(lambda e: (e["geohash"], e["kind"]))
          | "Window" >> beam.WindowInto(
              window.FixedWindows(WINDOW_SECONDS),
@@ -156,8 +196,11 @@ def build(p: beam.Pipeline, rides: str, output: str, model: Optional[str] = None
 def run(argv: Optional[Sequence[str]] = None) -> None:
     """Parses arguments, builds the pipeline and runs it to the end."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rides", required=True, help="ride events: a JSON-lines file or glob")
-    parser.add_argument("--output", required=True, help="directory for the prices")
+    parser.add_argument("--rides", required=True,
+                        help="ride events: a JSON-lines file or glob, or kafka://HOST:PORT/TOPIC")
+    parser.add_argument("--output", required=True, help="directory for the prices, or kafka://HOST:PORT/TOPIC")
+    parser.add_argument("--max_rides", type=int, default=None,
+                        help="Kafka: stop after this many rides (demos and tests; default: run until stopped)")
     parser.add_argument("--model", default=None, help="JSON file of PriceModel coefficients")
     parser.add_argument("--early_firing_seconds", type=int, default=10,
                         help="processing time between early results of an open window")
@@ -165,7 +208,7 @@ def run(argv: Optional[Sequence[str]] = None) -> None:
     options = PipelineOptions(pipeline_args)
     options.view_as(SetupOptions).save_main_session = False
     with beam.Pipeline(options=options) as p:
-        build(p, known.rides, known.output, known.model, known.early_firing_seconds)
+        build(p, known.rides, known.output, known.model, known.early_firing_seconds, known.max_rides)
 
 
 if __name__ == "__main__":

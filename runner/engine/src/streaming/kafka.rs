@@ -55,6 +55,8 @@ pub(crate) struct KafkaRead {
     /// Output values are written here before being framed.
     value: Vec<u8>,
     last_commit: Instant,
+    /// A drain stopped the read.
+    drained: bool,
 }
 
 /// Without checkpoints, how often a read commits its positions.
@@ -70,6 +72,7 @@ impl KafkaRead {
             wake,
             value: Vec::new(),
             last_commit: Instant::now(),
+            drained: false,
         }
     }
 
@@ -92,6 +95,7 @@ impl KafkaRead {
     pub(crate) fn step(&mut self, draining: bool) -> Result<(Bytes, i64, bool), EngineError> {
         if draining {
             // A drained source reads no further; its watermark goes to the end.
+            self.drained = true;
             return Ok((Bytes::new(), ferrobeam_coders::MAX_TIMESTAMP_MILLIS, false));
         }
         let with_metadata = self.config.with_metadata;
@@ -112,7 +116,7 @@ impl KafkaRead {
     }
 
     pub(crate) fn is_done(&self) -> bool {
-        self.source.as_ref().is_some_and(KafkaSource::is_done)
+        self.drained || self.source.as_ref().is_some_and(KafkaSource::is_done)
     }
 
     pub(crate) fn next_wake(&self) -> Option<Instant> {
