@@ -53,7 +53,7 @@ def test_kafka_prices_equal_the_file_run(broker: str, ferrobeam_args: list[str],
     assert all(m["geohash"] for m in from_kafka)
 
     pricing.run(ferrobeam_args + ["--rides", str(rides_file), "--output", str(tmp_path / "prices")])
-    from_file = [json.loads(line) for name in os.listdir(tmp_path / "prices")
+    from_file = [json.loads(line) for name in os.listdir(tmp_path / "prices") if not name.startswith(".")
                  for line in open(tmp_path / "prices" / name, encoding="utf-8")]
     assert final_prices(from_kafka) == final_prices(from_file)
     assert len(final_prices(from_file)) >= 40  # 10 areas x 5 windows, some may be empty
