@@ -538,6 +538,17 @@ struct Step {
     more: bool,
 }
 
+impl Step {
+    /// A sink's step: it produces nothing and has no output watermark.
+    fn sink() -> Self {
+        Step {
+            more: false,
+            produced: Vec::new(),
+            watermarks: Vec::new(),
+        }
+    }
+}
+
 pub(crate) async fn run(
     config: &EngineConfig,
     job: &JobSpec,
@@ -1039,11 +1050,7 @@ impl StageContext<'_> {
                 for chunk in take(input) {
                     sink.write(&chunk)?;
                 }
-                Ok(Step {
-                    more: false,
-                    produced: Vec::new(),
-                    watermarks: Vec::new(),
-                })
+                Ok(Step::sink())
             }
             (Runtime::KafkaRead(read), _) => {
                 let (chunk, watermark, more) = read.step(self.draining)?;
@@ -1055,11 +1062,7 @@ impl StageContext<'_> {
                 for chunk in take(input) {
                     write.write(&chunk)?;
                 }
-                Ok(Step {
-                    more: false,
-                    produced: Vec::new(),
-                    watermarks: Vec::new(),
-                })
+                Ok(Step::sink())
             }
             (Runtime::Sdk(sdk_rt), StageKind::Sdk(sdk)) => {
                 self.step_sdk(sdk_rt, sdk, &take, input_wm, clock.now())
