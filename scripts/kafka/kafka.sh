@@ -350,6 +350,11 @@ transaction.state.log.num.partitions=1
 # Consumer groups start at once instead of waiting 3 s for more members.
 group.initial.rebalance.delay.ms=0
 
+# Keep every record: tests produce records with old event-time timestamps
+# (1970, a fixed day) on purpose, and time-based retention (7 days by
+# default, judged by record timestamps) would delete them within minutes.
+log.retention.ms=-1
+
 # Small footprint: tests need few threads.
 num.network.threads=2
 num.io.threads=2

@@ -26,8 +26,9 @@ use crate::wire::{write_element, WireFormat};
 use crate::EngineError;
 
 /// Records one epoch takes from a source at most: bounds an epoch's size
-/// (and latency) when a topic has a large backlog.
-const RECORDS_PER_EPOCH: usize = 20_000;
+/// when a topic has a large backlog, and so the time to the next checkpoint
+/// (checkpoints fall between epochs) and the latency of the records behind.
+const RECORDS_PER_EPOCH: usize = 5_000;
 
 fn kafka_error(transform: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::Io(format!("{transform}: {e}"))
