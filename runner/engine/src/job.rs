@@ -297,15 +297,13 @@ async fn run_stages(
                 input,
             } => {
                 // Batch: everything written, then acknowledged.
-                let name = &plan.components.transforms[transform_id].unique_name;
-                let write = match crate::streaming::kafka::parse(name, urn, payload)
-                    .map_err(EngineError::Io)?
-                {
-                    ferrobeam_io_kafka::KafkaTransform::Write(config) => {
-                        crate::streaming::kafka::KafkaWrite::new(name, &config, input, &plan.components)?
-                    }
-                    _ => return Err(EngineError::Internal(format!("{name}: not a Kafka write"))),
-                };
+                let write = crate::streaming::kafka::KafkaWrite::for_stage(
+                    &plan.components,
+                    transform_id,
+                    urn,
+                    payload,
+                    input,
+                )?;
                 for chunk in take(&data, input) {
                     write.write(&chunk)?;
                 }

@@ -2,6 +2,7 @@
 //! client's own retries), flushed before every checkpoint so that what a
 //! checkpoint counts as written is on the broker.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -23,6 +24,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Default)]
 struct Deliveries {
     failed: Mutex<Option<String>>,
+    /// Whether `failed` is set: read for every record sent, without the lock.
+    any_failed: AtomicBool,
 }
 
 impl ClientContext for Deliveries {}
@@ -33,6 +36,7 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, _)) = result {
             self.failed.lock().get_or_insert_with(|| e.to_string());
+            self.any_failed.store(true, Ordering::Release);
         }
     }
 }
@@ -69,7 +73,11 @@ impl KafkaSink {
     }
 
     fn failed(&self) -> Result<(), KafkaIoError> {
-        match self.producer.context().failed.lock().as_ref() {
+        let deliveries = self.producer.context();
+        if !deliveries.any_failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match deliveries.failed.lock().as_ref() {
             Some(e) => Err(KafkaIoError::Broker(format!(
                 "Kafka sink: a record for topic {:?} could not be delivered: {e}",
                 self.topic

@@ -89,8 +89,8 @@ struct Shared {
 pub struct KafkaSource {
     config: ReadConfig,
     consumer: Arc<BaseConsumer>,
+    /// In the reader's numbering: a record's `partition_index` points here.
     partitions: Vec<Partition>,
-    index: HashMap<(Arc<str>, i32), usize>,
     shared: Arc<Shared>,
     records: Receiver<Record>,
     thread: Option<JoinHandle<()>>,
@@ -139,15 +139,15 @@ fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, Kafka
     Ok(ids)
 }
 
-/// Where a partition without a saved position starts, as a concrete offset.
+/// Where a partition without a saved position starts, as a concrete offset
+/// (`low`, `high`: the partition's first offset and its end).
 fn start_offset(
     consumer: &BaseConsumer,
     config: &ReadConfig,
-    topic: &str,
-    partition: i32,
+    (topic, partition): (&str, i32),
+    (low, high): (i64, i64),
     committed: Option<i64>,
 ) -> Result<i64, KafkaIoError> {
-    let (low, high) = consumer.fetch_watermarks(topic, partition, LOOKUP_TIMEOUT)?;
     if let Some(time) = config.start_read_time {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(time))?;
@@ -228,15 +228,16 @@ impl KafkaSource {
         let mut partitions = Vec::new();
         let mut tpl = TopicPartitionList::new();
         for (topic, p) in found {
+            let (low, high) = consumer.fetch_watermarks(&topic, p, LOOKUP_TIMEOUT)?;
             let (next_offset, watermark) = match saved_at.get(&(topic.clone(), p)) {
                 Some(s) => (s.next_offset, s.watermark),
                 None => {
                     let c = committed.get(&(topic.clone(), p)).copied();
-                    (start_offset(&consumer, &config, &topic, p, c)?, MIN_TIMESTAMP)
+                    let start = start_offset(&consumer, &config, (&topic, p), (low, high), c)?;
+                    (start, MIN_TIMESTAMP)
                 }
             };
             tpl.add_partition_offset(&topic, p, Offset::Offset(next_offset))?;
-            let (_, high) = consumer.fetch_watermarks(&topic, p, LOOKUP_TIMEOUT)?;
             partitions.push(Partition {
                 topic: topic.as_str().into(),
                 partition: p,
@@ -247,11 +248,6 @@ impl KafkaSource {
             });
         }
         consumer.assign(&tpl)?;
-        let index = partitions
-            .iter()
-            .enumerate()
-            .map(|(i, p)| ((p.topic.clone(), p.partition), i))
-            .collect();
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             discovered: Mutex::new(Vec::new()),
@@ -264,9 +260,10 @@ impl KafkaSource {
             shared: shared.clone(),
             known: partitions
                 .iter()
-                .map(|p| ((p.topic.clone(), p.partition), p.high.clone()))
+                .enumerate()
+                .map(|(i, p)| ((p.topic.clone(), p.partition), (i, p.high.clone())))
                 .collect(),
-            next_index: partitions.len(),
+            topics: config.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
             tx,
             wake,
         };
@@ -283,7 +280,6 @@ impl KafkaSource {
             config,
             consumer,
             partitions,
-            index,
             shared,
             records,
             thread: Some(thread),
@@ -300,8 +296,8 @@ impl KafkaSource {
         let found = std::mem::take(&mut *self.shared.discovered.lock());
         for (topic, partition, next_offset, high) in found {
             tracing::info!(%topic, partition, "Kafka source: new partition");
-            self.index
-                .insert((topic.clone(), partition), self.partitions.len());
+            // The reader numbered it next, and announced it before sending
+            // any of its records, so the indices agree.
             self.partitions.push(Partition {
                 topic,
                 partition,
@@ -341,16 +337,20 @@ impl KafkaSource {
     pub fn take(&mut self, max: usize, mut emit: impl FnMut(&Record, i64)) -> usize {
         self.adopt_discovered();
         self.check_limits();
+        // The record limit is checked per record; the time limit once a call.
+        let max = match self.config.max_num_records {
+            Some(limit) => max.min(limit.saturating_sub(self.records_read) as usize),
+            None => max,
+        };
         let mut n = 0;
         while n < max && !self.done {
             let record = match self.records.try_recv() {
                 Ok(r) => r,
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             };
-            let Some(&i) = self.index.get(&(record.topic.clone(), record.partition)) else {
+            let Some(p) = self.partitions.get_mut(record.partition_index) else {
                 continue;
             };
-            let p = &mut self.partitions[i];
             // A record before the position was delivered before a seek.
             if record.offset < p.next_offset {
                 continue;
@@ -365,15 +365,11 @@ impl KafkaSource {
             p.next_offset = record.offset + 1;
             p.watermark = p.watermark.max(timestamp);
             p.last_record = Instant::now();
-            let record = Record {
-                partition_index: i,
-                ..record
-            };
             emit(&record, timestamp);
             n += 1;
             self.records_read += 1;
-            self.check_limits();
         }
+        self.check_limits();
         n
     }
 
@@ -494,8 +490,11 @@ struct Reader {
     consumer: Arc<BaseConsumer>,
     config: ReadConfig,
     shared: Arc<Shared>,
-    known: BTreeMap<(Arc<str>, i32), Arc<AtomicI64>>,
-    next_index: usize,
+    /// Every assigned partition: its index in the source's list and its
+    /// high watermark cell.
+    known: BTreeMap<(Arc<str>, i32), (usize, Arc<AtomicI64>)>,
+    /// The read's topics, shared by the records instead of one string each.
+    topics: Vec<Arc<str>>,
     tx: SyncSender<Record>,
     wake: Arc<dyn Fn() + Send + Sync>,
 }
@@ -514,13 +513,18 @@ impl Reader {
             }
             match self.consumer.poll(poll) {
                 Some(Ok(m)) => {
+                    let topic = self
+                        .topics
+                        .iter()
+                        .find(|t| ***t == *m.topic())
+                        .map_or_else(|| m.topic().into(), Arc::clone);
+                    let Some(&(partition_index, _)) = self.known.get(&(topic.clone(), m.partition()))
+                    else {
+                        continue; // not assigned by us
+                    };
                     let record = Record {
-                        partition_index: 0,
-                        topic: self
-                            .known
-                            .keys()
-                            .find(|(t, _)| &**t == m.topic())
-                            .map_or_else(|| m.topic().into(), |(t, _)| t.clone()),
+                        partition_index,
+                        topic,
                         partition: m.partition(),
                         offset: m.offset(),
                         kafka_timestamp: m.timestamp().to_millis(),
@@ -564,15 +568,15 @@ impl Reader {
     /// The client learns each partition's high watermark from its fetches;
     /// reading the cached value costs no request.
     fn refresh_high_watermarks(&self) {
-        let mut any = false;
-        for ((topic, partition), high) in &self.known {
+        let mut moved = false;
+        for ((topic, partition), (_, high)) in &self.known {
             if let Some(h) = cached_high_watermark(&self.consumer, topic, *partition) {
-                high.store(h, Ordering::Relaxed);
-                any = true;
+                moved |= high.swap(h, Ordering::Relaxed) != h;
             }
         }
-        if any {
-            // The engine may now see a partition as caught up.
+        if moved {
+            // The engine may now see a partition as caught up (an idle
+            // source is woken by the engine's own timer, not 20 times a second).
             (self.wake)();
         }
     }
@@ -598,9 +602,8 @@ impl Reader {
                     continue;
                 }
                 let h = Arc::new(AtomicI64::new(high));
-                self.known.insert(key.clone(), h.clone());
+                self.known.insert(key.clone(), (self.known.len(), h.clone()));
                 new.push((key.0, key.1, low, h));
-                self.next_index += 1;
             }
         }
         if new.is_empty() {
@@ -608,6 +611,11 @@ impl Reader {
         }
         if let Err(e) = self.consumer.incremental_assign(&added) {
             tracing::warn!("Kafka source: cannot assign new partitions: {e}");
+            // Forget them (the next discovery tries again), keeping the
+            // indices in step with the source's list.
+            for (topic, partition, _, _) in &new {
+                self.known.remove(&(topic.clone(), *partition));
+            }
             return;
         }
         self.shared.discovered.lock().extend(new);

@@ -38,8 +38,7 @@ use ferrobeam_proto::pipeline::v1::Components;
 
 use super::gbk::StreamingGroupByKey;
 use super::gbk_values::ValueStore;
-use super::kafka::{self, KafkaRead, KafkaWrite};
-use ferrobeam_io_kafka::KafkaTransform;
+use super::kafka::{KafkaRead, KafkaWrite};
 use super::side_inputs::{release, SideInputBuffer};
 use ferrobeam_state::checkpoint::SnapshotKind;
 use ferrobeam_state::codec::{Reader, Writer};
@@ -813,35 +812,31 @@ fn runtime(
     durable: &Durable,
     wake: &Arc<tokio::sync::Notify>,
 ) -> Result<Runtime, EngineError> {
-    let kafka = |transform_id: &str, urn: &str, payload: &[u8]| {
-        let name = &plan.components.transforms[transform_id].unique_name;
-        kafka::parse(name, urn, payload)
-            .map(|t| (name.clone(), t))
-            .map_err(EngineError::Io)
-    };
     Ok(match &stage.kind {
         StageKind::KafkaRead {
             transform_id,
             urn,
             payload,
             ..
-        } => match kafka(transform_id, urn, payload)? {
-            (name, KafkaTransform::Read(config)) => {
-                Runtime::KafkaRead(Box::new(KafkaRead::new(&name, config, wake.clone())))
-            }
-            (name, _) => return Err(EngineError::Internal(format!("{name}: not a Kafka read"))),
-        },
+        } => Runtime::KafkaRead(Box::new(KafkaRead::for_stage(
+            &plan.components,
+            transform_id,
+            urn,
+            payload,
+            wake.clone(),
+        )?)),
         StageKind::KafkaWrite {
             transform_id,
             urn,
             payload,
             input,
-        } => match kafka(transform_id, urn, payload)? {
-            (name, KafkaTransform::Write(config)) => Runtime::KafkaWrite(Box::new(
-                KafkaWrite::new(&name, &config, input, &plan.components)?,
-            )),
-            (name, _) => return Err(EngineError::Internal(format!("{name}: not a Kafka write"))),
-        },
+        } => Runtime::KafkaWrite(Box::new(KafkaWrite::for_stage(
+            &plan.components,
+            transform_id,
+            urn,
+            payload,
+            input,
+        )?)),
         StageKind::Impulse { .. } => Runtime::Impulse { fired: false },
         StageKind::TestStream { payload, outputs } => Runtime::TestStream {
             encoder: EventEncoder::new(payload, outputs, &plan.components)?,

@@ -46,6 +46,18 @@ pub fn parse(unique_name: &str, urn: &str, payload: &[u8]) -> Result<KafkaTransf
     }
 }
 
+/// A Kafka stage's transform: its unique name and parsed payload.
+fn stage_transform(
+    components: &Components,
+    transform_id: &str,
+    urn: &str,
+    payload: &[u8],
+) -> Result<(String, KafkaTransform), EngineError> {
+    let name = components.transforms[transform_id].unique_name.clone();
+    let parsed = parse(&name, urn, payload).map_err(EngineError::Io)?;
+    Ok((name, parsed))
+}
+
 pub(crate) struct KafkaRead {
     name: String,
     config: ReadConfig,
@@ -64,9 +76,23 @@ pub(crate) struct KafkaRead {
 const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl KafkaRead {
-    pub(crate) fn new(name: &str, config: ReadConfig, wake: Arc<Notify>) -> Self {
+    /// The read of a `KafkaRead` stage; `wake` is notified when records arrive.
+    pub(crate) fn for_stage(
+        components: &Components,
+        transform_id: &str,
+        urn: &str,
+        payload: &[u8],
+        wake: Arc<Notify>,
+    ) -> Result<Self, EngineError> {
+        match stage_transform(components, transform_id, urn, payload)? {
+            (name, KafkaTransform::Read(config)) => Ok(Self::new(name, config, wake)),
+            (name, _) => Err(EngineError::Internal(format!("{name}: not a Kafka read"))),
+        }
+    }
+
+    fn new(name: String, config: ReadConfig, wake: Arc<Notify>) -> Self {
         Self {
-            name: name.to_owned(),
+            name,
             config,
             source: None,
             restored: None,
@@ -199,7 +225,21 @@ pub(crate) struct KafkaWrite {
 }
 
 impl KafkaWrite {
-    pub(crate) fn new(
+    /// The write of a `KafkaWrite` stage, reading `input`.
+    pub(crate) fn for_stage(
+        components: &Components,
+        transform_id: &str,
+        urn: &str,
+        payload: &[u8],
+        input: &PortRef,
+    ) -> Result<Self, EngineError> {
+        match stage_transform(components, transform_id, urn, payload)? {
+            (name, KafkaTransform::Write(config)) => Self::new(&name, &config, input, components),
+            (name, _) => Err(EngineError::Internal(format!("{name}: not a Kafka write"))),
+        }
+    }
+
+    fn new(
         name: &str,
         config: &WriteConfig,
         input: &PortRef,
