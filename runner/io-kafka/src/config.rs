@@ -306,6 +306,17 @@ impl WriteConfig {
     }
 }
 
+impl WriteConfig {
+    /// The producer's `transactional.id`: set, the sink writes exactly
+    /// once, in transactions committed with checkpoints.
+    pub fn transactional_id(&self) -> Option<&str> {
+        self.producer_config
+            .get("transactional.id")
+            .map(String::as_str)
+            .filter(|id| !id.is_empty())
+    }
+}
+
 /// What a transform with one of [`ALL_URNS`] is.
 #[derive(Clone, Debug, PartialEq)]
 pub enum KafkaTransform {

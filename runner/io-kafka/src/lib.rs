@@ -4,7 +4,8 @@
 //! * [`config`]: the transforms' payloads, checked.
 //! * [`record`]: records as Beam values (KV or metadata rows) and back.
 //! * [`source`]: the reader, per-partition positions and watermarks.
-//! * [`sink`]: the producer.
+//! * [`sink`]: the producer, idempotent or transactional.
+//! * [`wal`]: the log a transaction is sent again from after a crash.
 //! * [`expansion`]: the expansion service's answer for these transforms.
 
 pub mod config;
@@ -13,9 +14,11 @@ pub mod expansion;
 pub mod record;
 pub mod sink;
 pub mod source;
+pub mod wal;
 
 pub use config::{KafkaTransform, ReadConfig, TimestampPolicy, WriteConfig};
 pub use error::{ConfigError, KafkaIoError};
 pub use record::{metadata_schema, OutgoingRecord, Record};
-pub use sink::KafkaSink;
+pub use sink::{marker_group, KafkaSink};
 pub use source::{KafkaSource, PartitionPosition, SourcePosition};
+pub use wal::{replay as replay_log, WriteAheadLog};
