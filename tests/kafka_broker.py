@@ -70,3 +70,46 @@ def consume(addr: str, topic: str, count: int, timeout: float = 60) -> list[Any]
     finally:
         c.close()
     return out
+
+
+def consume_all(addr: str, topic: str, expected: int, quiet: float = 3.0, timeout: float = 90,
+                isolation: str = "read_committed") -> list[Any]:
+    """Every record of ``topic`` a consumer with ``isolation`` sees: read
+    until ``expected`` arrived, then on until nothing more came for
+    ``quiet`` seconds (so duplicates beyond ``expected`` are caught)."""
+    c = confluent_kafka.Consumer({
+        "bootstrap.servers": addr,
+        "group.id": "check-" + uuid.uuid4().hex,
+        "auto.offset.reset": "earliest",
+        "isolation.level": isolation,
+    })
+    c.subscribe([topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                out.append(m)
+                last = time.monotonic()
+            elif len(out) >= expected and time.monotonic() - last >= quiet:
+                break
+    finally:
+        c.close()
+    return out
+
+
+def transaction_marker(addr: str, topic: str, transactional_id: str) -> int:
+    """The number of the last transaction a ferrobeam transactional sink
+    committed to ``topic`` (its marker group's offset), or -1."""
+    c = confluent_kafka.Consumer({
+        "bootstrap.servers": addr,
+        "group.id": "ferrobeam-txn." + transactional_id,
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+    })
+    try:
+        return c.committed([confluent_kafka.TopicPartition(topic, 0)], timeout=10)[0].offset
+    finally:
+        c.close()

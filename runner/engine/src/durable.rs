@@ -62,6 +62,10 @@ const PREPARE_LIMIT: Duration = Duration::from_secs(2);
 /// How often an idle job asks whether the preparation is done.
 const PREPARE_POLL: Duration = Duration::from_millis(20);
 
+/// Under the checkpoint root: files being written that the next snapshot
+/// will carry (not a `chk-` directory, so never taken for a checkpoint).
+const SCRATCH_DIR: &str = "scratch";
+
 /// Names (transform unique names, stage names) → namespaces in the backend.
 #[derive(Default)]
 pub struct Namespaces {
@@ -272,6 +276,29 @@ impl Durable {
         self.store.is_some()
     }
 
+    /// Where a stage writes files that snapshots will carry (see
+    /// [`checkpoint::add_files`]): beside the checkpoints, so they are on
+    /// the same file system and a snapshot links them instead of copying.
+    /// `None` without checkpoints.
+    pub fn scratch_dir(&self) -> Result<Option<PathBuf>, EngineError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let dir = store.root().join(SCRATCH_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| StateError::Io {
+            action: "creating",
+            path: dir.clone(),
+            source: e,
+        })?;
+        Ok(Some(dir))
+    }
+
+    /// The file `name` that the snapshot this job was restored from
+    /// carries, if it does.
+    pub fn restored_file(&self, name: &str) -> Option<PathBuf> {
+        self.restored.as_ref()?.file(name)
+    }
+
     /// Whether the next periodic checkpoint is due.  When its time comes,
     /// the backend first prepares (RocksDB flushes in the background) while
     /// epochs go on; the checkpoint is due once that is done, or after
@@ -299,6 +326,7 @@ impl Durable {
     pub fn checkpoint(
         &mut self,
         entries: Vec<RuntimeEntry>,
+        files: &[PathBuf],
     ) -> Result<Option<Manifest>, EngineError> {
         let started = Instant::now();
         // The checkpoint's total time counts its preparation too (during
@@ -316,6 +344,7 @@ impl Durable {
                 pending.id,
                 &pending.dir,
                 entries,
+                files,
                 started,
             )
             .map(|mut m| {
@@ -340,6 +369,7 @@ impl Durable {
         &mut self,
         dir: &std::path::Path,
         entries: Vec<RuntimeEntry>,
+        files: &[PathBuf],
     ) -> Result<Manifest, EngineError> {
         let started = Instant::now();
         let existed = dir.exists();
@@ -366,7 +396,7 @@ impl Durable {
             source: e,
         })?;
         let result = self
-            .write_snapshot(SnapshotKind::Savepoint, 0, dir, entries, started)
+            .write_snapshot(SnapshotKind::Savepoint, 0, dir, entries, files, started)
             .and_then(|m| {
                 checkpoint::write_manifest(dir, &m)?;
                 Ok(m)
@@ -387,13 +417,15 @@ impl Durable {
     }
 
     /// Runtime entries into the backend, the backend's snapshot into
-    /// `dir/state`, synced; returns the manifest to write.
+    /// `dir/state` and `files` into `dir/files`, synced; returns the
+    /// manifest to write.
     fn write_snapshot(
         &self,
         kind: SnapshotKind,
         id: u64,
         dir: &std::path::Path,
         entries: Vec<RuntimeEntry>,
+        files: &[PathBuf],
         started: Instant,
     ) -> Result<Manifest, EngineError> {
         let mut runtime: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -407,6 +439,7 @@ impl Durable {
         self.backend.write(batch)?;
         self.backend.snapshot_to(&dir.join(checkpoint::STATE_DIR))?;
         checkpoint::sync_dir(&dir.join(checkpoint::STATE_DIR))?;
+        checkpoint::add_files(dir, files)?;
         checkpoint::sync_dir(dir)?;
         let mut manifest = self.manifest(kind, id, runtime);
         manifest.pause_ms = started.elapsed().as_millis() as u64;

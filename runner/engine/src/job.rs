@@ -296,18 +296,22 @@ async fn run_stages(
                 payload,
                 input,
             } => {
-                // Batch: everything written, then acknowledged.
-                let write = crate::streaming::kafka::KafkaWrite::for_stage(
+                // Batch: everything written, then acknowledged (and, in a
+                // transaction, committed).
+                let mut write = crate::streaming::kafka::KafkaWrite::for_stage(
                     &plan.components,
                     transform_id,
                     urn,
                     payload,
                     input,
+                    None,
                 )?;
+                write.recover(|_| None)?;
                 for chunk in take(&data, input) {
                     write.write(&chunk)?;
                 }
                 write.flush()?;
+                write.commit()?;
                 Vec::new()
             }
             StageKind::KafkaRead { transform_id, .. } => {

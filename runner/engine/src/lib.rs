@@ -5,6 +5,7 @@
 //! worker; GroupByKey, Flatten, Impulse and Reshuffle run natively here.
 
 pub mod durable;
+mod failpoint;
 pub mod gbk;
 pub mod job;
 pub mod metrics;
@@ -51,6 +52,7 @@ pub enum EngineError {
 /// payload cannot run is refused before the job starts, with the
 /// transform's name, URN and what is wrong.
 pub fn check_native_io(plan: &ferrobeam_graph::Plan) -> Result<(), String> {
+    let mut transactional: std::collections::HashMap<String, String> = Default::default();
     for stage in &plan.stages {
         if let ferrobeam_graph::StageKind::KafkaRead {
             transform_id,
@@ -66,7 +68,18 @@ pub fn check_native_io(plan: &ferrobeam_graph::Plan) -> Result<(), String> {
         } = &stage.kind
         {
             let name = &plan.components.transforms[transform_id].unique_name;
-            streaming::kafka::parse(name, urn, payload)?;
+            let parsed = streaming::kafka::parse(name, urn, payload)?;
+            if let ferrobeam_io_kafka::KafkaTransform::Write(w) = &parsed {
+                if let Some(id) = w.transactional_id() {
+                    // A second producer with the id would fence the first.
+                    if let Some(other) = transactional.insert(id.to_owned(), name.clone()) {
+                        return Err(format!(
+                            "transforms {other:?} and {name:?} ({urn}) both write with \
+                             transactional.id {id:?}; each Kafka write needs its own"
+                        ));
+                    }
+                }
+            }
         }
     }
     Ok(())

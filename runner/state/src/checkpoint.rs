@@ -26,6 +26,9 @@ use crate::keys::Namespace;
 
 pub const MANIFEST: &str = "MANIFEST.json";
 pub const STATE_DIR: &str = "state";
+/// Files a snapshot carries for its stages (a transactional Kafka sink's
+/// log), by file name.
+pub const FILES_DIR: &str = "files";
 /// Bumped when a checkpoint written by this version could not be read by
 /// the previous one (or the other way round).
 pub const FORMAT_VERSION: u32 = 3;
@@ -90,6 +93,37 @@ impl Snapshot {
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join(STATE_DIR)
     }
+
+    /// The file `name` this snapshot carries, if it does.
+    pub fn file(&self, name: &str) -> Option<PathBuf> {
+        let path = self.dir.join(FILES_DIR).join(name);
+        path.is_file().then_some(path)
+    }
+}
+
+/// Puts `files` (already synced by their writers) into the snapshot being
+/// written in `dir`, under their file names: hard links where the file
+/// system allows (the writer may go on appending to a file that a failed
+/// checkpoint leaves it), copies otherwise.
+pub fn add_files(dir: &Path, files: &[PathBuf]) -> Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let into = dir.join(FILES_DIR);
+    std::fs::create_dir_all(&into).map_err(StateError::io("creating", &into))?;
+    for file in files {
+        let name = file
+            .file_name()
+            .ok_or_else(|| StateError::corrupt(dir, format!("{} has no file name", file.display())))?;
+        let to = into.join(name);
+        if std::fs::hard_link(file, &to).is_err() {
+            std::fs::copy(file, &to).map_err(StateError::io("copying", file))?;
+            std::fs::File::open(&to)
+                .and_then(|f| f.sync_all())
+                .map_err(StateError::io("syncing", &to))?;
+        }
+    }
+    sync_dir(&into)
 }
 
 /// Reads and checks the manifest of the checkpoint in `dir`.

@@ -115,6 +115,15 @@ class WriteToKafka(_DefaultsToFerrobeam, beam_kafka.WriteToKafka):
     ``beam.Map(...).with_output_types(typing.Tuple[bytes, bytes])``, or
     ``beam.Row`` with ``with_headers=True``. The producer is idempotent and
     is flushed at every checkpoint.
+
+    Exactly once: set ``transactional.id`` in ``producer_config`` (one id per
+    write; the same id across restarts of the job). Records are then written
+    in Kafka transactions committed when a checkpoint completes (without
+    checkpoints: every second and at the end), so consumers with
+    ``isolation.level=read_committed`` see each record once, also after a
+    crash and restore; they see them a checkpoint interval later. The
+    sink keeps its commit marker as the offset of consumer group
+    ``ferrobeam-txn.<transactional.id>`` on partition 0 of ``topic``.
     """
 
     def __init__(self,

@@ -282,6 +282,7 @@ impl Runtime {
             Runtime::Sdk(sdk) => sdk.save(&mut w),
             Runtime::LineSink(sink) => sink.save(&mut w),
             Runtime::KafkaRead(read) => read.save(&mut w),
+            Runtime::KafkaWrite(write) if write.is_transactional() => write.save(&mut w),
             Runtime::KafkaWrite(_) => return None,
         }
         Some(w.finish())
@@ -313,7 +314,7 @@ impl Runtime {
             Runtime::Sdk(sdk) => sdk.load(&mut r)?,
             Runtime::LineSink(sink) => sink.load(&mut r)?,
             Runtime::KafkaRead(read) => read.load(&mut r)?,
-            Runtime::KafkaWrite(_) => {}
+            Runtime::KafkaWrite(write) => write.load(&mut r)?,
         }
         Ok(r.finish()?)
     }
@@ -417,7 +418,10 @@ fn checkpoint(
     // publishes them once it is complete.
     let label = format!("{:06}", durable.next_checkpoint_id());
     before_snapshot(runtimes, &label)?;
-    let result = durable.checkpoint(runtime_entries(plan, runtimes, clock));
+    let result = durable.checkpoint(
+        runtime_entries(plan, runtimes, clock),
+        &snapshot_files(runtimes),
+    );
     if let Ok(Some(_)) = &result {
         after_snapshot(runtimes)?;
     }
@@ -462,7 +466,11 @@ fn savepoint(
 ) -> Result<bool, EngineError> {
     let label = format!("s{}", wall_millis());
     before_snapshot(runtimes, &label)?;
-    let result = durable.savepoint(&request.directory, runtime_entries(plan, runtimes, clock));
+    let result = durable.savepoint(
+        &request.directory,
+        runtime_entries(plan, runtimes, clock),
+        &snapshot_files(runtimes),
+    );
     let answer = match &result {
         Ok(m) => {
             after_snapshot(runtimes)?;
@@ -497,13 +505,26 @@ fn before_snapshot(runtimes: &mut [Runtime], label: &str) -> Result<(), EngineEr
     Ok(())
 }
 
+/// Files a snapshot taken now carries: the logs of open Kafka transactions.
+fn snapshot_files(runtimes: &[Runtime]) -> Vec<std::path::PathBuf> {
+    runtimes
+        .iter()
+        .filter_map(|rt| match rt {
+            Runtime::KafkaWrite(write) => write.snapshot_file(),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Once a snapshot is complete: file sinks publish what it recorded, Kafka
-/// reads commit its positions to their consumer groups (if asked to).
+/// reads commit its positions to their consumer groups (if asked to),
+/// transactional Kafka writes commit the transaction it counted.
 fn after_snapshot(runtimes: &mut [Runtime]) -> Result<(), EngineError> {
     for rt in runtimes.iter_mut() {
         match rt {
             Runtime::LineSink(sink) => sink.publish()?,
             Runtime::KafkaRead(read) => read.commit_offsets(),
+            Runtime::KafkaWrite(write) => write.commit()?,
             _ => {}
         }
     }
@@ -519,7 +540,11 @@ fn publish_sinks(runtimes: &mut [Runtime], all: bool) -> Result<(), EngineError>
                 sink.close(&format!("t{}", wall_millis()))?;
                 sink.publish()?;
             }
-            Runtime::KafkaWrite(write) if all => write.flush()?,
+            Runtime::KafkaWrite(write) if all => {
+                write.flush()?;
+                write.commit()?;
+            }
+            Runtime::KafkaWrite(write) if write.commit_due() => write.commit()?,
             Runtime::KafkaRead(read) if all || read.commit_due() => read.commit_offsets(),
             _ => {}
         }
@@ -606,6 +631,13 @@ pub(crate) async fn run(
                 opening.elapsed().as_millis()
             ),
         );
+    }
+    // Transactional Kafka writes fence their predecessors, and send again
+    // what a transaction lost in a crash held.
+    for rt in runtimes.iter_mut() {
+        if let Runtime::KafkaWrite(write) = rt {
+            write.recover(|name| durable.restored_file(name))?;
+        }
     }
     let mut drain = job.drain.clone();
     let mut draining = false;
@@ -836,6 +868,7 @@ fn runtime(
             urn,
             payload,
             input,
+            durable.scratch_dir()?,
         )?)),
         StageKind::Impulse { .. } => Runtime::Impulse { fired: false },
         StageKind::TestStream { payload, outputs } => Runtime::TestStream {

@@ -5,8 +5,10 @@
 //! put back its partition positions), takes what the reader thread has
 //! ready, and reports the least partition watermark.  The write sends
 //! every element and flushes before each checkpoint, so a completed
-//! checkpoint never counts a record the broker has not acknowledged.
+//! checkpoint never counts a record the broker has not acknowledged; a
+//! transactional write commits once the checkpoint is complete.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,8 +16,8 @@ use bytes::Bytes;
 use ferrobeam_coders::{Coder, PaneInfo, RowSchema};
 use ferrobeam_graph::PortRef;
 use ferrobeam_io_kafka::{
-    KafkaSink, KafkaSource, KafkaTransform, OutgoingRecord, PartitionPosition, ReadConfig,
-    SourcePosition, WriteConfig,
+    KafkaIoError, KafkaSink, KafkaSource, KafkaTransform, OutgoingRecord, PartitionPosition,
+    ReadConfig, SourcePosition, WriteAheadLog, WriteConfig,
 };
 use ferrobeam_proto::pipeline::v1::Components;
 use ferrobeam_state::codec::{Reader, Writer};
@@ -222,19 +224,46 @@ pub(crate) struct KafkaWrite {
     value: Coder,
     /// With headers: the input rows' schema.
     rows: Option<RowSchema>,
+    /// With `transactional.id`: the transactions.
+    txn: Option<Transactions>,
 }
 
+/// A transactional write's transactions, one per checkpoint interval,
+/// numbered from 1 (0: none yet).  A transaction is committed once the
+/// checkpoint counting its records is complete; until then its records are
+/// also in a log the checkpoint carries (see `ferrobeam_io_kafka::wal`).
+struct Transactions {
+    /// Where logs are written; `None` without checkpoints (no restore can
+    /// need one then).
+    scratch: Option<PathBuf>,
+    /// The open transaction's log.
+    log: Option<WriteAheadLog>,
+    /// The last transaction committed; the open one is the next.
+    committed: u64,
+    /// What the job was restored with: the transaction the snapshot
+    /// counted and its log's file name.
+    restored: Option<(u64, String)>,
+    last_commit: Instant,
+}
+
+/// Without checkpoints, how often a transactional write commits.
+const TXN_COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl KafkaWrite {
-    /// The write of a `KafkaWrite` stage, reading `input`.
+    /// The write of a `KafkaWrite` stage, reading `input`; a transactional
+    /// one writes its logs into `scratch` (the checkpoints' scratch space).
     pub(crate) fn for_stage(
         components: &Components,
         transform_id: &str,
         urn: &str,
         payload: &[u8],
         input: &PortRef,
+        scratch: Option<PathBuf>,
     ) -> Result<Self, EngineError> {
         match stage_transform(components, transform_id, urn, payload)? {
-            (name, KafkaTransform::Write(config)) => Self::new(&name, &config, input, components),
+            (name, KafkaTransform::Write(config)) => {
+                Self::new(&name, &config, input, components, scratch)
+            }
             (name, _) => Err(EngineError::Internal(format!("{name}: not a Kafka write"))),
         }
     }
@@ -244,6 +273,7 @@ impl KafkaWrite {
         config: &WriteConfig,
         input: &PortRef,
         components: &Components,
+        scratch: Option<PathBuf>,
     ) -> Result<Self, EngineError> {
         let format = WireFormat::new(components, &input.coder_id)?;
         let value_id = components
@@ -258,32 +288,208 @@ impl KafkaWrite {
             _ => None,
         };
         let sink = KafkaSink::new(config).map_err(|e| kafka_error(name, e))?;
+        let txn = sink.is_transactional().then(|| Transactions {
+            scratch,
+            log: None,
+            committed: 0,
+            restored: None,
+            last_commit: Instant::now(),
+        });
         Ok(Self {
             name: name.to_owned(),
             sink,
             format,
             value,
             rows,
+            txn,
         })
     }
 
-    pub(crate) fn write(&self, chunk: &[u8]) -> Result<(), EngineError> {
-        self.format.for_each(chunk, |e| {
-            let v = self
-                .value
-                .decode(&chunk[e.value.clone()], true)
-                .map_err(|err| kafka_error(&self.name, format!("undecodable element: {err}")))?;
-            let record = match &self.rows {
-                Some(schema) => OutgoingRecord::from_row(schema, &v),
-                None => OutgoingRecord::from_kv(&v),
+    /// Sends one element's value (as the input coder encodes it).
+    fn send_value(
+        sink: &KafkaSink,
+        name: &str,
+        value_coder: &Coder,
+        rows: Option<&RowSchema>,
+        value: &[u8],
+    ) -> Result<(), KafkaIoError> {
+        let v = value_coder
+            .decode(value, true)
+            .map_err(|err| KafkaIoError::Element(format!("{name}: undecodable element: {err}")))?;
+        let record = match rows {
+            Some(schema) => OutgoingRecord::from_row(schema, &v),
+            None => OutgoingRecord::from_kv(&v),
+        }?;
+        sink.send(&record)
+    }
+
+    pub(crate) fn write(&mut self, chunk: &[u8]) -> Result<(), EngineError> {
+        let Self {
+            name,
+            sink,
+            format,
+            value,
+            rows,
+            txn,
+        } = self;
+        let mut log = match txn {
+            Some(t) => {
+                if !sink.in_transaction() {
+                    sink.begin().map_err(|e| kafka_error(name, e))?;
+                    if let Some(dir) = &t.scratch {
+                        let file = log_file_name(name, t.committed + 1);
+                        t.log = Some(
+                            WriteAheadLog::create(dir.join(file)).map_err(|e| kafka_error(name, e))?,
+                        );
+                    }
+                }
+                t.log.as_mut()
             }
-            .map_err(|err| kafka_error(&self.name, err))?;
-            self.sink.send(&record).map_err(|err| kafka_error(&self.name, err))
+            None => None,
+        };
+        format.for_each(chunk, |e| {
+            let v = &chunk[e.value.clone()];
+            if let Some(log) = log.as_mut() {
+                log.append(v).map_err(|err| kafka_error(name, err))?;
+            }
+            Self::send_value(sink, name, value, rows.as_ref(), v).map_err(|err| kafka_error(name, err))
         })
     }
 
-    /// Before a checkpoint and at the end: everything sent is acknowledged.
-    pub(crate) fn flush(&self) -> Result<(), EngineError> {
-        self.sink.flush().map_err(|e| kafka_error(&self.name, e))
+    /// Before a checkpoint: everything sent is acknowledged (and, in a
+    /// transaction, logged durably).
+    pub(crate) fn flush(&mut self) -> Result<(), EngineError> {
+        self.sink.flush().map_err(|e| kafka_error(&self.name, e))?;
+        if let Some(log) = self.txn.as_mut().and_then(|t| t.log.as_mut()) {
+            log.sync().map_err(|e| kafka_error(&self.name, e))?;
+        }
+        Ok(())
     }
+
+    pub(crate) fn is_transactional(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// The transaction a snapshot taken now counts: the open one, else the
+    /// last committed.
+    fn counted(&self) -> u64 {
+        match &self.txn {
+            Some(t) if self.sink.in_transaction() => t.committed + 1,
+            Some(t) => t.committed,
+            None => 0,
+        }
+    }
+
+    /// A transactional write's checkpoint entry: the transaction the
+    /// snapshot counts and the name of its log.
+    pub(crate) fn save(&self, w: &mut Writer) {
+        let log = self
+            .txn
+            .as_ref()
+            .and_then(|t| t.log.as_ref())
+            .and_then(|l| l.path().file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        w.i64(self.counted() as i64).str(&log);
+    }
+
+    pub(crate) fn load(&mut self, r: &mut Reader) -> Result<(), StateError> {
+        let number = r.i64()?;
+        let log = r.string()?;
+        let number = u64::try_from(number)
+            .map_err(|_| r.error(format!("transaction number {number} out of range")))?;
+        match &mut self.txn {
+            Some(t) => t.restored = Some((number, log)),
+            None => {
+                return Err(r.error(
+                    "the checkpoint's Kafka write was transactional and this one is not \
+                     (transactional.id removed)",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// The file the next snapshot carries: the open transaction's log.
+    pub(crate) fn snapshot_file(&self) -> Option<PathBuf> {
+        Some(self.txn.as_ref()?.log.as_ref()?.path().to_path_buf())
+    }
+
+    /// Before the first element: a transactional write fences earlier
+    /// producers of its id and, restored, sends again the records of the
+    /// snapshot's transaction if it did not commit (`restored_file` finds
+    /// the log a snapshot carries).
+    pub(crate) fn recover(
+        &mut self,
+        restored_file: impl Fn(&str) -> Option<PathBuf>,
+    ) -> Result<(), EngineError> {
+        let Some(t) = &mut self.txn else {
+            return Ok(());
+        };
+        let (number, log) = match t.restored.take() {
+            Some((number, name)) if !name.is_empty() => (number, restored_file(&name)),
+            Some((number, _)) => (number, None),
+            None => (0, None),
+        };
+        let (name, value, rows) = (&self.name, &self.value, self.rows.as_ref());
+        let resent = self
+            .sink
+            .recover(number, log.as_deref(), |sink, frame| {
+                Self::send_value(sink, name, value, rows, frame)
+            })
+            .map_err(|e| kafka_error(name, e))?;
+        if resent > 0 {
+            tracing::info!(sink = %name, transaction = number, resent, "Kafka transaction sent again");
+        }
+        t.committed = number;
+        t.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// Commits the open transaction: after the checkpoint counting it is
+    /// complete, or (without checkpoints) now and then and at the end.
+    pub(crate) fn commit(&mut self) -> Result<(), EngineError> {
+        let Some(t) = &mut self.txn else {
+            return Ok(());
+        };
+        t.last_commit = Instant::now();
+        if !self.sink.in_transaction() {
+            return Ok(());
+        }
+        let number = t.committed + 1;
+        // Tests die here: after the checkpoint, before its transaction
+        // commits (the one moment a restore must send records again).
+        if t.log.as_ref().is_some_and(|l| l.frames() > 0) {
+            crate::failpoint::hit("before-kafka-commit");
+        }
+        self.sink
+            .commit(number)
+            .map_err(|e| kafka_error(&self.name, e))?;
+        t.committed = number;
+        if let Some(log) = t.log.take() {
+            // The snapshot holds its own link to the log.
+            log.remove().map_err(|e| kafka_error(&self.name, e))?;
+        }
+        Ok(())
+    }
+
+    /// Without checkpoints: whether it is time to commit again.
+    pub(crate) fn commit_due(&self) -> bool {
+        self.txn
+            .as_ref()
+            .is_some_and(|t| t.last_commit.elapsed() >= TXN_COMMIT_EVERY)
+    }
+}
+
+/// A transaction's log file name: the write's transform name (its
+/// characters that are safe in a file name) and the transaction number.
+fn log_file_name(transform: &str, number: u64) -> String {
+    let safe: String = transform
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .take(80)
+        .collect();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(transform, &mut h);
+    format!("{safe}-{:016x}-{number:06}.wal", std::hash::Hasher::finish(&h))
 }
