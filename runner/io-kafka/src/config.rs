@@ -88,6 +88,32 @@ pub struct ReadConfig {
     /// holding the watermark back: its watermark follows the wall clock,
     /// this far behind (ferrobeam's `idle_partition_timeout_ms`).
     pub idle_timeout: Duration,
+    /// ferrobeam's hybrid source: files first, then Kafka.
+    pub backfill: Option<BackfillConfig>,
+}
+
+/// History read from files before the Kafka head (the hybrid source).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackfillConfig {
+    /// A glob pattern of local files.
+    pub files: String,
+    pub format: BackfillFormat,
+    /// JSON lines: the field holding each record's timestamp.
+    pub timestamp_field: String,
+    /// JSON lines: the fields holding the key and the value (default: no
+    /// key, the whole line as the value).
+    pub key_field: Option<String>,
+    pub value_field: Option<String>,
+    /// Records before this time (millis) come from the files, the rest
+    /// from Kafka.  `None`: each partition continues after the last offset
+    /// the files hold of it.
+    pub cutover_time: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackfillFormat {
+    Jsonl,
+    Text,
 }
 
 /// Default [`ReadConfig::idle_timeout`].
@@ -261,27 +287,83 @@ impl ReadConfig {
         // the redistribution Beam asks for is what happens anyway
         // (`redistribute_num_keys` and `allow_duplicates` are hints for it).
         let _ = (f.bool("redistribute")?, f.bool("allow_duplicates")?);
+        let start_read_time = f.int("start_read_time")?;
+        let timestamp_policy =
+            TimestampPolicy::parse(&f.string("timestamp_policy")?.unwrap_or_default())?;
+        let backfill = BackfillConfig::from_fields(&f, start_read_time, timestamp_policy)?;
         Ok(Self {
             consumer_config,
             topics,
-            start_read_time: f.int("start_read_time")?,
+            start_read_time,
             max_num_records: f.non_negative("max_num_records")?,
             max_read_time: seconds("max_read_time")?,
             commit_offsets,
-            timestamp_policy: TimestampPolicy::parse(
-                &f.string("timestamp_policy")?.unwrap_or_default(),
-            )?,
+            timestamp_policy,
             poll_timeout,
             partition_discovery: seconds("dynamic_read_poll_interval_seconds")?
                 .filter(|d| !d.is_zero()),
             with_metadata,
             idle_timeout,
+            backfill,
         })
     }
 
     /// Whether the read ends by itself (a record or time limit).
     pub fn is_bounded(&self) -> bool {
         self.max_num_records.is_some() || self.max_read_time.is_some()
+    }
+}
+
+impl BackfillConfig {
+    /// ferrobeam's `backfill_*` fields, if `backfill_files` is set.
+    fn from_fields(
+        f: &Fields,
+        start_read_time: Option<i64>,
+        policy: TimestampPolicy,
+    ) -> Result<Option<Self>, ConfigError> {
+        let Some(files) = f.string("backfill_files")?.filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        if files.contains("://") {
+            return Err(ConfigError::unsupported(
+                "backfill_files",
+                format!("{files:?}: only local files can be read (a path or glob pattern)"),
+            ));
+        }
+        if start_read_time.is_some() {
+            return Err(ConfigError::unsupported(
+                "start_read_time",
+                "cannot be combined with a backfill: the cut-over decides where Kafka starts \
+                 (backfill_cutover_time_ms)",
+            ));
+        }
+        if policy == TimestampPolicy::ProcessingTime {
+            return Err(ConfigError::unsupported(
+                "timestamp_policy",
+                "ProcessingTime cannot be combined with a backfill (its records carry event \
+                 times): use CreateTime or LogAppendTime",
+            ));
+        }
+        let format = match f.string("backfill_format")?.as_deref() {
+            None | Some("jsonl" | "json") => BackfillFormat::Jsonl,
+            Some("text") => BackfillFormat::Text,
+            Some(other) => {
+                return Err(ConfigError::unsupported(
+                    "backfill_format",
+                    format!("is {other:?}: use \"jsonl\" or \"text\""),
+                ))
+            }
+        };
+        Ok(Some(Self {
+            files,
+            format,
+            timestamp_field: f
+                .string("backfill_timestamp_field")?
+                .unwrap_or_else(|| "timestamp".into()),
+            key_field: f.string("backfill_key_field")?,
+            value_field: f.string("backfill_value_field")?,
+            cutover_time: f.int("backfill_cutover_time_ms")?,
+        }))
     }
 }
 
@@ -320,7 +402,7 @@ impl WriteConfig {
 /// What a transform with one of [`ALL_URNS`] is.
 #[derive(Clone, Debug, PartialEq)]
 pub enum KafkaTransform {
-    Read(ReadConfig),
+    Read(Box<ReadConfig>),
     Write(WriteConfig),
 }
 
@@ -328,8 +410,8 @@ impl KafkaTransform {
     /// `None` when `urn` is not a Kafka URN.
     pub fn parse(urn: &str, payload: &[u8]) -> Option<Result<Self, ConfigError>> {
         Some(match urn {
-            READ_WITHOUT_METADATA_URN => ReadConfig::from_payload(payload, false).map(Self::Read),
-            READ_WITH_METADATA_URN => ReadConfig::from_payload(payload, true).map(Self::Read),
+            READ_WITHOUT_METADATA_URN => ReadConfig::from_payload(payload, false).map(|c| Self::Read(Box::new(c))),
+            READ_WITH_METADATA_URN => ReadConfig::from_payload(payload, true).map(|c| Self::Read(Box::new(c))),
             WRITE_URN => WriteConfig::from_payload(payload, false).map(Self::Write),
             WRITE_WITH_HEADERS_URN => WriteConfig::from_payload(payload, true).map(Self::Write),
             _ => return None,

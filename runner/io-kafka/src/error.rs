@@ -33,6 +33,8 @@ pub enum KafkaIoError {
     Config(#[from] ConfigError),
     #[error("checkpointed Kafka position: {0}")]
     Checkpoint(String),
+    #[error("backfill: {0}")]
+    Backfill(String),
     #[error("Kafka transaction log: {0}")]
     Log(String),
     #[error("element for the Kafka sink: {0}")]

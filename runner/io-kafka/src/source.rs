@@ -23,6 +23,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::backfill::{Backfill, BackfillPosition};
 use crate::config::{ReadConfig, TimestampPolicy};
 use crate::error::KafkaIoError;
 use crate::record::Record;
@@ -60,6 +61,8 @@ pub struct SourcePosition {
     pub records_read: u64,
     /// Reading time used so far, millis (counts toward `max_read_time`).
     pub read_millis: u64,
+    /// The hybrid source's file part (`None`: the read has none).
+    pub backfill: Option<BackfillPosition>,
 }
 
 struct Partition {
@@ -98,6 +101,13 @@ pub struct KafkaSource {
     earlier_read_millis: u64,
     records_read: u64,
     done: bool,
+    /// The hybrid source's files, while they are being read.
+    backfill: Option<Backfill>,
+    /// The backfill was read to its end (this run or before a restore).
+    backfill_done: bool,
+    /// A failure of the source's own (reading the backfill files): the
+    /// job fails with it.
+    failed: Option<String>,
 }
 
 fn client_config(config: &ReadConfig) -> ClientConfig {
@@ -144,11 +154,12 @@ fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, Kafka
 fn start_offset(
     consumer: &BaseConsumer,
     config: &ReadConfig,
+    start_time: Option<i64>,
     (topic, partition): (&str, i32),
     (low, high): (i64, i64),
     committed: Option<i64>,
 ) -> Result<i64, KafkaIoError> {
-    if let Some(time) = config.start_read_time {
+    if let Some(time) = start_time {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(time))?;
         let found = consumer.offsets_for_times(tpl, LOOKUP_TIMEOUT)?;
@@ -225,18 +236,51 @@ impl KafkaSource {
             .cloned()
             .collect();
         let committed = committed_offsets(&consumer, &config, &unsaved)?;
+        // The hybrid source: files first, unless a checkpoint says they
+        // were read (or the job ran without them before).
+        let fresh = saved.partitions.is_empty() && saved.backfill.is_none();
+        let mut backfill = None;
+        let mut after_files = HashMap::new();
+        if let Some(b) = &config.backfill {
+            if fresh || saved.backfill.as_ref().is_some_and(|p| !p.done) {
+                let (opened, after_last) =
+                    Backfill::open(b.clone(), &config.topics[0], saved.backfill.as_ref())?;
+                backfill = Some(opened);
+                after_files = after_last;
+            }
+        }
+        let cutover_time = config.backfill.as_ref().and_then(|b| b.cutover_time);
+        let offset_cutover = backfill.is_some() && fresh && cutover_time.is_none();
+        let start_time = config.start_read_time.or(cutover_time);
+        let mut cut = HashMap::new();
         let mut partitions = Vec::new();
         let mut tpl = TopicPartitionList::new();
         for (topic, p) in found {
             let (low, high) = consumer.fetch_watermarks(&topic, p, LOOKUP_TIMEOUT)?;
             let (next_offset, watermark) = match saved_at.get(&(topic.clone(), p)) {
                 Some(s) => (s.next_offset, s.watermark),
+                None if offset_cutover => {
+                    // Kafka takes over after the last offset the files hold.
+                    let start = after_files.get(&(topic.clone(), p)).copied().unwrap_or(low);
+                    if start < low {
+                        return Err(KafkaIoError::Backfill(format!(
+                            "gap at the cut-over: the files end at offset {} of {topic}/{p}, but \
+                             Kafka keeps that partition only from offset {low} on (the rest was \
+                             deleted by retention); add the missing history to the files or give \
+                             a cut-over time",
+                            start - 1
+                        )));
+                    }
+                    (start, MIN_TIMESTAMP)
+                }
                 None => {
                     let c = committed.get(&(topic.clone(), p)).copied();
-                    let start = start_offset(&consumer, &config, (&topic, p), (low, high), c)?;
+                    let start =
+                        start_offset(&consumer, &config, start_time, (&topic, p), (low, high), c)?;
                     (start, MIN_TIMESTAMP)
                 }
             };
+            cut.insert((topic.clone(), p), next_offset);
             tpl.add_partition_offset(&topic, p, Offset::Offset(next_offset))?;
             partitions.push(Partition {
                 topic: topic.as_str().into(),
@@ -271,9 +315,15 @@ impl KafkaSource {
             .name("kafka-reader".into())
             .spawn(move || reader.run())
             .map_err(|e| KafkaIoError::Broker(format!("cannot start the reader thread: {e}")))?;
+        if fresh {
+            if let Some(b) = &mut backfill {
+                b.set_cut(cut);
+            }
+        }
         tracing::info!(
             topics = ?config.topics,
             partitions = partitions.len(),
+            backfill = backfill.is_some(),
             "Kafka source started"
         );
         let mut source = Self {
@@ -287,6 +337,9 @@ impl KafkaSource {
             earlier_read_millis: saved.read_millis,
             records_read: saved.records_read,
             done: false,
+            backfill_done: saved.backfill.as_ref().is_some_and(|b| b.done),
+            backfill,
+            failed: None,
         };
         source.check_limits();
         Ok(source)
@@ -343,6 +396,32 @@ impl KafkaSource {
             None => max,
         };
         let mut n = 0;
+        if let Some(b) = &mut self.backfill {
+            let mut count = 0;
+            let taken = b.take(max, |r, t| {
+                count += 1;
+                emit(r, t);
+            });
+            n += count;
+            self.records_read += count as u64;
+            if let Err(e) = taken {
+                self.fail(e.to_string());
+                return n;
+            }
+            if !b.is_done() {
+                self.check_limits();
+                return n;
+            }
+            // The files are read: Kafka's records come after them, so no
+            // partition's watermark starts behind the last file record.
+            let latest = b.watermark();
+            for p in &mut self.partitions {
+                p.watermark = p.watermark.max(latest);
+            }
+            self.backfill = None;
+            self.backfill_done = true;
+            tracing::info!("backfill read; the Kafka head takes over");
+        }
         while n < max && !self.done {
             let record = match self.records.try_recv() {
                 Ok(r) => r,
@@ -387,6 +466,10 @@ impl KafkaSource {
             // Records not taken yet get a later timestamp when they are.
             return now;
         }
+        if let Some(b) = &self.backfill {
+            // Kafka's records come after the files'.
+            return b.watermark();
+        }
         let idle = self.config.idle_timeout;
         let mut least = MAX_TIMESTAMP;
         for p in &mut self.partitions {
@@ -397,6 +480,11 @@ impl KafkaSource {
             least = least.min(p.watermark);
         }
         least
+    }
+
+    fn fail(&mut self, error: String) {
+        tracing::error!("Kafka source: {error}");
+        self.failed.get_or_insert(error);
     }
 
     /// Whether the read has ended (a record or time limit).
@@ -421,6 +509,9 @@ impl KafkaSource {
 
     /// Fails when the brokers have been unreachable for [`BROKER_TIMEOUT`].
     pub fn health(&self) -> Result<(), KafkaIoError> {
+        if let Some(e) = &self.failed {
+            return Err(KafkaIoError::Broker(e.clone()));
+        }
         match &*self.shared.failing_since.lock() {
             Some((since, last)) if since.elapsed() >= BROKER_TIMEOUT => Err(KafkaIoError::Broker(format!(
                 "Kafka brokers {} unreachable for {} s: {last}",
@@ -449,6 +540,14 @@ impl KafkaSource {
                 .collect(),
             records_read: self.records_read,
             read_millis: self.read_millis(),
+            backfill: match &self.backfill {
+                Some(b) => Some(b.position()),
+                None if self.backfill_done => Some(BackfillPosition {
+                    done: true,
+                    ..BackfillPosition::default()
+                }),
+                None => None,
+            },
         }
     }
 

@@ -67,6 +67,7 @@ fn read_config(addr: &str, topic: &str) -> ReadConfig {
         partition_discovery: None,
         with_metadata: false,
         idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        backfill: None,
     }
 }
 

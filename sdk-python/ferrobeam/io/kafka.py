@@ -14,7 +14,9 @@ Beam's own classes work with ferrobeam's address::
 The classes here are the same transforms, with the expansion service
 defaulting to ferrobeam: the job server the pipeline runs on
 (``--job_endpoint``), else the one ferrobeam embeds in this process. They
-also take ferrobeam's own read settings (``idle_partition_timeout_ms``).
+also take ferrobeam's own read settings (``idle_partition_timeout_ms``), and
+a ``backfill`` (:class:`KafkaBackfill`) that reads history from files
+before the Kafka head takes over (the hybrid source).
 
 Keys and values are raw bytes (Beam's ``ByteArrayDeserializer``; Java
 deserializers cannot run here): decode them in a ``Map``. Without metadata a
@@ -23,6 +25,7 @@ missing key or value reads as ``b""``.
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from typing import Any, Mapping, Optional
 
@@ -31,14 +34,57 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import PortableOptions
 from apache_beam.transforms.external import NamedTupleBasedPayloadBuilder
 
-__all__ = ["ReadFromKafka", "WriteToKafka", "default_expansion_service"]
+__all__ = ["KafkaBackfill", "ReadFromKafka", "WriteToKafka", "default_expansion_service"]
+
+@dataclasses.dataclass(frozen=True)
+class KafkaBackfill:
+    """History read from files before the Kafka head (the hybrid source).
+
+    The files are read first, then each partition continues in Kafka, with no
+    gap and no duplicate at the cut-over:
+
+    - with ``cutover_time_ms``, records before that time come from the files,
+      and each partition is read from Kafka from its first record at or after
+      it. A file record that carries ``partition`` and ``offset`` fields (and
+      ``topic``, with several topics) is cut by offset instead, which is exact
+      even when timestamps are out of order;
+    - without it, every file record must carry ``partition`` and ``offset``,
+      and each partition continues right after the last offset the files hold
+      of it. If Kafka no longer has the next one (retention deleted it), the
+      job fails rather than skip records.
+
+    Files are read in the order of their earliest timestamp, and the
+    watermark follows: windows over history fire while the backfill runs.
+
+    Args:
+      files: A local path or glob pattern (``/data/rides/*.jsonl``).
+      format: ``"jsonl"`` (one JSON object a line) or ``"text"``
+        (``TIMESTAMP<TAB>VALUE`` lines).
+      timestamp_field: JSON lines: the field holding the record's time, epoch
+        millis or RFC 3339.
+      key_field, value_field: JSON lines: the fields holding the key and the
+        value (a string as its UTF-8 bytes, anything else as JSON). Default:
+        no key, and the whole line as the value.
+      cutover_time_ms: Where the files end and Kafka begins (epoch millis).
+    """
+    files: str
+    format: str = "jsonl"
+    timestamp_field: str = "timestamp"
+    key_field: Optional[str] = None
+    value_field: Optional[str] = None
+    cutover_time_ms: Optional[int] = None
+
 
 #: Beam's read schema plus ferrobeam's fields (Beam's expansion service
 #: would not know them; ours reads fields by name).
 _ReadSchema = typing.NamedTuple(  # type: ignore[misc]
     "_ReadSchema",
     list(typing.get_type_hints(beam_kafka.ReadFromKafkaSchema).items())
-    + [("idle_partition_timeout_ms", Optional[int])],
+    + [("idle_partition_timeout_ms", Optional[int])]
+    # Resolved hints: under ``from __future__ import annotations`` a field's
+    # ``type`` is a string, which Beam would map to a pickled-any field.
+    + [("backfill_" + name, Optional[hint])  # type: ignore[misc]
+       for name, hint in typing.get_type_hints(KafkaBackfill).items()],
 )
 
 
@@ -78,6 +124,8 @@ class ReadFromKafka(_DefaultsToFerrobeam, beam_kafka.ReadFromKafka):
         for this long stops holding the watermark back: its watermark follows
         the wall clock, this far behind (default 2000). Records that arrive
         later with older timestamps are late.
+      backfill: Read history from files first (:class:`KafkaBackfill`);
+        needs the ``CreateTime`` or ``LogAppendTime`` policy.
     """
 
     def __init__(self,
@@ -86,13 +134,20 @@ class ReadFromKafka(_DefaultsToFerrobeam, beam_kafka.ReadFromKafka):
                  *args: Any,
                  expansion_service: Optional[str] = None,
                  idle_partition_timeout_ms: Optional[int] = None,
+                 backfill: Optional[KafkaBackfill] = None,
                  **kwargs: Any) -> None:
         super().__init__(consumer_config, topics, *args, expansion_service="unused", **kwargs)
         self._ferrobeam_default = expansion_service is None
         self._expansion_service = expansion_service
+        ours: dict[str, Any] = {}
         if idle_partition_timeout_ms is not None:
-            fields = self._fields(consumer_config, topics, *args, **kwargs)
-            fields["idle_partition_timeout_ms"] = idle_partition_timeout_ms
+            ours["idle_partition_timeout_ms"] = idle_partition_timeout_ms
+        if backfill is not None:
+            ours.update(("backfill_" + k, v) for k, v in dataclasses.asdict(backfill).items())
+        if ours:
+            fields = dict.fromkeys(_ReadSchema._fields)
+            fields.update(self._fields(consumer_config, topics, *args, **kwargs))
+            fields.update(ours)
             self._payload = NamedTupleBasedPayloadBuilder(_ReadSchema(**fields)).payload()
 
     @staticmethod

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use ferrobeam_coders::{Coder, PaneInfo, RowSchema};
 use ferrobeam_graph::PortRef;
 use ferrobeam_io_kafka::{
-    KafkaIoError, KafkaSink, KafkaSource, KafkaTransform, OutgoingRecord, PartitionPosition,
+    BackfillPosition, KafkaIoError, KafkaSink, KafkaSource, KafkaTransform, OutgoingRecord, PartitionPosition,
     ReadConfig, SourcePosition, WriteAheadLog, WriteConfig,
 };
 use ferrobeam_proto::pipeline::v1::Components;
@@ -87,7 +87,7 @@ impl KafkaRead {
         wake: Arc<Notify>,
     ) -> Result<Self, EngineError> {
         match stage_transform(components, transform_id, urn, payload)? {
-            (name, KafkaTransform::Read(config)) => Ok(Self::new(name, config, wake)),
+            (name, KafkaTransform::Read(config)) => Ok(Self::new(name, *config, wake)),
             (name, _) => Err(EngineError::Internal(format!("{name}: not a Kafka read"))),
         }
     }
@@ -174,6 +174,19 @@ impl KafkaRead {
         }
         w.i64(position.records_read as i64)
             .i64(position.read_millis as i64);
+        w.bool(position.backfill.is_some());
+        if let Some(b) = &position.backfill {
+            w.bool(b.done).len(b.finished.len());
+            for f in &b.finished {
+                w.str(f);
+            }
+            let (file, offset) = b.current.clone().unwrap_or_default();
+            w.bool(b.current.is_some()).str(&file).i64(offset as i64);
+            w.len(b.cut.len());
+            for (topic, partition, offset) in &b.cut {
+                w.str(topic).i64((*partition).into()).i64(*offset);
+            }
+        }
     }
 
     pub(crate) fn load(&mut self, r: &mut Reader) -> Result<(), StateError> {
@@ -193,10 +206,34 @@ impl KafkaRead {
         }
         let records_read = r.i64()?.max(0) as u64;
         let read_millis = r.i64()?.max(0) as u64;
+        // Checkpoints written before the hybrid source end here.
+        let backfill = if !r.is_done() && r.bool()? {
+            let done = r.bool()?;
+            let finished = (0..r.len()?).map(|_| r.string()).collect::<Result<_, _>>()?;
+            let has_current = r.bool()?;
+            let current = (r.string()?, r.i64()?.max(0) as u64);
+            let mut cut = Vec::new();
+            for _ in 0..r.len()? {
+                let topic = r.string()?;
+                let partition = r.i64()?;
+                let partition = i32::try_from(partition)
+                    .map_err(|_| r.error(format!("partition {partition} out of range")))?;
+                cut.push((topic, partition, r.i64()?));
+            }
+            Some(BackfillPosition {
+                done,
+                finished,
+                current: has_current.then_some(current),
+                cut,
+            })
+        } else {
+            None
+        };
         self.restored = Some(SourcePosition {
             partitions,
             records_read,
             read_millis,
+            backfill,
         });
         Ok(())
     }
