@@ -306,9 +306,18 @@ impl KafkaSink {
 
     /// Queues one record; waits while the client's queue is full.
     pub fn send(&self, record: &OutgoingRecord) -> Result<(), KafkaIoError> {
-        self.failed()?;
-        let topic = record.topic.as_deref().unwrap_or(&self.topic);
-        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        let headers = (!record.headers.is_empty()).then(|| {
+            let mut hs = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (key, value) in &record.headers {
+                hs = hs.insert(Header {
+                    key,
+                    value: value.as_deref(),
+                });
+            }
+            hs
+        });
+        let mut r: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(record.topic.as_deref().unwrap_or(&self.topic));
         if let Some(k) = &record.key {
             r = r.key(k.as_ref());
         }
@@ -321,16 +330,27 @@ impl KafkaSink {
         if let Some(t) = record.timestamp {
             r = r.timestamp(t);
         }
-        if !record.headers.is_empty() {
-            let mut hs = OwnedHeaders::new_with_capacity(record.headers.len());
-            for (key, value) in &record.headers {
-                hs = hs.insert(Header {
-                    key,
-                    value: value.as_deref(),
-                });
-            }
+        if let Some(hs) = headers {
             r = r.headers(hs);
         }
+        self.produce(r)
+    }
+
+    /// Queues a key and value (`None`: null) for the sink's topic, from
+    /// borrowed bytes: the client copies them, nothing else does.
+    pub fn send_kv(&self, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<(), KafkaIoError> {
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        if let Some(v) = value {
+            r = r.payload(v);
+        }
+        self.produce(r)
+    }
+
+    fn produce(&self, mut r: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaIoError> {
+        self.failed()?;
         loop {
             match self.producer.send(r) {
                 Ok(()) => return Ok(()),
@@ -340,9 +360,10 @@ impl KafkaSink {
                     std::thread::sleep(Duration::from_millis(5));
                     self.failed()?;
                 }
-                Err((e, _)) => {
+                Err((e, back)) => {
                     return Err(KafkaIoError::Broker(format!(
-                        "Kafka sink: cannot send to topic {topic:?}: {e}"
+                        "Kafka sink: cannot send to topic {:?}: {e}",
+                        back.topic
                     )))
                 }
             }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use ferrobeam_coders::varint::{read_len, read_slice};
 use ferrobeam_coders::{Coder, PaneInfo, RowSchema};
 use ferrobeam_graph::PortRef;
 use ferrobeam_io_kafka::{
@@ -350,6 +351,20 @@ impl KafkaWrite {
         rows: Option<&RowSchema>,
         value: &[u8],
     ) -> Result<(), KafkaIoError> {
+        if let (Coder::Kv { key, value: v }, None) = (value_coder, rows) {
+            if matches!((&**key, &**v), (Coder::Bytes, Coder::Bytes)) {
+                // The common case, `KV<bytes, bytes>`: the two byte strings
+                // go to the client from the element's own bytes.
+                let bytes = |pos| read_len(value, pos).and_then(|(n, p)| read_slice(value, p, n));
+                let parts = bytes(0).and_then(|(k, p)| bytes(p).map(|(v, end)| (k, v, end)));
+                return match parts {
+                    Ok((k, v, end)) if end == value.len() => sink.send_kv(Some(k), Some(v)),
+                    _ => Err(KafkaIoError::Element(format!(
+                        "{name}: undecodable KV<bytes, bytes> element"
+                    ))),
+                };
+            }
+        }
         let v = value_coder
             .decode(value, true)
             .map_err(|err| KafkaIoError::Element(format!("{name}: undecodable element: {err}")))?;
