@@ -245,3 +245,39 @@ def test_killed_job_reads_every_record_exactly_once(broker: str, tmp_path: Any) 
     assert len(lines) == records and set(lines) == {"r%d" % i for i in range(records)}, (
         "%d lines, %d distinct, %d missing" % (len(lines), len(set(lines)),
                                               records - len(set(lines) & {"r%d" % i for i in range(records)})))
+
+
+def test_a_rate_limited_read_takes_its_time(broker: str, tmp_path: Any) -> None:
+    """600 records at max_records_per_second=200: with processing-time
+    timestamps (stamped when the read takes a record), the records span
+    at least two seconds (a second's worth may come at once), and none is
+    lost.  Without the limit they all come in one epoch."""
+    topic = new_topic(broker, partitions=2)
+    produce(broker, topic, [(b"", b"r%d" % i, i % 2, 1_000 + i) for i in range(600)])
+    out = tmp_path / "out"
+
+    class Stamp(beam.DoFn):  # type: ignore[misc]
+        def process(self, kv: tuple[bytes, bytes], t: Any = beam.DoFn.TimestampParam) -> Iterator[str]:
+            yield "%s %d" % (kv[1].decode(), t.micros // 1000)
+
+    with beam.Pipeline(options=options()) as p:
+        _ = (p | ReadFromKafka(consumer_config(broker), [topic], max_num_records=600, max_records_per_second=200,
+                               timestamp_policy="ProcessingTime")
+             | beam.ParDo(Stamp()) | ferrobeam.io.WriteLines(str(out)))
+    lines = [line.split() for line in ferrobeam.io.read_lines(out)]
+    assert sorted(v for v, _ in lines) == sorted("r%d" % i for i in range(600))
+    stamps = [int(t) for _, t in lines]
+    span = (max(stamps) - min(stamps)) / 1000
+    assert span >= 1.8, "600 records at 200/s were read within %.2f s" % span
+
+
+def test_unreachable_brokers_fail_the_job_after_the_broker_timeout() -> None:
+    import socket  # pylint: disable=import-outside-toplevel
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(Exception, match=r"127\.0\.0\.1:%d gave no partitions .* within 2000 ms" % port):
+        with beam.Pipeline(options=options()) as p:
+            _ = p | ReadFromKafka({"bootstrap.servers": "127.0.0.1:%d" % port}, ["t"], broker_timeout_ms=2000)
+    assert time.monotonic() - started < 60

@@ -90,6 +90,12 @@ pub struct ReadConfig {
     pub idle_timeout: Duration,
     /// ferrobeam's hybrid source: files first, then Kafka.
     pub backfill: Option<BackfillConfig>,
+    /// At most this many records a second from this read (ferrobeam's
+    /// `max_records_per_second`).
+    pub max_records_per_second: Option<u64>,
+    /// How long the brokers may stay unreachable (the client retrying with
+    /// backoff) before the job fails (ferrobeam's `broker_timeout_ms`).
+    pub broker_timeout: Duration,
 }
 
 /// History read from files before the Kafka head (the hybrid source).
@@ -115,6 +121,9 @@ pub enum BackfillFormat {
     Jsonl,
     Text,
 }
+
+/// Default [`ReadConfig::broker_timeout`].
+pub const DEFAULT_BROKER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Default [`ReadConfig::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -291,6 +300,25 @@ impl ReadConfig {
         let timestamp_policy =
             TimestampPolicy::parse(&f.string("timestamp_policy")?.unwrap_or_default())?;
         let backfill = BackfillConfig::from_fields(&f, start_read_time, timestamp_policy)?;
+        let max_records_per_second = match f.non_negative("max_records_per_second")? {
+            Some(0) => {
+                return Err(ConfigError::unsupported(
+                    "max_records_per_second",
+                    "must be at least 1 (leave it unset for no limit)",
+                ))
+            }
+            rate => rate,
+        };
+        let broker_timeout = match f.non_negative("broker_timeout_ms")? {
+            Some(0) => {
+                return Err(ConfigError::unsupported(
+                    "broker_timeout_ms",
+                    "must be at least 1 (the default is 60000)",
+                ))
+            }
+            Some(ms) => Duration::from_millis(ms),
+            None => DEFAULT_BROKER_TIMEOUT,
+        };
         Ok(Self {
             consumer_config,
             topics,
@@ -305,6 +333,8 @@ impl ReadConfig {
             with_metadata,
             idle_timeout,
             backfill,
+            max_records_per_second,
+            broker_timeout,
         })
     }
 
@@ -550,6 +580,44 @@ mod tests {
             ReadConfig::from_payload(b"\xff\xff", false),
             Err(ConfigError::Payload(_))
         ));
+
+        for field in ["max_records_per_second", "broker_timeout_ms"] {
+            let zero = read_payload(vec![(field, atomic(pb::AtomicType::Int64, true), Value::Int(0))]);
+            let e = ReadConfig::from_payload(&zero, false).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains("at least 1"), "{e}");
+        }
+        let processing = read_payload(vec![
+            ("timestamp_policy", atomic(pb::AtomicType::String, false), s("ProcessingTime")),
+            ("backfill_files", atomic(pb::AtomicType::String, true), s("/h/*.jsonl")),
+        ]);
+        let e = ReadConfig::from_payload(&processing, false).unwrap_err().to_string();
+        assert!(e.contains("ProcessingTime cannot be combined with a backfill"), "{e}");
+        let remote = read_payload(vec![(
+            "backfill_files",
+            atomic(pb::AtomicType::String, true),
+            s("gs://bucket/*.jsonl"),
+        )]);
+        let e = ReadConfig::from_payload(&remote, false).unwrap_err().to_string();
+        assert!(e.contains("only local files"), "{e}");
+    }
+
+    #[test]
+    fn reads_ferrobeams_own_read_settings() {
+        let p = read_payload(vec![
+            ("max_records_per_second", atomic(pb::AtomicType::Int64, true), Value::Int(500)),
+            ("broker_timeout_ms", atomic(pb::AtomicType::Int64, true), Value::Int(1500)),
+            ("backfill_files", atomic(pb::AtomicType::String, true), s("/h/*.txt")),
+            ("backfill_format", atomic(pb::AtomicType::String, true), s("text")),
+            ("backfill_cutover_time_ms", atomic(pb::AtomicType::Int64, true), Value::Int(77)),
+        ]);
+        let c = ReadConfig::from_payload(&p, false).unwrap();
+        assert_eq!(c.max_records_per_second, Some(500));
+        assert_eq!(c.broker_timeout, Duration::from_millis(1500));
+        let b = c.backfill.unwrap();
+        assert_eq!((b.format, b.cutover_time, b.timestamp_field.as_str()), (BackfillFormat::Text, Some(77), "timestamp"));
+        let plain = ReadConfig::from_payload(&read_payload(vec![]), false).unwrap();
+        assert_eq!((plain.max_records_per_second, plain.broker_timeout), (None, DEFAULT_BROKER_TIMEOUT));
+        assert!(plain.backfill.is_none());
     }
 
     #[test]

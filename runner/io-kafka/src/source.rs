@@ -30,8 +30,6 @@ use crate::record::Record;
 
 /// Records the reader thread may hold ahead of the engine.
 const CHANNEL_CAPACITY: usize = 10_000;
-/// How long a broker may stay unreachable before the job fails.
-pub const BROKER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Metadata and offset lookups at start.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timestamps below Beam's minimum.
@@ -108,6 +106,10 @@ pub struct KafkaSource {
     /// A failure of the source's own (reading the backfill files): the
     /// job fails with it.
     failed: Option<String>,
+    /// `max_records_per_second`: records the read may take now (a token
+    /// bucket holding at most a second's worth), as of `tokens_at`.
+    tokens: f64,
+    tokens_at: Instant,
 }
 
 fn client_config(config: &ReadConfig) -> ClientConfig {
@@ -126,8 +128,12 @@ fn client_config(config: &ReadConfig) -> ClientConfig {
     c
 }
 
-fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, KafkaIoError> {
-    let metadata = consumer.fetch_metadata(Some(topic), LOOKUP_TIMEOUT)?;
+fn partitions_of(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, KafkaIoError> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let t = metadata
         .topics()
         .iter()
@@ -226,7 +232,20 @@ impl KafkaSource {
             .collect();
         let mut found = Vec::new();
         for topic in &config.topics {
-            for p in partitions_of(&consumer, topic)? {
+            // The first request: brokers that do not answer within the
+            // broker timeout fail the job here, saying so.
+            let ids = partitions_of(&consumer, topic, config.broker_timeout).map_err(|e| {
+                KafkaIoError::Broker(format!(
+                    "Kafka brokers {} gave no partitions of topic {topic:?} within {} ms \
+                     (broker_timeout_ms): {e}",
+                    config
+                        .consumer_config
+                        .get("bootstrap.servers")
+                        .map_or("?", String::as_str),
+                    config.broker_timeout.as_millis()
+                ))
+            })?;
+            for p in ids {
                 found.push((topic.clone(), p));
             }
         }
@@ -340,6 +359,8 @@ impl KafkaSource {
             backfill_done: saved.backfill.as_ref().is_some_and(|b| b.done),
             backfill,
             failed: None,
+            tokens: 0.0,
+            tokens_at: Instant::now(),
         };
         source.check_limits();
         Ok(source)
@@ -395,6 +416,29 @@ impl KafkaSource {
             Some(limit) => max.min(limit.saturating_sub(self.records_read) as usize),
             None => max,
         };
+        let max = max.min(self.refill_tokens());
+        let taken = self.take_unlimited(max, &mut emit);
+        if self.config.max_records_per_second.is_some() {
+            self.tokens -= taken as f64;
+        }
+        taken
+    }
+
+    /// With `max_records_per_second`: how many records the read may take
+    /// now.  Tokens accrue with time, up to one second's worth, so a read
+    /// that was idle cannot burst past its rate for longer than that.
+    fn refill_tokens(&mut self) -> usize {
+        let Some(rate) = self.config.max_records_per_second else {
+            return usize::MAX;
+        };
+        let now = Instant::now();
+        let rate = rate as f64;
+        self.tokens = (self.tokens + rate * now.duration_since(self.tokens_at).as_secs_f64()).min(rate);
+        self.tokens_at = now;
+        self.tokens.max(0.0) as usize
+    }
+
+    fn take_unlimited(&mut self, max: usize, mut emit: impl FnMut(&Record, i64)) -> usize {
         let mut n = 0;
         if let Some(b) = &mut self.backfill {
             let mut count = 0;
@@ -500,6 +544,11 @@ impl KafkaSource {
             return None;
         }
         let mut wake = Instant::now() + Duration::from_millis(200);
+        if self.config.max_records_per_second.is_some() {
+            // Rate-limited records may be waiting for tokens, which accrue
+            // without any new record arriving to wake the engine.
+            wake = wake.min(Instant::now() + Duration::from_millis(10));
+        }
         if let Some(max) = self.config.max_read_time {
             let left = max.saturating_sub(Duration::from_millis(self.read_millis()));
             wake = wake.min(Instant::now() + left);
@@ -507,13 +556,14 @@ impl KafkaSource {
         Some(wake)
     }
 
-    /// Fails when the brokers have been unreachable for [`BROKER_TIMEOUT`].
+    /// Fails when the brokers have been unreachable for longer than the
+    /// read's broker timeout (`broker_timeout_ms`).
     pub fn health(&self) -> Result<(), KafkaIoError> {
         if let Some(e) = &self.failed {
             return Err(KafkaIoError::Broker(e.clone()));
         }
         match &*self.shared.failing_since.lock() {
-            Some((since, last)) if since.elapsed() >= BROKER_TIMEOUT => Err(KafkaIoError::Broker(format!(
+            Some((since, last)) if since.elapsed() >= self.config.broker_timeout => Err(KafkaIoError::Broker(format!(
                 "Kafka brokers {} unreachable for {} s: {last}",
                 self.config
                     .consumer_config
@@ -686,7 +736,7 @@ impl Reader {
         let mut added = TopicPartitionList::new();
         let mut new = Vec::new();
         for topic in &self.config.topics {
-            let Ok(ids) = partitions_of(&self.consumer, topic) else {
+            let Ok(ids) = partitions_of(&self.consumer, topic, LOOKUP_TIMEOUT) else {
                 continue;
             };
             for p in ids {

@@ -68,6 +68,8 @@ fn read_config(addr: &str, topic: &str) -> ReadConfig {
         with_metadata: false,
         idle_timeout: DEFAULT_IDLE_TIMEOUT,
         backfill: None,
+        max_records_per_second: None,
+        broker_timeout: ferrobeam_io_kafka::config::DEFAULT_BROKER_TIMEOUT,
     }
 }
 

@@ -14,7 +14,8 @@ Beam's own classes work with ferrobeam's address::
 The classes here are the same transforms, with the expansion service
 defaulting to ferrobeam: the job server the pipeline runs on
 (``--job_endpoint``), else the one ferrobeam embeds in this process. They
-also take ferrobeam's own read settings (``idle_partition_timeout_ms``), and
+also take ferrobeam's own read settings (``idle_partition_timeout_ms``,
+``max_records_per_second``, ``broker_timeout_ms``), and
 a ``backfill`` (:class:`KafkaBackfill`) that reads history from files
 before the Kafka head takes over (the hybrid source).
 
@@ -80,7 +81,8 @@ class KafkaBackfill:
 _ReadSchema = typing.NamedTuple(  # type: ignore[misc]
     "_ReadSchema",
     list(typing.get_type_hints(beam_kafka.ReadFromKafkaSchema).items())
-    + [("idle_partition_timeout_ms", Optional[int])]
+    + [("idle_partition_timeout_ms", Optional[int]), ("max_records_per_second", Optional[int]),
+       ("broker_timeout_ms", Optional[int])]
     # Resolved hints: under ``from __future__ import annotations`` a field's
     # ``type`` is a string, which Beam would map to a pickled-any field.
     + [("backfill_" + name, Optional[hint])  # type: ignore[misc]
@@ -126,6 +128,13 @@ class ReadFromKafka(_DefaultsToFerrobeam, beam_kafka.ReadFromKafka):
         later with older timestamps are late.
       backfill: Read history from files first (:class:`KafkaBackfill`);
         needs the ``CreateTime`` or ``LogAppendTime`` policy.
+      max_records_per_second: At most this many records a second from this
+        read (files of a backfill included). Backpressure needs no setting:
+        a read takes only what the pipeline keeps up with, and each read of a
+        job gets its turn every epoch, so a fast topic cannot starve another.
+      broker_timeout_ms: How long the brokers may stay unreachable, the
+        client retrying with backoff, before the job fails saying so (default
+        60000), at start and while running.
     """
 
     def __init__(self,
@@ -135,6 +144,8 @@ class ReadFromKafka(_DefaultsToFerrobeam, beam_kafka.ReadFromKafka):
                  expansion_service: Optional[str] = None,
                  idle_partition_timeout_ms: Optional[int] = None,
                  backfill: Optional[KafkaBackfill] = None,
+                 max_records_per_second: Optional[int] = None,
+                 broker_timeout_ms: Optional[int] = None,
                  **kwargs: Any) -> None:
         super().__init__(consumer_config, topics, *args, expansion_service="unused", **kwargs)
         self._ferrobeam_default = expansion_service is None
@@ -142,6 +153,10 @@ class ReadFromKafka(_DefaultsToFerrobeam, beam_kafka.ReadFromKafka):
         ours: dict[str, Any] = {}
         if idle_partition_timeout_ms is not None:
             ours["idle_partition_timeout_ms"] = idle_partition_timeout_ms
+        if max_records_per_second is not None:
+            ours["max_records_per_second"] = max_records_per_second
+        if broker_timeout_ms is not None:
+            ours["broker_timeout_ms"] = broker_timeout_ms
         if backfill is not None:
             ours.update(("backfill_" + k, v) for k, v in dataclasses.asdict(backfill).items())
         if ours:
