@@ -8,6 +8,13 @@
 //! position, so a checkpoint's positions are exactly what went
 //! downstream, and records still in the channel are read again after a
 //! restore (exactly-once reads).
+//!
+//! With `max_drift_ms` the source takes part in watermark alignment: the
+//! engine tells it the alignment minimum (the least watermark over every
+//! aligned read of the job) and [`KafkaSource::align`] pauses the
+//! partitions that are too far ahead of it, so a partition replayed from far
+//! behind is not outrun by the others (whose records would otherwise wait,
+//! buffered downstream, for the watermark to reach them).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -70,6 +77,8 @@ struct Partition {
     /// The broker's high watermark as the client last heard it.
     high: Arc<AtomicI64>,
     last_record: Instant,
+    /// Paused by watermark alignment (the client fetches nothing for it).
+    paused: bool,
 }
 
 /// A partition the reader found after the start: topic, partition, the
@@ -245,6 +254,7 @@ impl KafkaSource {
                 watermark,
                 high: Arc::new(AtomicI64::new(high)),
                 last_record: Instant::now(),
+                paused: false,
             });
         }
         consumer.assign(&tpl)?;
@@ -305,6 +315,7 @@ impl KafkaSource {
                 watermark: MIN_TIMESTAMP,
                 high,
                 last_record: Instant::now(),
+                paused: false,
             });
         }
     }
@@ -391,12 +402,113 @@ impl KafkaSource {
         let mut least = MAX_TIMESTAMP;
         for p in &mut self.partitions {
             let caught_up = p.next_offset >= p.high.load(Ordering::Relaxed);
-            if caught_up && p.last_record.elapsed() >= idle {
+            // A paused partition is never idle: the client does not fetch
+            // it, so its high watermark is stale and "caught up" may be
+            // false, and records may be waiting for it.  Its watermark stays
+            // where its records put it (ahead of the alignment minimum, so
+            // it does not hold anything back).
+            if caught_up && !p.paused && p.last_record.elapsed() >= idle {
                 p.watermark = p.watermark.max(now - idle.as_millis() as i64);
             }
             least = least.min(p.watermark);
         }
         least
+    }
+
+    /// Watermark alignment (`max_drift_ms`; without it, nothing happens):
+    /// pauses every partition whose watermark is more than the drift ahead
+    /// of `minimum`, and resumes the paused ones that are no longer.
+    ///
+    /// `minimum` is the least watermark over every aligned read of the job,
+    /// this one's included (as [`KafkaSource::watermark`] last reported it),
+    /// so it is at most this source's least partition watermark: when
+    /// several reads align together, a whole source running ahead of another
+    /// is paused too.
+    ///
+    /// Why this cannot deadlock: the partitions holding the minimum are
+    /// never paused (the drift is not negative), and the minimum always
+    /// moves on: a partition with records to read advances as they are
+    /// taken (the engine always empties the channel, whatever partition a
+    /// record is from), and one read to its end turns idle and follows the
+    /// wall clock.  Paused partitions do not turn idle (see `watermark`), so
+    /// a pause never makes a partition's watermark jump past records it has
+    /// not read.
+    ///
+    /// Pausing stops fetching, not what was fetched before: records of a
+    /// paused partition already in the reader's channel still flow (up to
+    /// the channel's capacity, 10k, plus the one the reader may be blocked
+    /// sending).
+    /// librdkafka drops what it had prefetched for the partition and
+    /// fetches again from after the last record the reader polled, so
+    /// nothing is skipped; a record delivered twice around a pause is
+    /// dropped by the position check in `take`.
+    pub fn align(&mut self, minimum: i64) {
+        let Some(drift) = self.config.max_drift else {
+            return;
+        };
+        self.adopt_discovered();
+        if self.done {
+            return;
+        }
+        let limit = minimum.saturating_add(drift.as_millis().min(i64::MAX as u128) as i64);
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        for p in &self.partitions {
+            let ahead = p.watermark > limit;
+            if ahead && !p.paused {
+                pause.add_partition(&p.topic, p.partition);
+            } else if !ahead && p.paused {
+                resume.add_partition(&p.topic, p.partition);
+            }
+        }
+        if pause.count() > 0 {
+            // On failure the partitions stay unpaused: alignment bounds
+            // what is buffered, it is not needed for correct results, and
+            // the next epoch tries again.
+            match self.consumer.pause(&pause) {
+                Ok(()) => self.mark(&pause, true),
+                Err(e) => tracing::warn!("Kafka source: cannot pause partitions for alignment: {e}"),
+            }
+        }
+        if resume.count() > 0 {
+            match self.consumer.resume(&resume) {
+                Ok(()) => self.mark(&resume, false),
+                Err(e) => tracing::warn!("Kafka source: cannot resume aligned partitions: {e}"),
+            }
+        }
+        if pause.count() + resume.count() > 0 {
+            tracing::debug!(
+                minimum,
+                paused = pause.count(),
+                resumed = resume.count(),
+                now_paused = self.paused_partitions(),
+                "Kafka source: watermark alignment"
+            );
+        }
+    }
+
+    fn mark(&mut self, list: &TopicPartitionList, paused: bool) {
+        for e in list.elements() {
+            if let Some(p) = self
+                .partitions
+                .iter_mut()
+                .find(|p| p.partition == e.partition() && *p.topic == *e.topic())
+            {
+                p.paused = paused;
+                if !paused {
+                    // Its high watermark is stale until the client fetches
+                    // it again: the idle timeout starts over, so that records
+                    // that arrived while it was paused are read before it can
+                    // turn idle.
+                    p.last_record = Instant::now();
+                }
+            }
+        }
+    }
+
+    /// How many partitions watermark alignment holds paused now.
+    pub fn paused_partitions(&self) -> usize {
+        self.partitions.iter().filter(|p| p.paused).count()
     }
 
     /// Whether the read has ended (a record or time limit).

@@ -48,6 +48,10 @@ pub struct ValueStore {
     /// of them, by window, taken out of the backend in one pass on first
     /// need (the memory backend's scans visit every entry).
     moving_in: Option<EntriesByWindow>,
+    /// Values buffered in all windows, wherever they are kept (kept up to
+    /// date on every push and clear rather than summed over windows, which
+    /// may be millions).
+    buffered: u64,
 }
 
 /// Backend entries (key, value) by their window's key prefix.
@@ -62,6 +66,7 @@ impl ValueStore {
             in_backend: false,
             pending: WriteBatch::default(),
             moving_in: None,
+            buffered: 0,
         }
     }
 
@@ -74,6 +79,7 @@ impl ValueStore {
             in_backend: backend.kind() == BackendKind::Rocksdb,
             pending: WriteBatch::default(),
             moving_in: None,
+            buffered: 0,
         }
     }
 
@@ -107,14 +113,22 @@ impl ValueStore {
         values: impl IntoIterator<Item = Bytes>,
     ) {
         if !self.in_backend {
+            let before = buf.heap.len();
             buf.heap.extend(values);
+            self.buffered += (buf.heap.len() - before) as u64;
             return;
         }
         let at = self.slot_prefix(slot);
         for v in values {
             self.pending.put(Self::value_key(&at, buf.stored), v);
             buf.stored += 1;
+            self.buffered += 1;
         }
+    }
+
+    /// How many values all windows hold (what the stage buffers).
+    pub fn buffered(&self) -> u64 {
+        self.buffered
     }
 
     /// The window's values in arrival order.
@@ -169,6 +183,9 @@ impl ValueStore {
 
     /// Forgets the window's values.
     pub fn clear(&mut self, slot: &Slot, buf: &mut Buffered) {
+        self.buffered = self
+            .buffered
+            .saturating_sub(buf.heap.len() as u64 + buf.stored);
         buf.heap = Vec::new();
         if buf.stored > 0 {
             let at = self.slot_prefix(slot);
@@ -241,6 +258,7 @@ impl ValueStore {
             } else if stored > 0 {
                 buf.heap = self.move_in(slot, stored)?;
             }
+            self.buffered += stored;
         } else {
             let values = (0..r.len()?)
                 .map(|_| r.bytes())
