@@ -132,10 +132,10 @@ fn create_topic(addr: &str, topic: &str, partitions: i32) {
 /// Partition 1 is replayed from far behind (timestamps from 1,000 s);
 /// partition 0 runs a billion milliseconds ahead, and the client fetches it
 /// first.  With alignment, partition 0 is paused until partition 1 has been
-/// read to its end and turned idle: before that, only what the reader had
-/// already handed over (at most an epoch's take and the channel) comes from
-/// it.  Nothing is lost or read twice, and nothing stays paused.  (Without
-/// alignment all of partition 0 is read first.)
+/// read to its end and turned idle: before that, only its first record
+/// comes through (the reader cannot know yet that another partition is
+/// behind).  Nothing is lost or read twice, and nothing stays paused.
+/// (Without alignment all of partition 0 is read first.)
 #[test]
 fn alignment_holds_the_partition_ahead_until_the_one_behind_catches_up() {
     const AHEAD: usize = 0;
@@ -184,18 +184,16 @@ fn alignment_holds_the_partition_ahead_until_the_one_behind_catches_up() {
             }
             assert_eq!(ts, bases[p] + r.offset);
         });
-        let minimum = source.watermark();
-        source.align(minimum);
+        source.watermark();
+        source.align(i64::MAX);
         most_paused = most_paused.max(source.paused_partitions());
         std::thread::sleep(Duration::from_millis(5));
     }
     println!("records of the partition ahead read while the one behind was replayed: {ahead_while_behind}");
     assert_eq!(next, counts, "every record read, in order");
-    assert_eq!(most_paused, 1, "one partition at a time is ahead");
-    // An epoch's take before the first alignment, then the channel (10k)
-    // and the record the reader was blocked sending.
+    assert!(most_paused >= 1, "nothing was paused");
     assert!(
-        ahead_while_behind <= TAKE as i64 + 10_001,
+        ahead_while_behind <= 1,
         "{ahead_while_behind} records of the partition ahead were read while the one behind \
          was still being replayed"
     );
@@ -204,8 +202,8 @@ fn alignment_holds_the_partition_ahead_until_the_one_behind_catches_up() {
     // the idle partition behind may be the one ahead, and paused.)
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let minimum = source.watermark();
-        source.align(minimum);
+        source.watermark();
+        source.align(i64::MAX);
         if source.paused_partitions() == 0 || Instant::now() > deadline {
             break;
         }

@@ -5,7 +5,7 @@
 //! put back its partition positions), takes what the reader thread has
 //! ready, and reports the least partition watermark.  Reads that set
 //! `max_drift_ms` are aligned together: after each epoch the driver gives
-//! each of them the least watermark over all of them ([`align_reads`]).
+//! each of them the least watermark of the others ([`align_reads`]).
 //! The write sends
 //! every element and flushes before each checkpoint, so a completed
 //! checkpoint never counts a record the broker has not acknowledged.
@@ -161,10 +161,11 @@ impl KafkaRead {
         self.watermark
     }
 
-    /// Pauses and resumes partitions against the alignment minimum.
-    fn align(&mut self, minimum: i64) {
+    /// Sets how far each partition may go, given the least watermark of
+    /// the other aligned reads.
+    fn align(&mut self, others: i64) {
         if let Some(source) = &mut self.source {
-            source.align(minimum);
+            source.align(others);
         }
     }
 
@@ -248,19 +249,27 @@ impl KafkaRead {
     }
 }
 
-/// Watermark alignment across reads: the minimum is the least watermark
-/// over every aligned read, and each of them pauses its partitions that
-/// are more than its drift ahead of it (see `KafkaSource::align`).  The
-/// read holding the minimum pauses nothing of what holds it, so the
-/// minimum can always move on.  Returns the minimum (`None`: no read is
-/// aligned).
+/// Watermark alignment across reads: each aligned read learns the least
+/// watermark of the other aligned reads, so that a partition of it may run
+/// at most its drift ahead of the least watermark of all the other
+/// partitions of the job's aligned reads (see `KafkaSource::align`): a whole
+/// read running ahead of another waits for it, and the partition holding
+/// the job's minimum is never held back.  Returns the minimum (`None`: no
+/// read is aligned).
 pub(crate) fn align_reads<'a>(reads: impl IntoIterator<Item = &'a mut KafkaRead>) -> Option<i64> {
     let mut aligned: Vec<&mut KafkaRead> = reads.into_iter().filter(|r| r.is_aligned()).collect();
-    let minimum = aligned.iter().map(|r| r.last_watermark()).min()?;
-    for read in &mut aligned {
-        read.align(minimum);
+    let watermarks: Vec<i64> = aligned.iter().map(|r| r.last_watermark()).collect();
+    for (i, read) in aligned.iter_mut().enumerate() {
+        let others = watermarks
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, w)| *w)
+            .min()
+            .unwrap_or(ferrobeam_coders::MAX_TIMESTAMP_MILLIS);
+        read.align(others);
     }
-    Some(minimum)
+    watermarks.into_iter().min()
 }
 
 pub(crate) struct KafkaWrite {
