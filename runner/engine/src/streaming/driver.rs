@@ -1049,10 +1049,16 @@ impl StageContext<'_> {
                 produced.extend(gbk.advance(input_wm, clock.now())?.chunks);
                 // What the stage holds, for anyone watching the job (the
                 // Kafka skew test reads it to see alignment bound it).
+                let gauge = |n: u64| n.min(i64::MAX as u64) as i64;
                 self.metrics.set_gauge(
                     transform_id,
                     "gbk_buffered_values",
-                    gbk.buffered_values().min(i64::MAX as u64) as i64,
+                    gauge(gbk.buffered_values()),
+                );
+                self.metrics.set_gauge(
+                    transform_id,
+                    "gbk_buffered_values_peak",
+                    gauge(gbk.peak_buffered_values()),
                 );
                 if dropped > 0 {
                     self.job.reporter.message(

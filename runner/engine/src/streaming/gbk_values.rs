@@ -52,6 +52,8 @@ pub struct ValueStore {
     /// date on every push and clear rather than summed over windows, which
     /// may be millions).
     buffered: u64,
+    /// The most `buffered` has been since the stage started (or resumed).
+    peak: u64,
 }
 
 /// Backend entries (key, value) by their window's key prefix.
@@ -67,6 +69,7 @@ impl ValueStore {
             pending: WriteBatch::default(),
             moving_in: None,
             buffered: 0,
+            peak: 0,
         }
     }
 
@@ -80,6 +83,7 @@ impl ValueStore {
             pending: WriteBatch::default(),
             moving_in: None,
             buffered: 0,
+            peak: 0,
         }
     }
 
@@ -116,19 +120,27 @@ impl ValueStore {
             let before = buf.heap.len();
             buf.heap.extend(values);
             self.buffered += (buf.heap.len() - before) as u64;
-            return;
+        } else {
+            let at = self.slot_prefix(slot);
+            for v in values {
+                self.pending.put(Self::value_key(&at, buf.stored), v);
+                buf.stored += 1;
+                self.buffered += 1;
+            }
         }
-        let at = self.slot_prefix(slot);
-        for v in values {
-            self.pending.put(Self::value_key(&at, buf.stored), v);
-            buf.stored += 1;
-            self.buffered += 1;
-        }
+        self.peak = self.peak.max(self.buffered);
     }
 
     /// How many values all windows hold (what the stage buffers).
     pub fn buffered(&self) -> u64 {
         self.buffered
+    }
+
+    /// The most values the windows have held at once since the stage
+    /// started (or was restored): unlike samples of [`ValueStore::buffered`],
+    /// it misses no short peak.
+    pub fn peak(&self) -> u64 {
+        self.peak
     }
 
     /// The window's values in arrival order.
@@ -259,6 +271,7 @@ impl ValueStore {
                 buf.heap = self.move_in(slot, stored)?;
             }
             self.buffered += stored;
+            self.peak = self.peak.max(self.buffered);
         } else {
             let values = (0..r.len()?)
                 .map(|_| r.bytes())
