@@ -14,7 +14,8 @@ Beam's own classes work with ferrobeam's address::
 The classes here are the same transforms, with the expansion service
 defaulting to ferrobeam: the job server the pipeline runs on
 (``--job_endpoint``), else the one ferrobeam embeds in this process. They
-also take ferrobeam's own read settings (``idle_partition_timeout_ms``).
+also take ferrobeam's own read settings (``idle_partition_timeout_ms``,
+``max_drift_ms``).
 
 Keys and values are raw bytes (Beam's ``ByteArrayDeserializer``; Java
 deserializers cannot run here): decode them in a ``Map``. Without metadata a
@@ -38,7 +39,7 @@ __all__ = ["ReadFromKafka", "WriteToKafka", "default_expansion_service"]
 _ReadSchema = typing.NamedTuple(  # type: ignore[misc]
     "_ReadSchema",
     list(typing.get_type_hints(beam_kafka.ReadFromKafkaSchema).items())
-    + [("idle_partition_timeout_ms", Optional[int])],
+    + [("idle_partition_timeout_ms", Optional[int]), ("max_drift_ms", Optional[int])],
 )
 
 
@@ -78,6 +79,17 @@ class ReadFromKafka(_DefaultsToFerrobeam, beam_kafka.ReadFromKafka):
         for this long stops holding the watermark back: its watermark follows
         the wall clock, this far behind (default 2000). Records that arrive
         later with older timestamps are late.
+      max_drift_ms: Watermark alignment, with the ``CreateTime`` or
+        ``LogAppendTime`` policy (refused with ``ProcessingTime``). A partition
+        whose watermark runs more than this many milliseconds ahead of the
+        alignment minimum is paused until the minimum catches up. The minimum
+        is the least watermark over every read of the job that sets
+        ``max_drift_ms``, so a whole read running ahead of another is held
+        too. Use it when one partition (or topic) replays history while the
+        others are at the head: without it, everything read ahead waits in
+        the pipeline's windows for the watermark, which the partition behind
+        holds back. Records the reader had already fetched still flow (up to
+        10,000 per read). Default: no alignment.
     """
 
     def __init__(self,
@@ -86,13 +98,15 @@ class ReadFromKafka(_DefaultsToFerrobeam, beam_kafka.ReadFromKafka):
                  *args: Any,
                  expansion_service: Optional[str] = None,
                  idle_partition_timeout_ms: Optional[int] = None,
+                 max_drift_ms: Optional[int] = None,
                  **kwargs: Any) -> None:
         super().__init__(consumer_config, topics, *args, expansion_service="unused", **kwargs)
         self._ferrobeam_default = expansion_service is None
         self._expansion_service = expansion_service
-        if idle_partition_timeout_ms is not None:
+        if idle_partition_timeout_ms is not None or max_drift_ms is not None:
             fields = self._fields(consumer_config, topics, *args, **kwargs)
             fields["idle_partition_timeout_ms"] = idle_partition_timeout_ms
+            fields["max_drift_ms"] = max_drift_ms
             self._payload = NamedTupleBasedPayloadBuilder(_ReadSchema(**fields)).payload()
 
     @staticmethod
