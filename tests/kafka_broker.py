@@ -110,6 +110,13 @@ def transaction_marker(addr: str, topic: str, transactional_id: str) -> int:
         "isolation.level": "read_committed",
     })
     try:
-        return c.committed([confluent_kafka.TopicPartition(topic, 0)], timeout=10)[0].offset
+        for attempt in range(20):
+            try:
+                return c.committed([confluent_kafka.TopicPartition(topic, 0)], timeout=10)[0].offset
+            except confluent_kafka.KafkaException:  # e.g. the coordinator moved or is loading
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
     finally:
         c.close()

@@ -32,10 +32,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--output")
     parser.add_argument("--output_topic")
     parser.add_argument("--transactional_id")
+    parser.add_argument("--rate", type=int, help="max_records_per_second of the read")
     args, beam_args = parser.parse_known_args(argv)
     with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
         values = (p | ReadFromKafka({"bootstrap.servers": args.bootstrap, "auto.offset.reset": "earliest"},
-                                    [args.topic], max_num_records=args.records)
+                                    [args.topic], max_num_records=args.records,
+                                    max_records_per_second=args.rate)
                   | beam.Map(slow_value))
         if args.output_topic:
             _ = (values

@@ -465,8 +465,11 @@ fn a_checkpoint_restores_into_either_store(store: Store) {
         let mut reader = Reader::new(&entry, "GroupByKey");
         r.load(&mut reader).unwrap();
         reader.finish().unwrap();
+        assert_eq!(r.buffered_values(), 2, "restored values count");
         r.add(&in_first_window(&[(3, 3)])).unwrap();
+        assert_eq!(r.buffered_values(), 3);
         let fired = r.advance(10, 0).unwrap();
+        assert_eq!(r.buffered_values(), 0);
         assert_eq!(
             panes(&fired.chunks),
             vec![P(vec![1, 2, 3], 9, Timing::OnTime, 0, 0, true, true)]
@@ -480,6 +483,60 @@ fn a_checkpoint_restores_into_either_store(store: Store) {
             .unwrap();
         assert_eq!(left, 0, "values moved or collected");
     }
+}
+
+fn buffered_values_count_what_the_windows_hold(store: Store) {
+    // Discarding, early panes every 2 elements: a pane takes its values.
+    let mut g = gbk(
+        store,
+        strategy(Some(after_watermark(Some(count(2)), None)), false, 0),
+    );
+    let in_window = |start: i64, elements: &[i64]| -> Bytes {
+        let mut out = Vec::new();
+        for &ts in elements {
+            push(&mut out, ts, &[iw(start, start + 10)], "k", ts);
+        }
+        out.into()
+    };
+    assert_eq!(g.buffered_values(), 0);
+    g.add(&in_window(0, &[1])).unwrap();
+    g.add(&in_window(10, &[11])).unwrap();
+    assert_eq!(g.buffered_values(), 2, "one value in each of two windows");
+    g.add(&in_window(0, &[2])).unwrap();
+    assert_eq!(
+        g.buffered_values(),
+        1,
+        "the early pane of [0, 10) took its two"
+    );
+    g.add(&in_window(0, &[3])).unwrap();
+    assert_eq!(g.buffered_values(), 2);
+    g.advance(10, 0).unwrap();
+    assert_eq!(
+        g.buffered_values(),
+        1,
+        "[0, 10) collected, [10, 20) still open"
+    );
+    g.advance(20, 0).unwrap();
+    assert_eq!(g.buffered_values(), 0);
+    // The peak counts what an input chunk brings before its early pane
+    // fires: [0, 10) held 1 and 2 (with 11 in [10, 20)) for a moment.
+    assert_eq!(g.peak_buffered_values(), 3, "the most held at once");
+
+    // Merging session windows move values, they do not add any.
+    let mut s = strategy(None, true, 0);
+    s.window_fn = Some(FunctionSpec {
+        urn: "beam:window_fn:session_windows:v1".into(),
+        payload: Default::default(),
+    });
+    let mut g = gbk(store, s);
+    let mut out = Vec::new();
+    for t in [1, 5, 9] {
+        push(&mut out, t, &[iw(t, t + 10)], "k", t);
+    }
+    g.add(&out.into()).unwrap();
+    assert_eq!((g.open_windows(), g.buffered_values()), (1, 3));
+    g.advance(100, 0).unwrap();
+    assert_eq!(g.buffered_values(), 0);
 }
 
 /// Each case, with values in memory and in RocksDB.
@@ -511,4 +568,5 @@ on_both_stores!(
     session_windows_merge_as_data_arrives,
     values_leave_the_backend_with_their_window,
     a_checkpoint_restores_into_either_store,
+    buffered_values_count_what_the_windows_hold,
 );

@@ -96,6 +96,11 @@ pub struct ReadConfig {
     /// How long the brokers may stay unreachable (the client retrying with
     /// backoff) before the job fails (ferrobeam's `broker_timeout_ms`).
     pub broker_timeout: Duration,
+    /// Watermark alignment (ferrobeam's `max_drift_ms`): a partition whose
+    /// watermark is ahead of the alignment minimum (the least watermark of
+    /// every aligned read in the job) by more than this is paused until the
+    /// minimum catches up.  `None`: no alignment.
+    pub max_drift: Option<Duration>,
 }
 
 /// History read from files before the Kafka head (the hybrid source).
@@ -291,6 +296,19 @@ impl ReadConfig {
         let idle_timeout = f
             .non_negative("idle_partition_timeout_ms")?
             .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_millis);
+        let timestamp_policy =
+            TimestampPolicy::parse(&f.string("timestamp_policy")?.unwrap_or_default())?;
+        let max_drift = f.non_negative("max_drift_ms")?.map(Duration::from_millis);
+        if max_drift.is_some() && timestamp_policy == TimestampPolicy::ProcessingTime {
+            // Every partition's watermark is the wall clock: none is ever
+            // ahead, and holding records back would not make their
+            // (read-time) timestamps any earlier.
+            return Err(ConfigError::unsupported(
+                "max_drift_ms",
+                "aligns event-time watermarks: it needs timestamp_policy CreateTime or \
+                 LogAppendTime, not ProcessingTime",
+            ));
+        }
         // Redistribute: our engine already hands the source's output to
         // the SDK workers through the runner, spread over all of them, so
         // the redistribution Beam asks for is what happens anyway
@@ -335,6 +353,7 @@ impl ReadConfig {
             backfill,
             max_records_per_second,
             broker_timeout,
+            max_drift,
         })
     }
 
@@ -541,6 +560,37 @@ mod tests {
         assert_eq!(c.start_read_time, None);
         assert!(c.with_metadata && c.is_bounded());
         assert_eq!(c.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(c.max_drift, None);
+    }
+
+    #[test]
+    fn reads_and_checks_max_drift() {
+        let drift = |v: Value| {
+            ReadConfig::from_payload(
+                &read_payload(vec![("max_drift_ms", atomic(pb::AtomicType::Int64, true), v)]),
+                false,
+            )
+        };
+        assert_eq!(
+            drift(Value::Int(5_000)).unwrap().max_drift,
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(drift(Value::Int(0)).unwrap().max_drift, Some(Duration::ZERO));
+        assert_eq!(drift(Value::Null).unwrap().max_drift, None);
+        let e = drift(Value::Int(-1)).unwrap_err().to_string();
+        assert!(e.contains("max_drift_ms") && e.contains(">= 0"), "{e}");
+        let text = read_payload(vec![("max_drift_ms", atomic(pb::AtomicType::String, false), s("10"))]);
+        let e = ReadConfig::from_payload(&text, false).unwrap_err().to_string();
+        assert!(e.contains("max_drift_ms") && e.contains("integer"), "{e}");
+
+        let processing_time = read_payload(vec![
+            ("max_drift_ms", atomic(pb::AtomicType::Int64, true), Value::Int(1_000)),
+            ("timestamp_policy", atomic(pb::AtomicType::String, false), s("ProcessingTime")),
+        ]);
+        let e = ReadConfig::from_payload(&processing_time, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_drift_ms") && e.contains("ProcessingTime"), "{e}");
     }
 
     #[test]

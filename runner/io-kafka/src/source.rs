@@ -8,6 +8,15 @@
 //! position, so a checkpoint's positions are exactly what went
 //! downstream, and records still in the channel are read again after a
 //! restore (exactly-once reads).
+//!
+//! With `max_drift_ms` the source takes part in watermark alignment: the
+//! engine tells it, between epochs, how far each partition may go
+//! ([`KafkaSource::align`]: the drift past the least watermark of the other
+//! partitions of the job's aligned reads), and the reader thread holds back
+//! (and pauses) a partition whose next record is past that, so a partition
+//! replayed from far behind is not outrun by the others, whose records
+//! would otherwise wait, buffered downstream, for the watermark to reach
+//! them.  See `Reader::admit`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -30,6 +39,22 @@ use crate::record::Record;
 
 /// Records the reader thread may hold ahead of the engine.
 const CHANNEL_CAPACITY: usize = 10_000;
+/// Records watermark alignment holds back for a partition before it pauses
+/// the partition's fetching.  Pausing at the first would cost a refetch
+/// after each resume every time a partition reaches its bound, which, when
+/// partitions move on together, is every drift's worth of records: on the
+/// skew test's data that made the read ten times slower than holding up to
+/// a few thousand records, which the bound soon releases.  A partition with
+/// this many held is well ahead, and the refetch is worth it.  So the
+/// reader holds at most this many records per partition (besides the
+/// channel).
+const PAUSE_AFTER_HELD: usize = 5_000;
+/// `fetch.wait.max.ms` of aligned reads, unless the consumer config sets
+/// it: a resumed partition waits for the client's fetch in flight, and when
+/// the partitions not paused have nothing new, that fetch waits this long
+/// at the broker (librdkafka's default, 500 ms, made every resume cost half
+/// a second).
+const ALIGNED_FETCH_WAIT_MS: &str = "50";
 /// Metadata and offset lookups at start.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timestamps below Beam's minimum.
@@ -40,6 +65,21 @@ fn wall_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A record's event time under `policy` (read time for `ProcessingTime`).
+fn event_time(policy: TimestampPolicy, record: &Record) -> i64 {
+    match policy {
+        TimestampPolicy::ProcessingTime => wall_millis(),
+        _ => record
+            .kafka_timestamp
+            .unwrap_or_else(wall_millis)
+            .clamp(MIN_TIMESTAMP, MAX_TIMESTAMP),
+    }
 }
 
 /// A partition's saved place: where to read next and its watermark.
@@ -68,18 +108,54 @@ struct Partition {
     partition: i32,
     next_offset: i64,
     watermark: i64,
-    /// The broker's high watermark as the client last heard it.
-    high: Arc<AtomicI64>,
+    cells: Arc<Cells>,
     last_record: Instant,
 }
 
+/// What the reader thread tells the source about a partition.
+struct Cells {
+    /// The broker's high watermark as the client last heard it.
+    high: AtomicI64,
+    /// Watermark alignment: how far the partition may go (event time), as
+    /// the engine last set it: the drift past the least watermark of the
+    /// other partitions of the job's aligned reads.
+    bound: AtomicI64,
+    /// Held back by watermark alignment: the reader holds its next records
+    /// back (and, past `PAUSE_AFTER_HELD` of them, the client stops
+    /// fetching it).
+    paused: AtomicBool,
+}
+
+impl Cells {
+    fn new(high: i64, bound: i64) -> Arc<Self> {
+        Arc::new(Self {
+            high: AtomicI64::new(high),
+            bound: AtomicI64::new(bound),
+            paused: AtomicBool::new(false),
+        })
+    }
+}
+
+/// A partition's alignment bound before the engine sets one: each may
+/// hand over its first record (see `held_back`), and nothing more that is
+/// not within the drift of the beginning of time.
+fn initial_bound(config: &ReadConfig) -> i64 {
+    match config.max_drift {
+        Some(drift) => MIN_TIMESTAMP.saturating_add(millis(drift)),
+        None => MAX_TIMESTAMP,
+    }
+}
+
 /// A partition the reader found after the start: topic, partition, the
-/// offset it starts at, and its high watermark cell.
-type Discovered = (Arc<str>, i32, i64, Arc<AtomicI64>);
+/// offset it starts at, and its cells.
+type Discovered = (Arc<str>, i32, i64, Arc<Cells>);
 
 /// What the reader thread shares with the source.
 struct Shared {
     stop: AtomicBool,
+    /// Watermark alignment: the least watermark over the job's aligned
+    /// reads, as the engine last set it.
+    align_minimum: AtomicI64,
     /// Partitions found after the start, for the engine to adopt.
     discovered: Mutex<Vec<Discovered>>,
     /// Since when the client has reported only errors, and the last one.
@@ -124,6 +200,9 @@ fn client_config(config: &ReadConfig) -> ClientConfig {
         .set("enable.partition.eof", "false");
     if !config.consumer_config.contains_key("group.id") {
         c.set("group.id", "ferrobeam-reader");
+    }
+    if config.max_drift.is_some() && !config.consumer_config.contains_key("fetch.wait.max.ms") {
+        c.set("fetch.wait.max.ms", ALIGNED_FETCH_WAIT_MS);
     }
     c
 }
@@ -306,13 +385,14 @@ impl KafkaSource {
                 partition: p,
                 next_offset,
                 watermark,
-                high: Arc::new(AtomicI64::new(high)),
+                cells: Cells::new(high, initial_bound(&config)),
                 last_record: Instant::now(),
             });
         }
         consumer.assign(&tpl)?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
+            align_minimum: AtomicI64::new(MIN_TIMESTAMP),
             discovered: Mutex::new(Vec::new()),
             failing_since: Mutex::new(None),
         });
@@ -324,8 +404,10 @@ impl KafkaSource {
             known: partitions
                 .iter()
                 .enumerate()
-                .map(|(i, p)| ((p.topic.clone(), p.partition), (i, p.high.clone())))
+                .map(|(i, p)| ((p.topic.clone(), p.partition), (i, p.cells.clone())))
                 .collect(),
+            gates: partitions.iter().map(|p| Gate::new(p.cells.clone())).collect(),
+            parked: 0,
             topics: config.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
             tx,
             wake,
@@ -368,7 +450,7 @@ impl KafkaSource {
 
     fn adopt_discovered(&mut self) {
         let found = std::mem::take(&mut *self.shared.discovered.lock());
-        for (topic, partition, next_offset, high) in found {
+        for (topic, partition, next_offset, cells) in found {
             tracing::info!(%topic, partition, "Kafka source: new partition");
             // The reader numbered it next, and announced it before sending
             // any of its records, so the indices agree.
@@ -377,7 +459,7 @@ impl KafkaSource {
                 partition,
                 next_offset,
                 watermark: MIN_TIMESTAMP,
-                high,
+                cells,
                 last_record: Instant::now(),
             });
         }
@@ -478,13 +560,7 @@ impl KafkaSource {
             if record.offset < p.next_offset {
                 continue;
             }
-            let timestamp = match self.config.timestamp_policy {
-                TimestampPolicy::ProcessingTime => wall_millis(),
-                _ => record
-                    .kafka_timestamp
-                    .unwrap_or_else(wall_millis)
-                    .clamp(MIN_TIMESTAMP, MAX_TIMESTAMP),
-            };
+            let timestamp = event_time(self.config.timestamp_policy, &record);
             p.next_offset = record.offset + 1;
             p.watermark = p.watermark.max(timestamp);
             p.last_record = Instant::now();
@@ -517,8 +593,14 @@ impl KafkaSource {
         let idle = self.config.idle_timeout;
         let mut least = MAX_TIMESTAMP;
         for p in &mut self.partitions {
-            let caught_up = p.next_offset >= p.high.load(Ordering::Relaxed);
-            if caught_up && p.last_record.elapsed() >= idle {
+            let caught_up = p.next_offset >= p.cells.high.load(Ordering::Relaxed);
+            // A partition alignment holds back is never idle: the reader
+            // holds records of it, and the client may not be fetching it (so
+            // its high watermark may be stale).  Its watermark stays where
+            // its records put it, which holds nothing back: it is held
+            // because its next record is past its bound.
+            let held = p.cells.paused.load(Ordering::Relaxed);
+            if caught_up && !held && p.last_record.elapsed() >= idle {
                 p.watermark = p.watermark.max(now - idle.as_millis() as i64);
             }
             least = least.min(p.watermark);
@@ -529,6 +611,59 @@ impl KafkaSource {
     fn fail(&mut self, error: String) {
         tracing::error!("Kafka source: {error}");
         self.failed.get_or_insert(error);
+    }
+
+    /// Watermark alignment (`max_drift_ms`; without it, nothing happens):
+    /// sets how far each partition may go, given `others`, the least
+    /// watermark of the job's other aligned reads (the end of time if there
+    /// are none).  Partition watermarks are as [`KafkaSource::watermark`]
+    /// last reported them.
+    ///
+    /// A partition may run up to the drift ahead of the least watermark of
+    /// all the *other* partitions (this read's and the other reads'): the
+    /// partition holding the minimum may go on until it is the drift past
+    /// the next one, so a partition replayed from far behind reads at full
+    /// speed, while the others wait for it.  So every partition stays within
+    /// the drift of the minimum, but the one holding it, which stays within
+    /// the drift of the second least (itself within the drift of the
+    /// minimum).  When several reads align together, a whole source running
+    /// ahead of another is held too.  The reader thread applies the bounds
+    /// record by record (`Reader::admit`).
+    pub fn align(&mut self, others: i64) {
+        let Some(drift) = self.config.max_drift else {
+            return;
+        };
+        self.adopt_discovered();
+        if self.done {
+            return;
+        }
+        // The two least watermarks (equal when two partitions share the least).
+        let (mut least, mut second) = (MAX_TIMESTAMP, MAX_TIMESTAMP);
+        for p in &self.partitions {
+            if p.watermark < least {
+                second = least;
+                least = p.watermark;
+            } else if p.watermark < second {
+                second = p.watermark;
+            }
+        }
+        let drift = millis(drift);
+        for p in &self.partitions {
+            let others_least = if p.watermark == least { second } else { least };
+            let bound = others_least.min(others).saturating_add(drift);
+            p.cells.bound.store(bound, Ordering::Relaxed);
+        }
+        self.shared
+            .align_minimum
+            .store(least.min(others), Ordering::Relaxed);
+    }
+
+    /// How many partitions watermark alignment holds back now.
+    pub fn paused_partitions(&self) -> usize {
+        self.partitions
+            .iter()
+            .filter(|p| p.cells.paused.load(Ordering::Relaxed))
+            .count()
     }
 
     /// Whether the read has ended (a record or time limit).
@@ -634,14 +769,45 @@ impl Drop for KafkaSource {
     }
 }
 
+/// What the reader knows of a partition for watermark alignment.
+struct Gate {
+    cells: Arc<Cells>,
+    /// The latest event time handed over to the source (the partition's
+    /// watermark once the source has taken what is in the channel).
+    handed_over: Option<i64>,
+    /// Records held back, in offset order, with their event times.
+    held: std::collections::VecDeque<(Record, i64)>,
+    /// Fetching is paused (the client's `pause`).
+    fetch_paused: bool,
+}
+
+impl Gate {
+    fn new(cells: Arc<Cells>) -> Self {
+        Self {
+            cells,
+            handed_over: None,
+            held: std::collections::VecDeque::new(),
+            fetch_paused: false,
+        }
+    }
+
+    fn note(&mut self, time: i64) {
+        self.handed_over = Some(self.handed_over.map_or(time, |t| t.max(time)));
+    }
+}
+
 /// The reader thread's side.
 struct Reader {
     consumer: Arc<BaseConsumer>,
     config: ReadConfig,
     shared: Arc<Shared>,
     /// Every assigned partition: its index in the source's list and its
-    /// high watermark cell.
-    known: BTreeMap<(Arc<str>, i32), (usize, Arc<AtomicI64>)>,
+    /// cells.
+    known: BTreeMap<(Arc<str>, i32), (usize, Arc<Cells>)>,
+    /// Watermark alignment's state of each partition, by index.
+    gates: Vec<Gate>,
+    /// Records held back in all gates.
+    parked: usize,
     /// The read's topics, shared by the records instead of one string each.
     topics: Vec<Arc<str>>,
     tx: SyncSender<Record>,
@@ -650,7 +816,7 @@ struct Reader {
 
 impl Reader {
     fn run(mut self) {
-        let poll = self.config.poll_timeout.min(Duration::from_millis(100));
+        let max_poll = self.config.poll_timeout.min(Duration::from_millis(100));
         let mut last_refresh = Instant::now();
         let mut last_discovery = Instant::now();
         while !self.shared.stop.load(Ordering::Relaxed) {
@@ -660,6 +826,16 @@ impl Reader {
                     self.discover();
                 }
             }
+            if self.parked > 0 && !self.release_held() {
+                return; // the source is gone
+            }
+            // With records held back, look again soon: the engine moves the
+            // alignment minimum between epochs, not through this thread.
+            let poll = if self.parked > 0 {
+                max_poll.min(Duration::from_millis(10))
+            } else {
+                max_poll
+            };
             match self.consumer.poll(poll) {
                 Some(Ok(m)) => {
                     let topic = self
@@ -694,10 +870,9 @@ impl Reader {
                             .unwrap_or_default(),
                     };
                     *self.shared.failing_since.lock() = None;
-                    if self.tx.send(record).is_err() {
+                    if !self.admit(record) {
                         return; // the source is gone
                     }
-                    (self.wake)();
                 }
                 Some(Err(e)) => {
                     let mut failing = self.shared.failing_since.lock();
@@ -714,13 +889,154 @@ impl Reader {
         }
     }
 
+    /// Hands a record over to the source, unless watermark alignment holds
+    /// it back; false when the source is gone.
+    ///
+    /// A record is held back when its event time is past its partition's
+    /// bound (the drift past the least watermark of the other partitions,
+    /// see `KafkaSource::align`), and so is every later record of the
+    /// partition, until the bounds move past them.  Past
+    /// `PAUSE_AFTER_HELD` held records the partition's fetching is paused
+    /// too, and resumed once they are all released.  See `held_back` for
+    /// why the partition holding the minimum is never held, so that the
+    /// minimum can always move on: a partition with records to read
+    /// advances as the source takes them (the engine always empties the
+    /// channel), and one read to its end turns idle and follows the wall
+    /// clock.  A held partition never turns idle (see
+    /// `KafkaSource::watermark`), so holding never moves a watermark past
+    /// records not read yet.
+    ///
+    /// Deciding here, record by record, rather than pausing in the engine
+    /// between epochs, keeps the records of a partition that is too far
+    /// ahead out of the channel: pausing between epochs, each resume let
+    /// the channel fill (10k records) with the resumed partition before the
+    /// next epoch could pause it again, and all of that waited downstream
+    /// (the skew test buffered 45k values that way, against 5k now).  What
+    /// is in the channel was within its bound when it was handed over.
+    ///
+    /// Pausing stops fetching, not what was fetched before: librdkafka drops
+    /// what it had prefetched for the partition, and on resume fetches from
+    /// after the last record this thread polled (the held ones included, so
+    /// nothing is skipped); a record delivered twice around a pause is
+    /// dropped by the position check in `take`.
+    fn admit(&mut self, record: Record) -> bool {
+        let index = record.partition_index;
+        let time = event_time(self.config.timestamp_policy, &record);
+        let Some(gate) = self.gates.get(index) else {
+            return self.hand_over(record);
+        };
+        // Behind held ones, a record waits its turn.
+        if gate.held.is_empty() && !held_back(gate, time, &self.shared) {
+            self.gates[index].note(time);
+            return self.hand_over(record);
+        }
+        let gate = &mut self.gates[index];
+        gate.held.push_back((record, time));
+        gate.cells.paused.store(true, Ordering::Relaxed);
+        self.parked += 1;
+        if gate.held.len() >= PAUSE_AFTER_HELD && !gate.fetch_paused {
+            let (topic, partition) = (gate.held[0].0.topic.clone(), gate.held[0].0.partition);
+            match self.pause_fetching(index, &topic, partition, true) {
+                Ok(()) => {}
+                // Holding records without pausing would pile them up here:
+                // hand them over (alignment bounds what is buffered; results
+                // do not depend on it).
+                Err(e) => {
+                    tracing::warn!(
+                        %topic, partition,
+                        "Kafka source: cannot pause a partition for watermark alignment: {e}"
+                    );
+                    let gate = &mut self.gates[index];
+                    let held: Vec<(Record, i64)> = gate.held.drain(..).collect();
+                    gate.cells.paused.store(false, Ordering::Relaxed);
+                    self.parked -= held.len();
+                    for (record, time) in held {
+                        self.gates[index].note(time);
+                        if !self.hand_over(record) {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Hands over the held records that the alignment bounds now allow,
+    /// and resumes the partitions with none left; false when the source is
+    /// gone.
+    fn release_held(&mut self) -> bool {
+        for index in 0..self.gates.len() {
+            let mut released = Vec::new();
+            let gate = &mut self.gates[index];
+            while let Some(&(_, time)) = gate.held.front() {
+                if held_back(gate, time, &self.shared) {
+                    break;
+                }
+                gate.note(time);
+                released.extend(gate.held.pop_front().map(|(r, _)| r));
+            }
+            let Some((topic, partition)) = released.last().map(|r| (r.topic.clone(), r.partition)) else {
+                continue;
+            };
+            let (all_out, fetch_paused) = (gate.held.is_empty(), gate.fetch_paused);
+            if all_out {
+                gate.cells.paused.store(false, Ordering::Relaxed);
+            }
+            self.parked -= released.len();
+            for record in released {
+                if !self.hand_over(record) {
+                    return false;
+                }
+            }
+            if all_out && fetch_paused {
+                if let Err(e) = self.pause_fetching(index, &topic, partition, false) {
+                    // It stays paused, with nothing held back: it holds no
+                    // minimum, and the warning says why it stalls.
+                    tracing::warn!(
+                        %topic, partition,
+                        "Kafka source: cannot resume a partition paused for watermark alignment: {e}"
+                    );
+                }
+            }
+        }
+        true
+    }
+
+    fn pause_fetching(
+        &mut self,
+        index: usize,
+        topic: &str,
+        partition: i32,
+        paused: bool,
+    ) -> rdkafka::error::KafkaResult<()> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        if paused {
+            self.consumer.pause(&tpl)?;
+        } else {
+            self.consumer.resume(&tpl)?;
+        }
+        self.gates[index].fetch_paused = paused;
+        tracing::trace!(%topic, partition, paused, "Kafka source: watermark alignment");
+        Ok(())
+    }
+
+    fn hand_over(&self, record: Record) -> bool {
+        if self.tx.send(record).is_err() {
+            return false;
+        }
+        (self.wake)();
+        true
+    }
+
     /// The client learns each partition's high watermark from its fetches;
     /// reading the cached value costs no request.
     fn refresh_high_watermarks(&self) {
         let mut moved = false;
-        for ((topic, partition), (_, high)) in &self.known {
+        for ((topic, partition), (_, cells)) in &self.known {
             if let Some(h) = cached_high_watermark(&self.consumer, topic, *partition) {
-                moved |= high.swap(h, Ordering::Relaxed) != h;
+                moved |= cells.high.swap(h, Ordering::Relaxed) != h;
             }
         }
         if moved {
@@ -750,9 +1066,10 @@ impl Reader {
                 if added.add_partition_offset(topic, p, Offset::Offset(low)).is_err() {
                     continue;
                 }
-                let h = Arc::new(AtomicI64::new(high));
-                self.known.insert(key.clone(), (self.known.len(), h.clone()));
-                new.push((key.0, key.1, low, h));
+                let cells = Cells::new(high, initial_bound(&self.config));
+                self.known.insert(key.clone(), (self.known.len(), cells.clone()));
+                self.gates.push(Gate::new(cells.clone()));
+                new.push((key.0, key.1, low, cells));
             }
         }
         if new.is_empty() {
@@ -765,11 +1082,31 @@ impl Reader {
             for (topic, partition, _, _) in &new {
                 self.known.remove(&(topic.clone(), *partition));
             }
+            self.gates.truncate(self.known.len());
             return;
         }
         self.shared.discovered.lock().extend(new);
         (self.wake)();
     }
+}
+
+/// Whether watermark alignment holds back a record at event time `time` of
+/// a partition: it is past the partition's bound (see `KafkaSource::align`),
+/// and the partition is not at the minimum with nothing of it in flight.
+///
+/// The exception is what keeps alignment from deadlocking: when everything
+/// a partition handed over is at or below the minimum, the source has taken
+/// it all and the partition holds the minimum; its next record must go
+/// through however far ahead it is (a gap in its timestamps), else nothing
+/// could move the minimum.  (Had it anything in flight, the source takes it
+/// in its next epoch and the engine sets the minimum again.)  A partition
+/// that has handed nothing over may be the one holding the minimum, so it
+/// may hand over its first record.
+fn held_back(gate: &Gate, time: i64, shared: &Shared) -> bool {
+    time > gate.cells.bound.load(Ordering::Relaxed)
+        && gate
+            .handed_over
+            .is_some_and(|t| t > shared.align_minimum.load(Ordering::Relaxed))
 }
 
 /// The high watermark the client last received with a fetch response,

@@ -15,7 +15,7 @@ The classes here are the same transforms, with the expansion service
 defaulting to ferrobeam: the job server the pipeline runs on
 (``--job_endpoint``), else the one ferrobeam embeds in this process. They
 also take ferrobeam's own read settings (``idle_partition_timeout_ms``,
-``max_records_per_second``, ``broker_timeout_ms``), and
+``max_records_per_second``, ``broker_timeout_ms``, ``max_drift_ms``), and
 a ``backfill`` (:class:`KafkaBackfill`) that reads history from files
 before the Kafka head takes over (the hybrid source).
 
@@ -82,7 +82,7 @@ _ReadSchema = typing.NamedTuple(  # type: ignore[misc]
     "_ReadSchema",
     list(typing.get_type_hints(beam_kafka.ReadFromKafkaSchema).items())
     + [("idle_partition_timeout_ms", Optional[int]), ("max_records_per_second", Optional[int]),
-       ("broker_timeout_ms", Optional[int])]
+       ("broker_timeout_ms", Optional[int]), ("max_drift_ms", Optional[int])]
     # Resolved hints: under ``from __future__ import annotations`` a field's
     # ``type`` is a string, which Beam would map to a pickled-any field.
     + [("backfill_" + name, Optional[hint])  # type: ignore[misc]
@@ -135,6 +135,17 @@ class ReadFromKafka(_DefaultsToFerrobeam, beam_kafka.ReadFromKafka):
       broker_timeout_ms: How long the brokers may stay unreachable, the
         client retrying with backoff, before the job fails saying so (default
         60000), at start and while running.
+      max_drift_ms: Watermark alignment, with the ``CreateTime`` or
+        ``LogAppendTime`` policy (refused with ``ProcessingTime``). A partition
+        whose watermark runs more than this many milliseconds ahead of the
+        alignment minimum is paused until the minimum catches up. The minimum
+        is the least watermark over every read of the job that sets
+        ``max_drift_ms``, so a whole read running ahead of another is held
+        too. Use it when one partition (or topic) replays history while the
+        others are at the head: without it, everything read ahead waits in
+        the pipeline's windows for the watermark, which the partition behind
+        holds back. Records the reader had already fetched still flow (up to
+        10,000 per read). Default: no alignment.
     """
 
     def __init__(self,
@@ -146,6 +157,7 @@ class ReadFromKafka(_DefaultsToFerrobeam, beam_kafka.ReadFromKafka):
                  backfill: Optional[KafkaBackfill] = None,
                  max_records_per_second: Optional[int] = None,
                  broker_timeout_ms: Optional[int] = None,
+                 max_drift_ms: Optional[int] = None,
                  **kwargs: Any) -> None:
         super().__init__(consumer_config, topics, *args, expansion_service="unused", **kwargs)
         self._ferrobeam_default = expansion_service is None
@@ -153,6 +165,8 @@ class ReadFromKafka(_DefaultsToFerrobeam, beam_kafka.ReadFromKafka):
         ours: dict[str, Any] = {}
         if idle_partition_timeout_ms is not None:
             ours["idle_partition_timeout_ms"] = idle_partition_timeout_ms
+        if max_drift_ms is not None:
+            ours["max_drift_ms"] = max_drift_ms
         if max_records_per_second is not None:
             ours["max_records_per_second"] = max_records_per_second
         if broker_timeout_ms is not None:

@@ -16,6 +16,11 @@
 //! The SDK names transforms by their pipeline ids (`ref_AppliedPTransform_M_21`);
 //! the job publishes them under their unique names (`M`), as Beam's own
 //! runners do, so `MetricsFilter().with_step("M")` finds them.
+//!
+//! The runner adds gauges of its own ([`JobMetrics::set_gauge`]): what its
+//! native stages hold, e.g. `gbk_buffered_values`, in namespace
+//! [`RUNNER_NAMESPACE`], reported like a user gauge of the transform so that
+//! Beam's `PipelineResult.metrics()` shows them.
 
 mod bounded_trie;
 pub mod payload;
@@ -116,6 +121,11 @@ impl Metrics {
     }
 }
 
+/// The namespace of the gauges the runner reports itself.
+pub const RUNNER_NAMESPACE: &str = "ferrobeam";
+/// Beam's URN of a user gauge (the Python SDK's `Metrics.gauge`).
+const USER_GAUGE_URN: &str = "beam:metric:user:latest_int64:v1";
+
 /// How often a running job's metrics are republished while bundles commit.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -148,6 +158,31 @@ impl JobMetrics {
             self.reporter
                 .metrics(state.0.snapshot_named(&self.step_names));
         }
+    }
+
+    /// Sets the runner's gauge `name` of transform `transform_id` (a
+    /// pipeline id; published under its unique name) to `value`, stamped
+    /// now.  Published with the job's next publication.
+    pub fn set_gauge(&self, transform_id: &str, name: &str, value: i64) {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut payload = Vec::with_capacity(12);
+        ferrobeam_coders::varint::write_varint_i64(&mut payload, millis);
+        ferrobeam_coders::varint::write_varint_i64(&mut payload, value);
+        let info = MonitoringInfo {
+            urn: USER_GAUGE_URN.into(),
+            r#type: payload::LATEST_INT64.into(),
+            payload: payload.into(),
+            labels: [
+                (scope::PTRANSFORM_LABEL.to_owned(), transform_id.to_owned()),
+                ("NAMESPACE".to_owned(), RUNNER_NAMESPACE.to_owned()),
+                ("NAME".to_owned(), name.to_owned()),
+            ]
+            .into(),
+            start_time: None,
+        };
+        self.state.lock().0.add(&info);
     }
 
     /// Publishes the current totals now (end of a stage, end of the job).
@@ -209,5 +244,27 @@ mod tests {
             ),
             ("M", &[2u8][..])
         );
+    }
+
+    #[test]
+    fn runner_gauges_are_published_under_the_transform_name_latest_value_wins() {
+        let published = Arc::new(Published::default());
+        let names = HashMap::from([("ref_G".to_owned(), "G".to_owned())]);
+        let metrics = JobMetrics::new(published.clone(), names);
+        metrics.set_gauge("ref_G", "gbk_buffered_values", 300);
+        metrics.set_gauge("ref_G", "gbk_buffered_values", 7);
+        metrics.publish();
+        let all = published.0.lock();
+        let [gauge] = &all[0][..] else {
+            panic!("one gauge expected: {:?}", all[0]);
+        };
+        assert_eq!(gauge.urn, USER_GAUGE_URN);
+        assert_eq!(gauge.r#type, payload::LATEST_INT64);
+        assert_eq!(gauge.labels["PTRANSFORM"], "G");
+        assert_eq!(gauge.labels["NAMESPACE"], RUNNER_NAMESPACE);
+        assert_eq!(gauge.labels["NAME"], "gbk_buffered_values");
+        let (_, at) = ferrobeam_coders::varint::read_varint_i64(&gauge.payload, 0).unwrap();
+        let (value, _) = ferrobeam_coders::varint::read_varint_i64(&gauge.payload, at).unwrap();
+        assert_eq!(value, 7);
     }
 }

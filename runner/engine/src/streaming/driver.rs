@@ -38,7 +38,7 @@ use ferrobeam_proto::pipeline::v1::Components;
 
 use super::gbk::StreamingGroupByKey;
 use super::gbk_values::ValueStore;
-use super::kafka::{KafkaRead, KafkaWrite};
+use super::kafka::{align_reads, KafkaRead, KafkaWrite};
 use super::side_inputs::{release, SideInputBuffer};
 use ferrobeam_state::checkpoint::SnapshotKind;
 use ferrobeam_state::codec::{Reader, Writer};
@@ -682,6 +682,13 @@ pub(crate) async fn run(
                 }
             }
         }
+        // Every read has reported its watermark for this epoch: pause the
+        // partitions that run too far ahead of the aligned reads' minimum,
+        // resume those it caught up with.
+        align_reads(runtimes.iter_mut().filter_map(|rt| match rt {
+            Runtime::KafkaRead(read) => Some(&mut **read),
+            _ => None,
+        }));
         metrics.publish();
         // Between epochs nothing is in flight: the place for a checkpoint.
         while let Some(request) = savepoints.as_mut().and_then(|rx| rx.try_recv().ok()) {
@@ -1057,7 +1064,14 @@ impl StageContext<'_> {
                 let produced = kind.inputs().into_iter().flat_map(take).collect();
                 Ok(self.single_output(produced, input_wm))
             }
-            (Runtime::Gbk(gbk), StageKind::GroupByKey { input, .. }) => {
+            (
+                Runtime::Gbk(gbk),
+                StageKind::GroupByKey {
+                    input,
+                    transform_id,
+                    ..
+                },
+            ) => {
                 let mut produced = Vec::new();
                 let mut dropped = 0;
                 for chunk in take(input) {
@@ -1066,6 +1080,19 @@ impl StageContext<'_> {
                     produced.extend(fired.chunks);
                 }
                 produced.extend(gbk.advance(input_wm, clock.now())?.chunks);
+                // What the stage holds, for anyone watching the job (the
+                // Kafka skew test reads it to see alignment bound it).
+                let gauge = |n: u64| n.min(i64::MAX as u64) as i64;
+                self.metrics.set_gauge(
+                    transform_id,
+                    "gbk_buffered_values",
+                    gauge(gbk.buffered_values()),
+                );
+                self.metrics.set_gauge(
+                    transform_id,
+                    "gbk_buffered_values_peak",
+                    gauge(gbk.peak_buffered_values()),
+                );
                 if dropped > 0 {
                     self.job.reporter.message(
                         Level::Debug,
@@ -1080,8 +1107,17 @@ impl StageContext<'_> {
                 }
                 Ok(Step::sink())
             }
-            (Runtime::KafkaRead(read), _) => {
+            (Runtime::KafkaRead(read), kind) => {
                 let (chunk, watermark, more) = read.step(self.draining)?;
+                if let (true, StageKind::KafkaRead { transform_id, .. }) = (read.is_aligned(), kind)
+                {
+                    // As the end of the previous epoch left them.
+                    self.metrics.set_gauge(
+                        transform_id,
+                        "kafka_paused_partitions",
+                        read.paused_partitions() as i64,
+                    );
+                }
                 let mut step = self.single_output(vec![chunk], watermark);
                 step.more = more;
                 Ok(step)

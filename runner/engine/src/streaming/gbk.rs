@@ -475,6 +475,19 @@ impl StreamingGroupByKey {
         self.windows.len()
     }
 
+    /// Values buffered in all open windows: what the stage holds until
+    /// panes carry (and windows expire) them, reported as the job's
+    /// `gbk_buffered_values` gauge.
+    pub fn buffered_values(&self) -> u64 {
+        self.values.buffered()
+    }
+
+    /// The most values the stage has buffered at once since it started (or
+    /// was restored), reported as `gbk_buffered_values_peak`.
+    pub fn peak_buffered_values(&self) -> u64 {
+        self.values.peak()
+    }
+
     fn expired(&self, window_max: i64) -> bool {
         window_max.saturating_add(self.rules.allowed_lateness) < self.input_watermark
     }

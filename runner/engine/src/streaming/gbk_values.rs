@@ -48,6 +48,12 @@ pub struct ValueStore {
     /// of them, by window, taken out of the backend in one pass on first
     /// need (the memory backend's scans visit every entry).
     moving_in: Option<EntriesByWindow>,
+    /// Values buffered in all windows, wherever they are kept (kept up to
+    /// date on every push and clear rather than summed over windows, which
+    /// may be millions).
+    buffered: u64,
+    /// The most `buffered` has been since the stage started (or resumed).
+    peak: u64,
 }
 
 /// Backend entries (key, value) by their window's key prefix.
@@ -62,6 +68,8 @@ impl ValueStore {
             in_backend: false,
             pending: WriteBatch::default(),
             moving_in: None,
+            buffered: 0,
+            peak: 0,
         }
     }
 
@@ -74,6 +82,8 @@ impl ValueStore {
             in_backend: backend.kind() == BackendKind::Rocksdb,
             pending: WriteBatch::default(),
             moving_in: None,
+            buffered: 0,
+            peak: 0,
         }
     }
 
@@ -107,14 +117,30 @@ impl ValueStore {
         values: impl IntoIterator<Item = Bytes>,
     ) {
         if !self.in_backend {
+            let before = buf.heap.len();
             buf.heap.extend(values);
-            return;
+            self.buffered += (buf.heap.len() - before) as u64;
+        } else {
+            let at = self.slot_prefix(slot);
+            for v in values {
+                self.pending.put(Self::value_key(&at, buf.stored), v);
+                buf.stored += 1;
+                self.buffered += 1;
+            }
         }
-        let at = self.slot_prefix(slot);
-        for v in values {
-            self.pending.put(Self::value_key(&at, buf.stored), v);
-            buf.stored += 1;
-        }
+        self.peak = self.peak.max(self.buffered);
+    }
+
+    /// How many values all windows hold (what the stage buffers).
+    pub fn buffered(&self) -> u64 {
+        self.buffered
+    }
+
+    /// The most values the windows have held at once since the stage
+    /// started (or was restored): unlike samples of [`ValueStore::buffered`],
+    /// it misses no short peak.
+    pub fn peak(&self) -> u64 {
+        self.peak
     }
 
     /// The window's values in arrival order.
@@ -169,6 +195,9 @@ impl ValueStore {
 
     /// Forgets the window's values.
     pub fn clear(&mut self, slot: &Slot, buf: &mut Buffered) {
+        self.buffered = self
+            .buffered
+            .saturating_sub(buf.heap.len() as u64 + buf.stored);
         buf.heap = Vec::new();
         if buf.stored > 0 {
             let at = self.slot_prefix(slot);
@@ -241,6 +270,8 @@ impl ValueStore {
             } else if stored > 0 {
                 buf.heap = self.move_in(slot, stored)?;
             }
+            self.buffered += stored;
+            self.peak = self.peak.max(self.buffered);
         } else {
             let values = (0..r.len()?)
                 .map(|_| r.bytes())

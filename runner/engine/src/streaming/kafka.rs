@@ -3,7 +3,10 @@
 //!
 //! The read starts its consumer on the first epoch (after a restore has
 //! put back its partition positions), takes what the reader thread has
-//! ready, and reports the least partition watermark.  The write sends
+//! ready, and reports the least partition watermark.  Reads that set
+//! `max_drift_ms` are aligned together: after each epoch the driver gives
+//! each of them the least watermark of the others ([`align_reads`]).
+//! The write sends
 //! every element and flushes before each checkpoint, so a completed
 //! checkpoint never counts a record the broker has not acknowledged; a
 //! transactional write commits once the checkpoint is complete.
@@ -73,6 +76,8 @@ pub(crate) struct KafkaRead {
     last_commit: Instant,
     /// A drain stopped the read.
     drained: bool,
+    /// The source's watermark as the last step reported it.
+    watermark: i64,
 }
 
 /// Without checkpoints, how often a read commits its positions.
@@ -103,6 +108,7 @@ impl KafkaRead {
             value: Vec::new(),
             last_commit: Instant::now(),
             drained: false,
+            watermark: ferrobeam_coders::MIN_TIMESTAMP_MILLIS,
         }
     }
 
@@ -126,7 +132,8 @@ impl KafkaRead {
         if draining {
             // A drained source reads no further; its watermark goes to the end.
             self.drained = true;
-            return Ok((Bytes::new(), ferrobeam_coders::MAX_TIMESTAMP_MILLIS, false));
+            self.watermark = ferrobeam_coders::MAX_TIMESTAMP_MILLIS;
+            return Ok((Bytes::new(), self.watermark, false));
         }
         let with_metadata = self.config.with_metadata;
         let name = self.name.clone();
@@ -142,7 +149,34 @@ impl KafkaRead {
         let watermark = source.watermark();
         tracing::trace!(source = %name, taken, watermark, "Kafka read step");
         self.value = value;
+        self.watermark = watermark;
         Ok((Bytes::from(out), watermark, taken == RECORDS_PER_EPOCH))
+    }
+
+    /// Takes part in watermark alignment (`max_drift_ms` is set).
+    pub(crate) fn is_aligned(&self) -> bool {
+        self.config.max_drift.is_some()
+    }
+
+    /// The source's watermark as the last step reported it (the end of time
+    /// once the read is over, so a finished read holds nothing back).
+    pub(crate) fn last_watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// Sets how far each partition may go, given the least watermark of
+    /// the other aligned reads.
+    fn align(&mut self, others: i64) {
+        if let Some(source) = &mut self.source {
+            source.align(others);
+        }
+    }
+
+    /// Partitions alignment holds paused now.
+    pub(crate) fn paused_partitions(&self) -> usize {
+        self.source
+            .as_ref()
+            .map_or(0, KafkaSource::paused_partitions)
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -253,6 +287,29 @@ impl KafkaRead {
     pub(crate) fn commit_due(&self) -> bool {
         self.config.commit_offsets && self.last_commit.elapsed() >= COMMIT_EVERY
     }
+}
+
+/// Watermark alignment across reads: each aligned read learns the least
+/// watermark of the other aligned reads, so that a partition of it may run
+/// at most its drift ahead of the least watermark of all the other
+/// partitions of the job's aligned reads (see `KafkaSource::align`): a whole
+/// read running ahead of another waits for it, and the partition holding
+/// the job's minimum is never held back.  Returns the minimum (`None`: no
+/// read is aligned).
+pub(crate) fn align_reads<'a>(reads: impl IntoIterator<Item = &'a mut KafkaRead>) -> Option<i64> {
+    let mut aligned: Vec<&mut KafkaRead> = reads.into_iter().filter(|r| r.is_aligned()).collect();
+    let watermarks: Vec<i64> = aligned.iter().map(|r| r.last_watermark()).collect();
+    for (i, read) in aligned.iter_mut().enumerate() {
+        let others = watermarks
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, w)| *w)
+            .min()
+            .unwrap_or(ferrobeam_coders::MAX_TIMESTAMP_MILLIS);
+        read.align(others);
+    }
+    watermarks.into_iter().min()
 }
 
 pub(crate) struct KafkaWrite {
