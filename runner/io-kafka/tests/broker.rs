@@ -8,48 +8,8 @@ use std::time::{Duration, Instant};
 use ferrobeam_io_kafka::config::DEFAULT_IDLE_TIMEOUT;
 use ferrobeam_io_kafka::{KafkaSink, KafkaSource, OutgoingRecord, ReadConfig, TimestampPolicy, WriteConfig};
 
-/// A broker started for this test, stopped when dropped.
-struct Broker {
-    addr: String,
-    dir: Option<tempfile::TempDir>,
-}
-
-fn kafka_sh() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka/kafka.sh")
-}
-
-impl Broker {
-    fn start() -> Self {
-        if let Ok(addr) = std::env::var("FERROBEAM_TEST_KAFKA") {
-            return Self { addr, dir: None };
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("bash")
-            .arg(kafka_sh())
-            .args(["start", "--dir"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("bash runs");
-        assert!(out.status.success(), "kafka.sh start failed");
-        Self {
-            addr: String::from_utf8(out.stdout).unwrap().trim().to_owned(),
-            dir: Some(dir),
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = std::process::Command::new("bash")
-                .arg(kafka_sh())
-                .args(["stop", "--dir"])
-                .arg(dir.path())
-                .status();
-        }
-    }
-}
+mod common;
+use common::Broker;
 
 fn read_config(addr: &str, topic: &str) -> ReadConfig {
     ReadConfig {
