@@ -518,7 +518,9 @@ fn buffered_values_count_what_the_windows_hold(store: Store) {
     );
     g.advance(20, 0).unwrap();
     assert_eq!(g.buffered_values(), 0);
-    assert_eq!(g.peak_buffered_values(), 2, "the most held at once");
+    // Three at once: the third value of [0, 10) was buffered before the
+    // early pane it completed took the window's two.
+    assert_eq!(g.peak_buffered_values(), 3, "the most held at once");
 
     // Merging session windows move values, they do not add any.
     let mut s = strategy(None, true, 0);
