@@ -518,8 +518,8 @@ fn buffered_values_count_what_the_windows_hold(store: Store) {
     );
     g.advance(20, 0).unwrap();
     assert_eq!(g.buffered_values(), 0);
-    // The peak counts what an input chunk brings before its early pane
-    // fires: [0, 10) held 1 and 2 (with 11 in [10, 20)) for a moment.
+    // Three at once: the third value of [0, 10) was buffered before the
+    // early pane it completed took the window's two.
     assert_eq!(g.peak_buffered_values(), 3, "the most held at once");
 
     // Merging session windows move values, they do not add any.
