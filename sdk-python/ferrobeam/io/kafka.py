@@ -136,16 +136,19 @@ class ReadFromKafka(_DefaultsToFerrobeam, beam_kafka.ReadFromKafka):
         client retrying with backoff, before the job fails saying so (default
         60000), at start and while running.
       max_drift_ms: Watermark alignment, with the ``CreateTime`` or
-        ``LogAppendTime`` policy (refused with ``ProcessingTime``). A partition
-        whose watermark runs more than this many milliseconds ahead of the
-        alignment minimum is paused until the minimum catches up. The minimum
-        is the least watermark over every read of the job that sets
-        ``max_drift_ms``, so a whole read running ahead of another is held
-        too. Use it when one partition (or topic) replays history while the
+        ``LogAppendTime`` policy (refused with ``ProcessingTime``). A
+        partition may run at most this many milliseconds past the least
+        watermark of the other partitions of every read of the job that sets
+        ``max_drift_ms``: a record past that is held back, and its partition
+        paused, until the others catch up. The partition holding the least
+        watermark is never held, so a whole read running ahead of another
+        waits for it, and a partition replayed from far behind reads at full
+        speed. Use it when one partition (or topic) replays history while the
         others are at the head: without it, everything read ahead waits in
         the pipeline's windows for the watermark, which the partition behind
-        holds back. Records the reader had already fetched still flow (up to
-        10,000 per read). Default: no alignment.
+        holds back. Until every partition has been read from (or an empty
+        one has turned idle, see ``idle_partition_timeout_ms``) the others
+        wait. Default: no alignment.
     """
 
     def __init__(self,
