@@ -124,6 +124,15 @@ struct Cells {
     /// back (and, past `PAUSE_AFTER_HELD` of them, the client stops
     /// fetching it).
     paused: AtomicBool,
+    /// The offset after the last record the reader handed over.
+    delivered: AtomicI64,
+    /// The client's position: past the last record polled *and* past the
+    /// transaction markers and aborted records after it, which the client
+    /// reads but never delivers (`isolation.level=read_committed`, the
+    /// default).  Without it a partition of a transactional topic would
+    /// never be caught up (its high watermark counts the markers), never
+    /// turn idle, and hold the watermark back for good.
+    fetched: AtomicI64,
 }
 
 impl Cells {
@@ -132,7 +141,18 @@ impl Cells {
             high: AtomicI64::new(high),
             bound: AtomicI64::new(bound),
             paused: AtomicBool::new(false),
+            delivered: AtomicI64::new(-1),
+            fetched: AtomicI64::new(-1),
         })
+    }
+
+    /// Whether the engine has every record of the partition up to the
+    /// broker's end: `next_offset` is the engine's position.
+    fn caught_up(&self, next_offset: i64) -> bool {
+        let high = self.high.load(Ordering::Relaxed);
+        next_offset >= high
+            || (next_offset >= self.delivered.load(Ordering::Relaxed)
+                && self.fetched.load(Ordering::Relaxed) >= high)
     }
 }
 
@@ -593,7 +613,7 @@ impl KafkaSource {
         let idle = self.config.idle_timeout;
         let mut least = MAX_TIMESTAMP;
         for p in &mut self.partitions {
-            let caught_up = p.next_offset >= p.cells.high.load(Ordering::Relaxed);
+            let caught_up = p.cells.caught_up(p.next_offset);
             // A partition alignment holds back is never idle: the reader
             // holds records of it, and the client may not be fetching it (so
             // its high watermark may be stale).  Its watermark stays where
@@ -1023,8 +1043,12 @@ impl Reader {
     }
 
     fn hand_over(&self, record: Record) -> bool {
+        let (cells, after) = (self.gates.get(record.partition_index).map(|g| g.cells.clone()), record.offset + 1);
         if self.tx.send(record).is_err() {
             return false;
+        }
+        if let Some(cells) = cells {
+            cells.delivered.fetch_max(after, Ordering::Relaxed);
         }
         (self.wake)();
         true
@@ -1037,6 +1061,16 @@ impl Reader {
         for ((topic, partition), (_, cells)) in &self.known {
             if let Some(h) = cached_high_watermark(&self.consumer, topic, *partition) {
                 moved |= cells.high.swap(h, Ordering::Relaxed) != h;
+            }
+        }
+        // Positions are the client's own (no request).
+        if let Ok(positions) = self.consumer.position() {
+            for e in positions.elements() {
+                if let (Offset::Offset(o), Some((_, cells))) =
+                    (e.offset(), self.known.get(&(Arc::from(e.topic()), e.partition())))
+                {
+                    moved |= cells.fetched.swap(o, Ordering::Relaxed) != o;
+                }
             }
         }
         if moved {

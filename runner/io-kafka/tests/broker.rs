@@ -5,34 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrobeam_io_kafka::config::DEFAULT_IDLE_TIMEOUT;
-use ferrobeam_io_kafka::{KafkaSink, KafkaSource, OutgoingRecord, ReadConfig, TimestampPolicy, WriteConfig};
+use ferrobeam_io_kafka::{KafkaSink, KafkaSource, OutgoingRecord, WriteConfig};
 
 mod common;
-use common::Broker;
-
-fn read_config(addr: &str, topic: &str) -> ReadConfig {
-    ReadConfig {
-        consumer_config: BTreeMap::from([
-            ("bootstrap.servers".into(), addr.into()),
-            ("auto.offset.reset".into(), "earliest".into()),
-        ]),
-        topics: vec![topic.into()],
-        start_read_time: None,
-        max_num_records: None,
-        max_read_time: None,
-        commit_offsets: false,
-        timestamp_policy: TimestampPolicy::CreateTime,
-        poll_timeout: Duration::from_secs(2),
-        partition_discovery: None,
-        with_metadata: false,
-        idle_timeout: DEFAULT_IDLE_TIMEOUT,
-        backfill: None,
-        max_records_per_second: None,
-        broker_timeout: ferrobeam_io_kafka::config::DEFAULT_BROKER_TIMEOUT,
-        max_drift: None,
-    }
-}
+use common::{read_config, Broker};
 
 #[test]
 fn written_records_are_read_back_with_their_positions() {

@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferrobeam_io_kafka::{KafkaSink, OutgoingRecord, WriteAheadLog, WriteConfig};
+use ferrobeam_io_kafka::{KafkaSink, KafkaSource, OutgoingRecord, WriteAheadLog, WriteConfig};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 
 mod common;
-use common::Broker;
+use common::{read_config, Broker};
 
 fn value_record(v: &[u8]) -> OutgoingRecord {
     OutgoingRecord {
@@ -126,4 +126,55 @@ fn a_transaction_lost_in_a_crash_is_sent_again_once() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("transaction 5") && e.contains("no log"), "{e}");
+}
+
+/// A partition of a transactional topic ends with a commit marker, an
+/// offset no record has: once everything before it was read and nothing
+/// more comes, the partition must still count as caught up and turn idle,
+/// or its watermark would stay behind for good.
+#[test]
+fn a_quiet_transactional_partition_turns_idle() {
+    let broker = Broker::start();
+    let topic = format!("txn-idle-{}", std::process::id());
+    let config = WriteConfig {
+        producer_config: BTreeMap::from([
+            ("bootstrap.servers".into(), broker.addr.clone()),
+            ("transactional.id".into(), format!("idle-{}", std::process::id())),
+        ]),
+        topic: topic.clone(),
+        with_headers: false,
+    };
+    let mut sink = KafkaSink::new(&config).unwrap();
+    sink.recover(0, None, |_, _| Ok(())).unwrap();
+    sink.begin().unwrap();
+    for i in 0..5 {
+        sink.send(&OutgoingRecord {
+            value: Some(Bytes::from(format!("old{i}"))),
+            timestamp: Some(1_000 + i),
+            ..OutgoingRecord::default()
+        })
+        .unwrap();
+    }
+    sink.commit(1).unwrap();
+    drop(sink);
+
+    let mut read = read_config(&broker.addr, &topic);
+    read.idle_timeout = Duration::from_millis(300);
+    let mut source = KafkaSource::start(read, None, std::sync::Arc::new(|| {})).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut taken = 0;
+    while taken < 5 && Instant::now() < deadline {
+        taken += source.take(100, |_, _| {});
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(taken, 5);
+    let mut watermark = source.watermark();
+    while watermark < 1_000_000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        watermark = source.watermark();
+    }
+    assert!(
+        watermark >= 1_000_000,
+        "the partition never turned idle: its watermark stayed at {watermark}"
+    );
 }

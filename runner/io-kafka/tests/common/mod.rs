@@ -2,6 +2,12 @@
 //! `FERROBEAM_TEST_KAFKA=host:port`, or else one started with
 //! `scripts/kafka/kafka.sh` (and stopped when dropped).
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferrobeam_io_kafka::config::{DEFAULT_BROKER_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
+use ferrobeam_io_kafka::{ReadConfig, TimestampPolicy};
+
 /// A broker started for this test, stopped when dropped.
 pub struct Broker {
     pub addr: String,
@@ -42,5 +48,30 @@ impl Drop for Broker {
                 .arg(dir.path())
                 .status();
         }
+    }
+}
+
+/// A read of `topic` from its beginning, with CreateTime watermarks.
+#[allow(dead_code)] // not every test binary reads
+pub fn read_config(addr: &str, topic: &str) -> ReadConfig {
+    ReadConfig {
+        consumer_config: BTreeMap::from([
+            ("bootstrap.servers".into(), addr.into()),
+            ("auto.offset.reset".into(), "earliest".into()),
+        ]),
+        topics: vec![topic.into()],
+        start_read_time: None,
+        max_num_records: None,
+        max_read_time: None,
+        commit_offsets: false,
+        timestamp_policy: TimestampPolicy::CreateTime,
+        poll_timeout: Duration::from_secs(2),
+        partition_discovery: None,
+        with_metadata: false,
+        idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        backfill: None,
+        max_records_per_second: None,
+        broker_timeout: DEFAULT_BROKER_TIMEOUT,
+        max_drift: None,
     }
 }
