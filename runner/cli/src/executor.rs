@@ -56,8 +56,8 @@ impl EngineExecutor {
 
 impl Executor for EngineExecutor {
     fn validate(&self, pipeline: &Pipeline, options: &prost_types::Struct) -> Result<(), String> {
-        let plan =
-            translate(pipeline, &self.translate_options(pipeline, options)).map_err(|e| e.to_string())?;
+        let plan = translate(pipeline, &self.translate_options(pipeline, options))
+            .map_err(|e| e.to_string())?;
         ferrobeam_engine::check_native_io(&plan)?;
         let durability = durability(
             options,

@@ -108,13 +108,18 @@ pub async fn serve_expansion(host: &str, port: u16, allow_remote: bool) -> anyho
     let listener = TcpListener::bind((ip, port))
         .await
         .with_context(|| format!("cannot bind the expansion service to {ip}:{port}"))?;
-    println!("ferrobeam expansion service listening on {}", listener.local_addr()?);
+    println!(
+        "ferrobeam expansion service listening on {}",
+        listener.local_addr()?
+    );
     let api = ferrobeam_jobs::ExpansionApi::new(std::sync::Arc::new(
         ferrobeam_io_kafka::expansion::expand,
     ));
     tonic::transport::Server::builder()
         .add_service(
-            ferrobeam_proto::expansion::v1::expansion_service_server::ExpansionServiceServer::new(api),
+            ferrobeam_proto::expansion::v1::expansion_service_server::ExpansionServiceServer::new(
+                api,
+            ),
         )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),

@@ -10,7 +10,11 @@ use std::sync::OnceLock;
 fn armed() -> Option<&'static str> {
     static ARMED: OnceLock<Option<String>> = OnceLock::new();
     ARMED
-        .get_or_init(|| std::env::var("FERROBEAM_FAILPOINT").ok().filter(|v| !v.is_empty()))
+        .get_or_init(|| {
+            std::env::var("FERROBEAM_FAILPOINT")
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
         .as_deref()
 }
 

@@ -78,7 +78,10 @@ pub fn check_read_output(
     let id = element_coder(components, pcollection);
     let ok = if urn == urns::KAFKA_READ_WITH_METADATA {
         row_schema(components, id).is_some_and(|s| {
-            s.fields.iter().map(|f| f.name.as_str()).eq(METADATA_FIELDS.iter().copied())
+            s.fields
+                .iter()
+                .map(|f| f.name.as_str())
+                .eq(METADATA_FIELDS.iter().copied())
         })
     } else {
         coder_urn(components, id) == urns::KV_CODER
@@ -116,8 +119,8 @@ pub fn check_write_input(
 ) -> Result<(), GraphError> {
     let id = element_coder(components, pcollection);
     if urn == urns::KAFKA_WRITE_WITH_HEADERS {
-        let has_value = row_schema(components, id)
-            .is_some_and(|s| s.fields.iter().any(|f| f.name == "value"));
+        let has_value =
+            row_schema(components, id).is_some_and(|s| s.fields.iter().any(|f| f.name == "value"));
         if has_value {
             return Ok(());
         }

@@ -9,8 +9,8 @@
 mod coders;
 pub mod environments;
 pub mod error;
-pub mod kafka;
 mod fuse;
+pub mod kafka;
 pub mod leaves;
 pub mod plan;
 mod translate;

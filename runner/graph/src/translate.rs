@@ -737,7 +737,12 @@ impl Builder<'_> {
                 LeafKind::KafkaRead => {
                     let output = native_output(self)?;
                     let spec = t.spec.clone().unwrap_or_default();
-                    crate::kafka::check_read_output(&self.components, &t, &spec.urn, &output.pcollection)?;
+                    crate::kafka::check_read_output(
+                        &self.components,
+                        &t,
+                        &spec.urn,
+                        &output.pcollection,
+                    )?;
                     StageKind::KafkaRead {
                         transform_id: first.id.clone(),
                         urn: spec.urn,
@@ -748,7 +753,12 @@ impl Builder<'_> {
                 LeafKind::KafkaWrite => {
                     let input = reads[&(g, first.main_input.clone().expect("sink input"))].clone();
                     let spec = t.spec.clone().unwrap_or_default();
-                    crate::kafka::check_write_input(&self.components, &t, &spec.urn, &input.pcollection)?;
+                    crate::kafka::check_write_input(
+                        &self.components,
+                        &t,
+                        &spec.urn,
+                        &input.pcollection,
+                    )?;
                     StageKind::KafkaWrite {
                         transform_id: first.id.clone(),
                         urn: spec.urn,

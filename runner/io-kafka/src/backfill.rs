@@ -63,7 +63,9 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = s.get(r)?;
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
     };
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
@@ -107,7 +109,11 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
 fn parse_timestamp(v: &serde_json::Value) -> Option<i64> {
     match v {
         serde_json::Value::Number(n) => n.as_i64(),
-        serde_json::Value::String(s) => s.trim().parse::<i64>().ok().or_else(|| parse_rfc3339(s.trim())),
+        serde_json::Value::String(s) => s
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .or_else(|| parse_rfc3339(s.trim())),
         _ => None,
     }
 }
@@ -329,7 +335,12 @@ impl Backfill {
         }
         let after_last = highest.into_iter().map(|(k, o)| (k, o + 1)).collect();
         let cut = saved
-            .map(|s| s.cut.iter().map(|(t, p, o)| ((t.clone(), *p), *o)).collect())
+            .map(|s| {
+                s.cut
+                    .iter()
+                    .map(|(t, p, o)| ((t.clone(), *p), *o))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok((
             Self {
@@ -371,16 +382,17 @@ impl Backfill {
                     None => true,
                 }
             }
-            None => self
-                .config
-                .cutover_time
-                .is_none_or(|t| line.timestamp < t),
+            None => self.config.cutover_time.is_none_or(|t| line.timestamp < t),
         }
     }
 
     fn record(&self, line: Line) -> Record {
         let (topic, partition, offset) = match line.place {
-            Some((t, p, o)) => (t.map_or_else(|| self.default_topic.clone(), Arc::from), p, o),
+            Some((t, p, o)) => (
+                t.map_or_else(|| self.default_topic.clone(), Arc::from),
+                p,
+                o,
+            ),
             None => (self.default_topic.clone(), -1, -1),
         };
         Record {
@@ -414,7 +426,8 @@ impl Backfill {
                     full_at = Some(at);
                     return Ok(false);
                 }
-                let line = parse_line(&self.config, text).map_err(|e| bad_line(&file.path, at, e))?;
+                let line =
+                    parse_line(&self.config, text).map_err(|e| bad_line(&file.path, at, e))?;
                 if self.wanted(&line) {
                     let t = line.timestamp;
                     self.latest = self.latest.max(t);
@@ -458,7 +471,11 @@ impl Backfill {
 mod tests {
     use super::*;
 
-    fn config(files: &std::path::Path, format: BackfillFormat, cutover_time: Option<i64>) -> BackfillConfig {
+    fn config(
+        files: &std::path::Path,
+        format: BackfillFormat,
+        cutover_time: Option<i64>,
+    ) -> BackfillConfig {
         BackfillConfig {
             files: files.join("*").to_string_lossy().into_owned(),
             format,
@@ -474,7 +491,10 @@ mod tests {
         loop {
             let n = b
                 .take(step, |r, t| {
-                    out.push((String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap(), t))
+                    out.push((
+                        String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap(),
+                        t,
+                    ))
                 })
                 .unwrap();
             if n == 0 && b.is_done() {
@@ -486,8 +506,14 @@ mod tests {
     #[test]
     fn rfc3339_timestamps() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2026-11-22T10:00:00.250Z"), Some(1_795_341_600_250));
-        assert_eq!(parse_rfc3339("2000-02-29 23:59:59-05:30"), Some(951_888_599_000));
+        assert_eq!(
+            parse_rfc3339("2026-11-22T10:00:00.250Z"),
+            Some(1_795_341_600_250)
+        );
+        assert_eq!(
+            parse_rfc3339("2000-02-29 23:59:59-05:30"),
+            Some(951_888_599_000)
+        );
         assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
@@ -496,12 +522,15 @@ mod tests {
     fn offsets_cut_exactly_and_a_resume_neither_skips_nor_repeats() {
         let dir = tempfile::tempdir().unwrap();
         // Two files, the later-named one earlier in time: read first.
-        let line = |o: i64, ts: i64| format!("{{\"partition\":0,\"offset\":{o},\"ts\":{ts},\"k\":\"a\"}}\n");
+        let line = |o: i64, ts: i64| {
+            format!("{{\"partition\":0,\"offset\":{o},\"ts\":{ts},\"k\":\"a\"}}\n")
+        };
         let b: String = (5..10).map(|o| line(o, 100 + o)).collect();
         let a: String = (0..5).map(|o| line(o, o)).collect();
         std::fs::write(dir.path().join("b.jsonl"), b).unwrap();
         std::fs::write(dir.path().join("a.jsonl"), format!("{a}\n")).unwrap();
-        let (mut bf, after_last) = Backfill::open(config(dir.path(), BackfillFormat::Jsonl, None), "t", None).unwrap();
+        let (mut bf, after_last) =
+            Backfill::open(config(dir.path(), BackfillFormat::Jsonl, None), "t", None).unwrap();
         assert_eq!(after_last.get(&("t".to_owned(), 0)), Some(&10));
         // Kafka starts at offset 8: the files give 0..8.
         bf.set_cut(HashMap::from([(("t".to_owned(), 0), 8)]));
@@ -512,9 +541,21 @@ mod tests {
         // A restore from here reads on from offset 3.
         let saved = bf.position();
         assert!(!saved.done);
-        let (mut resumed, _) = Backfill::open(config(dir.path(), BackfillFormat::Jsonl, None), "t", Some(&saved)).unwrap();
+        let (mut resumed, _) = Backfill::open(
+            config(dir.path(), BackfillFormat::Jsonl, None),
+            "t",
+            Some(&saved),
+        )
+        .unwrap();
         let rest = all(&mut resumed, 2);
-        let offsets: Vec<i64> = rest.iter().map(|(v, _)| serde_json::from_str::<serde_json::Value>(v).unwrap()["offset"].as_i64().unwrap()).collect();
+        let offsets: Vec<i64> = rest
+            .iter()
+            .map(|(v, _)| {
+                serde_json::from_str::<serde_json::Value>(v).unwrap()["offset"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
         assert_eq!(offsets, vec![3, 4, 5, 6, 7]);
         assert_eq!(resumed.watermark(), 107, "done: the latest timestamp read");
         assert!(resumed.position().done);
@@ -523,21 +564,48 @@ mod tests {
     #[test]
     fn text_lines_before_the_cutover_time() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("h.txt"), "1000\tx\n1970-01-01T00:00:02Z\ty\n3000\tz\n").unwrap();
-        let (mut bf, _) = Backfill::open(config(dir.path(), BackfillFormat::Text, Some(3000)), "t", None).unwrap();
-        assert_eq!(all(&mut bf, 10), vec![("x".to_owned(), 1000), ("y".to_owned(), 2000)]);
+        std::fs::write(
+            dir.path().join("h.txt"),
+            "1000\tx\n1970-01-01T00:00:02Z\ty\n3000\tz\n",
+        )
+        .unwrap();
+        let (mut bf, _) = Backfill::open(
+            config(dir.path(), BackfillFormat::Text, Some(3000)),
+            "t",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            all(&mut bf, 10),
+            vec![("x".to_owned(), 1000), ("y".to_owned(), 2000)]
+        );
     }
 
     #[test]
     fn a_bad_line_names_its_file_and_place() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("h.jsonl"), "{\"ts\": 1}\n{\"ts\": \"soon\"}\n").unwrap();
-        let e = Backfill::open(config(dir.path(), BackfillFormat::Jsonl, Some(5)), "t", None)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("h.jsonl (the line at byte 10)") && e.contains("\"soon\""), "{e}");
-        let none = Backfill::open(config(&dir.path().join("nothing"), BackfillFormat::Jsonl, None), "t", None);
+        std::fs::write(
+            dir.path().join("h.jsonl"),
+            "{\"ts\": 1}\n{\"ts\": \"soon\"}\n",
+        )
+        .unwrap();
+        let e = Backfill::open(
+            config(dir.path(), BackfillFormat::Jsonl, Some(5)),
+            "t",
+            None,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("h.jsonl (the line at byte 10)") && e.contains("\"soon\""),
+            "{e}"
+        );
+        let none = Backfill::open(
+            config(&dir.path().join("nothing"), BackfillFormat::Jsonl, None),
+            "t",
+            None,
+        );
         assert!(none.err().unwrap().to_string().contains("no file matches"));
     }
 }

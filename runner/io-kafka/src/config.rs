@@ -150,8 +150,9 @@ struct Fields {
 
 impl Fields {
     fn decode(payload: &[u8]) -> Result<Self, ConfigError> {
-        let p = ExternalConfigurationPayload::decode(payload)
-            .map_err(|e| ConfigError::Payload(format!("not an ExternalConfigurationPayload: {e}")))?;
+        let p = ExternalConfigurationPayload::decode(payload).map_err(|e| {
+            ConfigError::Payload(format!("not an ExternalConfigurationPayload: {e}"))
+        })?;
         let schema = p
             .schema
             .as_ref()
@@ -197,7 +198,10 @@ impl Fields {
 
     fn non_negative(&self, name: &str) -> Result<Option<u64>, ConfigError> {
         match self.int(name)? {
-            Some(n) if n < 0 => Err(ConfigError::unsupported(name, format!("must be >= 0, got {n}"))),
+            Some(n) if n < 0 => Err(ConfigError::unsupported(
+                name,
+                format!("must be >= 0, got {n}"),
+            )),
             n => Ok(n.map(|n| n as u64)),
         }
     }
@@ -231,10 +235,18 @@ impl Fields {
                 .iter()
                 .map(|(k, v)| match (k, v) {
                     (Value::String(k), Value::String(v)) => Ok((k.clone(), v.clone())),
-                    _ => Err(ConfigError::wrong_type(name, "a map of strings to strings", v)),
+                    _ => Err(ConfigError::wrong_type(
+                        name,
+                        "a map of strings to strings",
+                        v,
+                    )),
                 })
                 .collect(),
-            Some(v) => Err(ConfigError::wrong_type(name, "a map of strings to strings", v)),
+            Some(v) => Err(ConfigError::wrong_type(
+                name,
+                "a map of strings to strings",
+                v,
+            )),
         }
     }
 }
@@ -271,7 +283,10 @@ impl ReadConfig {
         }
         let topics = f.strings("topics")?;
         if topics.is_empty() {
-            return Err(ConfigError::unsupported("topics", "must name at least one topic"));
+            return Err(ConfigError::unsupported(
+                "topics",
+                "must name at least one topic",
+            ));
         }
         let consumer_config = f.string_map("consumer_config")?;
         if !consumer_config.contains_key("bootstrap.servers") {
@@ -459,8 +474,12 @@ impl KafkaTransform {
     /// `None` when `urn` is not a Kafka URN.
     pub fn parse(urn: &str, payload: &[u8]) -> Option<Result<Self, ConfigError>> {
         Some(match urn {
-            READ_WITHOUT_METADATA_URN => ReadConfig::from_payload(payload, false).map(|c| Self::Read(Box::new(c))),
-            READ_WITH_METADATA_URN => ReadConfig::from_payload(payload, true).map(|c| Self::Read(Box::new(c))),
+            READ_WITHOUT_METADATA_URN => {
+                ReadConfig::from_payload(payload, false).map(|c| Self::Read(Box::new(c)))
+            }
+            READ_WITH_METADATA_URN => {
+                ReadConfig::from_payload(payload, true).map(|c| Self::Read(Box::new(c)))
+            }
             WRITE_URN => WriteConfig::from_payload(payload, false).map(Self::Write),
             WRITE_WITH_HEADERS_URN => WriteConfig::from_payload(payload, true).map(Self::Write),
             _ => return None,
@@ -538,10 +557,26 @@ mod tests {
                 string_map(),
                 Value::Map(vec![(s("bootstrap.servers"), s("localhost:9092"))]),
             ),
-            ("topics", string_list(), Value::Iterable(vec![s("a"), s("b")])),
-            ("timestamp_policy", atomic(pb::AtomicType::String, false), s("CreateTime")),
-            ("max_num_records", atomic(pb::AtomicType::Int64, true), Value::Int(10)),
-            ("start_read_time", atomic(pb::AtomicType::Int64, true), Value::Null),
+            (
+                "topics",
+                string_list(),
+                Value::Iterable(vec![s("a"), s("b")]),
+            ),
+            (
+                "timestamp_policy",
+                atomic(pb::AtomicType::String, false),
+                s("CreateTime"),
+            ),
+            (
+                "max_num_records",
+                atomic(pb::AtomicType::Int64, true),
+                Value::Int(10),
+            ),
+            (
+                "start_read_time",
+                atomic(pb::AtomicType::Int64, true),
+                Value::Null,
+            ),
         ];
         for (name, ty, v) in extra {
             fields.retain(|(n, _, _)| *n != name);
@@ -567,7 +602,11 @@ mod tests {
     fn reads_and_checks_max_drift() {
         let drift = |v: Value| {
             ReadConfig::from_payload(
-                &read_payload(vec![("max_drift_ms", atomic(pb::AtomicType::Int64, true), v)]),
+                &read_payload(vec![(
+                    "max_drift_ms",
+                    atomic(pb::AtomicType::Int64, true),
+                    v,
+                )]),
                 false,
             )
         };
@@ -575,22 +614,42 @@ mod tests {
             drift(Value::Int(5_000)).unwrap().max_drift,
             Some(Duration::from_secs(5))
         );
-        assert_eq!(drift(Value::Int(0)).unwrap().max_drift, Some(Duration::ZERO));
+        assert_eq!(
+            drift(Value::Int(0)).unwrap().max_drift,
+            Some(Duration::ZERO)
+        );
         assert_eq!(drift(Value::Null).unwrap().max_drift, None);
         let e = drift(Value::Int(-1)).unwrap_err().to_string();
         assert!(e.contains("max_drift_ms") && e.contains(">= 0"), "{e}");
-        let text = read_payload(vec![("max_drift_ms", atomic(pb::AtomicType::String, false), s("10"))]);
-        let e = ReadConfig::from_payload(&text, false).unwrap_err().to_string();
+        let text = read_payload(vec![(
+            "max_drift_ms",
+            atomic(pb::AtomicType::String, false),
+            s("10"),
+        )]);
+        let e = ReadConfig::from_payload(&text, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_drift_ms") && e.contains("integer"), "{e}");
 
         let processing_time = read_payload(vec![
-            ("max_drift_ms", atomic(pb::AtomicType::Int64, true), Value::Int(1_000)),
-            ("timestamp_policy", atomic(pb::AtomicType::String, false), s("ProcessingTime")),
+            (
+                "max_drift_ms",
+                atomic(pb::AtomicType::Int64, true),
+                Value::Int(1_000),
+            ),
+            (
+                "timestamp_policy",
+                atomic(pb::AtomicType::String, false),
+                s("ProcessingTime"),
+            ),
         ]);
         let e = ReadConfig::from_payload(&processing_time, false)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("max_drift_ms") && e.contains("ProcessingTime"), "{e}");
+        assert!(
+            e.contains("max_drift_ms") && e.contains("ProcessingTime"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -600,15 +659,22 @@ mod tests {
             atomic(pb::AtomicType::String, false),
             s("org.apache.kafka.common.serialization.LongDeserializer"),
         )]);
-        let e = ReadConfig::from_payload(&java, false).unwrap_err().to_string();
-        assert!(e.contains("key_deserializer") && e.contains("runs no Java"), "{e}");
+        let e = ReadConfig::from_payload(&java, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key_deserializer") && e.contains("runs no Java"),
+            "{e}"
+        );
 
         let commit = read_payload(vec![(
             "commit_offset_in_finalize",
             atomic(pb::AtomicType::Boolean, false),
             Value::Bool(true),
         )]);
-        let e = ReadConfig::from_payload(&commit, false).unwrap_err().to_string();
+        let e = ReadConfig::from_payload(&commit, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("group.id"), "{e}");
 
         let policy = read_payload(vec![(
@@ -623,7 +689,9 @@ mod tests {
             string_list(),
             Value::Iterable(vec![s("a")]),
         )]);
-        let e = ReadConfig::from_payload(&no_servers, false).unwrap_err().to_string();
+        let e = ReadConfig::from_payload(&no_servers, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bootstrap.servers"), "{e}");
 
         assert!(matches!(
@@ -632,41 +700,88 @@ mod tests {
         ));
 
         for field in ["max_records_per_second", "broker_timeout_ms"] {
-            let zero = read_payload(vec![(field, atomic(pb::AtomicType::Int64, true), Value::Int(0))]);
-            let e = ReadConfig::from_payload(&zero, false).unwrap_err().to_string();
+            let zero = read_payload(vec![(
+                field,
+                atomic(pb::AtomicType::Int64, true),
+                Value::Int(0),
+            )]);
+            let e = ReadConfig::from_payload(&zero, false)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(field) && e.contains("at least 1"), "{e}");
         }
         let processing = read_payload(vec![
-            ("timestamp_policy", atomic(pb::AtomicType::String, false), s("ProcessingTime")),
-            ("backfill_files", atomic(pb::AtomicType::String, true), s("/h/*.jsonl")),
+            (
+                "timestamp_policy",
+                atomic(pb::AtomicType::String, false),
+                s("ProcessingTime"),
+            ),
+            (
+                "backfill_files",
+                atomic(pb::AtomicType::String, true),
+                s("/h/*.jsonl"),
+            ),
         ]);
-        let e = ReadConfig::from_payload(&processing, false).unwrap_err().to_string();
-        assert!(e.contains("ProcessingTime cannot be combined with a backfill"), "{e}");
+        let e = ReadConfig::from_payload(&processing, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ProcessingTime cannot be combined with a backfill"),
+            "{e}"
+        );
         let remote = read_payload(vec![(
             "backfill_files",
             atomic(pb::AtomicType::String, true),
             s("gs://bucket/*.jsonl"),
         )]);
-        let e = ReadConfig::from_payload(&remote, false).unwrap_err().to_string();
+        let e = ReadConfig::from_payload(&remote, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("only local files"), "{e}");
     }
 
     #[test]
     fn reads_ferrobeams_own_read_settings() {
         let p = read_payload(vec![
-            ("max_records_per_second", atomic(pb::AtomicType::Int64, true), Value::Int(500)),
-            ("broker_timeout_ms", atomic(pb::AtomicType::Int64, true), Value::Int(1500)),
-            ("backfill_files", atomic(pb::AtomicType::String, true), s("/h/*.txt")),
-            ("backfill_format", atomic(pb::AtomicType::String, true), s("text")),
-            ("backfill_cutover_time_ms", atomic(pb::AtomicType::Int64, true), Value::Int(77)),
+            (
+                "max_records_per_second",
+                atomic(pb::AtomicType::Int64, true),
+                Value::Int(500),
+            ),
+            (
+                "broker_timeout_ms",
+                atomic(pb::AtomicType::Int64, true),
+                Value::Int(1500),
+            ),
+            (
+                "backfill_files",
+                atomic(pb::AtomicType::String, true),
+                s("/h/*.txt"),
+            ),
+            (
+                "backfill_format",
+                atomic(pb::AtomicType::String, true),
+                s("text"),
+            ),
+            (
+                "backfill_cutover_time_ms",
+                atomic(pb::AtomicType::Int64, true),
+                Value::Int(77),
+            ),
         ]);
         let c = ReadConfig::from_payload(&p, false).unwrap();
         assert_eq!(c.max_records_per_second, Some(500));
         assert_eq!(c.broker_timeout, Duration::from_millis(1500));
         let b = c.backfill.unwrap();
-        assert_eq!((b.format, b.cutover_time, b.timestamp_field.as_str()), (BackfillFormat::Text, Some(77), "timestamp"));
+        assert_eq!(
+            (b.format, b.cutover_time, b.timestamp_field.as_str()),
+            (BackfillFormat::Text, Some(77), "timestamp")
+        );
         let plain = ReadConfig::from_payload(&read_payload(vec![]), false).unwrap();
-        assert_eq!((plain.max_records_per_second, plain.broker_timeout), (None, DEFAULT_BROKER_TIMEOUT));
+        assert_eq!(
+            (plain.max_records_per_second, plain.broker_timeout),
+            (None, DEFAULT_BROKER_TIMEOUT)
+        );
         assert!(plain.backfill.is_none());
     }
 
@@ -684,7 +799,10 @@ mod tests {
         assert_eq!((c.topic.as_str(), c.with_headers), ("out", false));
         assert!(matches!(
             KafkaTransform::parse(WRITE_WITH_HEADERS_URN, &p),
-            Some(Ok(KafkaTransform::Write(WriteConfig { with_headers: true, .. })))
+            Some(Ok(KafkaTransform::Write(WriteConfig {
+                with_headers: true,
+                ..
+            })))
         ));
         assert!(KafkaTransform::parse("beam:transform:other:v1", &p).is_none());
     }

@@ -138,11 +138,10 @@ fn try_expand(request: &ExpansionRequest) -> Result<ExpansionResponse, String> {
             // An output nothing is ever written to: Beam's Python optimizer
             // drops leaf transforms without outputs (it takes them for
             // no-ops), and Java's write has one too (its PDone's ParDo).
-            let input = components
-                .pcollections
-                .get(input)
-                .cloned()
-                .ok_or_else(|| format!("{name:?}: its input {input:?} is not in the request"))?;
+            let input =
+                components.pcollections.get(input).cloned().ok_or_else(|| {
+                    format!("{name:?}: its input {input:?} is not in the request")
+                })?;
             let bytes_id = format!("{ns}_kafka_bytes");
             let written_id = format!("{ns}_kafka_written");
             components
@@ -160,9 +159,7 @@ fn try_expand(request: &ExpansionRequest) -> Result<ExpansionResponse, String> {
         }
     }
     let transform_id = format!("{ns}_kafka");
-    components
-        .transforms
-        .insert(transform_id, expanded.clone());
+    components.transforms.insert(transform_id, expanded.clone());
     Ok(ExpansionResponse {
         components: Some(components),
         transform: Some(expanded),

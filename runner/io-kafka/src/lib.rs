@@ -19,7 +19,9 @@ pub mod source;
 pub mod wal;
 
 pub use backfill::BackfillPosition;
-pub use config::{BackfillConfig, BackfillFormat, KafkaTransform, ReadConfig, TimestampPolicy, WriteConfig};
+pub use config::{
+    BackfillConfig, BackfillFormat, KafkaTransform, ReadConfig, TimestampPolicy, WriteConfig,
+};
 pub use error::{ConfigError, KafkaIoError};
 pub use record::{metadata_schema, OutgoingRecord, Record};
 pub use sink::{marker_group, KafkaSink};

@@ -181,7 +181,10 @@ impl OutgoingRecord {
     /// From a decoded row of `kafka_write_with_headers`' input schema.
     pub fn from_row(schema: &RowSchema, value: &Value) -> Result<Self, KafkaIoError> {
         let Value::Row(fields) = value else {
-            return Err(KafkaIoError::Element(format!("expected a row, got {}", value.kind())));
+            return Err(KafkaIoError::Element(format!(
+                "expected a row, got {}",
+                value.kind()
+            )));
         };
         let get = |name: &str| {
             schema
@@ -197,9 +200,16 @@ impl OutgoingRecord {
                 };
                 let key = match parts.first() {
                     Some(Value::String(k)) => k.clone(),
-                    _ => return Err(KafkaIoError::Element("a header key must be a string".into())),
+                    _ => {
+                        return Err(KafkaIoError::Element(
+                            "a header key must be a string".into(),
+                        ))
+                    }
                 };
-                headers.push((key, as_bytes(parts.get(1).unwrap_or(&Value::Null), "a header value")?));
+                headers.push((
+                    key,
+                    as_bytes(parts.get(1).unwrap_or(&Value::Null), "a header value")?,
+                ));
             }
         }
         let int = |name: &str| match get(name) {

@@ -45,9 +45,17 @@ const DEFAULT_TRANSACTION_TIMEOUT_MS: &str = "900000";
 /// Client settings a sink's marker consumer shares with its producer: how
 /// to reach and authenticate to the cluster, nothing producer-specific.
 fn is_connection_setting(key: &str) -> bool {
-    ["bootstrap.", "security.", "sasl.", "ssl.", "client.", "socket.", "broker."]
-        .iter()
-        .any(|p| key.starts_with(p))
+    [
+        "bootstrap.",
+        "security.",
+        "sasl.",
+        "ssl.",
+        "client.",
+        "socket.",
+        "broker.",
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
 }
 
 /// Keeps the first failed delivery: librdkafka has already retried it
@@ -122,7 +130,9 @@ impl KafkaSink {
                     .set("isolation.level", "read_committed");
                 let marker: BaseConsumer = m.create()?;
                 let group = marker.group_metadata().ok_or_else(|| {
-                    KafkaIoError::Broker("Kafka sink: no group metadata for the marker group".into())
+                    KafkaIoError::Broker(
+                        "Kafka sink: no group metadata for the marker group".into(),
+                    )
                 })?;
                 Some(Transactions {
                     id: id.to_owned(),
@@ -155,7 +165,8 @@ impl KafkaSink {
         let mut tpl = TopicPartitionList::new();
         let mut e = tpl.add_partition(&self.topic, 0);
         if let Some(o) = offset {
-            let o = i64::try_from(o).map_err(|_| KafkaIoError::Broker(format!("marker {o} out of range")))?;
+            let o = i64::try_from(o)
+                .map_err(|_| KafkaIoError::Broker(format!("marker {o} out of range")))?;
             e.set_offset(Offset::Offset(o))?;
         }
         Ok(tpl)

@@ -268,11 +268,13 @@ fn start_offset(
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(time))?;
         let found = consumer.offsets_for_times(tpl, LOOKUP_TIMEOUT)?;
-        return Ok(match found.find_partition(topic, partition).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            // No record at or after that time: start at the end.
-            _ => high,
-        });
+        return Ok(
+            match found.find_partition(topic, partition).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                // No record at or after that time: start at the end.
+                _ => high,
+            },
+        );
     }
     if let Some(o) = committed {
         return Ok(o.clamp(low, high));
@@ -426,9 +428,16 @@ impl KafkaSource {
                 .enumerate()
                 .map(|(i, p)| ((p.topic.clone(), p.partition), (i, p.cells.clone())))
                 .collect(),
-            gates: partitions.iter().map(|p| Gate::new(p.cells.clone())).collect(),
+            gates: partitions
+                .iter()
+                .map(|p| Gate::new(p.cells.clone()))
+                .collect(),
             parked: 0,
-            topics: config.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+            topics: config
+                .topics
+                .iter()
+                .map(|t| Arc::from(t.as_str()))
+                .collect(),
             tx,
             wake,
         };
@@ -503,7 +512,10 @@ impl KafkaSource {
 
     fn check_limits(&mut self) {
         if !self.done && self.limit_reached() {
-            tracing::info!(records = self.records_read, "Kafka source reached its limit");
+            tracing::info!(
+                records = self.records_read,
+                "Kafka source reached its limit"
+            );
             self.done = true;
         }
     }
@@ -535,7 +547,8 @@ impl KafkaSource {
         };
         let now = Instant::now();
         let rate = rate as f64;
-        self.tokens = (self.tokens + rate * now.duration_since(self.tokens_at).as_secs_f64()).min(rate);
+        self.tokens =
+            (self.tokens + rate * now.duration_since(self.tokens_at).as_secs_f64()).min(rate);
         self.tokens_at = now;
         self.tokens.max(0.0) as usize
     }
@@ -718,14 +731,16 @@ impl KafkaSource {
             return Err(KafkaIoError::Broker(e.clone()));
         }
         match &*self.shared.failing_since.lock() {
-            Some((since, last)) if since.elapsed() >= self.config.broker_timeout => Err(KafkaIoError::Broker(format!(
-                "Kafka brokers {} unreachable for {} s: {last}",
-                self.config
-                    .consumer_config
-                    .get("bootstrap.servers")
-                    .map_or("?", String::as_str),
-                since.elapsed().as_secs()
-            ))),
+            Some((since, last)) if since.elapsed() >= self.config.broker_timeout => {
+                Err(KafkaIoError::Broker(format!(
+                    "Kafka brokers {} unreachable for {} s: {last}",
+                    self.config
+                        .consumer_config
+                        .get("bootstrap.servers")
+                        .map_or("?", String::as_str),
+                    since.elapsed().as_secs()
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -863,7 +878,8 @@ impl Reader {
                         .iter()
                         .find(|t| ***t == *m.topic())
                         .map_or_else(|| m.topic().into(), Arc::clone);
-                    let Some(&(partition_index, _)) = self.known.get(&(topic.clone(), m.partition()))
+                    let Some(&(partition_index, _)) =
+                        self.known.get(&(topic.clone(), m.partition()))
                     else {
                         continue; // not assigned by us
                     };
@@ -884,7 +900,9 @@ impl Reader {
                             .headers()
                             .map(|hs| {
                                 hs.iter()
-                                    .map(|h| (h.key.to_owned(), h.value.map(Bytes::copy_from_slice)))
+                                    .map(|h| {
+                                        (h.key.to_owned(), h.value.map(Bytes::copy_from_slice))
+                                    })
                                     .collect()
                             })
                             .unwrap_or_default(),
@@ -996,7 +1014,8 @@ impl Reader {
                 gate.note(time);
                 released.extend(gate.held.pop_front().map(|(r, _)| r));
             }
-            let Some((topic, partition)) = released.last().map(|r| (r.topic.clone(), r.partition)) else {
+            let Some((topic, partition)) = released.last().map(|r| (r.topic.clone(), r.partition))
+            else {
                 continue;
             };
             let (all_out, fetch_paused) = (gate.held.is_empty(), gate.fetch_paused);
@@ -1043,7 +1062,12 @@ impl Reader {
     }
 
     fn hand_over(&self, record: Record) -> bool {
-        let (cells, after) = (self.gates.get(record.partition_index).map(|g| g.cells.clone()), record.offset + 1);
+        let (cells, after) = (
+            self.gates
+                .get(record.partition_index)
+                .map(|g| g.cells.clone()),
+            record.offset + 1,
+        );
         if self.tx.send(record).is_err() {
             return false;
         }
@@ -1066,9 +1090,10 @@ impl Reader {
         // Positions are the client's own (no request).
         if let Ok(positions) = self.consumer.position() {
             for e in positions.elements() {
-                if let (Offset::Offset(o), Some((_, cells))) =
-                    (e.offset(), self.known.get(&(Arc::from(e.topic()), e.partition())))
-                {
+                if let (Offset::Offset(o), Some((_, cells))) = (
+                    e.offset(),
+                    self.known.get(&(Arc::from(e.topic()), e.partition())),
+                ) {
                     moved |= cells.fetched.swap(o, Ordering::Relaxed) != o;
                 }
             }
@@ -1094,14 +1119,19 @@ impl Reader {
                 if self.known.contains_key(&key) {
                     continue;
                 }
-                let Ok((low, high)) = self.consumer.fetch_watermarks(topic, p, LOOKUP_TIMEOUT) else {
+                let Ok((low, high)) = self.consumer.fetch_watermarks(topic, p, LOOKUP_TIMEOUT)
+                else {
                     continue;
                 };
-                if added.add_partition_offset(topic, p, Offset::Offset(low)).is_err() {
+                if added
+                    .add_partition_offset(topic, p, Offset::Offset(low))
+                    .is_err()
+                {
                     continue;
                 }
                 let cells = Cells::new(high, initial_bound(&self.config));
-                self.known.insert(key.clone(), (self.known.len(), cells.clone()));
+                self.known
+                    .insert(key.clone(), (self.known.len(), cells.clone()));
                 self.gates.push(Gate::new(cells.clone()));
                 new.push((key.0, key.1, low, cells));
             }

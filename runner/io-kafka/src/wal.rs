@@ -46,8 +46,9 @@ impl WriteAheadLog {
     }
 
     pub fn append(&mut self, frame: &[u8]) -> Result<(), KafkaIoError> {
-        let len = u32::try_from(frame.len())
-            .map_err(|_| KafkaIoError::Log(format!("a {} byte record is too large", frame.len())))?;
+        let len = u32::try_from(frame.len()).map_err(|_| {
+            KafkaIoError::Log(format!("a {} byte record is too large", frame.len()))
+        })?;
         self.file
             .write_all(&len.to_le_bytes())
             .and_then(|()| self.file.write_all(frame))

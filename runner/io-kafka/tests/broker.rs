@@ -45,11 +45,11 @@ fn written_records_are_read_back_with_their_positions() {
     assert_eq!(position.records_read, 50);
     // Restored from that position, the source has nothing more to read.
     drop(source);
-    let mut again = KafkaSource::start(read_config(&addr, &topic), Some(position), Arc::new(|| {})).unwrap();
+    let mut again =
+        KafkaSource::start(read_config(&addr, &topic), Some(position), Arc::new(|| {})).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(again.take(100, |_, _| {}), 0);
 }
-
 
 fn create_topic(addr: &str, topic: &str, partitions: i32) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

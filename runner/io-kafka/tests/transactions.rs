@@ -34,7 +34,11 @@ fn recovered(config: &WriteConfig, number: u64, log: Option<&std::path::Path>) -
 }
 
 /// One checkpoint interval: a transaction sending `values`, logged.
-fn interval(sink: &mut KafkaSink, log: &std::path::Path, values: std::ops::Range<u32>) -> WriteAheadLog {
+fn interval(
+    sink: &mut KafkaSink,
+    log: &std::path::Path,
+    values: std::ops::Range<u32>,
+) -> WriteAheadLog {
     sink.begin().unwrap();
     let mut wal = WriteAheadLog::create(log.to_path_buf()).unwrap();
     for i in values {
@@ -52,7 +56,10 @@ fn interval(sink: &mut KafkaSink, log: &std::path::Path, values: std::ops::Range
 fn values(addr: &str, topic: &str, isolation: &str, expect: usize) -> Vec<String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
-        .set("group.id", format!("check-{isolation}-{}", std::process::id()))
+        .set(
+            "group.id",
+            format!("check-{isolation}-{}", std::process::id()),
+        )
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", isolation)
         .create()
@@ -80,7 +87,10 @@ fn a_transaction_lost_in_a_crash_is_sent_again_once() {
     let config = WriteConfig {
         producer_config: BTreeMap::from([
             ("bootstrap.servers".into(), addr.clone()),
-            ("transactional.id".into(), format!("t-{}", std::process::id())),
+            (
+                "transactional.id".into(),
+                format!("t-{}", std::process::id()),
+            ),
         ]),
         topic: topic.clone(),
         with_headers: false,
@@ -112,7 +122,10 @@ fn a_transaction_lost_in_a_crash_is_sent_again_once() {
     let mut committed = values(&addr, &topic, "read_committed", 30);
     committed.sort_by_key(|v| v[1..].parse::<u32>().unwrap());
     let want: Vec<String> = (0..30).map(|i| format!("r{i}")).collect();
-    assert_eq!(committed, want, "read_committed sees every record exactly once");
+    assert_eq!(
+        committed, want,
+        "read_committed sees every record exactly once"
+    );
     // The aborted copy of transaction 2 is on the broker: without
     // isolation a consumer sees it twice (so the check above means something).
     let uncommitted = values(&addr, &topic, "read_uncommitted", 40);
@@ -139,7 +152,10 @@ fn a_quiet_transactional_partition_turns_idle() {
     let config = WriteConfig {
         producer_config: BTreeMap::from([
             ("bootstrap.servers".into(), broker.addr.clone()),
-            ("transactional.id".into(), format!("idle-{}", std::process::id())),
+            (
+                "transactional.id".into(),
+                format!("idle-{}", std::process::id()),
+            ),
         ]),
         topic: topic.clone(),
         with_headers: false,

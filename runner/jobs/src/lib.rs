@@ -46,8 +46,8 @@ pub mod urns;
 
 pub use config::JobServiceConfig;
 pub use error::JobsError;
-pub use expansion::{ExpansionApi, Expander};
 pub use executor::{Executor, JobContext, JobEvents, SavepointOrder};
+pub use expansion::{Expander, ExpansionApi};
 pub use job_control::JobControlApi;
 pub use retrieval::ArtifactRetrieval;
 pub use server::JobServer;

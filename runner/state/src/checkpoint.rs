@@ -112,9 +112,9 @@ pub fn add_files(dir: &Path, files: &[PathBuf]) -> Result<()> {
     let into = dir.join(FILES_DIR);
     std::fs::create_dir_all(&into).map_err(StateError::io("creating", &into))?;
     for file in files {
-        let name = file
-            .file_name()
-            .ok_or_else(|| StateError::corrupt(dir, format!("{} has no file name", file.display())))?;
+        let name = file.file_name().ok_or_else(|| {
+            StateError::corrupt(dir, format!("{} has no file name", file.display()))
+        })?;
         let to = into.join(name);
         if std::fs::hard_link(file, &to).is_err() {
             std::fs::copy(file, &to).map_err(StateError::io("copying", file))?;

@@ -6,10 +6,12 @@
 //! ready, and reports the least partition watermark.  Reads that set
 //! `max_drift_ms` are aligned together: after each epoch the driver gives
 //! each of them the least watermark of the others ([`align_reads`]).
-//! The write sends
-//! every element and flushes before each checkpoint, so a completed
-//! checkpoint never counts a record the broker has not acknowledged; a
-//! transactional write commits once the checkpoint is complete.
+//!
+//! The write sends every element and flushes before each checkpoint, so a
+//! completed checkpoint never counts a record the broker has not
+//! acknowledged; a transactional write commits once the checkpoint is
+//! complete, and keeps a log of the open transaction that the checkpoint
+//! carries, to send it again if the job dies before the commit.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,8 +22,8 @@ use ferrobeam_coders::varint::{read_len, read_slice};
 use ferrobeam_coders::{Coder, PaneInfo, RowSchema};
 use ferrobeam_graph::PortRef;
 use ferrobeam_io_kafka::{
-    BackfillPosition, KafkaIoError, KafkaSink, KafkaSource, KafkaTransform, OutgoingRecord, PartitionPosition,
-    ReadConfig, SourcePosition, WriteAheadLog, WriteConfig,
+    BackfillPosition, KafkaIoError, KafkaSink, KafkaSource, KafkaTransform, OutgoingRecord,
+    PartitionPosition, ReadConfig, SourcePosition, WriteAheadLog, WriteConfig,
 };
 use ferrobeam_proto::pipeline::v1::Components;
 use ferrobeam_state::codec::{Reader, Writer};
@@ -45,10 +47,10 @@ fn kafka_error(transform: &str, e: impl std::fmt::Display) -> EngineError {
 pub fn parse(unique_name: &str, urn: &str, payload: &[u8]) -> Result<KafkaTransform, String> {
     match KafkaTransform::parse(urn, payload) {
         Some(Ok(t)) => Ok(t),
-        Some(Err(e)) => Err(format!(
-            "transform {unique_name:?} ({urn}) cannot run: {e}"
+        Some(Err(e)) => Err(format!("transform {unique_name:?} ({urn}) cannot run: {e}")),
+        None => Err(format!(
+            "transform {unique_name:?}: {urn} is not a Kafka URN"
         )),
-        None => Err(format!("transform {unique_name:?}: {urn} is not a Kafka URN")),
     }
 }
 
@@ -244,7 +246,9 @@ impl KafkaRead {
         // Checkpoints written before the hybrid source end here.
         let backfill = if !r.is_done() && r.bool()? {
             let done = r.bool()?;
-            let finished = (0..r.len()?).map(|_| r.string()).collect::<Result<_, _>>()?;
+            let finished = (0..r.len()?)
+                .map(|_| r.string())
+                .collect::<Result<_, _>>()?;
             let has_current = r.bool()?;
             let current = (r.string()?, r.i64()?.max(0) as u64);
             let mut cut = Vec::new();
@@ -448,7 +452,8 @@ impl KafkaWrite {
                     if let Some(dir) = &t.scratch {
                         let file = log_file_name(name, t.committed + 1);
                         t.log = Some(
-                            WriteAheadLog::create(dir.join(file)).map_err(|e| kafka_error(name, e))?,
+                            WriteAheadLog::create(dir.join(file))
+                                .map_err(|e| kafka_error(name, e))?,
                         );
                     }
                 }
@@ -461,7 +466,8 @@ impl KafkaWrite {
             if let Some(log) = log.as_mut() {
                 log.append(v).map_err(|err| kafka_error(name, err))?;
             }
-            Self::send_value(sink, name, value, rows.as_ref(), v).map_err(|err| kafka_error(name, err))
+            Self::send_value(sink, name, value, rows.as_ref(), v)
+                .map_err(|err| kafka_error(name, err))
         })
     }
 
@@ -595,10 +601,19 @@ impl KafkaWrite {
 fn log_file_name(transform: &str, number: u64) -> String {
     let safe: String = transform
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(80)
         .collect();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(transform, &mut h);
-    format!("{safe}-{:016x}-{number:06}.wal", std::hash::Hasher::finish(&h))
+    format!(
+        "{safe}-{:016x}-{number:06}.wal",
+        std::hash::Hasher::finish(&h)
+    )
 }
