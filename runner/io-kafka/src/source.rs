@@ -1062,17 +1062,14 @@ impl Reader {
     }
 
     fn hand_over(&self, record: Record) -> bool {
-        let (cells, after) = (
-            self.gates
-                .get(record.partition_index)
-                .map(|g| g.cells.clone()),
-            record.offset + 1,
-        );
+        // Counted before the send: the engine may take the record at once.
+        if let Some(gate) = self.gates.get(record.partition_index) {
+            gate.cells
+                .delivered
+                .fetch_max(record.offset + 1, Ordering::Relaxed);
+        }
         if self.tx.send(record).is_err() {
             return false;
-        }
-        if let Some(cells) = cells {
-            cells.delivered.fetch_max(after, Ordering::Relaxed);
         }
         (self.wake)();
         true

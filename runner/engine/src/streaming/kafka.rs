@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ferrobeam_coders::varint::{read_len, read_slice};
-use ferrobeam_coders::{Coder, PaneInfo, RowSchema};
+use ferrobeam_coders::{Coder, PaneInfo, RowSchema, Value};
 use ferrobeam_graph::PortRef;
 use ferrobeam_io_kafka::{
     BackfillPosition, KafkaIoError, KafkaSink, KafkaSource, KafkaTransform, OutgoingRecord,
@@ -320,11 +320,51 @@ pub(crate) struct KafkaWrite {
     name: String,
     sink: KafkaSink,
     format: WireFormat,
-    value: Coder,
-    /// With headers: the input rows' schema.
-    rows: Option<RowSchema>,
+    elements: Elements,
     /// With `transactional.id`: the transactions.
     txn: Option<Transactions>,
+}
+
+/// What the write's input elements are, decided once from the input coder.
+enum Elements {
+    /// `KV<bytes, bytes>`, the common case: key and value go to the client
+    /// from the element's own bytes, nothing decoded.
+    KvBytes,
+    /// Another `KV` coder (e.g. nullable parts): decoded, then sent.
+    Kv(Coder),
+    /// Rows with headers (`kafka_write_with_headers`), of this schema.
+    Rows(Arc<RowSchema>),
+}
+
+impl Elements {
+    /// Sends one element's value (as the input coder encodes it, nested).
+    fn send(&self, sink: &KafkaSink, name: &str, value: &[u8]) -> Result<(), KafkaIoError> {
+        let undecodable = |err: &dyn std::fmt::Display| {
+            KafkaIoError::Element(format!("{name}: undecodable element: {err}"))
+        };
+        let record = match self {
+            Elements::KvBytes => {
+                let bytes = |pos| read_len(value, pos).and_then(|(n, p)| read_slice(value, p, n));
+                let (k, p) = bytes(0).map_err(|e| undecodable(&e))?;
+                let (v, end) = bytes(p).map_err(|e| undecodable(&e))?;
+                if end != value.len() {
+                    return Err(undecodable(&"trailing bytes after KV<bytes, bytes>"));
+                }
+                return sink.send_kv(Some(k), Some(v));
+            }
+            Elements::Kv(coder) => {
+                OutgoingRecord::from_kv(&coder.decode(value, true).map_err(|e| undecodable(&e))?)
+            }
+            Elements::Rows(schema) => {
+                let (row, end) = schema.decode(value, 0).map_err(|e| undecodable(&e))?;
+                if end != value.len() {
+                    return Err(undecodable(&"trailing bytes after the row"));
+                }
+                OutgoingRecord::from_row(schema, &Value::Row(row))
+            }
+        }?;
+        sink.send(&record)
+    }
 }
 
 /// A transactional write's transactions, one per checkpoint interval,
@@ -382,9 +422,14 @@ impl KafkaWrite {
             .ok_or_else(|| EngineError::Internal(format!("{name}: bad input coder")))?;
         let value = Coder::from_components(components, value_id)
             .map_err(|e| EngineError::Internal(format!("{name}: input coder: {e}")))?;
-        let rows = match &value {
-            Coder::Row(schema) if config.with_headers => Some((**schema).clone()),
-            _ => None,
+        let elements = match value {
+            Coder::Row(schema) if config.with_headers => Elements::Rows(schema),
+            Coder::Kv { key, value }
+                if matches!((&*key, &*value), (Coder::Bytes, Coder::Bytes)) =>
+            {
+                Elements::KvBytes
+            }
+            other => Elements::Kv(other),
         };
         let sink = KafkaSink::new(config).map_err(|e| kafka_error(name, e))?;
         let txn = sink.is_transactional().then(|| Transactions {
@@ -398,42 +443,9 @@ impl KafkaWrite {
             name: name.to_owned(),
             sink,
             format,
-            value,
-            rows,
+            elements,
             txn,
         })
-    }
-
-    /// Sends one element's value (as the input coder encodes it).
-    fn send_value(
-        sink: &KafkaSink,
-        name: &str,
-        value_coder: &Coder,
-        rows: Option<&RowSchema>,
-        value: &[u8],
-    ) -> Result<(), KafkaIoError> {
-        if let (Coder::Kv { key, value: v }, None) = (value_coder, rows) {
-            if matches!((&**key, &**v), (Coder::Bytes, Coder::Bytes)) {
-                // The common case, `KV<bytes, bytes>`: the two byte strings
-                // go to the client from the element's own bytes.
-                let bytes = |pos| read_len(value, pos).and_then(|(n, p)| read_slice(value, p, n));
-                let parts = bytes(0).and_then(|(k, p)| bytes(p).map(|(v, end)| (k, v, end)));
-                return match parts {
-                    Ok((k, v, end)) if end == value.len() => sink.send_kv(Some(k), Some(v)),
-                    _ => Err(KafkaIoError::Element(format!(
-                        "{name}: undecodable KV<bytes, bytes> element"
-                    ))),
-                };
-            }
-        }
-        let v = value_coder
-            .decode(value, true)
-            .map_err(|err| KafkaIoError::Element(format!("{name}: undecodable element: {err}")))?;
-        let record = match rows {
-            Some(schema) => OutgoingRecord::from_row(schema, &v),
-            None => OutgoingRecord::from_kv(&v),
-        }?;
-        sink.send(&record)
     }
 
     pub(crate) fn write(&mut self, chunk: &[u8]) -> Result<(), EngineError> {
@@ -441,8 +453,7 @@ impl KafkaWrite {
             name,
             sink,
             format,
-            value,
-            rows,
+            elements,
             txn,
         } = self;
         let mut log = match txn {
@@ -466,7 +477,8 @@ impl KafkaWrite {
             if let Some(log) = log.as_mut() {
                 log.append(v).map_err(|err| kafka_error(name, err))?;
             }
-            Self::send_value(sink, name, value, rows.as_ref(), v)
+            elements
+                .send(sink, name, v)
                 .map_err(|err| kafka_error(name, err))
         })
     }
@@ -546,16 +558,12 @@ impl KafkaWrite {
             Some((number, _)) => (number, None),
             None => (0, None),
         };
-        let (name, value, rows) = (&self.name, &self.value, self.rows.as_ref());
-        let resent = self
-            .sink
+        let (name, elements) = (&self.name, &self.elements);
+        self.sink
             .recover(number, log.as_deref(), |sink, frame| {
-                Self::send_value(sink, name, value, rows, frame)
+                elements.send(sink, name, frame)
             })
             .map_err(|e| kafka_error(name, e))?;
-        if resent > 0 {
-            tracing::info!(sink = %name, transaction = number, resent, "Kafka transaction sent again");
-        }
         t.committed = number;
         t.last_commit = Instant::now();
         Ok(())
