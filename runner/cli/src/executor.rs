@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ferrobeam_engine::telemetry::{JobTelemetry, TelemetryHub};
 use ferrobeam_engine::{EngineConfig, EngineError, JobSpec, Level, Reporter};
 use ferrobeam_fnapi::WorkerLauncher;
 use ferrobeam_graph::{translate, TranslateOptions};
@@ -26,6 +27,10 @@ pub struct EngineExecutor {
     pub strict_environments: bool,
     pub fn_endpoint: String,
     pub checkpoint_defaults: CheckpointDefaults,
+    /// Each running job's live figures, for the dashboard.
+    pub telemetry: Arc<TelemetryHub>,
+    /// The dashboard's address, told to each job's client at start.
+    pub dashboard_url: Option<String>,
 }
 
 /// The job server's own checkpoint flags: defaults for jobs whose options
@@ -111,8 +116,18 @@ impl Executor for EngineExecutor {
         let launcher = self.launcher.clone();
         let engine = self.engine.clone();
         let streaming = runs_streaming(&job.pipeline, &job.options);
+        let hub = self.telemetry.clone();
+        let dashboard = self.dashboard_url.clone();
         Box::pin(async move {
             let plan = plan.map_err(|e| e.to_string())?;
+            let telemetry = JobTelemetry::new(&plan);
+            hub.insert(&job.job_id, telemetry.clone());
+            if let Some(url) = dashboard {
+                job.events.message(
+                    MessageImportance::JobMessageBasic,
+                    format!("dashboard: {url}#/jobs/{}", job.job_id),
+                );
+            }
             let staged = job
                 .artifacts
                 .iter()
@@ -144,6 +159,7 @@ impl Executor for EngineExecutor {
                 cancel: job.cancel.clone(),
                 drain: job.drain.clone(),
                 source_idle_timeout: source_idle_timeout(&job.options),
+                telemetry,
             };
             let cancel = job.cancel.clone();
             // The job service turns a clean return into DONE, DRAINED or

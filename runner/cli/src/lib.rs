@@ -9,6 +9,7 @@ pub mod checkpoints;
 pub mod control;
 pub mod executor;
 pub mod inspect;
+mod json_log;
 pub mod savepoint;
 pub mod server;
 pub mod work_dirs;
@@ -74,6 +75,26 @@ enum Command {
         #[arg(long = "state_backend", visible_alias = "state-backend",
               value_parser = ["memory", "rocksdb"])]
         state_backend: Option<String>,
+        /// Port of the web dashboard and Prometheus /metrics, on --host
+        /// [default: 8081, or any free port when 8081 is taken; 0: any free port].
+        #[arg(
+            long = "dashboard_port",
+            visible_alias = "dashboard-port",
+            value_name = "PORT"
+        )]
+        dashboard_port: Option<u16>,
+        /// Serve no dashboard.
+        #[arg(
+            long = "no_dashboard",
+            visible_alias = "no-dashboard",
+            conflicts_with = "dashboard_port"
+        )]
+        no_dashboard: bool,
+        /// Log lines as text, or as JSON objects (one a line, with the job,
+        /// stage and worker as fields where they apply).
+        #[arg(long = "log_format", visible_alias = "log-format", default_value = "text",
+              value_parser = ["text", "json"])]
+        log_format: String,
     },
     /// Serve only Beam's ExpansionService, for Kafka's cross-language
     /// transforms (the job server serves it too, on its own port).
@@ -274,6 +295,9 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             checkpoint_dir,
             checkpoint_interval,
             state_backend,
+            dashboard_port,
+            no_dashboard,
+            log_format,
         } => {
             let checkpoint_dir = match checkpoint_dir.map(std::path::absolute).transpose() {
                 Ok(dir) => dir,
@@ -282,7 +306,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
                     return 2;
                 }
             };
-            init_logging("info,sdk_worker=warn");
+            init_logging_as("info,sdk_worker=warn", log_format == "json");
             let config = ServerConfig {
                 host,
                 port,
@@ -299,6 +323,12 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
                         .as_deref()
                         .and_then(ferrobeam_state::BackendKind::parse),
                 },
+                dashboard_port: match (no_dashboard, dashboard_port) {
+                    (true, _) => None,
+                    (false, port) => Some(port.unwrap_or(DEFAULT_DASHBOARD_PORT)),
+                },
+                // Only the default port gives way to whoever has it.
+                dashboard_port_fallback: !no_dashboard && dashboard_port.is_none(),
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -319,6 +349,9 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
                     }
                 };
                 println!("ferrobeam job server listening on {}", server.endpoint());
+                if let Some(url) = server.dashboard_url() {
+                    println!("dashboard: {url}");
+                }
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = server.stopped() => {}
@@ -392,12 +425,30 @@ fn seconds(s: f64) -> Duration {
 /// Logs to stderr at `default` level (an `EnvFilter` directive);
 /// `RUST_LOG` overrides it.
 pub fn init_logging(default: &str) {
+    init_logging_as(default, false)
+}
+
+/// [`init_logging`], as text or as one JSON object a line (`--log_format=json`):
+/// the fields of the enclosing spans (`job`, `stage`, `worker`) are flattened
+/// into each line, so a log shipper can filter by them.
+pub fn init_logging_as(default: &str, json: bool) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(json_log::FlatJson)
+            .try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
 }
+
+/// Flink's dashboard port, where people look first.
+const DEFAULT_DASHBOARD_PORT: u16 = 8081;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use ferrobeam_engine::telemetry::TelemetryHub;
 use ferrobeam_engine::EngineConfig;
 use ferrobeam_fnapi::{FnServer, WorkerLauncher};
 use ferrobeam_jobs::{JobServer, JobServiceConfig};
@@ -31,6 +32,11 @@ pub struct ServerConfig {
     pub work_dir: Option<PathBuf>,
     /// Checkpoint settings for jobs that do not set their own.
     pub checkpoints: crate::executor::CheckpointDefaults,
+    /// Port of the web dashboard and `/metrics` (0: any free port; `None`:
+    /// no dashboard).  On `host`, like the job server.
+    pub dashboard_port: Option<u16>,
+    /// If `dashboard_port` is taken, serve on any free port instead.
+    pub dashboard_port_fallback: bool,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +54,8 @@ impl Default for ServerConfig {
             strict_environments: false,
             work_dir: None,
             checkpoints: Default::default(),
+            dashboard_port: Some(0),
+            dashboard_port_fallback: false,
         }
     }
 }
@@ -56,6 +64,8 @@ impl Default for ServerConfig {
 pub struct RunningServer {
     pub job_addr: SocketAddr,
     pub fn_addr: SocketAddr,
+    /// Where the dashboard is served, if it is.
+    pub dashboard_addr: Option<SocketAddr>,
     jobs: Arc<JobServer>,
     fn_server: FnServer,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -64,6 +74,11 @@ pub struct RunningServer {
 impl RunningServer {
     pub fn endpoint(&self) -> String {
         self.job_addr.to_string()
+    }
+
+    /// The dashboard's address as a browser wants it.
+    pub fn dashboard_url(&self) -> Option<String> {
+        self.dashboard_addr.map(dashboard_url)
     }
 
     /// The state API URL workers are given and the socket that may stand
@@ -83,6 +98,10 @@ impl RunningServer {
         let mut rx = self.shutdown.subscribe();
         let _ = rx.wait_for(|s| *s).await;
     }
+}
+
+fn dashboard_url(addr: SocketAddr) -> String {
+    format!("http://{addr}/")
 }
 
 /// Resolves `host`, refusing a non-loopback address unless allowed.
@@ -163,6 +182,27 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let fn_listener = TcpListener::bind((ip, 0))
         .await
         .context("cannot bind the Fn API server")?;
+    let dashboard_listener = match config.dashboard_port {
+        Some(port) => Some(match TcpListener::bind((ip, port)).await {
+            Ok(l) => l,
+            Err(e) if config.dashboard_port_fallback => {
+                tracing::warn!("dashboard port {port} unavailable ({e}); using a free port");
+                TcpListener::bind((ip, 0)).await?
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot bind the dashboard to {ip}:{port} (choose another --dashboard_port, \
+                     0 for any free port)"
+                )))
+            }
+        }),
+        None => None,
+    };
+    let dashboard_addr = dashboard_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+    let telemetry = Arc::new(TelemetryHub::default());
 
     let jobs_config = JobServiceConfig {
         public_endpoint: Some(job_addr.to_string()),
@@ -190,6 +230,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             strict_environments: config.strict_environments,
             fn_endpoint: fn_addr.to_string(),
             checkpoint_defaults: config.checkpoints.clone(),
+            telemetry: telemetry.clone(),
+            dashboard_url: dashboard_addr.map(dashboard_url),
         }),
         jobs_config,
     )?);
@@ -210,10 +252,26 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             tracing::error!(error = %e, "job server failed");
         }
     });
-    tracing::info!(%job_addr, %fn_addr, "ferrobeam job server listening");
+    if let Some(listener) = dashboard_listener {
+        let dashboard = ferrobeam_dashboard::Dashboard {
+            jobs: jobs.clone(),
+            telemetry,
+        };
+        let mut stop = shutdown.subscribe();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = dashboard.serve(listener, stop).await {
+                tracing::error!(error = %e, "dashboard failed");
+            }
+        });
+    }
+    tracing::info!(%job_addr, %fn_addr, ?dashboard_addr, "ferrobeam job server listening");
     Ok(RunningServer {
         job_addr,
         fn_addr,
+        dashboard_addr,
         jobs,
         fn_server,
         shutdown,
@@ -227,6 +285,8 @@ struct LazyExecutor {
     strict_environments: bool,
     fn_endpoint: String,
     checkpoint_defaults: crate::executor::CheckpointDefaults,
+    telemetry: Arc<TelemetryHub>,
+    dashboard_url: Option<String>,
 }
 
 impl LazyExecutor {
@@ -242,6 +302,8 @@ impl LazyExecutor {
             strict_environments: self.strict_environments,
             fn_endpoint: self.fn_endpoint.clone(),
             checkpoint_defaults: self.checkpoint_defaults.clone(),
+            telemetry: self.telemetry.clone(),
+            dashboard_url: self.dashboard_url.clone(),
         })
     }
 }

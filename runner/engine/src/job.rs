@@ -14,6 +14,7 @@ use ferrobeam_proto::fn_api::log_entry::severity::Enum as Severity;
 use ferrobeam_proto::fn_api::ProvisionInfo;
 use ferrobeam_proto::pipeline::v1::MonitoringInfo;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::metrics::{JobMetrics, StageScope};
 use crate::pool::WorkerPool;
@@ -77,6 +78,8 @@ pub struct JobSpec {
     /// outputs nor advances its watermark for this long stops holding back
     /// readers that have other, active inputs.  `None`: never.
     pub source_idle_timeout: Option<std::time::Duration>,
+    /// Live figures for the dashboard (see [`crate::telemetry`]).
+    pub telemetry: Arc<crate::telemetry::JobTelemetry>,
 }
 
 /// The descriptor id of a stage's drain variant (see
@@ -119,8 +122,10 @@ pub async fn run_job(
     }
     let mut cancel = job.cancel.clone();
     let metrics = JobMetrics::new(job.reporter.clone(), crate::metrics::step_names(&job.plan));
+    // Every log line of the job's run carries its id (`--log_format=json`).
+    let span = tracing::info_span!("job", job = %job.job_id);
     let result = tokio::select! {
-        r = execute(&launcher, &config, &job, &metrics) => r,
+        r = execute(&launcher, &config, &job, &metrics).instrument(span) => r,
         _ = cancel.wait_for(|c| *c) => Err(EngineError::Cancelled),
     };
     // Whatever the outcome (done, failed, cancelled): what committed counts.
@@ -138,6 +143,9 @@ async fn execute(
     metrics: &JobMetrics,
 ) -> Result<(), EngineError> {
     let pools = start_pools(launcher, config, job);
+    for pool in pools.values() {
+        job.telemetry.add_pool(pool.stats());
+    }
     let result = if job.plan.streaming {
         crate::streaming::driver::run(config, job, &pools, metrics).await
     } else {
@@ -152,6 +160,7 @@ async fn execute(
         }
         run_stages(config, job, &pools, metrics).await
     };
+    job.telemetry.finish_all();
     // Workers are disposable: stop them in the background, the job is done.
     for (_, pool) in pools {
         tokio::spawn(pool.shutdown());
@@ -256,6 +265,9 @@ async fn run_stages(
     let format = |port: &PortRef| WireFormat::new(&plan.components, &port.coder_id);
     for stage in &plan.stages {
         tracing::debug!(job = %job.job_id, stage = %stage.id, name = %stage.name, "stage starting");
+        let telemetry = job.telemetry.stage(&stage.id);
+        telemetry.start();
+        let step_started = std::time::Instant::now();
         let take = |data: &HashMap<PortRef, Vec<Bytes>>, port: &PortRef| {
             data.get(port).cloned().unwrap_or_default()
         };
@@ -384,10 +396,20 @@ async fn run_stages(
                     checkpoint_after: None,
                     components: &plan.components,
                     reporter: job.reporter.as_ref(),
+                    telemetry,
                 };
-                run.run(input).await?.into_iter().collect()
+                run.run(input)
+                    .instrument(stage_span(stage))
+                    .await?
+                    .into_iter()
+                    .collect()
             }
         };
+        if !matches!(stage.kind, StageKind::Sdk(_)) {
+            // A native stage is one step; SDK stages timed their bundles.
+            telemetry.bundle(step_started.elapsed());
+        }
+        telemetry.finish();
         for port in stage.kind.inputs() {
             if let Some(n) = readers.get_mut(port) {
                 *n -= 1;
@@ -404,6 +426,11 @@ async fn run_stages(
         metrics.publish();
     }
     Ok(())
+}
+
+/// The span of a stage's work: its log lines carry the stage.
+pub(crate) fn stage_span(stage: &ferrobeam_graph::Stage) -> tracing::Span {
+    tracing::info_span!("stage", stage = %stage.id, stage_name = %stage.name)
 }
 
 /// Impulse's single element: an empty byte array in the global window at

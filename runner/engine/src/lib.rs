@@ -17,6 +17,7 @@ mod sdk_stage;
 pub mod sinks;
 pub mod state;
 pub mod streaming;
+pub mod telemetry;
 mod test_stream;
 mod timers;
 mod triggers;

@@ -3,6 +3,7 @@
 //! Workers start in the background: the first bundles run as soon as the
 //! first worker connects, and the others join as they come up.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 
 use ferrobeam_fnapi::environment::{RunningWorker, WorkerTemplate};
@@ -17,6 +18,74 @@ pub struct WorkerPool {
     launcher: Arc<WorkerLauncher>,
     template: WorkerTemplate,
     slots: Vec<Slot>,
+    stats: Arc<PoolStats>,
+}
+
+/// What the dashboard shows of a pool's workers, one entry per slot.
+pub struct PoolStats {
+    environment: String,
+    slots: Vec<SlotStats>,
+}
+
+#[derive(Default)]
+struct SlotStats {
+    worker_id: parking_lot::Mutex<String>,
+    /// 0: no process of ours (an external worker, or none yet).
+    pid: AtomicU32,
+    state: AtomicU8,
+    restarts: AtomicU32,
+    bundles: AtomicU64,
+}
+
+const STARTING: u8 = 0;
+const RUNNING: u8 = 1;
+const LOST: u8 = 2;
+const STOPPED: u8 = 3;
+
+/// One worker slot at one moment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerFigures {
+    pub id: String,
+    pub environment: String,
+    pub pid: Option<u32>,
+    /// `starting`, `running`, `lost` or `stopped` (the job ended).
+    pub state: &'static str,
+    /// Replacements after the slot's worker was lost.
+    pub restarts: u32,
+    /// Bundles its workers completed.
+    pub bundles: u64,
+}
+
+impl PoolStats {
+    fn started(&self, slot: usize, worker: &RunningWorker) {
+        let s = &self.slots[slot];
+        worker.worker.id().clone_into(&mut s.worker_id.lock());
+        s.pid.store(worker.pid().unwrap_or(0), Relaxed);
+        s.state.store(RUNNING, Relaxed);
+    }
+
+    fn set_state(&self, slot: usize, state: u8) {
+        self.slots[slot].state.store(state, Relaxed);
+    }
+
+    pub fn workers(&self) -> Vec<WorkerFigures> {
+        self.slots
+            .iter()
+            .map(|s| WorkerFigures {
+                id: s.worker_id.lock().clone(),
+                environment: self.environment.clone(),
+                pid: Some(s.pid.load(Relaxed)).filter(|&p| p != 0),
+                state: match s.state.load(Relaxed) {
+                    STARTING => "starting",
+                    RUNNING => "running",
+                    STOPPED => "stopped",
+                    _ => "lost",
+                },
+                restarts: s.restarts.load(Relaxed),
+                bundles: s.bundles.load(Relaxed),
+            })
+            .collect()
+    }
 }
 
 impl WorkerPool {
@@ -26,15 +95,26 @@ impl WorkerPool {
     pub fn start(launcher: Arc<WorkerLauncher>, templates: Vec<WorkerTemplate>) -> Self {
         assert!(!templates.is_empty(), "a pool needs at least one worker");
         let slots: Vec<Slot> = templates.iter().map(|_| Slot::default()).collect();
-        for (slot, template) in slots.iter().zip(&templates) {
+        let stats = Arc::new(PoolStats {
+            environment: templates[0].environment_id.clone(),
+            slots: templates.iter().map(|_| SlotStats::default()).collect(),
+        });
+        for (index, (slot, template)) in slots.iter().zip(&templates).enumerate() {
             // Hold the slot while launching, so `worker()` waits for this launch.
             let mut guard = slot.clone().try_lock_owned().expect("new slot is free");
             let launcher = launcher.clone();
             let template = template.clone();
+            let stats = stats.clone();
             tokio::spawn(async move {
                 match launcher.launch(&template).await {
-                    Ok(w) => *guard = Some(w),
-                    Err(e) => tracing::warn!(error = %e, "SDK worker failed to start"),
+                    Ok(w) => {
+                        stats.started(index, &w);
+                        *guard = Some(w);
+                    }
+                    Err(e) => {
+                        stats.set_state(index, LOST);
+                        tracing::warn!(error = %e, "SDK worker failed to start");
+                    }
                 }
             });
         }
@@ -43,7 +123,18 @@ impl WorkerPool {
             launcher,
             template,
             slots,
+            stats,
         }
+    }
+
+    /// The pool's figures, shared with the job's telemetry.
+    pub fn stats(&self) -> Arc<PoolStats> {
+        self.stats.clone()
+    }
+
+    /// A bundle completed on `slot`'s worker.
+    pub fn bundle_done(&self, slot: usize) {
+        self.stats.slots[slot].bundles.fetch_add(1, Relaxed);
     }
 
     pub fn size(&self) -> usize {
@@ -63,12 +154,13 @@ impl WorkerPool {
     pub async fn worker(&self, slot: usize) -> Result<Arc<Worker>, EngineError> {
         let mut guard = self.slots[slot].lock().await;
         if guard.is_none() {
-            *guard = Some(
-                self.launcher
-                    .launch(&self.template)
-                    .await
-                    .map_err(|e| EngineError::Workers(e.to_string()))?,
-            );
+            self.stats.set_state(slot, STARTING);
+            let launched = self.launcher.launch(&self.template).await.map_err(|e| {
+                self.stats.set_state(slot, LOST);
+                EngineError::Workers(e.to_string())
+            })?;
+            self.stats.started(slot, &launched);
+            *guard = Some(launched);
         }
         Ok(guard.as_ref().expect("filled").worker.clone())
     }
@@ -80,6 +172,8 @@ impl WorkerPool {
         if guard.as_ref().is_some_and(|w| w.worker.id() == dead) {
             let old = guard.take().expect("checked");
             tracing::warn!(worker = dead, output = %old.output_tail(), "replacing lost SDK worker");
+            self.stats.slots[slot].restarts.fetch_add(1, Relaxed);
+            self.stats.set_state(slot, LOST);
             old.kill().await;
         }
         drop(guard);
@@ -87,6 +181,9 @@ impl WorkerPool {
     }
 
     pub async fn shutdown(self) {
+        for index in 0..self.slots.len() {
+            self.stats.set_state(index, STOPPED);
+        }
         for slot in self.slots {
             if let Some(w) = slot.lock().await.take() {
                 w.stop().await;

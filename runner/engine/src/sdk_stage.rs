@@ -136,6 +136,8 @@ pub struct SdkStageRun<'a> {
     pub checkpoint_after: Option<Duration>,
     pub components: &'a Components,
     pub reporter: &'a dyn Reporter,
+    /// The stage's live figures (bundle count and durations).
+    pub telemetry: &'a crate::telemetry::StageTelemetry,
 }
 
 /// Work a splittable DoFn handed back when it checkpointed itself
@@ -633,7 +635,10 @@ impl SdkStageRun<'_> {
                 round.changed.notify_waiters();
             };
             match result {
-                Ok(()) => finished(),
+                Ok(()) => {
+                    self.pool.bundle_done(slot);
+                    finished()
+                }
                 Err(BundleError::WorkerLost { worker: id, reason }) => {
                     work.attempts += 1;
                     if work.attempts >= MAX_ATTEMPTS {
@@ -870,6 +875,7 @@ impl SdkStageRun<'_> {
         state.commit().map_err(|e| {
             BundleError::Failed(format!("committing the bundle's state failed: {e}"))
         })?;
+        self.telemetry.bundle(started.elapsed());
         tracing::debug!(
             stage = self.stage_name,
             worker = worker.id(),

@@ -350,6 +350,7 @@ mod scopes {
         Stage {
             id: id.into(),
             name: id.into(),
+            transforms: vec![id.into()],
             kind: StageKind::Sdk(Box::new(SdkStage {
                 environment_id: "env".into(),
                 descriptor: Default::default(),
@@ -374,6 +375,7 @@ mod scopes {
         let stage = |id: &str, kind| Stage {
             id: id.into(),
             name: id.into(),
+            transforms: vec![id.into()],
             kind,
         };
         Plan {

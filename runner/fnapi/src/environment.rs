@@ -266,6 +266,7 @@ impl WorkerLauncher {
         let connected = self.registry.expect_worker(
             &worker_id,
             WorkerSetup {
+                job_id: template.job_id.clone(),
                 provision,
                 log_sink: template.log_sink.clone(),
                 sdk_capabilities: template.sdk_capabilities.clone(),
@@ -474,6 +475,12 @@ impl WorkerLauncher {
 }
 
 impl RunningWorker {
+    /// The worker's process id, for a worker we started as a process (not
+    /// one an external worker pool runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(|c| c.id())
+    }
+
     /// The worker process's last lines of output, for error messages.
     pub fn output_tail(&self) -> String {
         self.output_tail

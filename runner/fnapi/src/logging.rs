@@ -26,7 +26,10 @@ impl BeamFnLogging for LoggingService {
         request: Request<Streaming<log_entry::List>>,
     ) -> Result<Response<Self::LoggingStream>, Status> {
         let worker_id = crate::worker_id(&request).unwrap_or_else(|_| "unknown".into());
-        let sink = self.registry.log_sink(&worker_id);
+        let (sink, job) = match self.registry.log_sink(&worker_id) {
+            Some((sink, job)) => (Some(sink), job),
+            None => (None, String::new()),
+        };
         // We never send log control messages; the stream stays open until
         // the worker closes its side, then `_keep_open` drops and ends ours.
         let (keep_open, rx) = mpsc::channel(1);
@@ -35,7 +38,7 @@ impl BeamFnLogging for LoggingService {
             let _keep_open = keep_open;
             while let Some(Ok(list)) = entries.next().await {
                 for entry in &list.log_entries {
-                    emit(&worker_id, entry);
+                    emit(&job, &worker_id, entry);
                     if let Some(sink) = &sink {
                         sink(entry);
                     }
@@ -46,18 +49,18 @@ impl BeamFnLogging for LoggingService {
     }
 }
 
-fn emit(worker: &str, entry: &ferrobeam_proto::fn_api::LogEntry) {
+fn emit(job: &str, worker: &str, entry: &ferrobeam_proto::fn_api::LogEntry) {
     let transform = entry.transform_id.as_str();
     let msg = entry.message.as_str();
     match Severity::try_from(entry.severity).unwrap_or(Severity::Info) {
         Severity::Critical | Severity::Error => {
-            tracing::error!(target: "sdk_worker", %worker, transform, "{msg}{}", trace_suffix(entry))
+            tracing::error!(target: "sdk_worker", job, %worker, transform, "{msg}{}", trace_suffix(entry))
         }
-        Severity::Warn => tracing::warn!(target: "sdk_worker", %worker, transform, "{msg}"),
+        Severity::Warn => tracing::warn!(target: "sdk_worker", job, %worker, transform, "{msg}"),
         Severity::Notice | Severity::Info => {
-            tracing::info!(target: "sdk_worker", %worker, transform, "{msg}")
+            tracing::info!(target: "sdk_worker", job, %worker, transform, "{msg}")
         }
-        _ => tracing::debug!(target: "sdk_worker", %worker, transform, "{msg}"),
+        _ => tracing::debug!(target: "sdk_worker", job, %worker, transform, "{msg}"),
     }
 }
 

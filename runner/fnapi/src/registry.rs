@@ -18,6 +18,8 @@ pub type LogSink = Arc<dyn Fn(&LogEntry) + Send + Sync>;
 
 /// What the runner knows about a worker before it dials in.
 pub struct WorkerSetup {
+    /// The job the worker runs bundles of (a field of its log lines).
+    pub job_id: String,
     pub provision: ProvisionInfo,
     pub log_sink: LogSink,
     /// What its environment says the SDK can do (Beam protocol URNs).
@@ -84,11 +86,12 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    pub(crate) fn log_sink(&self, worker_id: &str) -> Option<LogSink> {
+    /// Where the worker's log entries go besides our log, and its job.
+    pub(crate) fn log_sink(&self, worker_id: &str) -> Option<(LogSink, String)> {
         self.expected
             .lock()
             .get(worker_id)
-            .map(|e| e.setup.log_sink.clone())
+            .map(|e| (e.setup.log_sink.clone(), e.setup.job_id.clone()))
     }
 
     /// Called by the control service when a worker's control stream opens.

@@ -52,6 +52,8 @@ pub struct Stage {
     pub id: String,
     /// Human-readable: the unique names of the transforms it runs.
     pub name: String,
+    /// Those unique names, one by one (for the dashboard).
+    pub transforms: Vec<String>,
     pub kind: StageKind,
 }
 

@@ -720,6 +720,7 @@ impl Builder<'_> {
                         stages.push(Stage {
                             id: format!("{id}v{k}"),
                             name: name.clone(),
+                            transforms: vec![name.clone()],
                             kind,
                         });
                     }
@@ -775,7 +776,7 @@ impl Builder<'_> {
                     &requested[g],
                 )?)),
             };
-            let name = group
+            let transforms: Vec<String> = group
                 .leaves
                 .iter()
                 .map(|&l| {
@@ -783,9 +784,14 @@ impl Builder<'_> {
                         .unique_name
                         .clone()
                 })
-                .collect::<Vec<_>>()
-                .join(", ");
-            stages.push(Stage { id, name, kind });
+                .collect();
+            let name = transforms.join(", ");
+            stages.push(Stage {
+                id,
+                name,
+                transforms,
+                kind,
+            });
         }
         Ok(stages)
     }

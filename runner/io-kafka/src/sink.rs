@@ -381,6 +381,11 @@ impl KafkaSink {
         }
     }
 
+    /// Records sent but not yet acknowledged by the broker.
+    pub fn in_flight(&self) -> usize {
+        self.producer.in_flight_count().max(0) as usize
+    }
+
     /// Waits until every queued record is acknowledged.
     pub fn flush(&self) -> Result<(), KafkaIoError> {
         self.producer.flush(FLUSH_TIMEOUT).map_err(|e| {

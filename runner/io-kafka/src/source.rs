@@ -691,6 +691,15 @@ impl KafkaSource {
             .store(least.min(others), Ordering::Relaxed);
     }
 
+    /// Records the reader thread has handed over that the engine has not
+    /// taken yet (about: offsets may skip transaction markers).
+    pub fn buffered(&self) -> u64 {
+        self.partitions
+            .iter()
+            .map(|p| (p.cells.delivered.load(Ordering::Relaxed) - p.next_offset).max(0) as u64)
+            .sum()
+    }
+
     /// How many partitions watermark alignment holds back now.
     pub fn paused_partitions(&self) -> usize {
         self.partitions

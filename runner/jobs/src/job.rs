@@ -43,6 +43,8 @@ pub(crate) struct Job {
     pub options: prost_types::Struct,
     pub staging_token: String,
     pub created: Instant,
+    /// `created` on the wall clock, for people.
+    pub created_wall: std::time::SystemTime,
     /// Whether the executor acts on the drain flag (a streaming job); decided
     /// at Prepare by [`crate::Executor::is_drainable`].
     pub drainable: bool,
@@ -92,6 +94,7 @@ impl Job {
             options,
             staging_token,
             created: Instant::now(),
+            created_wall: std::time::SystemTime::now(),
             drainable,
             inner: Mutex::new(Inner {
                 state: JobState::Stopped,
@@ -229,7 +232,7 @@ impl Job {
             ok
         };
         if changed {
-            tracing::info!(job_id = %self.id, state = to.as_str_name(), "job state changed");
+            tracing::info!(job = %self.id, state = to.as_str_name(), "job state changed");
             self.notify();
         }
         changed
@@ -238,10 +241,10 @@ impl Job {
     /// Appends a job message and logs it.
     pub(crate) fn push_message(&self, importance: MessageImportance, text: String) {
         match importance {
-            MessageImportance::JobMessageError => tracing::error!(job_id = %self.id, "{text}"),
-            MessageImportance::JobMessageWarning => tracing::warn!(job_id = %self.id, "{text}"),
-            MessageImportance::JobMessageBasic => tracing::info!(job_id = %self.id, "{text}"),
-            _ => tracing::debug!(job_id = %self.id, "{text}"),
+            MessageImportance::JobMessageError => tracing::error!(job = %self.id, "{text}"),
+            MessageImportance::JobMessageWarning => tracing::warn!(job = %self.id, "{text}"),
+            MessageImportance::JobMessageBasic => tracing::info!(job = %self.id, "{text}"),
+            _ => tracing::debug!(job = %self.id, "{text}"),
         }
         self.inner.lock().log.push_message(importance, text);
         self.notify();

@@ -81,7 +81,7 @@ impl Shared {
             .flat_map(|job| [self.job_artifact_dir(job), self.job_work_dir(job)])
             .collect();
         for job in &evicted {
-            tracing::info!(job_id = %job.id, "forgetting job");
+            tracing::info!(job = %job.id, "forgetting job");
             // A prepared job that was never run ends as CANCELLED, so any
             // stream still following it closes.
             job.request_cancel();
@@ -143,6 +143,10 @@ impl JobServer {
     /// us through a forwarded port.
     pub fn set_public_endpoint(&self, endpoint: impl Into<String>) {
         *self.shared.public_endpoint.write() = Some(endpoint.into());
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.shared.registry
     }
 
     /// The canonical artifact root (files served to workers live below it).

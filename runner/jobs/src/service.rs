@@ -137,7 +137,7 @@ impl JobService for JobApi {
             self.shared.config.max_retained_messages,
         );
         self.shared.registry.insert(job);
-        tracing::info!(job_id = %id, staging_endpoint = %endpoint, "prepared job");
+        tracing::info!(job = %id, staging_endpoint = %endpoint, "prepared job");
         Ok(Response::new(PrepareJobResponse {
             preparation_id: id,
             artifact_staging_endpoint: Some(ApiServiceDescriptor {
@@ -178,7 +178,7 @@ impl JobService for JobApi {
             drain: job.drain_receiver(),
             savepoints: job.savepoint_receiver(),
         };
-        tracing::info!(job_id = %job.id, "running job");
+        tracing::info!(job = %job.id, "running job");
         lifecycle::spawn(
             self.shared.executor.clone(),
             job.clone(),
@@ -228,7 +228,7 @@ impl JobService for JobApi {
         request: Request<CancelJobRequest>,
     ) -> Result<Response<CancelJobResponse>, Status> {
         let job = self.job(&request.get_ref().job_id)?;
-        tracing::info!(job_id = %job.id, "cancel requested");
+        tracing::info!(job = %job.id, "cancel requested");
         let state = job.request_cancel();
         Ok(Response::new(CancelJobResponse {
             state: state as i32,
@@ -242,7 +242,7 @@ impl JobService for JobApi {
         request: Request<DrainJobRequest>,
     ) -> Result<Response<DrainJobResponse>, Status> {
         let job = self.job(&request.get_ref().job_id)?;
-        tracing::info!(job_id = %job.id, "drain requested");
+        tracing::info!(job = %job.id, "drain requested");
         let state = job.request_drain()?;
         Ok(Response::new(DrainJobResponse {
             state: state as i32,

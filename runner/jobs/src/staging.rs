@@ -149,7 +149,7 @@ impl ArtifactStagingService for ArtifactStaging {
             job: job.clone(),
             finished: false,
         };
-        tracing::info!(job_id = %job.id, "staging artifacts");
+        tracing::info!(job = %job.id, "staging artifacts");
 
         let (tx, rx) = mpsc::channel(4);
         let stager = Stager {
@@ -172,12 +172,12 @@ impl ArtifactStagingService for ArtifactStaging {
             match stager.run(&pipeline).await {
                 Ok(artifacts) => {
                     let count: usize = artifacts.values().map(Vec::len).sum();
-                    tracing::info!(job_id = %guard.job.id, artifacts = count, "staged artifacts");
+                    tracing::info!(job = %guard.job.id, artifacts = count, "staged artifacts");
                     guard.finish(Ok(artifacts));
                     // Dropping `tx` ends our side of the stream with OK.
                 }
                 Err(err) => {
-                    tracing::warn!(job_id = %guard.job.id, "staging failed: {err}");
+                    tracing::warn!(job = %guard.job.id, "staging failed: {err}");
                     let _ =
                         tokio::task::spawn_blocking(move || remove_dir_if_exists(&job_dir)).await;
                     guard.finish(Err(err.to_string()));

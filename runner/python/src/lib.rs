@@ -43,6 +43,12 @@ impl JobServer {
         self.inner.state_channel()
     }
 
+    /// The web dashboard's URL (`http://127.0.0.1:PORT/`), or None.
+    #[getter]
+    fn dashboard_url(&self) -> Option<String> {
+        self.inner.dashboard_url()
+    }
+
     #[getter]
     fn port(&self) -> u16 {
         self.inner.job_addr.port()
@@ -60,7 +66,8 @@ impl JobServer {
 
 /// Starts a job server in the background and returns once it is listening.
 #[pyfunction]
-#[pyo3(signature = (host="127.0.0.1", port=0, python=None, workers=0, strict_environments=false, work_dir=None))]
+#[pyo3(signature = (host="127.0.0.1", port=0, python=None, workers=0, strict_environments=false, work_dir=None, dashboard_port=Some(0)))]
+#[allow(clippy::too_many_arguments)]
 fn start_job_server(
     py: Python<'_>,
     host: &str,
@@ -69,6 +76,7 @@ fn start_job_server(
     workers: usize,
     strict_environments: bool,
     work_dir: Option<PathBuf>,
+    dashboard_port: Option<u16>,
 ) -> PyResult<JobServer> {
     // Embedded in a user's program: only problems, unless RUST_LOG says otherwise.
     ferrobeam_cli::init_logging("warn,sdk_worker=error");
@@ -78,6 +86,7 @@ fn start_job_server(
         workers,
         strict_environments,
         work_dir,
+        dashboard_port,
         ..ServerConfig::default()
     };
     if let Some(p) = python {

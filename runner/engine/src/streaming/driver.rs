@@ -43,6 +43,7 @@ use super::side_inputs::{release, SideInputBuffer};
 use ferrobeam_state::checkpoint::SnapshotKind;
 use ferrobeam_state::codec::{Reader, Writer};
 use ferrobeam_state::StateError;
+use tracing::Instrument;
 
 use crate::durable::{transform_names, Durable, RuntimeEntry, SavepointRequest};
 use crate::job::{JobSpec, Level};
@@ -51,6 +52,7 @@ use crate::pool::WorkerPool;
 use crate::sdk_stage::{Residual, SdkStageRun, STREAMING_CHECKPOINT_AFTER};
 use crate::sinks::lines::LineSink;
 use crate::state::UserState;
+use crate::telemetry::CheckpointRecord;
 use crate::test_stream::EventEncoder;
 use crate::timers::TimerStore;
 use crate::wire::WireFormat;
@@ -417,6 +419,8 @@ fn checkpoint(
     // Sinks close their files first: the checkpoint records them, and
     // publishes them once it is complete.
     let label = format!("{:06}", durable.next_checkpoint_id());
+    let started = std::time::SystemTime::now();
+    let clock_started = Instant::now();
     before_snapshot(runtimes, &label)?;
     let result = durable.checkpoint(
         runtime_entries(plan, runtimes, clock),
@@ -424,6 +428,20 @@ fn checkpoint(
     );
     if let Ok(Some(_)) = &result {
         after_snapshot(runtimes)?;
+    }
+    if let Some(record) = match &result {
+        Ok(Some(m)) => Some((m.id, m.bytes, None)),
+        Ok(None) => None,
+        Err(e) => Some((durable.next_checkpoint_id(), 0, Some(e.to_string()))),
+    } {
+        job.telemetry.record_checkpoint(CheckpointRecord {
+            id: record.0,
+            savepoint: false,
+            started,
+            duration: clock_started.elapsed(),
+            bytes: record.1,
+            error: record.2,
+        });
     }
     match result {
         Ok(Some(m)) => {
@@ -465,12 +483,22 @@ fn savepoint(
     request: SavepointRequest,
 ) -> Result<bool, EngineError> {
     let label = format!("s{}", wall_millis());
+    let started = std::time::SystemTime::now();
+    let clock_started = Instant::now();
     before_snapshot(runtimes, &label)?;
     let result = durable.savepoint(
         &request.directory,
         runtime_entries(plan, runtimes, clock),
         &snapshot_files(runtimes),
     );
+    job.telemetry.record_checkpoint(CheckpointRecord {
+        id: 0,
+        savepoint: true,
+        started,
+        duration: clock_started.elapsed(),
+        bytes: result.as_ref().map_or(0, |m| m.bytes),
+        error: result.as_ref().err().map(|e| e.to_string()),
+    });
     let answer = match &result {
         Ok(m) => {
             after_snapshot(runtimes)?;
@@ -639,6 +667,9 @@ pub(crate) async fn run(
             write.recover(|name| durable.restored_file(name))?;
         }
     }
+    for stage in job.telemetry.stages() {
+        stage.start();
+    }
     let mut drain = job.drain.clone();
     let mut draining = false;
     let mut savepoints = job.savepoints.lock().take();
@@ -667,7 +698,23 @@ pub(crate) async fn run(
                 watermarks: &watermarks,
                 draining,
             };
-            let step = ctx.step(rt, &data, &mut clock).await?;
+            let input_wm = ctx.input_watermark();
+            let had_input = stage.kind.inputs().iter().any(|p| {
+                data.get(*p)
+                    .is_some_and(|c| c.iter().any(|c| !c.is_empty()))
+            });
+            let step_started = Instant::now();
+            let step = ctx
+                .step(rt, &data, &mut clock)
+                .instrument(crate::job::stage_span(stage))
+                .await?;
+            record_step(
+                job.telemetry.stage(&stage.id),
+                rt,
+                &step,
+                input_wm,
+                had_input.then(|| step_started.elapsed()),
+            );
             progressed |= step.more;
             for (port, chunks) in step.produced {
                 if chunks.iter().any(|c| !c.is_empty()) {
@@ -768,6 +815,57 @@ pub(crate) async fn run(
             ));
         }
         clock.finish();
+    }
+}
+
+/// Publishes a stage's figures after its step of an epoch: watermarks,
+/// what waits in it, and (native stages that had input) the step's time;
+/// SDK stages time their bundles themselves.
+fn record_step(
+    telemetry: &crate::telemetry::StageTelemetry,
+    rt: &Runtime,
+    step: &Step,
+    input_wm: i64,
+    took: Option<Duration>,
+) {
+    // A sink has no output watermark of its own: it is done up to its input's.
+    let output_wm = step
+        .watermarks
+        .iter()
+        .map(|(_, wm)| *wm)
+        .min()
+        .unwrap_or(input_wm);
+    let is_source = matches!(
+        rt,
+        Runtime::Impulse { .. } | Runtime::TestStream { .. } | Runtime::KafkaRead(_)
+    );
+    telemetry.set_watermarks(if is_source { output_wm } else { input_wm }, output_wm);
+    let queued = match rt {
+        Runtime::Sdk(sdk) => Some(sdk.held.len() + sdk.deferred.len()),
+        Runtime::Gbk(gbk) => Some(gbk.buffered_values() as usize),
+        Runtime::KafkaRead(read) => Some(read.buffered() as usize),
+        Runtime::KafkaWrite(write) => Some(write.in_flight()),
+        Runtime::Pass | Runtime::LineSink(_) => Some(0),
+        Runtime::Impulse { .. } | Runtime::TestStream { .. } => None,
+    };
+    if let Some(n) = queued {
+        telemetry.set_queued(n);
+    }
+    let produced = || {
+        step.produced
+            .iter()
+            .any(|(_, c)| c.iter().any(|c| !c.is_empty()))
+    };
+    match (rt, took) {
+        (Runtime::Sdk(_), _) => {}
+        (_, Some(took)) => telemetry.bundle(took),
+        // A source's step has no input: it counts when it read something.
+        (Runtime::KafkaRead(_) | Runtime::TestStream { .. } | Runtime::Impulse { .. }, None)
+            if produced() =>
+        {
+            telemetry.bundle(Duration::ZERO)
+        }
+        _ => {}
     }
 }
 
@@ -1193,6 +1291,7 @@ impl StageContext<'_> {
             checkpoint_after: Some(STREAMING_CHECKPOINT_AFTER),
             components: &self.job.plan.components,
             reporter: self.job.reporter.as_ref(),
+            telemetry: self.job.telemetry.stage(&self.stage.id),
         };
         let mut outputs: HashMap<PortRef, Vec<Bytes>> = HashMap::new();
         let estimate_before = rt.estimate();

@@ -155,6 +155,11 @@ impl KafkaRead {
         Ok((Bytes::from(out), watermark, taken == RECORDS_PER_EPOCH))
     }
 
+    /// Records fetched but not yet taken into an epoch.
+    pub(crate) fn buffered(&self) -> u64 {
+        self.source.as_ref().map_or(0, |s| s.buffered())
+    }
+
     /// Takes part in watermark alignment (`max_drift_ms` is set).
     pub(crate) fn is_aligned(&self) -> bool {
         self.config.max_drift.is_some()
@@ -485,6 +490,11 @@ impl KafkaWrite {
 
     /// Before a checkpoint: everything sent is acknowledged (and, in a
     /// transaction, logged durably).
+    /// Records sent but not yet acknowledged.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.sink.in_flight()
+    }
+
     pub(crate) fn flush(&mut self) -> Result<(), EngineError> {
         self.sink.flush().map_err(|e| kafka_error(&self.name, e))?;
         if let Some(log) = self.txn.as_mut().and_then(|t| t.log.as_mut()) {
