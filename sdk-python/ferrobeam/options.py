@@ -158,6 +158,18 @@ class FerrobeamOptions(PipelineOptions):
             ),
         )
         parser.add_argument(
+            "--ferrobeam_progress",
+            choices=["auto", "on", "off"],
+            default=None,
+            help=(
+                "Progress in the terminal (embedded job server): a batch job "
+                "shows stages done and running, elements processed and the "
+                "time so far; a streaming job prints the dashboard's address "
+                "and a one-line status every 10 s. auto (the default): only "
+                "when stderr is a terminal; on: always; off: never."
+            ),
+        )
+        parser.add_argument(
             "--ferrobeam_work_dir",
             default=None,
             help=(

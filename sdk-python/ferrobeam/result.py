@@ -12,11 +12,14 @@ Example::
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from apache_beam.portability.api import beam_job_api_pb2
 from apache_beam.runners.portability import portable_runner
 from apache_beam.runners.runner import PipelineState
+
+if TYPE_CHECKING:
+    from ferrobeam.progress import ProgressReporter
 
 __all__ = ["FerrobeamPipelineResult", "adopt"]
 
@@ -38,6 +41,8 @@ class FerrobeamPipelineResult(portable_runner.PipelineResult):
     """
 
     _ferrobeam_job_endpoint: Optional[str] = None
+    # Set by FerrobeamRunner when progress is shown (ferrobeam.progress).
+    _ferrobeam_progress: Optional["ProgressReporter"] = None
 
     def job_id(self) -> str:
         """Returns the job's id on its job server."""
@@ -118,6 +123,9 @@ class FerrobeamPipelineResult(portable_runner.PipelineResult):
                 raise
             self._runtime_exception = None
             return str(self._state)
+        finally:
+            if self._ferrobeam_progress is not None and PipelineState.is_terminal(self._state):
+                self._ferrobeam_progress.finish()
 
 
 def adopt(

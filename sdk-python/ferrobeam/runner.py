@@ -33,6 +33,7 @@ import grpc
 from apache_beam.options.pipeline_options import DebugOptions
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import PortableOptions
+from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.portability import python_urns
 from apache_beam.portability.api import beam_job_api_pb2
 from apache_beam.portability.api import beam_job_api_pb2_grpc
@@ -46,6 +47,8 @@ from apache_beam.transforms import environments
 from ferrobeam.options import CheckpointOptions
 from ferrobeam.options import EmbeddedServerConfig
 from ferrobeam.options import FerrobeamOptions  # noqa: F401
+from ferrobeam.progress import ProgressReporter
+from ferrobeam.result import FerrobeamPipelineResult
 from ferrobeam.result import adopt
 
 __all__ = [
@@ -136,6 +139,14 @@ class _EmbeddedServers:
                     server.endpoint,
                 )
             return str(server.endpoint)
+
+    def dashboard_url(self, endpoint: str) -> Optional[str]:
+        """The dashboard of the embedded server at ``endpoint``, if any."""
+        with self._lock:
+            for server in self._servers.values():
+                if server.endpoint == endpoint:
+                    return server.dashboard_url  # type: ignore[no-any-return]
+        return None
 
     def stop_all(self) -> None:
         """Stops every server started by this process."""
@@ -411,7 +422,17 @@ class FerrobeamRunner(portable_runner.PortableRunner):
           result plus ``drain()`` and ``job_id()``.
         """
         endpoint = options.view_as(PortableOptions).job_endpoint or embedded_job_endpoint(options)
-        return adopt(super().run_portable_pipeline(pipeline, options), job_endpoint=endpoint)
+        result = adopt(super().run_portable_pipeline(pipeline, options), job_endpoint=endpoint)
+        dashboard = _SERVERS.dashboard_url(endpoint)
+        mode = options.view_as(FerrobeamOptions).ferrobeam_progress
+        if dashboard and isinstance(result, FerrobeamPipelineResult) and ProgressReporter.wanted(mode):
+            streaming = bool(options.view_as(StandardOptions).streaming)
+            reporter = ProgressReporter(
+                dashboard, result.job_id(), streaming,
+                interactive=None if mode != "on" else sys.stderr.isatty())
+            result._ferrobeam_progress = reporter  # pylint: disable=protected-access
+            reporter.start()
+        return result
 
     def create_job_service_handle(
         self, job_service: Any, options: PipelineOptions

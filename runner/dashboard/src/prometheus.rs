@@ -197,7 +197,8 @@ pub fn render(jobs: &[JobDetail], now: SystemTime) -> String {
                     "gauge",
                     "How far the stage's output watermark is behind the wall clock.",
                     &labels,
-                    (now_ms - wm) as f64 / 1000.0,
+                    // A source's watermark may run a little ahead of the clock: no lag.
+                    (now_ms - wm).max(0) as f64 / 1000.0,
                 );
             }
         }

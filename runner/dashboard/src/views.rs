@@ -47,10 +47,8 @@ impl JobSummary {
             created_ms: millis(job.created),
             started_ms: started.map(millis),
             finished_ms: job.finished.map(millis),
-            duration_ms: started.map(|s| {
-                let end = job.finished.unwrap_or(now);
-                end.duration_since(s).unwrap_or(Duration::ZERO).as_millis() as i64
-            }),
+            // From the rounded ends, so that it adds up for a reader.
+            duration_ms: started.map(|s| (millis(job.finished.unwrap_or(now)) - millis(s)).max(0)),
         }
     }
 }

@@ -119,6 +119,9 @@ const STATE_CHANNEL_BOOT: &str = concat!(
 
 /// What a warm interpreter runs: import the harness, then wait for the
 /// worker's environment as one JSON line and start it.  EOF means "exit".
+/// Beam's log handler names its worker by a class attribute read from
+/// `WORKER_ID` at import, before the worker had one: set it again, or the
+/// worker's log lines reach us unnamed (no job, no error forwarding).
 /// First of all it starts a watchdog that exits when the process that
 /// started it is gone: a server embedded in a program that ends does not
 /// run destructors, and its half-imported interpreters would otherwise
@@ -149,7 +152,9 @@ _importer.join()\n\
 from apache_beam.runners.worker import sdk_worker_main\n\
 line = sys.stdin.readline()\n\
 if not line.strip():\n    sys.exit(0)\n\
-os.environ.update(json.loads(line))\n";
+os.environ.update(json.loads(line))\n\
+from apache_beam.runners.worker import worker_id_interceptor\n\
+worker_id_interceptor.WorkerIdInterceptor._worker_id = os.environ.get('WORKER_ID')\n";
 
 /// What a cold worker runs.
 const COLD_BOOT: &str = "import sys\nfrom apache_beam.runners.worker import sdk_worker_main\n";
