@@ -276,3 +276,41 @@ def test_jobs_status_and_logs_without_a_server_exit_4() -> None:
         proc = run_cli(*command, "--job_endpoint", endpoint, "--timeout", "5")
         assert proc.returncode == 4, (command, proc.stderr)
         assert "cannot reach a job server at " + endpoint in proc.stderr
+
+
+def test_savepoint_and_stop_of_an_unknown_job_exit_3(job_endpoint: str, tmp_path: Path) -> None:
+    for command in (["savepoint", "no-such-job", str(tmp_path / "sp1")],
+                    ["stop", "no-such-job", "--savepoint", str(tmp_path / "sp2")]):
+        proc = run_cli(*command, "--job_endpoint", job_endpoint)
+        assert proc.returncode == 3, (command, proc.stderr)
+        assert "no-such-job" in proc.stderr and proc.stdout == ""
+        assert not (tmp_path / "sp1").exists() and not (tmp_path / "sp2").exists()
+
+
+def test_savepoint_and_stop_without_a_server_exit_4(tmp_path: Path) -> None:
+    endpoint = "localhost:%d" % free_port()
+    for command in (["savepoint", "some-job", str(tmp_path / "sp")],
+                    ["stop", "some-job", "--savepoint", str(tmp_path / "sp")]):
+        proc = run_cli(*command, "--job_endpoint", endpoint, "--timeout", "5")
+        assert proc.returncode == 4, (command, proc.stderr)
+        assert "cannot reach a job server at " + endpoint in proc.stderr
+
+
+def test_savepoint_of_a_batch_job_is_refused_exit_5(job_endpoint: str, tmp_path: Path) -> None:
+    job_id, result = _portable_job(job_endpoint, "cli-batch-savepoint", lambda x: x)
+    result.wait_until_finish()
+    proc = run_cli("savepoint", job_id, str(tmp_path / "sp"), "--job_endpoint", job_endpoint)
+    assert proc.returncode == 5, proc.stderr
+    assert job_id in proc.stderr or "running" in proc.stderr
+
+
+def test_job_server_help_documents_dashboard_and_log_format() -> None:
+    proc = run_cli("job-server", "--help")
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--dashboard_port", "--no_dashboard", "--log_format"):
+        assert flag in proc.stdout, flag
+
+
+def test_job_server_prints_its_dashboard(standalone_server: tuple[str, subprocess.Popen], tmp_path: Path) -> None:
+    log = (tmp_path / "job-server.log").read_text()
+    assert "dashboard: http://127.0.0.1:" in log, log
