@@ -149,15 +149,26 @@ class _EmbeddedServers:
         return None
 
     def stop_all(self) -> None:
-        """Stops every server started by this process."""
+        """Stops every server started by this process.
+
+        Each stop cancels the server's running jobs and waits until they have
+        closed their state: the interpreter must not exit while a RocksDB
+        database is open (RocksDB's threads would outlive it and abort the
+        process).
+        """
         with self._lock:
             servers = list(self._servers.values())
             self._servers.clear()
         for server in servers:
             try:
-                server.stop()
+                still_open = server.stop()
             except Exception:  # pylint: disable=broad-except
                 _LOGGER.exception("Failed to stop embedded job server")
+                continue
+            if still_open:
+                _LOGGER.warning(
+                    "Embedded ferrobeam job server stopped with %d state "
+                    "database(s) still open", still_open)
 
 
 def _use_state_channel(server: Any) -> None:

@@ -356,7 +356,8 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = server.stopped() => {}
                 }
-                server.stop();
+                // Let cancelled jobs close their state before the process exits.
+                tokio::task::block_in_place(|| server.stop_and_wait(server::SHUTDOWN_GRACE));
                 0
             })
         }

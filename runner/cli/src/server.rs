@@ -60,6 +60,11 @@ impl Default for ServerConfig {
     }
 }
 
+/// How long a stopping server waits for its cancelled jobs to close their
+/// state: a cancelled job stops within a bundle, and closing a database
+/// flushes at most a few memtables.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A running job server; dropping it does not stop it, [`RunningServer::stop`] does.
 pub struct RunningServer {
     pub job_addr: SocketAddr,
@@ -91,6 +96,23 @@ impl RunningServer {
     pub fn stop(&self) {
         self.jobs.shutdown();
         let _ = self.shutdown.send(true);
+    }
+
+    /// Stops the server and blocks (at most `timeout`) until the cancelled
+    /// jobs have closed their RocksDB state; returns how many databases are
+    /// still open.  Call it from a blocking thread, never from the runtime:
+    /// a process that exits with a database open may be aborted by RocksDB
+    /// (see [`ferrobeam_state::rocks::wait_until_all_closed`]).
+    pub fn stop_and_wait(&self, timeout: std::time::Duration) -> usize {
+        self.stop();
+        let still_open = ferrobeam_state::rocks::wait_until_all_closed(timeout);
+        if still_open > 0 {
+            tracing::warn!(
+                still_open,
+                "job server stopped with state databases still open after {timeout:?}"
+            );
+        }
+        still_open
     }
 
     /// Resolves when [`RunningServer::stop`] is called.

@@ -269,12 +269,12 @@ impl Worker {
         if let (Some(reg), Some(state)) = (&registry, state) {
             reg.set_bundle_state(&instruction_id, state);
         }
-        let result = self.run_bundle(&instruction_id, bundle, &mut in_rx).await;
-        self.inbound.lock().remove(&instruction_id);
-        if let Some(reg) = &registry {
-            reg.clear_bundle_state(&instruction_id);
-        }
-        result
+        let _registered = BundleRegistration {
+            worker: self,
+            registry,
+            instruction_id: &instruction_id,
+        };
+        self.run_bundle(&instruction_id, bundle, &mut in_rx).await
     }
 
     async fn run_bundle(
@@ -463,6 +463,26 @@ fn push_input(
 struct OpenStreams<'a> {
     data: HashSet<&'a str>,
     timers: HashSet<(&'a str, &'a str)>,
+}
+
+/// A bundle's entries in its worker's inbound routes and in the registry's
+/// state handlers, removed when the bundle ends, and also when its future
+/// is dropped half-way (a cancelled job): the state handler holds the job's
+/// state backend, which would otherwise stay open, RocksDB files and all,
+/// as long as the server runs.
+struct BundleRegistration<'a> {
+    worker: &'a Worker,
+    registry: Option<Arc<Registry>>,
+    instruction_id: &'a str,
+}
+
+impl Drop for BundleRegistration<'_> {
+    fn drop(&mut self) {
+        self.worker.inbound.lock().remove(self.instruction_id);
+        if let Some(reg) = &self.registry {
+            reg.clear_bundle_state(self.instruction_id);
+        }
+    }
 }
 
 fn accept(out: &mut BundleOutput, open: &mut OpenStreams, inbound: InboundData) {

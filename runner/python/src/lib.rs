@@ -54,9 +54,22 @@ impl JobServer {
         self.inner.job_addr.port()
     }
 
-    /// Stops accepting jobs and shuts the server down.
-    fn stop(&self) {
-        self.inner.stop();
+    /// Stops accepting jobs, cancels running ones and waits (at most
+    /// `timeout` seconds) until they have closed their state; returns how
+    /// many state databases are still open.  The GIL is released while
+    /// waiting: a job's in-process SDK worker needs it to finish.
+    #[pyo3(signature = (timeout=None))]
+    fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<usize> {
+        let timeout = match timeout {
+            None => ferrobeam_cli::server::SHUTDOWN_GRACE,
+            Some(t) if t >= 0.0 && t.is_finite() => std::time::Duration::from_secs_f64(t),
+            Some(_) => {
+                return Err(PyRuntimeError::new_err(
+                    "timeout must be a non-negative number of seconds",
+                ))
+            }
+        };
+        Ok(py.detach(|| self.inner.stop_and_wait(timeout)))
     }
 
     fn __repr__(&self) -> String {
@@ -135,11 +148,19 @@ fn savepoint(
     })
 }
 
+/// The RocksDB state databases open in this process (0 once every job
+/// that used RocksDB has ended and closed its state).
+#[pyfunction]
+fn open_state_databases() -> usize {
+    ferrobeam_state::rocks::open_databases()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<JobServer>()?;
     m.add_function(wrap_pyfunction!(start_job_server, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(savepoint, m)?)?;
+    m.add_function(wrap_pyfunction!(open_state_databases, m)?)?;
     Ok(())
 }

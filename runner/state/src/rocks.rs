@@ -12,6 +12,8 @@
 //! copying and syncing the log, and made restores replay it.)
 
 use std::path::Path;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rocksdb::{
@@ -33,6 +35,62 @@ const READY_MEMTABLE_BYTES: u64 = 2 << 20;
 pub struct RocksBackend {
     db: DB,
     write_options: WriteOptions,
+    // Declared after `db`, so it is dropped after the database has closed.
+    _open: OpenDatabase,
+}
+
+/// How many RocksDB databases this process has open, and a signal when
+/// the count changes.
+///
+/// A process must not exit with a database open: RocksDB's background
+/// threads (flushes, compactions, its timer) outlive `main` and lock
+/// mutexes that C++ static destructors have already destroyed, and RocksDB
+/// aborts ("pthread lock: Invalid argument").  An embedded job server, in
+/// particular, is stopped from Python's `atexit`, and its jobs close their
+/// databases on other threads; [`wait_until_all_closed`] lets it wait for
+/// them before the interpreter exits.
+static OPEN_DATABASES: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// One open database, counted in [`OPEN_DATABASES`] while it lives.
+struct OpenDatabase;
+
+impl OpenDatabase {
+    fn new() -> Self {
+        *OPEN_DATABASES.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        OpenDatabase
+    }
+}
+
+impl Drop for OpenDatabase {
+    fn drop(&mut self) {
+        let (count, changed) = &OPEN_DATABASES;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        changed.notify_all();
+    }
+}
+
+/// The RocksDB databases open in this process now.
+pub fn open_databases() -> usize {
+    *OPEN_DATABASES.0.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Blocks until no RocksDB database is open in this process, or `timeout`
+/// has passed; returns how many are still open (0 on success).
+pub fn wait_until_all_closed(timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    let (count, changed) = &OPEN_DATABASES;
+    let mut open = count.lock().unwrap_or_else(|e| e.into_inner());
+    while *open > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        open = changed
+            .wait_timeout(open, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    *open
 }
 
 fn options() -> Options {
@@ -99,7 +157,11 @@ impl RocksBackend {
         let db = DB::open(&options(), work_dir)?;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
-        Ok(Self { db, write_options })
+        Ok(Self {
+            db,
+            write_options,
+            _open: OpenDatabase::new(),
+        })
     }
 
     /// Opens a snapshot without changing it; writes fail.
@@ -116,6 +178,7 @@ impl RocksBackend {
         Ok(Self {
             db,
             write_options: WriteOptions::default(),
+            _open: OpenDatabase::new(),
         })
     }
 }
