@@ -78,6 +78,7 @@ export class KeyedTable<T> {
   readonly el: HTMLElement;
   private readonly body: HTMLTableSectionElement;
   private readonly empty: HTMLElement;
+  private readonly table: HTMLTableElement;
   private readonly rows = new Map<string, HTMLTableRowElement>();
 
   constructor(
@@ -96,12 +97,10 @@ export class KeyedTable<T> {
     );
     this.body = h("tbody");
     this.empty = h("p", { class: "empty", text: emptyText });
-    this.el = h(
-      "div",
-      { class: "table-wrap" },
-      h("table", { class: "grid" }, h("thead", {}, head), this.body),
-      this.empty,
-    );
+    this.empty.hidden = true; // until the first update
+    this.table = h("table", { class: "grid" }, h("thead", {}, head), this.body);
+    this.table.hidden = true;
+    this.el = h("div", { class: "table-wrap" }, this.table, this.empty);
   }
 
   update(rows: T[]): void {
@@ -127,6 +126,7 @@ export class KeyedTable<T> {
       }
     }
     this.empty.hidden = rows.length > 0;
+    this.table.hidden = rows.length === 0;
   }
 
   row(key: string): HTMLTableRowElement | undefined {
@@ -160,7 +160,7 @@ export class KeyedTable<T> {
       if (cell.detail) {
         if (!detail) {
           detail = h("span", { class: "cell-detail" });
-          td.append(detail);
+          span.after(detail);
         }
         setText(detail, cell.detail);
       } else if (detail) {

@@ -14,6 +14,7 @@ import {
 import { h, KeyedTable, section, setClass, setText, svg } from "./dom";
 import * as fmt from "./format";
 import { kindClass, kindLabel } from "./kinds";
+import { stageLabel } from "./labels";
 import { MessageLog } from "./messages";
 import { Rates } from "./rates";
 import { StageGraph, type NodeFigures } from "./stage-graph";
@@ -231,7 +232,7 @@ export class JobView implements View {
     const lag = fmt.lagMs(s.output_watermark_ms, job.now_ms);
     const parts: string[] = [];
     if (job.streaming) {
-      parts.push(`wm ${lag == null ? fmt.watermark(s.output_watermark_ms, job.now_ms) : `−${fmt.duration(lag)}`}`);
+      parts.push(lag == null ? `wm ${fmt.watermark(s.output_watermark_ms, job.now_ms)}` : `lag ${fmt.duration(lag)}`);
       if (s.queued != null) parts.push(`queued ${fmt.count(s.queued)}`);
     } else {
       parts.push(`${fmt.count(s.bundles)} bundle${s.bundles === 1 ? "" : "s"}`);
@@ -260,9 +261,10 @@ export class JobView implements View {
           title: "Stage",
           class: "stage-name",
           cell: (s) => ({
-            text: s.name,
-            detail: [kindLabel(s.kind), ...(s.transforms.length > 1 || (s.transforms[0] ?? s.name) !== s.name ? [s.transforms.join(", ")] : [])].join(" · "),
+            text: stageLabel(s),
+            detail: kindLabel(s.kind) + (s.transforms.length > 1 ? ` · ${s.transforms.length} transforms` : ""),
             class: `kind-mark ${kindClass(s.kind)}`,
+            title: s.transforms.join("\n"),
           }),
         },
         { title: "State", class: "nowrap", testid: "stage-state", cell: (s) => ({ text: s.state, class: `dot state-${s.state}` }) },
@@ -300,6 +302,10 @@ export class JobView implements View {
       (tr, s) => {
         tr.dataset.stageId = s.id;
         tr.classList.add("clickable");
+        // A selected stage shows what it runs.
+        if (s.transforms.length > 1 || s.transforms[0] !== stageLabel(s)) {
+          tr.cells[0].append(h("ul", { class: "transforms" }, ...s.transforms.map((t) => h("li", { text: t }))));
+        }
         tr.addEventListener("click", () => this.select(s.id, false));
       },
     );
@@ -308,10 +314,18 @@ export class JobView implements View {
   private workerTable(): KeyedTable<Worker> {
     return new KeyedTable<Worker>(
       [
-        { title: "Worker", cell: (w) => ({ text: w.id, class: "mono" }) },
-        { title: "Environment", cell: (w) => w.environment },
-        { title: "PID", numeric: true, testid: "worker-pid", cell: (w) => (w.pid == null ? "external" : String(w.pid)) },
-        { title: "State", testid: "worker-state", cell: (w) => ({ text: w.state, class: `dot state-${w.state}` }) },
+        { title: "Worker", cell: (w) => ({ text: this.workerName(w), class: "mono", title: w.id }) },
+        { title: "Environment", class: "wrap-anywhere", cell: (w) => w.environment },
+        {
+          title: "PID",
+          numeric: true,
+          testid: "worker-pid",
+          cell: (w) =>
+            w.pid == null
+              ? { text: fmt.DASH, title: "not a process ferrobeam started (in-process, or an external worker pool)" }
+              : String(w.pid),
+        },
+        { title: "State", class: "nowrap", testid: "worker-state", cell: (w) => ({ text: w.state, class: `dot state-${w.state}` }) },
         { title: "Restarts", numeric: true, testid: "worker-restarts", cell: (w) => ({ text: fmt.count(w.restarts), class: w.restarts ? "warn" : "" }) },
         { title: "Bundles", numeric: true, cell: (w) => fmt.count(w.bundles) },
       ],
@@ -319,6 +333,16 @@ export class JobView implements View {
       "worker-row",
       "No SDK workers (the job ran no Python stage, or has not started).",
     );
+  }
+
+  /** A worker's id without the job's and the environment's names. */
+  private workerName(w: Worker): string {
+    if (!w.id) return "(unnamed)";
+    let name = w.id;
+    for (const prefix of [`${this.jobId}-`, `${w.environment}-`]) {
+      if (name.startsWith(prefix) && name.length > prefix.length) name = name.slice(prefix.length);
+    }
+    return name;
   }
 
   private checkpointTable(): KeyedTable<Checkpoint> {
@@ -331,6 +355,7 @@ export class JobView implements View {
         { title: "Size", numeric: true, testid: "checkpoint-size", cell: (c) => fmt.bytes(c.bytes) },
         {
           title: "Outcome",
+          class: "nowrap",
           cell: (c) => (c.ok ? { text: "ok", class: "dot state-done" } : { text: "failed", class: "dot state-failed", title: c.error ?? "" }),
         },
       ],

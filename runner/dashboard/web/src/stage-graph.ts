@@ -5,11 +5,12 @@
 import type { Stage } from "./api";
 import { setClass, setText, svg } from "./dom";
 import { kindClass, kindLabel } from "./kinds";
+import { stageLabel } from "./labels";
 import { edgePath, layout } from "./layout";
 
 const SIZES = {
   nodeWidth: 204,
-  nodeHeight: 84,
+  nodeHeight: 98,
   gapX: 56,
   gapY: 20,
   laneHeight: 10,
@@ -128,13 +129,25 @@ export class StageGraph {
     }
     root.append(edgeLayer);
     const byId = new Map(stages.map((s) => [s.id, s]));
+    const titles: [string, SVGTSpanElement, SVGTSpanElement, SVGGElement, SVGGElement][] = [];
     for (const box of boxes) {
       const s = byId.get(box.id)!;
-      const title = svg("text", { class: "node-title", x: 14, y: 22 }, s.name);
+      const label = stageLabel(s);
+      const line1 = svg("tspan", { x: 14, y: 21 });
+      const line2 = svg("tspan", { x: 14, y: 37 });
+      const title = svg("text", { class: "node-title" }, line1, line2);
       const subtitle = s.transforms.length > 1 ? ` · ${s.transforms.length} transforms` : "";
-      const io = svg("text", { class: "node-fig", x: 14, y: 58, "data-testid": "node-io" });
-      const extra = svg("text", { class: "node-fig", x: 14, y: 74, "data-testid": "node-extra" });
+      const io = svg("text", { class: "node-fig", x: 14, y: 72, "data-testid": "node-io" });
+      const extra = svg("text", { class: "node-fig", x: 14, y: 88, "data-testid": "node-extra" });
       const state = svg("circle", { class: "node-state", cx: W - 14, cy: 17, r: 4.5 });
+      const rest = svg(
+        "g",
+        {},
+        svg("text", { class: "node-kind", x: 14, y: 53 }, kindLabel(s.kind) + subtitle),
+        io,
+        extra,
+      );
+      const body = svg("g", {}, title, rest);
       const g = svg(
         "g",
         {
@@ -145,13 +158,10 @@ export class StageGraph {
           "data-layer": box.layer,
           tabindex: 0,
         },
-        svg("title", {}, [s.name, ...s.transforms.filter((t) => t !== s.name)].join("\n")),
+        svg("title", {}, [label, "", ...s.transforms].join("\n")),
         svg("rect", { class: "node-box", width: W, height: H, rx: 8 }),
         svg("rect", { class: "node-accent", x: 0, y: 0, width: 5, height: H, rx: 2.5 }),
-        title,
-        svg("text", { class: "node-kind", x: 14, y: 38 }, kindLabel(s.kind) + subtitle),
-        io,
-        extra,
+        body,
         state,
       );
       g.addEventListener("click", () => this.onSelect(s.id));
@@ -160,23 +170,54 @@ export class StageGraph {
       });
       this.nodes.set(s.id, { g, io, extra, state });
       root.append(g);
+      titles.push([label, line1, line2, body, rest]);
     }
     this.el.append(root);
-    // Names longer than a node are cut to fit (the full name is the tooltip).
-    for (const t of root.querySelectorAll<SVGTextElement>(".node-title")) fit(t, W - 38);
+    // Names take up to two lines, cut to fit (the full name is the
+    // tooltip); below a one-line name the rest moves up, and the whole
+    // is centred.
+    for (const [label, line1, line2, body, rest] of titles) {
+      if (!wrap(label, line1, line2, W - 36)) {
+        rest.setAttribute("transform", "translate(0,-16)");
+        body.setAttribute("transform", "translate(0,8)");
+      }
+    }
   }
 }
 
-function fit(text: SVGTextElement, max: number): void {
-  const full = text.textContent ?? "";
-  if (text.getComputedTextLength() <= max) return;
+/** Splits `label` over two lines of at most `max` pixels, breaking after
+ * a space, slash, comma or plus if it can; false if one line holds it. */
+function wrap(label: string, line1: SVGTSpanElement, line2: SVGTSpanElement, max: number): boolean {
+  line1.textContent = label;
+  if (line1.getComputedTextLength() <= max) return false;
+  const tokens = label.split(/(?<=[ /,+])/);
+  let first = "";
+  for (const t of tokens) {
+    line1.textContent = first + t;
+    if (line1.getComputedTextLength() > max) break;
+    first += t;
+  }
+  if (!first) {
+    // One long word: break it where the line ends.
+    fit(line1, label, max, "");
+    first = line1.textContent ?? "";
+  }
+  line1.textContent = first.trimEnd();
+  fit(line2, label.slice(first.length).trimStart(), max, "…");
+  return true;
+}
+
+/** The longest prefix of `text` (plus `more`) that fits in `max` pixels. */
+function fit(el: SVGTextContentElement, text: string, max: number, more: string): void {
+  el.textContent = text;
+  if (el.getComputedTextLength() <= max) return;
   let lo = 1;
-  let hi = full.length;
+  let hi = text.length;
   while (lo < hi) {
     const mid = Math.ceil((lo + hi) / 2);
-    text.textContent = full.slice(0, mid) + "…";
-    if (text.getComputedTextLength() <= max) lo = mid;
+    el.textContent = text.slice(0, mid) + more;
+    if (el.getComputedTextLength() <= max) lo = mid;
     else hi = mid - 1;
   }
-  text.textContent = full.slice(0, lo) + "…";
+  el.textContent = text.slice(0, lo) + more;
 }
