@@ -8,15 +8,18 @@ skipped silently.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import glob
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import pytest
 
@@ -153,6 +156,162 @@ def run_python(args: Sequence[str], timeout: float = 280, cwd: Optional[os.PathL
     assert proc.returncode == 0, "python %s exited with %d\n--- stdout\n%s\n--- stderr\n%s" % (
         " ".join(args), proc.returncode, proc.stdout[-5000:], proc.stderr[-10000:])
     return proc
+
+
+def get_json(url: str) -> Any:
+    """GETs ``url`` and parses its JSON (checking it says it is JSON)."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers.get_content_type() == "application/json"
+        return json.loads(response.read())
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Calls ``check`` until it returns something true, and returns that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        time.sleep(0.25)
+
+
+def stage_of(job: dict[str, Any], kind: str, name_part: str = "") -> dict[str, Any]:
+    """The one stage of ``kind`` (and with ``name_part`` in its name) in a
+    dashboard job's JSON."""
+    matches = [s for s in job["stages"] if s["kind"] == kind and name_part in s["name"]]
+    assert len(matches) == 1, (kind, name_part, [(s["kind"], s["name"]) for s in job["stages"]])
+    return dict(matches[0])
+
+
+# --- The dashboard (docs/dashboard-api.md): the session job server's, a
+# finished batch job and a live streaming job to look at. Shared by
+# test_dashboard_api.py and test_dashboard_browser.py.
+
+
+@pytest.fixture(scope="session")
+def dashboard(job_server: object, job_endpoint: str) -> str:
+    """Base URL of the session job server's dashboard (no trailing slash)."""
+    url = getattr(job_server, "dashboard_url")
+    assert url and url.startswith("http://127.0.0.1:"), url
+    return str(url).rstrip("/")
+
+
+def _beam() -> Any:
+    import apache_beam  # pylint: disable=import-outside-toplevel
+    return apache_beam
+
+
+def _count_and_measure() -> Any:
+    """A DoFn counting its elements (``demo/seen``) and their sizes
+    (``demo/size``), made on first use so conftest imports no Beam."""
+    from apache_beam.metrics import Metrics  # pylint: disable=import-outside-toplevel
+    beam = _beam()
+
+    class CountAndMeasure(beam.DoFn):
+        def __init__(self) -> None:
+            self.seen = Metrics.counter("demo", "seen")
+            self.sizes = Metrics.distribution("demo", "size")
+
+        def process(self, x: int) -> Iterator[int]:
+            self.seen.inc()
+            self.sizes.update(x % 10)
+            yield x
+
+    return CountAndMeasure()
+
+
+@pytest.fixture(scope="session")
+def batch_job(job_endpoint: str, dashboard: str) -> dict[str, Any]:
+    """A finished batch job (``dash-batch``): 1000 elements through
+    ParDo(CountAndMeasure), 7 keys grouped; its ``/api/jobs/ID`` JSON."""
+    beam = _beam()
+    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+    from apache_beam.runners.portability.portable_runner import PortableRunner  # pylint: disable=import-outside-toplevel
+    from apache_beam.runners.runner import PipelineState  # pylint: disable=import-outside-toplevel
+
+    options = PipelineOptions(["--job_endpoint=" + job_endpoint, "--environment_type=LOOPBACK",
+                               "--job_name=dash-batch"])
+    p = beam.Pipeline(runner=PortableRunner(), options=options)
+    _ = (p
+         | beam.Create(range(1000))
+         | "ParDo(CountAndMeasure)" >> beam.ParDo(_count_and_measure())
+         | "Key" >> beam.Map(lambda x: (x % 7, x))
+         | beam.GroupByKey()
+         | "Sizes" >> beam.Map(lambda kv: (kv[0], len(kv[1]))))  # yapf: disable
+    result = p.run()
+    assert result.wait_until_finish() == PipelineState.DONE
+    job_id = result._job_id  # pylint: disable=protected-access
+    return dict(get_json("%s/api/jobs/%s" % (dashboard, job_id)))
+
+
+@dataclasses.dataclass
+class LiveJob:
+    """A streaming job running on the session job server."""
+    result: Any
+    job_id: str
+    url: str  # its /api/jobs/ID
+
+    def wait_counting(self, timeout: float = 90) -> dict[str, Any]:
+        """Waits until the job runs and its GroupByKey counts elements;
+        returns the job's JSON then."""
+        def live() -> Any:
+            job = get_json(self.url)
+            gbk = [s for s in job["stages"] if s["kind"] == "gbk"]
+            return job if job["state"] == "RUNNING" and gbk and gbk[0]["elements_in"] else None
+
+        return dict(wait_until(live, timeout, "the streaming job to count elements"))
+
+
+@pytest.fixture
+def streaming_job(job_endpoint: str, dashboard: str, tmp_path: Path) -> Iterator[LiveJob]:
+    """A streaming job (``dash-stream``) for as long as the test runs:
+    ticks every 50 ms, counted (``demo/ticks``), keyed three ways, summed
+    per key in one-second windows, a checkpoint a second. Cancelled
+    afterwards."""
+    beam = _beam()
+    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+    from apache_beam.transforms import window  # pylint: disable=import-outside-toplevel
+    from apache_beam.transforms.periodicsequence import PeriodicImpulse  # pylint: disable=import-outside-toplevel
+    from apache_beam.utils.timestamp import Timestamp  # pylint: disable=import-outside-toplevel
+
+    options = PipelineOptions([
+        "--runner=ferrobeam.FerrobeamRunner", "--job_endpoint=" + job_endpoint, "--streaming",
+        "--job_name=dash-stream", "--checkpoint_dir=" + str(tmp_path / "ckpt"),
+        "--checkpoint_interval=1", "--ferrobeam_no_inprocess_worker"])
+    p = beam.Pipeline(options=options)
+    now = time.time()
+    _ = (p
+         | PeriodicImpulse(start_timestamp=Timestamp.of(now), stop_timestamp=Timestamp.of(now + 3600),
+                           fire_interval=0.05)
+         | "Key" >> beam.ParDo(_key_ticks())
+         | beam.WindowInto(window.FixedWindows(1))
+         | beam.CombinePerKey(sum))  # yapf: disable
+    result = p.run()
+    job_id = result.job_id()
+    try:
+        yield LiveJob(result, job_id, "%s/api/jobs/%s" % (dashboard, job_id))
+    finally:
+        result.cancel()
+        with pytest.raises(RuntimeError, match="CANCELLED"):
+            result.wait_until_finish(duration=30_000)
+
+
+def _key_ticks() -> Any:
+    """A DoFn keying PeriodicImpulse's ticks three ways, counting them
+    (``demo/ticks``)."""
+    from apache_beam.metrics import Metrics  # pylint: disable=import-outside-toplevel
+    beam = _beam()
+
+    class KeyTicks(beam.DoFn):
+        def __init__(self) -> None:
+            self.ticks = Metrics.counter("demo", "ticks")
+
+        def process(self, t: float) -> Iterator[tuple[str, int]]:
+            self.ticks.inc()
+            yield "k%d" % (int(t * 20) % 3), 1
+
+    return KeyTicks()
 
 
 class ValidatesRunnerTally:

@@ -12,88 +12,24 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.portability.portable_runner import PortableRunner
-from apache_beam.runners.runner import PipelineState
-from apache_beam.transforms import window
-from apache_beam.transforms.periodicsequence import PeriodicImpulse
-from apache_beam.utils.timestamp import Timestamp
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, wait_for_job_service
+from conftest import LiveJob, free_port, get_json, stage_of, wait_for_job_service
 from test_cli import ferrobeam_command
 
 # Beam's watermark bounds in milliseconds.
 WATERMARK_BOUND = 9223372036854775
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        assert response.headers.get_content_type() == "application/json"
-        return json.loads(response.read())
-
-
 def get_text(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read().decode("utf-8")
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out waiting for " + what
-        time.sleep(0.25)
-
-
-@pytest.fixture(scope="module")
-def dashboard(job_server: object, job_endpoint: str) -> str:
-    url = getattr(job_server, "dashboard_url")
-    assert url and url.startswith("http://127.0.0.1:"), url
-    return str(url).rstrip("/")
-
-
-class CountAndMeasure(beam.DoFn):
-    def __init__(self) -> None:
-        self.seen = Metrics.counter("demo", "seen")
-        self.sizes = Metrics.distribution("demo", "size")
-
-    def process(self, x: int) -> Iterator[int]:
-        self.seen.inc()
-        self.sizes.update(x % 10)
-        yield x
-
-
-@pytest.fixture(scope="module")
-def batch_job(job_endpoint: str, dashboard: str) -> dict[str, Any]:
-    """A finished batch job: 1000 elements, 7 keys, user metrics."""
-    options = PipelineOptions(["--job_endpoint=" + job_endpoint, "--environment_type=LOOPBACK",
-                               "--job_name=dash-batch"])
-    p = beam.Pipeline(runner=PortableRunner(), options=options)
-    _ = (p
-         | beam.Create(range(1000))
-         | beam.ParDo(CountAndMeasure())
-         | "Key" >> beam.Map(lambda x: (x % 7, x))
-         | beam.GroupByKey()
-         | "Sizes" >> beam.Map(lambda kv: (kv[0], len(kv[1]))))  # yapf: disable
-    result = p.run()
-    assert result.wait_until_finish() == PipelineState.DONE
-    job_id = result._job_id  # pylint: disable=protected-access
-    return dict(get_json("%s/api/jobs/%s" % (dashboard, job_id)))
-
-
-def stage_of(job: dict[str, Any], kind: str, name_part: str = "") -> dict[str, Any]:
-    matches = [s for s in job["stages"] if s["kind"] == kind and name_part in s["name"]]
-    assert len(matches) == 1, (kind, name_part, [(s["kind"], s["name"]) for s in job["stages"]])
-    return dict(matches[0])
 
 
 def test_the_page_is_served(dashboard: str) -> None:
@@ -187,62 +123,38 @@ def test_metrics_endpoint_parses_and_holds_the_job(dashboard: str, batch_job: di
     assert sum(s.value for s in samples(families["ferrobeam_jobs"], state="DONE")) >= 1
 
 
-def test_running_streaming_job_is_live(dashboard: str, job_endpoint: str, tmp_path: Path) -> None:
+def test_running_streaming_job_is_live(dashboard: str, streaming_job: LiveJob) -> None:
     """Watermarks, counters and checkpoints move while the job runs, and
     the workers are processes one can see."""
-    options = PipelineOptions([
-        "--runner=ferrobeam.FerrobeamRunner", "--job_endpoint=" + job_endpoint, "--streaming",
-        "--job_name=dash-stream", "--checkpoint_dir=" + str(tmp_path / "ckpt"),
-        "--checkpoint_interval=1", "--ferrobeam_no_inprocess_worker"])
-    p = beam.Pipeline(options=options)
-    now = time.time()
-    _ = (p
-         | PeriodicImpulse(start_timestamp=Timestamp.of(now), stop_timestamp=Timestamp.of(now + 3600),
-                           fire_interval=0.05)
-         | beam.Map(lambda t: ("k%d" % (int(t * 20) % 3), 1))
-         | beam.WindowInto(window.FixedWindows(1))
-         | beam.CombinePerKey(sum))  # yapf: disable
-    result = p.run()
-    url = "%s/api/jobs/%s" % (dashboard, result.job_id())
-    try:
-        def live() -> Any:
-            job = get_json(url)
-            gbk = [s for s in job["stages"] if s["kind"] == "gbk"]
-            return job if job["state"] == "RUNNING" and gbk and gbk[0]["elements_in"] else None
+    first = streaming_job.wait_counting()
+    assert first["streaming"] is True
+    gbk1 = stage_of(first, "gbk")
+    assert all(s["state"] == "running" for s in first["stages"])
+    assert gbk1["queued"] is not None
+    time.sleep(3)
+    second = get_json(streaming_job.url)
+    gbk2 = stage_of(second, "gbk")
+    assert gbk2["elements_in"] > gbk1["elements_in"], "the counter does not move"
+    wm1, wm2 = gbk1["output_watermark_ms"], gbk2["output_watermark_ms"]
+    assert wm1 is not None and -WATERMARK_BOUND < wm1 < wm2 < WATERMARK_BOUND, (wm1, wm2)
+    # Fixed one-second windows: the watermark trails the clock by seconds, not minutes.
+    assert second["now_ms"] - wm2 < 30_000
+    checkpoints = second["checkpoints"]
+    assert checkpoints and all(c["kind"] == "checkpoint" for c in checkpoints)
+    assert checkpoints[-1]["ok"] and checkpoints[-1]["bytes"] > 0
+    assert [c["id"] for c in checkpoints] == sorted(c["id"] for c in checkpoints)
+    pids = [w["pid"] for w in second["workers"] if w["state"] == "running"]
+    assert pids and all(pids), second["workers"]
+    for pid in pids:
+        os.kill(pid, 0)  # a live process of this machine
 
-        first = wait_until(live, 90, "the streaming job to count elements")
-        assert first["streaming"] is True
-        gbk1 = stage_of(first, "gbk")
-        assert all(s["state"] == "running" for s in first["stages"])
-        assert gbk1["queued"] is not None
-        time.sleep(3)
-        second = get_json(url)
-        gbk2 = stage_of(second, "gbk")
-        assert gbk2["elements_in"] > gbk1["elements_in"], "the counter does not move"
-        wm1, wm2 = gbk1["output_watermark_ms"], gbk2["output_watermark_ms"]
-        assert wm1 is not None and -WATERMARK_BOUND < wm1 < wm2 < WATERMARK_BOUND, (wm1, wm2)
-        # Fixed one-second windows: the watermark trails the clock by seconds, not minutes.
-        assert second["now_ms"] - wm2 < 30_000
-        checkpoints = second["checkpoints"]
-        assert checkpoints and all(c["kind"] == "checkpoint" for c in checkpoints)
-        assert checkpoints[-1]["ok"] and checkpoints[-1]["bytes"] > 0
-        assert [c["id"] for c in checkpoints] == sorted(c["id"] for c in checkpoints)
-        pids = [w["pid"] for w in second["workers"] if w["state"] == "running"]
-        assert pids and all(pids), second["workers"]
-        for pid in pids:
-            os.kill(pid, 0)  # a live process of this machine
-
-        families = parse_metrics(dashboard)
-        [lag] = samples(families["ferrobeam_stage_watermark_lag_seconds"], job_id=result.job_id(),
-                        stage=gbk2["id"])
-        assert 0 <= lag.value < 60
-        [up] = samples(families["ferrobeam_job_up"], job_id=result.job_id())
-        assert up.value == 1
-        assert samples(families["ferrobeam_checkpoints"], job_id=result.job_id(), outcome="ok")
-    finally:
-        result.cancel()
-        with pytest.raises(RuntimeError, match="CANCELLED"):
-            result.wait_until_finish(duration=30_000)
+    families = parse_metrics(dashboard)
+    [lag] = samples(families["ferrobeam_stage_watermark_lag_seconds"], job_id=streaming_job.job_id,
+                    stage=gbk2["id"])
+    assert 0 <= lag.value < 60
+    [up] = samples(families["ferrobeam_job_up"], job_id=streaming_job.job_id)
+    assert up.value == 1
+    assert samples(families["ferrobeam_checkpoints"], job_id=streaming_job.job_id, outcome="ok")
 
 
 def test_json_logs_carry_job_stage_and_worker(tmp_path: Path) -> None:
