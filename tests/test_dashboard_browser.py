@@ -20,11 +20,8 @@ from typing import Any, Iterator
 
 import pytest
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.portability.portable_runner import PortableRunner
-
 from conftest import REPO_ROOT, LiveJob, get_json, stage_of
+from test_cli import _fail_on_two, _portable_job
 
 try:
     from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
@@ -179,25 +176,15 @@ def test_finished_batch_job_page_shows_final_counts(page: Page, dashboard: str, 
     screenshot(page, tmp_path, "batch-job.png")
 
 
-def _fail_on_three(x: int) -> int:
-    if x == 3:
-        raise ValueError("dashboard-test-boom on %d" % x)
-    return x
-
-
 def test_failed_job_shows_its_traceback_preformatted(page: Page, dashboard: str, job_endpoint: str,
                                                       tmp_path: Path) -> None:
-    options = PipelineOptions(["--job_endpoint=" + job_endpoint, "--job_name=dash-failing",
-                               "--environment_type=beam:env:embedded_python:v1"])
-    p = beam.Pipeline(runner=PortableRunner(), options=options)
-    _ = p | beam.Create([1, 2, 3]) | "Explode" >> beam.Map(_fail_on_three)
-    result = p.run()
+    job_id, result = _portable_job(job_endpoint, "dash-failing", _fail_on_two)
     with pytest.raises(RuntimeError, match="FAILED"):
         result.wait_until_finish()
-    job = get_json("%s/api/jobs/%s" % (dashboard, result._job_id))  # pylint: disable=protected-access
+    job = get_json("%s/api/jobs/%s" % (dashboard, job_id))
     open_job(page, dashboard, job, "FAILED")
     error = page.locator('[data-testid="message"][data-importance="ERROR"]').filter(
-        has_text="dashboard-test-boom on 3").first
+        has_text="cli-boom on 2").first
     expect(error).to_be_visible()
     text = error.locator("pre")
     expect(text).to_contain_text("Traceback (most recent call last)")
@@ -206,7 +193,7 @@ def test_failed_job_shows_its_traceback_preformatted(page: Page, dashboard: str,
     # Lines stay lines: the traceback's frames are not run together.
     assert len(text.inner_text().splitlines()) > 3
     assert page.get_by_test_id("tile-errors").locator(".tile-value").inner_text() != "0"
-    error.scroll_into_view_if_needed()
+    error.evaluate("e => e.scrollIntoView({block: 'start'})")  # the log pane shows the error from its top
     screenshot(page, tmp_path, "failed-job.png")
 
 
