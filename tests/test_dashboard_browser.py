@@ -193,6 +193,11 @@ def test_failed_job_shows_its_traceback_preformatted(page: Page, dashboard: str,
     # Lines stay lines: the traceback's frames are not run together.
     assert len(text.inner_text().splitlines()) > 3
     assert page.get_by_test_id("tile-errors").locator(".tile-value").inner_text() != "0"
+    # The stage whose DoFn raised is shown failed, not done.
+    failing = [s for s in job["stages"] if any(t.endswith("Check") for t in s["transforms"])]
+    assert [s["state"] for s in failing] == ["failed"], job["stages"]
+    node = page.locator('[data-testid="stage-node"][data-stage-id="%s"]' % failing[0]["id"])
+    expect(node).to_have_attribute("data-state", "failed")
     error.evaluate("e => e.scrollIntoView({block: 'start'})")  # the log pane shows the error from its top
     screenshot(page, tmp_path, "failed-job.png")
 

@@ -128,6 +128,7 @@ pub async fn run_job(
         r = execute(&launcher, &config, &job, &metrics).instrument(span) => r,
         _ = cancel.wait_for(|c| *c) => Err(EngineError::Cancelled),
     };
+    job.telemetry.finish_all(&result);
     // Whatever the outcome (done, failed, cancelled): what committed counts.
     metrics.publish();
     for id in descriptor_ids {
@@ -160,7 +161,6 @@ async fn execute(
         }
         run_stages(config, job, &pools, metrics).await
     };
-    job.telemetry.finish_all();
     // Workers are disposable: stop them in the background, the job is done.
     for (_, pool) in pools {
         tokio::spawn(pool.shutdown());

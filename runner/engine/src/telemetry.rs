@@ -29,6 +29,10 @@ pub enum StageState {
     Pending = 0,
     Running = 1,
     Done = 2,
+    /// Still running when the job failed.
+    Failed = 3,
+    /// Still running when the job was cancelled.
+    Cancelled = 4,
 }
 
 impl StageState {
@@ -37,6 +41,8 @@ impl StageState {
             StageState::Pending => "pending",
             StageState::Running => "running",
             StageState::Done => "done",
+            StageState::Failed => "failed",
+            StageState::Cancelled => "cancelled",
         }
     }
 
@@ -44,7 +50,9 @@ impl StageState {
         match v {
             0 => StageState::Pending,
             1 => StageState::Running,
-            _ => StageState::Done,
+            2 => StageState::Done,
+            3 => StageState::Failed,
+            _ => StageState::Cancelled,
         }
     }
 }
@@ -239,9 +247,27 @@ impl JobTelemetry {
     }
 
     /// The job ended: every stage is done.
-    pub(crate) fn finish_all(&self) {
+    /// Marks the stages as the job ended: all done if it succeeded;
+    /// otherwise those still running failed (or were cancelled), and
+    /// those that never started stay pending.
+    pub(crate) fn finish_all(&self, outcome: &Result<(), crate::EngineError>) {
+        let ended = match outcome {
+            Ok(()) => {
+                for stage in &self.stages {
+                    stage.finish();
+                }
+                return;
+            }
+            Err(crate::EngineError::Cancelled) => StageState::Cancelled,
+            Err(_) => StageState::Failed,
+        };
         for stage in &self.stages {
-            stage.finish();
+            let _ = stage.state.compare_exchange(
+                StageState::Running as u8,
+                ended as u8,
+                Relaxed,
+                Relaxed,
+            );
         }
     }
 }
@@ -285,25 +311,53 @@ impl TelemetryHub {
 mod tests {
     use super::*;
 
-    #[test]
-    fn bundles_add_up_and_the_longest_is_kept() {
-        let plan = Plan {
+    fn plan_of(ids: &[&str]) -> Plan {
+        Plan {
             components: Default::default(),
-            stages: vec![ferrobeam_graph::Stage {
-                id: "s0".into(),
-                name: "Impulse".into(),
-                transforms: vec!["Impulse".into()],
-                kind: StageKind::Impulse {
-                    output: ferrobeam_graph::PortRef {
-                        pcollection: "p0".into(),
-                        coder_id: "c".into(),
+            stages: ids
+                .iter()
+                .map(|id| ferrobeam_graph::Stage {
+                    id: (*id).into(),
+                    name: "Impulse".into(),
+                    transforms: vec!["Impulse".into()],
+                    kind: StageKind::Impulse {
+                        output: ferrobeam_graph::PortRef {
+                            pcollection: format!("{id}-out"),
+                            coder_id: "c".into(),
+                        },
                     },
-                },
-            }],
+                })
+                .collect(),
             environments: Default::default(),
             notes: Vec::new(),
             streaming: false,
+        }
+    }
+
+    #[test]
+    fn how_the_job_ended_decides_its_stages_last_state() {
+        let states = |outcome: Result<(), crate::EngineError>| {
+            let t = JobTelemetry::new(&plan_of(&["done", "running", "never"]));
+            t.stage("done").start();
+            t.stage("done").finish();
+            t.stage("running").start();
+            t.finish_all(&outcome);
+            ["done", "running", "never"].map(|id| t.stage(id).figures().state.name())
         };
+        assert_eq!(states(Ok(())), ["done", "done", "done"]);
+        assert_eq!(
+            states(Err(crate::EngineError::UserCode("boom".into()))),
+            ["done", "failed", "pending"]
+        );
+        assert_eq!(
+            states(Err(crate::EngineError::Cancelled)),
+            ["done", "cancelled", "pending"]
+        );
+    }
+
+    #[test]
+    fn bundles_add_up_and_the_longest_is_kept() {
+        let plan = plan_of(&["s0"]);
         let t = JobTelemetry::new(&plan);
         let s = t.stage("s0");
         assert_eq!(s.figures().state, StageState::Pending);
@@ -323,6 +377,6 @@ mod tests {
             )
         );
         assert_eq!((f.input_watermark, f.output_watermark), (Some(5), Some(4)));
-        assert_eq!(s.output_pcollections, vec!["p0".to_string()]);
+        assert_eq!(s.output_pcollections, vec!["s0-out".to_string()]);
     }
 }

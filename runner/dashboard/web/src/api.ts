@@ -24,7 +24,7 @@ export interface Stage {
   kind: string;
   transforms: string[];
   inputs: string[];
-  state: "pending" | "running" | "done" | string;
+  state: "pending" | "running" | "done" | "failed" | "cancelled" | string;
   elements_in: number | null;
   elements_out: number | null;
   bundles: number;
