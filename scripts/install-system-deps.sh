@@ -16,15 +16,7 @@ have_libclang() {
 if have_libclang; then
   exit 0
 fi
-if ! command -v apt-get >/dev/null; then
-  echo "install-system-deps: libclang is missing and this is not a Debian-like system;" >&2
-  echo "install libclang (e.g. clang's development package) or set LIBCLANG_PATH." >&2
-  exit 1
-fi
-SUDO=""
-if [ "$(id -u)" != 0 ]; then
-  SUDO="sudo"
-fi
-echo "install-system-deps: installing libclang-dev with apt-get" >&2
-$SUDO apt-get update >&2
-$SUDO apt-get install -y --no-install-recommends libclang-dev >&2
+# shellcheck source=scripts/apt-install.sh
+. "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh"
+apt_install install-system-deps libclang \
+  "install libclang (e.g. clang's development package) or set LIBCLANG_PATH." libclang-dev

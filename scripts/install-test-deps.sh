@@ -14,18 +14,10 @@ CHROMIUM=/usr/bin/chromium
 if [ -x "$CHROMIUM" ]; then
   exit 0
 fi
-if ! command -v apt-get >/dev/null; then
-  echo "install-test-deps: $CHROMIUM is missing and this is not a Debian-like system;" >&2
-  echo "install Chromium there, or the dashboard's browser tests are skipped." >&2
-  exit 1
-fi
-SUDO=""
-if [ "$(id -u)" != 0 ]; then
-  SUDO="sudo"
-fi
-echo "install-test-deps: installing chromium with apt-get" >&2
-$SUDO apt-get update >&2
-$SUDO apt-get install -y --no-install-recommends chromium >&2
+# shellcheck source=scripts/apt-install.sh
+. "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh"
+apt_install install-test-deps "$CHROMIUM" \
+  "install Chromium there, or the dashboard's browser tests are skipped." chromium
 if [ ! -x "$CHROMIUM" ]; then
   echo "install-test-deps: the chromium package did not provide $CHROMIUM" >&2
   exit 1
