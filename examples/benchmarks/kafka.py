@@ -12,6 +12,10 @@ runner's share of the CPU.
    per second for ``--seconds``, each carrying its send time; a consumer of
    the output topic prints p50/p99/max of (receive - send) after the first
    second.
+3. The floor: the same producer and consumer, at the same rate, on one topic
+   with nothing in between (one broker hop; the pipeline makes two). The
+   runner's latency is printed as a ratio to twice the floor, so runs on
+   machines of different speed or load compare.
 
 The job runs on a ``ferrobeam job-server`` process of its own, so the
 server's CPU time (the runner) and its SDK workers' (the Python stage) are
@@ -120,6 +124,58 @@ def pipeline(job_endpoint: str, servers: str, source: str, sink: str, limit: int
     return p
 
 
+class Latency(typing.NamedTuple):
+    """End-to-end latencies of one run, in ms, after its first second."""
+    p50: float
+    p99: float
+    max: float
+    records: int
+
+
+def _latencies(servers: str, producer: typing.Any, source: str, sink: str, args: argparse.Namespace,
+               warm_up: float) -> Optional[Latency]:
+    """Produces ``args.rate`` records a second for ``args.seconds`` to
+    ``source``, each carrying its send time, while a consumer of ``sink``
+    notes (receive - send); returns them after the first second, or None if
+    nothing came back."""
+    import confluent_kafka  # pylint: disable=import-outside-toplevel  (test extra)
+    total = args.rate * args.seconds
+    latencies: list[float] = []
+    consumer_ready = threading.Event()
+
+    def consume() -> None:
+        c = confluent_kafka.Consumer({"bootstrap.servers": servers, "group.id": uuid.uuid4().hex,
+                                      "auto.offset.reset": "earliest", "fetch.wait.max.ms": 5})
+        c.subscribe([sink])
+        consumer_ready.set()
+        deadline = time.monotonic() + args.seconds + 60
+        while len(latencies) < total and time.monotonic() < deadline:
+            m = c.poll(0.1)
+            if m is not None and m.error() is None:
+                latencies.append(time.time() - struct.unpack(">d", m.value()[:8])[0])
+        c.close()
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    consumer_ready.wait()
+    time.sleep(warm_up)  # the consumer (and the job's workers) are up
+    body = os.urandom(args.size - 8)
+    t0 = time.monotonic()
+    for i in range(total):
+        due = t0 + i / args.rate
+        while time.monotonic() < due:
+            producer.poll(0)
+            time.sleep(max(0.0, min(0.0005, due - time.monotonic())))
+        producer.produce(source, key=b"%d" % (i % 1000), value=struct.pack(">d", time.time()) + body)
+    producer.flush(60)
+    reader.join()
+    steady = sorted(latencies[args.rate:])  # after the first second
+    if not steady:
+        return None
+    q = statistics.quantiles(steady, n=100)
+    return Latency(q[49] * 1000, q[98] * 1000, steady[-1] * 1000, len(steady))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", default=None, help="a running broker (default: start one)")
@@ -141,7 +197,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         line = server.stdout.readline() if server.stdout else ""
         endpoint = line.rsplit(" ", 1)[1].strip()
-        topics = ["bench-%s-%s" % (name, uuid.uuid4().hex[:6]) for name in ("in", "out", "lin", "lout")]
+        topics = ["bench-%s-%s" % (name, uuid.uuid4().hex[:6]) for name in ("in", "out", "lin", "lout", "floor")]
         a = admin.AdminClient({"bootstrap.servers": servers})
         for f in a.create_topics([admin.NewTopic(t, 2, 1) for t in topics]).values():
             f.result(timeout=30)
@@ -167,46 +223,22 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("CPU: runner %.1f s, Python workers %.1f s: runner share %.0f%% (of runner + workers)" % (
             runner_cpu, worker_cpu, 100 * runner_cpu / max(runner_cpu + worker_cpu, 1e-9)))
 
-        # 2. Latency at a steady rate.
+        # 2. Latency at a steady rate, through the pipeline.
         total = args.rate * args.seconds
         result = pipeline(endpoint, servers, topics[2], topics[3], total).run()
-        latencies: list[float] = []
-        consumer_ready = threading.Event()
-
-        def consume() -> None:
-            c = confluent_kafka.Consumer({"bootstrap.servers": servers, "group.id": uuid.uuid4().hex,
-                                          "auto.offset.reset": "earliest", "fetch.wait.max.ms": 5})
-            c.subscribe([topics[3]])
-            consumer_ready.set()
-            deadline = time.monotonic() + args.seconds + 60
-            while len(latencies) < total and time.monotonic() < deadline:
-                m = c.poll(0.1)
-                if m is not None and m.error() is None:
-                    latencies.append(time.time() - struct.unpack(">d", m.value()[:8])[0])
-            c.close()
-
-        reader = threading.Thread(target=consume)
-        reader.start()
-        consumer_ready.wait()
-        time.sleep(5)  # the job's workers and consumer are up
-        body = os.urandom(args.size - 8)
-        t0 = time.monotonic()
-        for i in range(total):
-            due = t0 + i / args.rate
-            while time.monotonic() < due:
-                producer.poll(0)
-                time.sleep(max(0.0, min(0.0005, due - time.monotonic())))
-            producer.produce(topics[2], key=b"%d" % (i % 1000), value=struct.pack(">d", time.time()) + body)
-        producer.flush(60)
-        reader.join()
+        through = _latencies(servers, producer, topics[2], topics[3], args, warm_up=5)
         result.wait_until_finish()
-        steady = sorted(latencies[args.rate:])  # after the first second
-        if not steady:
+        # 3. The floor: producer -> broker -> consumer, nothing in between.
+        floor = _latencies(servers, producer, topics[4], topics[4], args, warm_up=1)
+        if not through or not floor:
             print("latency: no records came back", file=sys.stderr)
             return 1
-        q = statistics.quantiles(steady, n=100)
         print("latency at %d messages/s for %d s (%d records): p50 %.1f ms, p99 %.1f ms, max %.1f ms" % (
-            args.rate, args.seconds, len(steady), q[49] * 1000, q[98] * 1000, steady[-1] * 1000))
+            args.rate, args.seconds, through.records, through.p50, through.p99, through.max))
+        print("floor, one broker hop with no runner: p50 %.1f ms, p99 %.1f ms, max %.1f ms" % (
+            floor.p50, floor.p99, floor.max))
+        print("pipeline latency / (2 x floor): p50 %.2f, p99 %.2f" % (
+            through.p50 / (2 * floor.p50), through.p99 / (2 * floor.p99)))
         return 0
     finally:
         server.terminate()
