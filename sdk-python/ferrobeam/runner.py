@@ -159,16 +159,20 @@ class _EmbeddedServers:
         with self._lock:
             servers = list(self._servers.values())
             self._servers.clear()
-        for server in servers:
-            try:
-                still_open = server.stop()
-            except Exception:  # pylint: disable=broad-except
-                _LOGGER.exception("Failed to stop embedded job server")
-                continue
-            if still_open:
-                _LOGGER.warning(
-                    "Embedded ferrobeam job server stopped with %d state "
-                    "database(s) still open", still_open)
+        # Databases are counted per process: cancel every server's jobs
+        # first, so that waiting on one does not wait out another's.
+        for wait in (0.0, None):
+            for server in servers:
+                try:
+                    still_open = server.stop(timeout=wait)
+                except Exception:  # pylint: disable=broad-except
+                    _LOGGER.exception("Failed to stop embedded job server")
+                    continue
+                if still_open and wait is None:
+                    _LOGGER.warning(
+                        "Embedded ferrobeam job server stopped with %d state "
+                        "database(s) still open", still_open)
+                    return
 
 
 def _use_state_channel(server: Any) -> None:

@@ -100,13 +100,16 @@ impl RunningServer {
 
     /// Stops the server and blocks (at most `timeout`) until the cancelled
     /// jobs have closed their RocksDB state; returns how many databases are
-    /// still open.  Call it from a blocking thread, never from the runtime:
-    /// a process that exits with a database open may be aborted by RocksDB
-    /// (see [`ferrobeam_state::rocks::wait_until_all_closed`]).
+    /// still open in this process (they are counted per process, not per
+    /// server: a zero `timeout` only cancels, so that several servers can
+    /// all be cancelled before waiting on any).  Call it from a blocking
+    /// thread, never from the runtime: a process that exits with a database
+    /// open may be aborted by RocksDB (see
+    /// [`ferrobeam_state::rocks::wait_until_all_closed`]).
     pub fn stop_and_wait(&self, timeout: std::time::Duration) -> usize {
         self.stop();
         let still_open = ferrobeam_state::rocks::wait_until_all_closed(timeout);
-        if still_open > 0 {
+        if still_open > 0 && !timeout.is_zero() {
             tracing::warn!(
                 still_open,
                 "job server stopped with state databases still open after {timeout:?}"

@@ -246,7 +246,6 @@ impl JobTelemetry {
         self.checkpoints.lock().iter().cloned().collect()
     }
 
-    /// The job ended: every stage is done.
     /// Marks the stages as the job ended: all done if it succeeded;
     /// otherwise those still running failed (or were cancelled), and
     /// those that never started stay pending.
