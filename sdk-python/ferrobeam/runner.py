@@ -159,21 +159,26 @@ class _EmbeddedServers:
         with self._lock:
             servers = list(self._servers.values())
             self._servers.clear()
-        # Databases are counted per process: cancel every server's jobs
-        # first, so that waiting on one does not wait out another's.
-        for wait in (0.0, None):
-            for server in servers:
-                try:
-                    still_open = server.stop(timeout=wait)
-                except Exception:  # pylint: disable=broad-except
-                    _LOGGER.exception("Failed to stop embedded job server")
-                    continue
-                if still_open and wait is None:
-                    _LOGGER.warning(
-                        "Embedded ferrobeam job server stopped with %d state "
-                        "database(s) still open", still_open)
-                    return
+        # Databases are counted per process, not per server: cancel every
+        # server's jobs first (a zero timeout only cancels), then wait once;
+        # waiting server by server would wait out one's grace for another's.
+        for server in servers:
+            _stop(server, timeout=0.0)
+        still_open = _stop(servers[0], timeout=None) if servers else 0
+        if still_open:
+            _LOGGER.warning(
+                "Embedded ferrobeam job server stopped with %d state "
+                "database(s) still open", still_open)
 
+
+def _stop(server: Any, timeout: Optional[float]) -> int:
+    """``server.stop(timeout)``: the state databases still open in this
+    process afterwards (0 if the stop failed, which is logged)."""
+    try:
+        return int(server.stop(timeout=timeout))
+    except Exception:  # pylint: disable=broad-except
+        _LOGGER.exception("Failed to stop embedded job server")
+        return 0
 
 def _use_state_channel(server: Any) -> None:
     """Lets workers in this process (the in-process worker, LOOPBACK) reach
