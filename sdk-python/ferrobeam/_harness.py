@@ -7,7 +7,9 @@ untouched:
 
 * elements in control messages (:mod:`ferrobeam._control_embedding`);
 * a state sampler that lets a bundle end promptly (below);
-* the submitting program's import path, in workers ferrobeam starts.
+* the submitting program's import path, in workers ferrobeam starts;
+* the auth token (``FERROBEAM_AUTH_TOKEN``) on every channel the harness
+  opens, for a job server that requires one (:mod:`ferrobeam._auth`).
 
 The state channel (:mod:`ferrobeam._state_channel`) is installed separately,
 because it needs the job server's socket.
@@ -23,6 +25,7 @@ from typing import Any
 
 from apache_beam.runners.worker import statesampler
 
+from ferrobeam import _auth
 from ferrobeam import _control_embedding
 
 __all__ = ["install_hooks", "SAMPLING_PERIOD_MS"]
@@ -54,6 +57,7 @@ def install_hooks() -> None:
     """Makes SDK harnesses created from now on use ferrobeam's hooks."""
     with _INSTALL_LOCK:
         _control_embedding.install()
+        _auth.install_channel_hook()
         statesampler.StateSampler = _PromptStateSampler
         _extend_sys_path()
 

@@ -104,7 +104,9 @@ def _call(
 ) -> str:
     """Runs ``rpc`` on a fresh channel to ``job_endpoint``; returns the name
     of the job state in its response."""
+    from ferrobeam import _auth  # pylint: disable=import-outside-toplevel
     with grpc.insecure_channel(job_endpoint) as channel:
+        channel = _auth.authed_channel(channel, _auth.token_for(job_endpoint))
         response = rpc(beam_job_api_pb2_grpc.JobServiceStub(channel))
     return beam_job_api_pb2.JobState.Enum.Name(response.state)
 
@@ -139,6 +141,8 @@ def savepoint_job(
     """
     import os
 
+    from ferrobeam import _auth
     from ferrobeam import _native
     return str(_native.savepoint(
-        job_endpoint, job_id, os.path.abspath(directory), stop, float(timeout)))
+        job_endpoint, job_id, os.path.abspath(directory), stop, float(timeout),
+        auth_token=_auth.token_for(job_endpoint)))

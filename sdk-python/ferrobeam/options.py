@@ -178,6 +178,20 @@ class FerrobeamOptions(PipelineOptions):
                 "directory."
             ),
         )
+        parser.add_argument(
+            "--ferrobeam_auth_token_file",
+            default=None,
+            metavar="PATH",
+            help=(
+                "File holding the auth token of a ferrobeam job server started "
+                "with --auth_token_file (given with --job_endpoint): it is sent "
+                "as 'authorization: Bearer <token>' on every Job API and "
+                "artifact staging call. Without it, the token in the "
+                "environment variable FERROBEAM_AUTH_TOKEN is sent, if set. "
+                "Only the file's path is part of the pipeline options, never "
+                "the token."
+            ),
+        )
 
 
 class CheckpointOptions(PipelineOptions):

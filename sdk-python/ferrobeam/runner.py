@@ -35,13 +35,16 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import PortableOptions
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.portability import python_urns
+from apache_beam.portability.api import beam_artifact_api_pb2_grpc
 from apache_beam.portability.api import beam_job_api_pb2
 from apache_beam.portability.api import beam_job_api_pb2_grpc
 from apache_beam.portability.api import beam_runner_api_pb2
+from apache_beam.runners.portability import artifact_service
 from apache_beam.runners.portability import job_server
 from apache_beam.runners.portability import portable_runner
 from apache_beam.transforms import environments
 
+from ferrobeam import _auth
 # Importing FerrobeamOptions registers its flags with Beam's option parser
 # whenever the runner is used by name (--runner=ferrobeam.FerrobeamRunner).
 from ferrobeam.options import CheckpointOptions
@@ -245,8 +248,58 @@ class _EmbeddedJobServer(job_server.JobServer):
         pass
 
 
+class _AuthedJobServer(job_server.JobServer):
+    """Beam's ``ExternalJobServer``, sending an auth token on every call."""
+
+    def __init__(self, endpoint: str, timeout: Optional[int], token: str) -> None:
+        self._endpoint = endpoint
+        self._timeout = timeout
+        self._token = token
+
+    def start(self) -> beam_job_api_pb2_grpc.JobServiceStub:
+        channel = _auth.authed_channel(grpc.insecure_channel(self._endpoint), self._token)
+        grpc.channel_ready_future(channel).result(timeout=self._timeout)
+        return beam_job_api_pb2_grpc.JobServiceStub(channel)
+
+    def stop(self) -> None:
+        pass
+
+
+def _runner_token(options: PipelineOptions) -> Optional[str]:
+    """The token to send: ``--ferrobeam_auth_token_file``'s, else
+    ``FERROBEAM_AUTH_TOKEN``'s, else None."""
+    path = options.view_as(FerrobeamOptions).ferrobeam_auth_token_file
+    try:
+        return _auth.load_token(path)
+    except OSError as e:
+        raise ValueError("cannot read --ferrobeam_auth_token_file %s: %s" % (path, e)) from e
+
+
 class _FerrobeamJobServiceHandle(portable_runner.JobServiceHandle):
-    """Beam's job submission, with Prepare refusals turned into clear errors."""
+    """Beam's job submission, with Prepare refusals turned into clear errors
+    and the auth token (if any) on artifact staging too."""
+
+    #: Sent on the artifact staging channel (the Job API's channel was made
+    #: with it already).
+    auth_token: Optional[str] = None
+
+    def stage(
+        self,
+        proto_pipeline: beam_runner_api_pb2.Pipeline,
+        artifact_staging_endpoint: Any,
+        staging_session_token: Any,
+    ) -> None:
+        """Beam's staging, on a channel that sends the auth token."""
+        if not (self.auth_token and artifact_staging_endpoint):
+            super().stage(proto_pipeline, artifact_staging_endpoint, staging_session_token)
+            return
+        channel = _auth.authed_channel(
+            grpc.insecure_channel(artifact_staging_endpoint), self.auth_token)
+        artifact_service.offer_artifacts(
+            beam_artifact_api_pb2_grpc.ArtifactStagingServiceStub(channel=channel),
+            artifact_service.ArtifactRetrievalService(
+                artifact_service.BeamFilesystemHandler(None).file_reader),
+            staging_session_token)
 
     _REFUSAL_CODES = frozenset(
         [
@@ -454,7 +507,28 @@ class FerrobeamRunner(portable_runner.PortableRunner):
             reporter.start()
         return result
 
+    def create_job_service(self, options: PipelineOptions) -> portable_runner.JobServiceHandle:
+        """Beam's, but an external ``--job_endpoint`` gets the auth token.
+
+        With ``--ferrobeam_auth_token_file`` (or ``FERROBEAM_AUTH_TOKEN``)
+        every Job API and artifact staging call carries
+        ``authorization: Bearer <token>``, and so do the result's
+        ``drain()``, ``cancel()`` and ``savepoint()``, and the channels of
+        SDK workers in this process (LOOPBACK, the in-process worker).
+        """
+        portable = options.view_as(PortableOptions)
+        endpoint = portable.job_endpoint
+        token = _runner_token(options)
+        if endpoint and endpoint != "embed" and token:
+            _auth.remember_token(endpoint, token)
+            _auth.install_channel_hook(process_token=token)
+            server = _AuthedJobServer(endpoint, portable.job_server_timeout, token)
+            return self.create_job_service_handle(server.start(), options)
+        return super().create_job_service(options)
+
     def create_job_service_handle(
         self, job_service: Any, options: PipelineOptions
     ) -> portable_runner.JobServiceHandle:
-        return _FerrobeamJobServiceHandle(job_service, options)
+        handle = _FerrobeamJobServiceHandle(job_service, options)
+        handle.auth_token = _runner_token(options)
+        return handle

@@ -32,8 +32,8 @@ pub use token::{AuthError, AuthToken, MIN_TOKEN_LEN, TOKEN_ENV, TOKEN_HINT};
 #[derive(Debug, thiserror::Error)]
 pub enum BindRefused {
     #[error(
-        "refusing to bind {ip}: {why}. Bind 127.0.0.1 (the default), or pass --allow-remote \
-         together with --auth_token_file PATH (or $FERROBEAM_AUTH_TOKEN) if the network is trusted"
+        "refusing to bind {ip}: {why}. Bind 127.0.0.1 (the default), or, to expose it, pass \
+         --allow-remote together with --auth_token_file PATH (or set $FERROBEAM_AUTH_TOKEN)"
     )]
     NotAllowed { ip: IpAddr, why: String },
     #[error(
@@ -67,6 +67,11 @@ pub fn check_bind(
             why: why.into(),
         });
     }
+    tracing::warn!(
+        %ip,
+        "listening beyond loopback: every call must carry the auth token, which travels in \
+         clear text (ferrobeam has no TLS yet): use a trusted network, a VPN or a TLS proxy"
+    );
     Ok(())
 }
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 use ferrobeam_proto::job_api::job_service_client::JobServiceClient;
 use ferrobeam_proto::job_api::job_state::Enum as JobState;
 use ferrobeam_proto::job_api::{CancelJobRequest, DrainJobRequest};
-use tonic::transport::{Channel, Endpoint};
+use ferrobeam_auth::AuthChannel;
+use tonic::transport::Endpoint;
 use tonic::Code;
 
 /// Where `ferrobeam job-server` listens unless told otherwise.
@@ -95,7 +96,7 @@ pub(crate) async fn with_server<T, F, Fut>(
     exchange: F,
 ) -> Result<T, Failure>
 where
-    F: FnOnce(Channel) -> Fut,
+    F: FnOnce(AuthChannel) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     let url = endpoint_url(endpoint);
@@ -105,6 +106,11 @@ where
             message: format!("invalid --job_endpoint {endpoint:?}: {e}"),
         })?
         .connect_timeout(timeout);
+    // Sent on every call (servers without a token ignore it).
+    let token = crate::security::token().map_err(|e| Failure {
+        code: ExitCode::Usage,
+        message: e.to_string(),
+    })?;
     let unreachable = |detail: String| Failure {
         code: ExitCode::Unreachable,
         message: format!("cannot reach a job server at {endpoint}: {detail}"),
@@ -114,7 +120,7 @@ where
             .connect()
             .await
             .map_err(|e| unreachable(error_chain(&e)))?;
-        exchange(channel)
+        exchange(ferrobeam_auth::authed(channel, token.as_ref()))
             .await
             .map_err(|status| from_status(verb, endpoint, job_id, status))
     };
@@ -128,7 +134,7 @@ where
         })
 }
 
-async fn send(action: Action, channel: Channel, job_id: &str) -> Result<JobState, tonic::Status> {
+async fn send(action: Action, channel: AuthChannel, job_id: &str) -> Result<JobState, tonic::Status> {
     let mut client = JobServiceClient::new(channel);
     let job_id = job_id.to_string();
     let state = match action {
@@ -170,6 +176,13 @@ fn from_status(verb: &str, endpoint: &str, job_id: Option<&str>, status: tonic::
             format!(
                 "cannot reach a job server at {endpoint}: {}",
                 status.message()
+            ),
+        ),
+        Code::Unauthenticated => (
+            ExitCode::Error,
+            format!(
+                "the job server at {endpoint} refused to {verb}{job}: {}",
+                crate::security::CLIENT_TOKEN_HINT
             ),
         ),
         Code::Unimplemented => (

@@ -1,6 +1,5 @@
 //! The Job API's [`Executor`], implemented with the graph translator and the engine.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,15 +10,9 @@ use ferrobeam_graph::{translate, TranslateOptions};
 use ferrobeam_jobs::{Executor, JobContext, JobEvents};
 use ferrobeam_proto::fn_api::ProvisionInfo;
 use ferrobeam_proto::job_api::job_message::MessageImportance;
-use ferrobeam_proto::pipeline::v1::{
-    ArtifactFilePayload, ArtifactInformation, ArtifactStagingToRolePayload, MonitoringInfo,
-    Pipeline,
-};
+use ferrobeam_proto::pipeline::v1::{MonitoringInfo, Pipeline};
 use futures::future::BoxFuture;
-use prost::Message;
 
-const FILE_ARTIFACT: &str = "beam:artifact:type:file:v1";
-const STAGING_TO_ROLE: &str = "beam:artifact:role:staging_to:v1";
 
 pub struct EngineExecutor {
     pub launcher: Arc<WorkerLauncher>,
@@ -131,7 +124,7 @@ impl Executor for EngineExecutor {
             let staged = job
                 .artifacts
                 .iter()
-                .map(|(env, arts)| (env.clone(), staged_files(arts)))
+                .map(|(env, arts)| (env.clone(), ferrobeam_fnapi::provision::staged_files(arts)))
                 .collect();
             let dependencies = job.artifacts.values().flatten().cloned().collect();
             let spec = JobSpec {
@@ -140,7 +133,7 @@ impl Executor for EngineExecutor {
                 durability: durability(&job.options, &defaults, &job.job_name, streaming)?,
                 savepoints: parking_lot::Mutex::new(Some(savepoint_rx)),
                 plan,
-                options_json: options_json(&job.options),
+                options_json: ferrobeam_fnapi::provision::options_json(&job.options),
                 provision: ProvisionInfo {
                     pipeline_options: Some(job.options.clone()),
                     dependencies,
@@ -191,30 +184,6 @@ impl Reporter for EventsReporter {
         // Batch commits only whole bundles, so attempted == committed.
         self.0.metrics(infos.clone(), infos);
     }
-}
-
-/// (local path, staged name) for every staged file artifact.
-fn staged_files(artifacts: &[ArtifactInformation]) -> Vec<(PathBuf, String)> {
-    artifacts
-        .iter()
-        .filter(|a| a.type_urn == FILE_ARTIFACT)
-        .filter_map(|a| {
-            let path = ArtifactFilePayload::decode(a.type_payload.as_ref())
-                .ok()?
-                .path;
-            let name = if a.role_urn == STAGING_TO_ROLE {
-                ArtifactStagingToRolePayload::decode(a.role_payload.as_ref())
-                    .ok()?
-                    .staged_name
-            } else {
-                PathBuf::from(&path)
-                    .file_name()?
-                    .to_string_lossy()
-                    .into_owned()
-            };
-            Some((PathBuf::from(path), name))
-        })
-        .collect()
 }
 
 /// Whether a job runs on the streaming engine: `--streaming`, or a source
@@ -361,33 +330,3 @@ fn bool_option(options: &prost_types::Struct, name: &str) -> bool {
     }
 }
 
-/// Pipeline options as the Python harness reads them from `PIPELINE_OPTIONS`.
-pub fn options_json(options: &prost_types::Struct) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = options
-        .fields
-        .iter()
-        .map(|(k, v)| (k.clone(), to_json(v)))
-        .collect();
-    serde_json::Value::Object(map).to_string()
-}
-
-fn to_json(v: &prost_types::Value) -> serde_json::Value {
-    use prost_types::value::Kind;
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::NumberValue(n)) => {
-            serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into)
-        }
-        Some(Kind::StringValue(s)) => s.clone().into(),
-        Some(Kind::BoolValue(b)) => (*b).into(),
-        Some(Kind::StructValue(s)) => serde_json::Value::Object(
-            s.fields
-                .iter()
-                .map(|(k, v)| (k.clone(), to_json(v)))
-                .collect::<HashMap<_, _>>()
-                .into_iter()
-                .collect(),
-        ),
-        Some(Kind::ListValue(l)) => l.values.iter().map(to_json).collect::<Vec<_>>().into(),
-    }
-}

@@ -11,8 +11,10 @@ pub mod executor;
 pub mod inspect;
 mod json_log;
 pub mod savepoint;
+pub mod security;
 pub mod server;
 pub mod work_dirs;
+pub mod worker_pool;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +28,12 @@ pub use server::{start, RunningServer, ServerConfig};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// File holding the shared auth token (else $FERROBEAM_AUTH_TOKEN).
+    /// Servers then refuse every call without `authorization: Bearer
+    /// <token>` (required with --allow-remote); client commands send it.
+    #[arg(long = "auth_token_file", visible_alias = "auth-token-file",
+          value_name = "PATH", global = true)]
+    auth_token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,12 +98,35 @@ enum Command {
             conflicts_with = "dashboard_port"
         )]
         no_dashboard: bool,
+        /// Port of the Fn API that SDK workers dial (0: any free port).
+        #[arg(long = "fn_port", visible_alias = "fn-port", default_value_t = 0)]
+        fn_port: u16,
+        /// The address workers on other hosts dial to reach this server
+        /// (required with --worker_pools when --host is 0.0.0.0).
+        #[arg(long = "advertise_host", visible_alias = "advertise-host", value_name = "HOST")]
+        advertise_host: Option<String>,
+        /// Run the Python workers on remote `ferrobeam worker-pool`s instead
+        /// of this machine: HOST:PORT,... (a host name with several
+        /// addresses, such as a headless Service, is one pool per address).
+        /// --workers then counts workers over all pools [default: 2 per pool].
+        #[arg(long = "worker_pools", visible_alias = "worker-pools", value_name = "HOST:PORT,...",
+              value_delimiter = ',')]
+        worker_pools: Vec<String>,
         /// Log lines as text, or as JSON objects (one a line, with the job,
         /// stage and worker as fields where they apply).
         #[arg(long = "log_format", visible_alias = "log-format", default_value = "text",
               value_parser = ["text", "json"])]
         log_format: String,
+        #[command(flatten)]
+        limits: security::LimitArgs,
     },
+    /// Run SDK workers on this host for a job server elsewhere
+    /// (`ferrobeam job-server --worker_pools THIS_HOST:PORT`).
+    ///
+    /// Serves Beam's BeamFnExternalWorkerPool; each worker is the stock
+    /// Python SDK harness, booted with the job's options and staged files
+    /// fetched from the job server.
+    WorkerPool(worker_pool::WorkerPoolArgs),
     /// Serve only Beam's ExpansionService, for Kafka's cross-language
     /// transforms (the job server serves it too, on its own port).
     ///
@@ -218,6 +249,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    security::set_token_file(cli.auth_token_file);
     match cli.command {
         Command::Checkpoint(CheckpointCommand::Inspect { dir, json }) => {
             checkpoints::inspect(&dir, json)
@@ -258,18 +290,51 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             )
             .await
         }),
+        Command::WorkerPool(args) => {
+            init_logging("info");
+            let token = match security::token() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("ferrobeam: {e}");
+                    return 2;
+                }
+            };
+            match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => match rt.block_on(worker_pool::serve(args, token)) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("ferrobeam: {e:#}");
+                        1
+                    }
+                },
+                Err(e) => {
+                    eprintln!("ferrobeam: cannot start the runtime: {e}");
+                    1
+                }
+            }
+        }
         Command::ExpansionService {
             host,
             port,
             allow_remote,
         } => {
             init_logging("info");
+            let token = match security::token() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("ferrobeam: {e}");
+                    return 2;
+                }
+            };
             match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
             {
                 Ok(rt) => rt.block_on(async {
-                    match server::serve_expansion(&host, port, allow_remote).await {
+                    match server::serve_expansion(&host, port, allow_remote, token).await {
                         Ok(()) => 0,
                         Err(e) => {
                             eprintln!("ferrobeam: {e:#}");
@@ -298,7 +363,18 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             dashboard_port,
             no_dashboard,
             log_format,
+            limits,
+            fn_port,
+            advertise_host,
+            worker_pools,
         } => {
+            let token = match security::token() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("ferrobeam: {e}");
+                    return 2;
+                }
+            };
             let checkpoint_dir = match checkpoint_dir.map(std::path::absolute).transpose() {
                 Ok(dir) => dir,
                 Err(e) => {
@@ -329,6 +405,10 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
                 },
                 // Only the default port gives way to whoever has it.
                 dashboard_port_fallback: !no_dashboard && dashboard_port.is_none(),
+                security: limits.with_token(token),
+                fn_port,
+                advertise_host,
+                worker_pools,
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

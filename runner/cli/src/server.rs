@@ -8,7 +8,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use ferrobeam_engine::telemetry::TelemetryHub;
 use ferrobeam_engine::EngineConfig;
+use ferrobeam_fnapi::remote_pools::RemotePools;
 use ferrobeam_fnapi::{FnServer, WorkerLauncher};
+use ferrobeam_proto::pipeline::v1::ApiServiceDescriptor;
 use ferrobeam_jobs::{JobServer, JobServiceConfig};
 use tokio::net::TcpListener;
 
@@ -37,6 +39,16 @@ pub struct ServerConfig {
     pub dashboard_port: Option<u16>,
     /// If `dashboard_port` is taken, serve on any free port instead.
     pub dashboard_port_fallback: bool,
+    /// Port of the Fn API that SDK workers dial (0: any free port).
+    pub fn_port: u16,
+    /// The address SDK workers on other hosts dial to reach this server
+    /// (its Fn API); needed with `worker_pools` when `host` is a wildcard.
+    pub advertise_host: Option<String>,
+    /// Remote `ferrobeam worker-pool`s (`host:port`) that run the default
+    /// environment's workers instead of this machine.
+    pub worker_pools: Vec<String>,
+    /// The auth token every port checks, and size limits (see `security`).
+    pub security: crate::security::SecurityConfig,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +68,10 @@ impl Default for ServerConfig {
             checkpoints: Default::default(),
             dashboard_port: Some(0),
             dashboard_port_fallback: false,
+            fn_port: 0,
+            advertise_host: None,
+            worker_pools: Vec::new(),
+            security: Default::default(),
         }
     }
 }
@@ -73,6 +89,8 @@ pub struct RunningServer {
     pub dashboard_addr: Option<SocketAddr>,
     jobs: Arc<JobServer>,
     fn_server: FnServer,
+    /// What workers dial (see [`advertised_fn_endpoint`]).
+    fn_endpoint: ApiServiceDescriptor,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -90,7 +108,7 @@ impl RunningServer {
     /// in for it (for a worker in the embedded server's own process).
     pub fn state_channel(&self) -> Option<(String, PathBuf)> {
         let socket = self.fn_server.state_socket()?;
-        Some((self.fn_server.descriptor().url, socket.to_owned()))
+        Some((self.fn_endpoint.url.clone(), socket.to_owned()))
     }
 
     pub fn stop(&self) {
@@ -129,26 +147,38 @@ fn dashboard_url(addr: SocketAddr) -> String {
     format!("http://{addr}/")
 }
 
-/// Resolves `host`, refusing a non-loopback address unless allowed.
-async fn bind_address(host: &str, allow_remote: bool, why: &str) -> anyhow::Result<IpAddr> {
+/// Resolves `host`, refusing a non-loopback address unless allowed and
+/// protected by a token (see [`ferrobeam_auth::check_bind`]).
+pub(crate) async fn bind_address(
+    host: &str,
+    allow_remote: bool,
+    token: Option<&ferrobeam_auth::AuthToken>,
+    why: &str,
+) -> anyhow::Result<IpAddr> {
     let ip: IpAddr = tokio::net::lookup_host((host, 0))
         .await
         .with_context(|| format!("cannot resolve host {host:?}"))?
         .next()
         .context("host resolves to no address")?
         .ip();
-    if !ip.is_loopback() && !allow_remote {
-        bail!(
-            "refusing to bind {ip}: {why}. Bind 127.0.0.1 (the default), or pass --allow-remote \
-             if the network is trusted"
-        );
-    }
+    ferrobeam_auth::check_bind(ip, allow_remote, token, why)?;
     Ok(ip)
 }
 
 /// `ferrobeam expansion-service`: Beam's ExpansionService alone, until Ctrl-C.
-pub async fn serve_expansion(host: &str, port: u16, allow_remote: bool) -> anyhow::Result<()> {
-    let ip = bind_address(host, allow_remote, "expansion is meant for local clients").await?;
+pub async fn serve_expansion(
+    host: &str,
+    port: u16,
+    allow_remote: bool,
+    token: Option<ferrobeam_auth::AuthToken>,
+) -> anyhow::Result<()> {
+    let ip = bind_address(
+        host,
+        allow_remote,
+        token.as_ref(),
+        "expansion is meant for local clients",
+    )
+    .await?;
     let listener = TcpListener::bind((ip, port))
         .await
         .with_context(|| format!("cannot bind the expansion service to {ip}:{port}"))?;
@@ -160,6 +190,7 @@ pub async fn serve_expansion(host: &str, port: u16, allow_remote: bool) -> anyho
         ferrobeam_io_kafka::expansion::expand,
     ));
     tonic::transport::Server::builder()
+        .layer(ferrobeam_auth::GrpcAuthLayer::new(token))
         .add_service(
             ferrobeam_proto::expansion::v1::expansion_service_server::ExpansionServiceServer::new(
                 api,
@@ -179,6 +210,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let ip = bind_address(
         &config.host,
         config.allow_remote,
+        config.security.auth_token.as_ref(),
         "the job server runs the code it is sent, so a non-loopback address exposes remote \
          code execution",
     )
@@ -204,9 +236,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot bind the job server to {ip}:{}", config.port))?;
     let job_addr = job_listener.local_addr()?;
-    let fn_listener = TcpListener::bind((ip, 0))
+    let fn_listener = TcpListener::bind((ip, config.fn_port))
         .await
-        .context("cannot bind the Fn API server")?;
+        .with_context(|| format!("cannot bind the Fn API server to {ip}:{}", config.fn_port))?;
     let dashboard_listener = match config.dashboard_port {
         Some(port) => Some(match TcpListener::bind((ip, port)).await {
             Ok(l) => l,
@@ -229,19 +261,34 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .transpose()?;
     let telemetry = Arc::new(TelemetryHub::default());
 
-    let jobs_config = JobServiceConfig {
-        public_endpoint: Some(job_addr.to_string()),
+    let mut jobs_config = JobServiceConfig {
+        // A wildcard address is no place to dial: then the staging endpoint
+        // is the address each client's Prepare arrived on.
+        public_endpoint: (!job_addr.ip().is_unspecified()).then(|| job_addr.to_string()),
         ..JobServiceConfig::with_root(&work_dir)
     };
+    config.security.apply_to_jobs(&mut jobs_config);
     // The Fn server must exist before the executor (descriptors name its
     // address), and the retrieval service lives on it for booting workers.
     let fn_addr = fn_listener.local_addr()?;
-    let workers = if config.workers == 0 {
-        std::thread::available_parallelism()
+    let fn_endpoint = advertised_fn_endpoint(&config, fn_addr)?;
+    let remote_pools = (!config.worker_pools.is_empty())
+        .then(|| Arc::new(RemotePools::new(config.worker_pools.clone())));
+    let workers = match (&remote_pools, config.workers) {
+        (_, n) if n > 0 => n,
+        (Some(pools), _) => {
+            let found = pools.addresses().await.len();
+            if found == 0 {
+                bail!(
+                    "none of the worker pools {} resolves to an address",
+                    config.worker_pools.join(",")
+                );
+            }
+            WORKERS_PER_REMOTE_POOL * found
+        }
+        (None, _) => std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(2)
-    } else {
-        config.workers
+            .unwrap_or(2),
     };
     let executor_slot: Arc<std::sync::OnceLock<Arc<WorkerLauncher>>> = Arc::default();
     let jobs = Arc::new(JobServer::new(
@@ -253,7 +300,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                 bundles_per_worker: config.bundles_per_worker,
             },
             strict_environments: config.strict_environments,
-            fn_endpoint: fn_addr.to_string(),
+            fn_endpoint: fn_endpoint.url.clone(),
             checkpoint_defaults: config.checkpoints.clone(),
             telemetry: telemetry.clone(),
             dashboard_url: dashboard_addr.map(dashboard_url),
@@ -261,10 +308,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         jobs_config,
     )?);
     let retrieval = jobs.artifact_retrieval_service();
-    let fn_server = FnServer::start(fn_listener, move |routes| routes.add_service(retrieval))?;
-    let launcher = WorkerLauncher::new(fn_server.registry.clone(), fn_server.descriptor())
+    let fn_server = FnServer::start_with(
+        fn_listener,
+        config.security.fn_server_options(),
+        move |routes| routes.add_service(retrieval),
+    )?;
+    // With remote pools this machine runs no Python worker: nothing to warm.
+    let warm_workers = if remote_pools.is_some() { 0 } else { workers };
+    let launcher = WorkerLauncher::new(fn_server.registry.clone(), fn_endpoint.clone())
+        .with_remote_pools(remote_pools)
         .with_state_socket(fn_server.state_socket())
-        .with_warm_python(config.python.clone(), workers);
+        .with_auth_token(config.security.auth_token.clone())
+        .with_warm_python(config.python.clone(), warm_workers);
     let _ = executor_slot.set(Arc::new(launcher));
 
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
@@ -283,11 +338,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             telemetry,
         };
         let mut stop = shutdown.subscribe();
+        let token = config.security.auth_token.clone();
         tokio::spawn(async move {
             let stop = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = dashboard.serve(listener, stop).await {
+            if let Err(e) = dashboard.serve_with_auth(listener, token, stop).await {
                 tracing::error!(error = %e, "dashboard failed");
             }
         });
@@ -299,7 +355,46 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         dashboard_addr,
         jobs,
         fn_server,
+        fn_endpoint,
         shutdown,
+    })
+}
+
+/// SDK workers started per remote worker pool address when `--workers` is
+/// not given: Python workers are single-threaded (the GIL), and a pool host
+/// is assumed to have at least two cores.
+pub const WORKERS_PER_REMOTE_POOL: usize = 2;
+
+/// What SDK workers are told to dial: the Fn API at `--advertise_host` if
+/// given, else at the bound address (loopback for a wildcard bind, which
+/// only local workers can then use).
+fn advertised_fn_endpoint(
+    config: &ServerConfig,
+    bound: SocketAddr,
+) -> anyhow::Result<ApiServiceDescriptor> {
+    let host = match &config.advertise_host {
+        Some(h) if h.trim().is_empty() => bail!("--advertise_host is empty"),
+        Some(h) => h.clone(),
+        None if bound.ip().is_unspecified() => {
+            if !config.worker_pools.is_empty() {
+                bail!(
+                    "the job server binds {} and has remote worker pools: pass \
+                     --advertise_host with an address of this host that the pools' workers \
+                     can reach",
+                    bound.ip()
+                );
+            }
+            "127.0.0.1".to_owned()
+        }
+        None => bound.ip().to_string(),
+    };
+    let url = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("[{v6}]:{}", bound.port()),
+        _ => format!("{host}:{}", bound.port()),
+    };
+    Ok(ApiServiceDescriptor {
+        url,
+        ..Default::default()
     })
 }
 

@@ -58,7 +58,23 @@ impl Dashboard {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), DashboardError> {
-        axum::serve(listener, self.router())
+        self.serve_with_auth(listener, None, shutdown).await
+    }
+
+    /// [`Dashboard::serve`], answering 401 to every request (the page, its
+    /// JSON and `/metrics`) that does not carry `token` (see
+    /// [`ferrobeam_auth::HttpAuthLayer`]: a bearer header, `?token=` once,
+    /// then the cookie that sets).
+    pub async fn serve_with_auth(
+        self,
+        listener: TcpListener,
+        token: Option<ferrobeam_auth::AuthToken>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), DashboardError> {
+        let router = self
+            .router()
+            .layer(ferrobeam_auth::HttpAuthLayer::new(token));
+        axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await?;
         Ok(())

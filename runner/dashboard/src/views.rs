@@ -120,6 +120,8 @@ pub struct WorkerView {
     pub id: String,
     pub environment: String,
     pub pid: Option<u32>,
+    /// The worker pool (`host:port`) it runs on, if any.
+    pub pool: Option<String>,
     pub state: &'static str,
     pub restarts: u32,
     pub bundles: u64,
@@ -157,6 +159,7 @@ impl JobDetail {
                     id: w.id,
                     environment: w.environment,
                     pid: w.pid,
+                    pool: w.pool,
                     state: w.state,
                     restarts: w.restarts,
                     bundles: w.bundles,

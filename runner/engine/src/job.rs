@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferrobeam_coders::PaneInfo;
-use ferrobeam_fnapi::environment::{EnvironmentSpec, WorkerTemplate};
+use ferrobeam_fnapi::environment::{EnvironmentSpec, Notice, WorkerTemplate};
 use ferrobeam_fnapi::registry::LogSink;
 use ferrobeam_fnapi::WorkerLauncher;
 use ferrobeam_graph::{Environment, Plan, PortRef, StageKind};
@@ -186,6 +186,8 @@ fn start_pools(
             reporter.message(Level::Warning, text);
         }
     });
+    let reporter = job.reporter.clone();
+    let notice: Notice = Arc::new(move |text| reporter.message(Level::Warning, text));
     let mut ids: Vec<&String> = plan_environments(&job.plan);
     ids.sort();
     ids.dedup();
@@ -212,6 +214,7 @@ fn start_pools(
             staged: job.staged.get(env_id).cloned().unwrap_or_default(),
             work_dir: job.work_dir.clone(),
             log_sink: log_sink.clone(),
+            notice: notice.clone(),
             sdk_capabilities: job
                 .plan
                 .components

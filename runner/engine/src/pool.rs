@@ -30,6 +30,8 @@ pub struct PoolStats {
 #[derive(Default)]
 struct SlotStats {
     worker_id: parking_lot::Mutex<String>,
+    /// The worker pool it runs on, if any.
+    pool: parking_lot::Mutex<Option<String>>,
     /// 0: no process of ours (an external worker, or none yet).
     pid: AtomicU32,
     state: AtomicU8,
@@ -48,6 +50,8 @@ pub struct WorkerFigures {
     pub id: String,
     pub environment: String,
     pub pid: Option<u32>,
+    /// The worker pool (`host:port`) it runs on, if any.
+    pub pool: Option<String>,
     /// `starting`, `running`, `lost` or `stopped` (the job ended).
     pub state: &'static str,
     /// Replacements after the slot's worker was lost.
@@ -60,6 +64,7 @@ impl PoolStats {
     fn started(&self, slot: usize, worker: &RunningWorker) {
         let s = &self.slots[slot];
         worker.worker.id().clone_into(&mut s.worker_id.lock());
+        *s.pool.lock() = worker.pool().map(str::to_owned);
         s.pid.store(worker.pid().unwrap_or(0), Relaxed);
         s.state.store(RUNNING, Relaxed);
     }
@@ -75,6 +80,7 @@ impl PoolStats {
                 id: s.worker_id.lock().clone(),
                 environment: self.environment.clone(),
                 pid: Some(s.pid.load(Relaxed)).filter(|&p| p != 0),
+                pool: s.pool.lock().clone(),
                 state: match s.state.load(Relaxed) {
                     STARTING => "starting",
                     RUNNING => "running",

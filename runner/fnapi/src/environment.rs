@@ -19,6 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::registry::{LogSink, Registry, WorkerSetup};
+use crate::remote_pools::RemotePools;
 use crate::worker::Worker;
 
 /// How long a starting worker may take to dial in.  Importing apache_beam
@@ -75,7 +76,13 @@ pub struct WorkerTemplate {
     pub log_sink: LogSink,
     /// The capabilities the environment declares for its SDK (Beam URNs).
     pub sdk_capabilities: Vec<String>,
+    /// Tells the job's user about trouble that did not stop the start (a
+    /// remote worker pool that failed, passed over for another).
+    pub notice: Notice,
 }
+
+/// A warning for the job's messages (shown by clients and the dashboard).
+pub type Notice = Arc<dyn Fn(String) + Send + Sync>;
 
 /// Starts workers and knows how to stop them again.
 pub struct WorkerLauncher {
@@ -85,6 +92,12 @@ pub struct WorkerLauncher {
     state_socket: Option<PathBuf>,
     counter: AtomicU64,
     warm: Option<Arc<WarmPython>>,
+    /// Where workers of the default (LocalPython) environment run instead
+    /// of on this machine, if anywhere.
+    remote_pools: Option<Arc<RemotePools>>,
+    /// The Fn server's token: given to the workers we start (they send it
+    /// back) and sent to worker pools.
+    auth_token: Option<ferrobeam_auth::AuthToken>,
 }
 
 /// The Python harness takes seconds to import, so we keep a few
@@ -122,11 +135,6 @@ const STATE_CHANNEL_BOOT: &str = concat!(
 /// Beam's log handler names its worker by a class attribute read from
 /// `WORKER_ID` at import, before the worker had one: set it again, or the
 /// worker's log lines reach us unnamed (no job, no error forwarding).
-/// First of all it starts a watchdog that exits when the process that
-/// started it is gone: a server embedded in a program that ends does not
-/// run destructors, and its half-imported interpreters would otherwise
-/// linger as orphans, stealing CPU from whatever runs next.
-///
 /// The import runs at low priority, in a thread of its own: importing Beam
 /// is background work and must not slow the submitting program or a job
 /// running on its in-process worker.  Only that thread is niced (Linux
@@ -134,12 +142,7 @@ const STATE_CHANNEL_BOOT: &str = concat!(
 /// again without privileges: a worker started under `nice` stayed behind
 /// every other process for its whole life, and a streaming stage on it
 /// saw twice the latency of one on a worker started cold.
-const WARM_BOOT: &str = "import json, os, sys, threading, time\n\
-def _exit_with_parent(parent=os.getppid()):\n\
-\x20   while os.getppid() == parent:\n\
-\x20       time.sleep(0.5)\n\
-\x20   os._exit(0)\n\
-threading.Thread(target=_exit_with_parent, daemon=True).start()\n\
+const WARM_BOOT: &str = "import json, os, sys, threading\n\
 def _import_harness():\n\
 \x20   try:\n\
 \x20       os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)\n\
@@ -159,11 +162,24 @@ worker_id_interceptor.WorkerIdInterceptor._worker_id = os.environ.get('WORKER_ID
 /// What a cold worker runs.
 const COLD_BOOT: &str = "import sys\nfrom apache_beam.runners.worker import sdk_worker_main\n";
 
+/// Both begin with a watchdog that exits when the process that started
+/// them is gone: a server embedded in a program that ends does not run
+/// destructors, and its half-imported interpreters would otherwise linger
+/// as orphans, stealing CPU from whatever runs next; a remote worker pool
+/// that dies takes its workers with it (as its host would), so that their
+/// bundles are retried elsewhere instead of running on unsupervised.
+const EXIT_WITH_PARENT: &str = "import os as _os, threading as _threading, time as _time\n\
+def _exit_with_parent(parent=_os.getppid()):\n\
+\x20   while _os.getppid() == parent:\n\
+\x20       _time.sleep(0.5)\n\
+\x20   _os._exit(0)\n\
+_threading.Thread(target=_exit_with_parent, daemon=True).start()\n";
+
 /// Both end by starting the stock harness.
 const HARNESS_MAIN: &str = "sdk_worker_main.main(sys.argv)\n";
 
 fn python_boot(head: &str) -> String {
-    format!("{head}{STATE_CHANNEL_BOOT}{HARNESS_MAIN}")
+    format!("{EXIT_WITH_PARENT}{head}{STATE_CHANNEL_BOOT}{HARNESS_MAIN}")
 }
 
 impl WarmPython {
@@ -178,7 +194,7 @@ impl WarmPython {
     }
 
     /// Tops the pool up to its target size.
-    fn refill(&self) {
+    pub fn refill(&self) {
         let mut ready = self.ready.lock();
         ready.retain_mut(|p| matches!(p.child.try_wait(), Ok(None)));
         while ready.len() < self.target {
@@ -225,6 +241,8 @@ pub struct RunningWorker {
     process: Option<Child>,
     external: Option<String>,
     output_tail: Arc<Mutex<VecDeque<String>>>,
+    /// Sent to `external` when stopping the worker.
+    auth_token: Option<ferrobeam_auth::AuthToken>,
 }
 
 impl WorkerLauncher {
@@ -235,7 +253,22 @@ impl WorkerLauncher {
             state_socket: None,
             counter: AtomicU64::new(0),
             warm: None,
+            remote_pools: None,
+            auth_token: None,
         }
+    }
+
+    /// Workers we start get `token` in `FERROBEAM_AUTH_TOKEN` (the harness
+    /// hooks send it on every channel); worker pools are sent it too.
+    pub fn with_auth_token(mut self, token: Option<ferrobeam_auth::AuthToken>) -> Self {
+        self.auth_token = token;
+        self
+    }
+
+    /// Runs the default environment's workers on these remote pools.
+    pub fn with_remote_pools(mut self, pools: Option<Arc<RemotePools>>) -> Self {
+        self.remote_pools = pools;
+        self
     }
 
     /// Lets the Python workers we start use the state socket at `path`.
@@ -283,6 +316,26 @@ impl WorkerLauncher {
             reason,
         };
         let (mut process, external) = match &template.spec {
+            EnvironmentSpec::LocalPython { .. } if self.remote_pools.is_some() => {
+                let pools = self.remote_pools.as_ref().expect("checked");
+                let no_params = HashMap::new();
+                let started = pools
+                    .start_worker(|pool| {
+                        let (worker_id, no_params) = (&worker_id, &no_params);
+                        Box::pin(async move {
+                            self.start_external(worker_id, &pool, no_params).await
+                        })
+                    })
+                    .await
+                    .map_err(start_err)?;
+                for failure in started.failures {
+                    (template.notice)(format!(
+                        "{failure}; started worker {worker_id} on {} instead",
+                        started.pool
+                    ));
+                }
+                (None, Some(started.pool))
+            }
             EnvironmentSpec::LocalPython { python } => {
                 let (child, output) = self
                     .start_local_python(&worker_id, python, template, &tail)
@@ -344,6 +397,7 @@ impl WorkerLauncher {
             process,
             external,
             output_tail: tail,
+            auth_token: self.auth_token.clone(),
         })
     }
 
@@ -354,68 +408,22 @@ impl WorkerLauncher {
         template: &WorkerTemplate,
         tail: &Arc<Mutex<VecDeque<String>>>,
     ) -> Result<(Child, Arc<Mutex<VecDeque<String>>>), String> {
-        let env = self.local_python_env(worker_id, template)?;
-        if let Some(warm) = &self.warm {
-            // Not refilled here: a fresh interpreter importing Beam would
-            // compete for CPU with the job that just took this one.  The pool
-            // is topped up when workers stop (see `RunningWorker::stop`).
-            if let Some(mut p) = warm.take(python) {
-                let mut line = serde_json::to_string(&env).map_err(|e| e.to_string())?;
-                line.push('\n');
-                use tokio::io::AsyncWriteExt;
-                if p.stdin.write_all(line.as_bytes()).await.is_ok() && p.stdin.flush().await.is_ok()
-                {
-                    // The warm process's output tail becomes the worker's.
-                    *tail.lock() = std::mem::take(&mut *p.tail.lock());
-                    return Ok((p.child, p.tail));
-                }
-            }
-        }
-        let mut cmd = Command::new(python);
-        cmd.args(["-c", &python_boot(COLD_BOOT)]).envs(&env);
-        Ok((
-            spawn_with_output(cmd, worker_id, tail, false)?,
-            tail.clone(),
-        ))
-    }
-
-    /// The environment `sdk_worker_main` is configured by, with the staged
-    /// artifacts (pickled main session, …) put where it looks for them.
-    fn local_python_env(
-        &self,
-        worker_id: &str,
-        template: &WorkerTemplate,
-    ) -> Result<HashMap<String, String>, String> {
         let semi = template.work_dir.join("workers").join(sanitize(worker_id));
-        let staged = semi.join("staged");
-        std::fs::create_dir_all(&staged)
-            .map_err(|e| format!("creating {}: {e}", staged.display()))?;
-        for (src, name) in &template.staged {
-            let dst = staged.join(sanitize(name));
-            if std::fs::hard_link(src, &dst).is_err() {
-                std::fs::copy(src, &dst).map_err(|e| format!("staging {}: {e}", src.display()))?;
-            }
+        stage_files(&semi, &template.staged)?;
+        let mut env = python_worker_env(&PythonWorker {
+            worker_id,
+            control_url: &self.endpoint.url,
+            logging_url: &self.endpoint.url,
+            options_json: &template.options_json,
+            runner_capabilities: &template.provision.runner_capabilities,
+            semi_persistent_dir: &semi,
+        });
+        if let Some(token) = &self.auth_token {
+            env.insert(
+                ferrobeam_auth::TOKEN_ENV.to_owned(),
+                token.expose().to_owned(),
+            );
         }
-        let descriptor = format!("url: \"{}\"", self.endpoint.url);
-        let mut env = HashMap::from([
-            (
-                "CONTROL_API_SERVICE_DESCRIPTOR".to_owned(),
-                descriptor.clone(),
-            ),
-            ("LOGGING_API_SERVICE_DESCRIPTOR".to_owned(), descriptor),
-            ("PIPELINE_OPTIONS".to_owned(), template.options_json.clone()),
-            (
-                "SEMI_PERSISTENT_DIRECTORY".to_owned(),
-                semi.to_string_lossy().into_owned(),
-            ),
-            ("WORKER_ID".to_owned(), worker_id.to_owned()),
-            // What Beam's boot program passes on from the provision info.
-            (
-                "RUNNER_CAPABILITIES".to_owned(),
-                template.provision.runner_capabilities.join(" "),
-            ),
-            ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
-        ]);
         if let Some(socket) = &self.state_socket {
             // The socket stands in for the state service at this URL only.
             env.insert("FERROBEAM_STATE_URL".to_owned(), self.endpoint.url.clone());
@@ -424,7 +432,7 @@ impl WorkerLauncher {
                 socket.to_string_lossy().into_owned(),
             );
         }
-        Ok(env)
+        start_python(self.warm.as_ref(), python, worker_id, &env, tail).await
     }
 
     fn spawn_process(
@@ -442,6 +450,9 @@ impl WorkerLauncher {
             .arg(format!("--artifact_endpoint={url}"))
             .arg(format!("--control_endpoint={url}"))
             .envs(env);
+        if let Some(token) = &self.auth_token {
+            cmd.env(ferrobeam_auth::TOKEN_ENV, token.expose());
+        }
         spawn_with_output(cmd, worker_id, tail, false)
     }
 
@@ -451,7 +462,7 @@ impl WorkerLauncher {
         endpoint: &str,
         params: &HashMap<String, String>,
     ) -> Result<(), String> {
-        let mut client = BeamFnExternalWorkerPoolClient::connect(http_url(endpoint))
+        let mut client = pool_client(endpoint, self.auth_token.as_ref())
             .await
             .map_err(|e| format!("cannot reach worker pool at {endpoint}: {e}"))?;
         let resp = client
@@ -486,6 +497,12 @@ impl RunningWorker {
         self.process.as_ref().and_then(|c| c.id())
     }
 
+    /// The worker pool (LOOPBACK, EXTERNAL or a remote `ferrobeam
+    /// worker-pool`) that runs the worker, if one does.
+    pub fn pool(&self) -> Option<&str> {
+        self.external.as_deref()
+    }
+
     /// The worker process's last lines of output, for error messages.
     pub fn output_tail(&self) -> String {
         self.output_tail
@@ -512,9 +529,7 @@ impl RunningWorker {
             }
         }
         if let Some(endpoint) = self.external.take() {
-            if let Ok(mut client) =
-                BeamFnExternalWorkerPoolClient::connect(http_url(&endpoint)).await
-            {
+            if let Ok(mut client) = pool_client(&endpoint, self.auth_token.as_ref()).await {
                 let _ = client
                     .stop_worker(StopWorkerRequest {
                         worker_id: self.worker.id().to_owned(),
@@ -532,6 +547,93 @@ impl RunningWorker {
             let _ = child.kill().await;
         }
     }
+}
+
+/// What the stock Python harness needs to know to become one worker.
+pub struct PythonWorker<'a> {
+    pub worker_id: &'a str,
+    pub control_url: &'a str,
+    pub logging_url: &'a str,
+    /// Beam pipeline options as JSON (keys like `beam:option:foo:v1`).
+    pub options_json: &'a str,
+    pub runner_capabilities: &'a [String],
+    /// The worker's scratch directory; staged artifacts are in `staged/`.
+    pub semi_persistent_dir: &'a Path,
+}
+
+/// The environment `sdk_worker_main` is configured by, as Beam's boot
+/// program would set it.
+pub fn python_worker_env(worker: &PythonWorker<'_>) -> HashMap<String, String> {
+    let descriptor = |url: &str| format!("url: \"{url}\"");
+    HashMap::from([
+        (
+            "CONTROL_API_SERVICE_DESCRIPTOR".to_owned(),
+            descriptor(worker.control_url),
+        ),
+        (
+            "LOGGING_API_SERVICE_DESCRIPTOR".to_owned(),
+            descriptor(worker.logging_url),
+        ),
+        ("PIPELINE_OPTIONS".to_owned(), worker.options_json.to_owned()),
+        (
+            "SEMI_PERSISTENT_DIRECTORY".to_owned(),
+            worker.semi_persistent_dir.to_string_lossy().into_owned(),
+        ),
+        ("WORKER_ID".to_owned(), worker.worker_id.to_owned()),
+        // What Beam's boot program passes on from the provision info.
+        (
+            "RUNNER_CAPABILITIES".to_owned(),
+            worker.runner_capabilities.join(" "),
+        ),
+        ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
+    ])
+}
+
+/// Puts `files` (local file, staged name) into `semi_dir/staged/`, where
+/// the harness looks for the pickled main session and the like.
+pub fn stage_files(semi_dir: &Path, files: &[(PathBuf, String)]) -> Result<(), String> {
+    let staged = semi_dir.join("staged");
+    std::fs::create_dir_all(&staged).map_err(|e| format!("creating {}: {e}", staged.display()))?;
+    for (src, name) in files {
+        let dst = staged.join(sanitize(name));
+        if std::fs::hard_link(src, &dst).is_err() {
+            std::fs::copy(src, &dst).map_err(|e| format!("staging {}: {e}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts the stock Python harness with `env`: in a warm interpreter of
+/// `warm` if one of `python` is ready, else in a new one.  Returns the
+/// process and the tail of its output.
+pub async fn start_python(
+    warm: Option<&Arc<WarmPython>>,
+    python: &Path,
+    worker_id: &str,
+    env: &HashMap<String, String>,
+    tail: &Arc<Mutex<VecDeque<String>>>,
+) -> Result<(Child, Arc<Mutex<VecDeque<String>>>), String> {
+    if let Some(warm) = warm {
+        // Not refilled here: a fresh interpreter importing Beam would
+        // compete for CPU with the job that just took this one.  The pool
+        // is topped up when workers stop (see `RunningWorker::stop`).
+        if let Some(mut p) = warm.take(python) {
+            let mut line = serde_json::to_string(env).map_err(|e| e.to_string())?;
+            line.push('\n');
+            use tokio::io::AsyncWriteExt;
+            if p.stdin.write_all(line.as_bytes()).await.is_ok() && p.stdin.flush().await.is_ok() {
+                // The warm process's output tail becomes the worker's.
+                *tail.lock() = std::mem::take(&mut *p.tail.lock());
+                return Ok((p.child, p.tail));
+            }
+        }
+    }
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", &python_boot(COLD_BOOT)]).envs(env);
+    Ok((
+        spawn_with_output(cmd, worker_id, tail, false)?,
+        tail.clone(),
+    ))
 }
 
 fn spawn_with_output(
@@ -570,6 +672,20 @@ fn spawn_with_output(
 }
 
 type OutputStream = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// A worker pool client that sends `token` (if any) on every call.
+async fn pool_client(
+    endpoint: &str,
+    token: Option<&ferrobeam_auth::AuthToken>,
+) -> Result<BeamFnExternalWorkerPoolClient<ferrobeam_auth::AuthChannel>, tonic::transport::Error>
+{
+    let channel = tonic::transport::Endpoint::from_shared(http_url(endpoint))?
+        .connect()
+        .await?;
+    Ok(BeamFnExternalWorkerPoolClient::new(ferrobeam_auth::authed(
+        channel, token,
+    )))
+}
 
 fn http_url(endpoint: &str) -> String {
     if endpoint.contains("://") {

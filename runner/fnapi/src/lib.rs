@@ -12,6 +12,7 @@ pub mod environment;
 pub mod logging;
 pub mod provision;
 pub mod registry;
+pub mod remote_pools;
 pub mod server;
 pub mod state;
 pub mod state_socket;
@@ -19,7 +20,7 @@ pub mod worker;
 
 pub use environment::{EnvironmentSpec, WorkerLauncher};
 pub use registry::{Registry, WorkerSetup};
-pub use server::FnServer;
+pub use server::{FnServer, FnServerOptions};
 pub use state::StateHandler;
 pub use worker::{
     BundleError, BundleInput, BundleOutput, BundleRequest, TimerStream, Worker,

@@ -25,6 +25,26 @@ use crate::state_socket::StateSocket;
 /// are a few MiB; anything far larger is a bug or an attack.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
+/// How an [`FnServer`] guards its port.
+#[derive(Clone, Debug)]
+pub struct FnServerOptions {
+    /// If set, every call (control, data, state, logging, provision and
+    /// whatever `extra` mounts) must carry `authorization: Bearer <token>`.
+    pub auth_token: Option<ferrobeam_auth::AuthToken>,
+    /// Largest message a worker may send (gRPC; the state socket keeps
+    /// [`MAX_MESSAGE_BYTES`]).
+    pub max_message_bytes: usize,
+}
+
+impl Default for FnServerOptions {
+    fn default() -> Self {
+        Self {
+            auth_token: None,
+            max_message_bytes: MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
 /// A running Fn API server.
 pub struct FnServer {
     pub registry: Arc<Registry>,
@@ -41,6 +61,16 @@ impl FnServer {
         listener: TcpListener,
         extra: impl FnOnce(tonic::service::Routes) -> tonic::service::Routes,
     ) -> std::io::Result<Self> {
+        Self::start_with(listener, FnServerOptions::default(), extra)
+    }
+
+    /// [`FnServer::start`] with a token and a message limit.
+    pub fn start_with(
+        listener: TcpListener,
+        options: FnServerOptions,
+        extra: impl FnOnce(tonic::service::Routes) -> tonic::service::Routes,
+    ) -> std::io::Result<Self> {
+        let max_message_bytes = options.max_message_bytes;
         let addr = listener.local_addr()?;
         let registry = Registry::new();
         let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -49,25 +79,25 @@ impl FnServer {
             BeamFnControlServer::new(ControlService {
                 registry: r.clone(),
             })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(max_message_bytes),
         )
         .add_service(
             BeamFnDataServer::new(DataService {
                 registry: r.clone(),
             })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(max_message_bytes),
         )
         .add_service(
             BeamFnStateServer::new(StateService {
                 registry: r.clone(),
             })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(max_message_bytes),
         )
         .add_service(
             BeamFnLoggingServer::new(LoggingService {
                 registry: r.clone(),
             })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(max_message_bytes),
         )
         .add_service(ProvisionServiceServer::new(ProvisionServer { registry: r }));
         let routes = extra(routes);
@@ -85,6 +115,8 @@ impl FnServer {
         });
         tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
+                // One check for every service on the port (see `ferrobeam_auth`).
+                .layer(ferrobeam_auth::GrpcAuthLayer::new(options.auth_token))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = shutdown_rx.await;

@@ -46,6 +46,14 @@ impl StateSocket {
     pub fn bind(registry: Arc<Registry>) -> std::io::Result<Self> {
         // Short prefix: a socket path must fit in `sun_path` (108 bytes).
         let dir = tempfile::Builder::new().prefix("fb-").tempdir()?;
+        // The socket takes no auth token (see `ferrobeam_auth`): only this
+        // user may enter its directory, and so connect to it.  Set before
+        // the socket exists.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+        }
         let path = dir.path().join("state.sock");
         let listener = UnixListener::bind(&path)?;
         let accept = tokio::spawn(async move {
@@ -173,5 +181,16 @@ mod tests {
         assert!(path.exists());
         drop(socket);
         assert!(!path.exists());
+    }
+
+    /// It takes no token, so nobody but this user may reach it.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn only_this_user_may_enter_the_socket_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let socket = StateSocket::bind(Registry::new()).unwrap();
+        let dir = socket.path().parent().unwrap();
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
     }
 }

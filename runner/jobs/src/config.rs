@@ -55,6 +55,9 @@ pub struct JobServiceConfig {
     pub max_finished_jobs: usize,
     /// How long a prepared job may wait for Run before it is forgotten.
     pub prepared_job_ttl: Duration,
+    /// If set, every call must carry `authorization: Bearer <token>`
+    /// (checked by [`crate::JobServer::serve`] for all its services).
+    pub auth_token: Option<ferrobeam_auth::AuthToken>,
 }
 
 impl JobServiceConfig {
@@ -77,6 +80,7 @@ impl JobServiceConfig {
             max_retained_messages: 10_000,
             max_finished_jobs: 100,
             prepared_job_ttl: Duration::from_secs(3600),
+            auth_token: None,
         }
     }
 }

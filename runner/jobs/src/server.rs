@@ -230,6 +230,10 @@ impl JobServer {
             this.shutdown();
         };
         tonic::transport::Server::builder()
+            // One check for every service on the port (see `ferrobeam_auth`).
+            .layer(ferrobeam_auth::GrpcAuthLayer::new(
+                self.shared.config.auth_token.clone(),
+            ))
             .add_routes(self.routes())
             .serve_with_incoming_shutdown(incoming, signal)
             .await?;

@@ -53,6 +53,11 @@ enum StagingError {
     TooManyArtifacts { limit: usize },
     #[error("staging protocol violation: {0}")]
     Protocol(String),
+    #[error(
+        "artifact staged name {0:?} is not a plain file name (it has `..`, a path separator \
+         or a NUL byte): refused, nothing may be written outside the artifact directory"
+    )]
+    UnsafeName(String),
     #[error("the client reported an error: {}", .0.message())]
     Client(Status),
     #[error("the client closed the staging stream before all artifacts were transferred")]
@@ -83,7 +88,9 @@ impl StagingError {
             StagingError::ArtifactTooLarge { .. }
             | StagingError::TotalTooLarge { .. }
             | StagingError::TooManyArtifacts { .. } => Status::resource_exhausted(text),
-            StagingError::Protocol(_) => Status::invalid_argument(text),
+            StagingError::Protocol(_) | StagingError::UnsafeName(_) => {
+                Status::invalid_argument(text)
+            }
             StagingError::Client(_) | StagingError::ClientClosed => Status::aborted(text),
             StagingError::Timeout(_) => Status::deadline_exceeded(text),
             StagingError::Io { .. } => Status::internal(text),
@@ -313,6 +320,9 @@ impl Stager {
         artifact: ArtifactInformation,
     ) -> Result<ArtifactInformation, StagingError> {
         let staged_name = staged_name(&artifact);
+        if let Some(name) = &staged_name {
+            check_staged_name(name)?;
+        }
         let label = staged_name
             .as_deref()
             .map(|n| clip_to(n, 200))
@@ -421,6 +431,20 @@ fn staged_name(artifact: &ArtifactInformation) -> Option<String> {
         .filter(|n| !n.is_empty())
 }
 
+/// Refuses a staged name that is not one plain file name.  Names are
+/// sanitised before they become paths anyway (see `fetch`), but workers
+/// materialise artifacts under their staged names, and a client sending
+/// `../x` is not making an honest mistake: fail loudly instead of quietly
+/// renaming.
+fn check_staged_name(name: &str) -> Result<(), StagingError> {
+    let bad = name == "." || name == ".." || name.contains(['/', '\\', '\0']);
+    if bad {
+        Err(StagingError::UnsafeName(clip_to(name, 200)))
+    } else {
+        Ok(())
+    }
+}
+
 /// A sanitised directory name for an environment, distinct from the others.
 fn unique_dir_name(env_id: &str, used: &mut HashSet<String>) -> String {
     let base = sanitize_component(env_id, "environment");
@@ -452,6 +476,21 @@ mod tests {
         assert_eq!(unique_dir_name("a_b", &mut used), "a_b-2");
         assert_eq!(unique_dir_name("..", &mut used), "environment");
         assert_eq!(unique_dir_name("", &mut used), "environment-2");
+    }
+
+    #[test]
+    fn staged_names_must_be_plain_file_names() {
+        for ok in ["pickled_main_session", "x.whl", "a..b", ".hidden", "requirements.txt"] {
+            assert!(check_staged_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["..", ".", "../x", "a/../../b", "/etc/passwd", "a/b", "..\\x", "a\0b"] {
+            let err = check_staged_name(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("not a plain file name"),
+                "{bad}: {err}"
+            );
+            assert_eq!(err.to_status().code(), tonic::Code::InvalidArgument);
+        }
     }
 
     #[test]

@@ -118,7 +118,9 @@ fn cli_main(py: Python<'_>, argv: Vec<String>) -> i32 {
 }
 
 /// Takes a savepoint of a running job (see `ferrobeam.job_control.savepoint_job`).
+/// `auth_token` is sent to the server (else `FERROBEAM_AUTH_TOKEN`'s, if set).
 #[pyfunction]
+#[pyo3(signature = (endpoint, job_id, directory, stop, timeout, auth_token=None))]
 fn savepoint(
     py: Python<'_>,
     endpoint: &str,
@@ -126,7 +128,12 @@ fn savepoint(
     directory: PathBuf,
     stop: bool,
     timeout: f64,
+    auth_token: Option<String>,
 ) -> PyResult<String> {
+    let auth_token = auth_token
+        .map(|t| ferrobeam_auth::AuthToken::new(&t, "auth_token"))
+        .transpose()
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
     if !(timeout > 0.0 && timeout.is_finite()) {
         return Err(PyRuntimeError::new_err(
             "timeout must be a positive number of seconds",
@@ -137,13 +144,17 @@ fn savepoint(
             .enable_all()
             .build()
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        rt.block_on(ferrobeam_cli::savepoint::savepoint(
+        let call = ferrobeam_cli::savepoint::savepoint(
             endpoint,
             job_id,
             &directory,
             stop,
             std::time::Duration::from_secs_f64(timeout),
-        ))
+        );
+        match auth_token {
+            Some(token) => rt.block_on(ferrobeam_cli::security::with_token(token, call)),
+            None => rt.block_on(call),
+        }
         .map_err(|f| PyRuntimeError::new_err(f.message))
     })
 }
