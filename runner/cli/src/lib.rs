@@ -63,7 +63,7 @@ enum Command {
         #[arg(long)]
         strict_environments: bool,
         /// Directory for staged artifacts and worker scratch space.
-        #[arg(long)]
+        #[arg(long = "work_dir", visible_alias = "work-dir")]
         work_dir: Option<PathBuf>,
         /// Checkpoint streaming jobs into DIR/<job name> unless they set
         /// --checkpoint_dir themselves; a job submitted again under the same
