@@ -130,8 +130,9 @@ def test_job_server_stops_on_sigterm(standalone_server: tuple[str, subprocess.Po
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         pytest.fail("ferrobeam job-server did not exit within 30 s of SIGTERM")
-    assert proc.returncode is not None
-    assert proc.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM), proc.returncode
+    # Handled, not killed by it: the server cancels its jobs and closes
+    # their state, as on Ctrl-C (what Kubernetes relies on).
+    assert proc.returncode == 0, proc.returncode
 
 
 # ---------------------------------------------------------------------------

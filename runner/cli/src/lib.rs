@@ -433,7 +433,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
                     println!("dashboard: {url}");
                 }
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = stop_signal() => {}
                     _ = server.stopped() => {}
                 }
                 // Let cancelled jobs close their state before the process exits.
@@ -474,6 +474,26 @@ fn savepoint_main(args: ControlArgs, dir: &std::path::Path, stop: bool) -> i32 {
         println!("{written}");
         Ok(())
     })
+}
+
+/// Resolves at Ctrl-C (SIGINT) or SIGTERM, the signal a service manager
+/// or Kubernetes sends to stop a server.
+pub async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
 }
 
 /// Runs one client command to its end: exit code 0 when it succeeds,

@@ -199,7 +199,7 @@ pub async fn serve_expansion(
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             async {
-                let _ = tokio::signal::ctrl_c().await;
+                crate::stop_signal().await;
             },
         )
         .await?;

@@ -91,7 +91,7 @@ pub async fn serve(args: WorkerPoolArgs, token: Option<AuthToken>) -> anyhow::Re
         .layer(ferrobeam_auth::GrpcAuthLayer::new(token))
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async {
-            let _ = tokio::signal::ctrl_c().await;
+            crate::stop_signal().await;
         })
         .await?;
     drop(temp);
