@@ -1,7 +1,8 @@
 """A job server and two worker pools on three separate "hosts" (network
 namespaces, see tests/netns_hosts.py): a pipeline's Python stage runs on
 both pools over real TCP, with the token on every call, and one pool host
-is killed mid-job; the job still finishes with exact output.
+is killed mid-job; the job still finishes with exact output, in batch and
+in a checkpointed streaming job.
 
 Skipped, saying why, where network namespaces cannot be made (not root,
 no iproute2).
@@ -15,13 +16,18 @@ import pathlib
 import subprocess
 import sys
 import time
-from typing import List
+from dataclasses import dataclass
+from typing import Dict, Iterator, List
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import multihost_pipeline  # noqa: E402
 import netns_hosts  # noqa: E402
+from crash_harness import command  # noqa: E402
+from recovery_pipeline import check_output  # noqa: E402
+
+from ferrobeam.io import read_lines  # noqa: E402
 
 _WHY_NOT = netns_hosts.unavailable()
 pytestmark = pytest.mark.skipif(
@@ -48,7 +54,50 @@ def _started_workers(log: pathlib.Path) -> List[str]:
     return [line for line in log.read_text(errors="replace").splitlines() if "started SDK worker" in line]
 
 
-def test_pipeline_across_hosts_survives_a_lost_pool(tmp_path: pathlib.Path) -> None:
+@dataclass
+class Cluster:
+    hosts: netns_hosts.Hosts
+    token: pathlib.Path
+    logs: Dict[str, pathlib.Path]
+
+    @property
+    def job_endpoint(self) -> str:
+        return "%s:%d" % (self.hosts.addresses["js"], JOB_PORT)
+
+    def client_args(self) -> List[str]:
+        return ["--runner=ferrobeam.FerrobeamRunner", "--job_endpoint=%s" % self.job_endpoint,
+                "--ferrobeam_auth_token_file=%s" % self.token, "--ferrobeam_no_inprocess_worker"]
+
+    def start_client(self, argv: List[str]) -> subprocess.Popen:
+        return self.hosts.popen("js", argv, stdout=self.logs["client"].open("w"), stderr=subprocess.STDOUT)
+
+    def kill_pool_host_once_both_run(self, client: subprocess.Popen, settle: float = 4) -> None:
+        """Waits until both pools run a worker of the job, lets them get into
+        their bundles, then kills every process on p1's host."""
+        deadline = time.monotonic() + 120
+        while not (_started_workers(self.logs["p1"]) and _started_workers(self.logs["p2"])):
+            assert client.poll() is None, self.logs["client"].read_text()
+            assert time.monotonic() < deadline, "workers did not start on both pools:\n%s\n%s" % (
+                self.logs["p1"].read_text(), self.logs["p2"].read_text())
+            time.sleep(0.2)
+        time.sleep(settle)
+        assert client.poll() is None, "the job ended before the pool could be killed: make it longer"
+        killed = self.hosts.kill_host("p1")
+        assert killed >= 2, "expected the pool and its worker on p1, killed %d processes" % killed
+
+    def finish(self, client: subprocess.Popen) -> str:
+        """Waits for the client to succeed; returns its output."""
+        assert client.wait(timeout=600) == 0, self.logs["client"].read_text()
+        log = self.logs["client"].read_text()
+        # The lost worker was reported, and its work went to the other pool.
+        assert "was lost" in log, log
+        assert len(_started_workers(self.logs["p2"])) >= 2, self.logs["p2"].read_text()
+        return log
+
+
+@pytest.fixture
+def cluster(tmp_path: pathlib.Path) -> Iterator[Cluster]:
+    """A job server on host js with the worker pools of hosts p1 and p2."""
     token = tmp_path / "token"
     token.write_text(os.urandom(24).hex())
     token.chmod(0o600)
@@ -76,35 +125,35 @@ def test_pipeline_across_hosts_survives_a_lost_pool(tmp_path: pathlib.Path) -> N
             stdout=logs["js"].open("w"), stderr=subprocess.STDOUT,
         )
         _wait_for_line(logs["js"], "job server listening on", server)
+        yield Cluster(hosts, token, logs)
 
-        elements = 2000
-        output = tmp_path / "sums.jsonl"
-        client = hosts.popen(
-            "js",
-            [sys.executable, multihost_pipeline.__file__, "--output", str(output),
-             "--elements", str(elements), "--sleep_ms", "8",
-             "--runner=ferrobeam.FerrobeamRunner", "--job_endpoint=%s:%d" % (addr["js"], JOB_PORT),
-             "--ferrobeam_auth_token_file=%s" % token, "--ferrobeam_no_inprocess_worker"],
-            stdout=logs["client"].open("w"), stderr=subprocess.STDOUT,
-        )
-        # Both pools run a worker of the job; let them get into their bundles.
-        deadline = time.monotonic() + 120
-        while not (_started_workers(logs["p1"]) and _started_workers(logs["p2"])):
-            assert client.poll() is None, logs["client"].read_text()
-            assert time.monotonic() < deadline, "workers did not start on both pools:\n%s\n%s" % (
-                logs["p1"].read_text(), logs["p2"].read_text())
-            time.sleep(0.2)
-        time.sleep(4)
-        assert client.poll() is None, "the job ended before the pool could be killed: make it longer"
-        killed = hosts.kill_host("p1")
-        assert killed >= 2, "expected the pool and its worker on p1, killed %d processes" % killed
 
-        assert client.wait(timeout=600) == 0, logs["client"].read_text()
-        client_log = logs["client"].read_text()
-
+def test_batch_job_across_hosts_survives_a_lost_pool(cluster: Cluster, tmp_path: pathlib.Path) -> None:
+    elements = 2000
+    output = tmp_path / "sums.jsonl"
+    client = cluster.start_client(
+        [sys.executable, multihost_pipeline.__file__, "--output", str(output),
+         "--elements", str(elements), "--sleep_ms", "8"] + cluster.client_args())
+    cluster.kill_pool_host_once_both_run(client)
+    cluster.finish(client)
     # Exact: a lost bundle or one applied twice changes counts and sums.
     got = {k: (c, s) for k, c, s in map(json.loads, output.read_text().splitlines())}
     assert got == multihost_pipeline.expected(elements)
-    # The lost worker was reported, and its work went to the other pool.
-    assert "was lost" in client_log, client_log
-    assert len(_started_workers(logs["p2"])) >= 2, logs["p2"].read_text()
+
+
+def test_checkpointed_streaming_job_across_hosts_is_exact_after_a_lost_pool(
+        cluster: Cluster, tmp_path: pathlib.Path) -> None:
+    # recovery_pipeline: a rate-limited source, per-key running totals in
+    # user state with timers, every line through WriteLines; its check
+    # finds any line lost or written twice.
+    events, keys = 1500, 10
+    output = tmp_path / "out"
+    client = cluster.start_client(
+        command(output, events, keys, 150, "--streaming",
+                "--checkpoint_dir=%s" % (tmp_path / "checkpoints"), "--checkpoint_interval=0.5",
+                *cluster.client_args()))
+    cluster.kill_pool_host_once_both_run(client, settle=3)
+    cluster.finish(client)
+    lines = read_lines(output)
+    problems = check_output(lines, events, keys)
+    assert not problems, "%d lines; not exact:\n  %s" % (len(lines), "\n  ".join(problems))

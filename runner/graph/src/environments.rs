@@ -71,7 +71,7 @@ fn classify(
             if is_beam_python_image(&image) && !strict {
                 notes.push(format!(
                     "Environment '{id}' asks for Docker image {image}, but no Docker engine is needed: \
-                     ferrobeam runs those stages on the local Python SDK harness instead \
+                     ferrobeam runs those stages on the stock Python SDK harness without a container \
                      (pass --ferrobeam_strict_environments to refuse such pipelines)."
                 ));
                 Ok(Environment::LocalPython)
