@@ -31,7 +31,7 @@ fn all_files(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 #[tokio::test]
-async fn hostile_names_cannot_escape_the_job_directory() {
+async fn hostile_environment_ids_cannot_escape_the_job_directory() {
     let executor = FakeExecutor::new(Behavior::Succeed(Duration::ZERO));
     let server = TestServer::start(executor.clone()).await;
     let mut client = server.client().await;
@@ -41,15 +41,9 @@ async fn hostile_names_cannot_escape_the_job_directory() {
     ]
     .into_iter()
     .collect();
-    let hostile = [
-        "../../../../escaped",
-        "/tmp/absolute_escape",
-        "..",
-        "..\\..\\win_escape",
-        "sub/dir/../../x",
-        "",
-    ];
-    let deps: Vec<ArtifactInformation> = hostile
+    // Plain names (and none: the empty name) are staged as they are.
+    let names = ["pickled_main_session", "x.whl", "", "a..b"];
+    let deps: Vec<ArtifactInformation> = names
         .iter()
         .enumerate()
         .map(|(i, name)| file_artifact(if i % 2 == 0 { "a" } else { "b" }, Some(name)))
@@ -71,14 +65,12 @@ async fn hostile_names_cannot_escape_the_job_directory() {
             "escaped: {f:?}"
         );
     }
-    assert_eq!(all_files(&job_dir).len(), hostile.len() + 1);
-    assert!(!root.join("escaped").exists() && !Path::new("/tmp/absolute_escape").exists());
+    assert_eq!(all_files(&job_dir).len(), names.len() + 1);
 
     let seen = executor.seen.lock().remove(0);
     let staged = &seen.artifacts["../../evil_env"];
-    assert_eq!(staged.len(), hostile.len());
-    for (artifact, name) in staged.iter().zip(hostile) {
-        // The role is kept verbatim; only our file name is sanitised.
+    assert_eq!(staged.len(), names.len());
+    for (artifact, name) in staged.iter().zip(names) {
         assert_eq!(staged_name(artifact), name);
         let path = std::path::PathBuf::from(file_path(artifact));
         assert!(path.starts_with(&job_dir), "{path:?}");
@@ -89,6 +81,40 @@ async fn hostile_names_cannot_escape_the_job_directory() {
     assert_eq!(std::fs::read(file_path(&staged[0])).unwrap(), b"A");
     assert_eq!(std::fs::read(file_path(&staged[1])).unwrap(), b"B");
     server.stop().await;
+}
+
+/// A staged name that is not a plain file name (`../`, an absolute path,
+/// a separator) fails staging with a clear error, before any byte of it
+/// is read, and the job cannot run.
+#[tokio::test]
+async fn path_traversal_in_staged_names_is_refused() {
+    let hostile = [
+        "../../../../escaped",
+        "/tmp/absolute_escape",
+        "..",
+        "..\\..\\win_escape",
+        "sub/dir/../../x",
+    ];
+    for name in hostile {
+        let server = TestServer::start(FakeExecutor::new(Behavior::Succeed(Duration::ZERO))).await;
+        let mut client = server.client().await;
+        let files: HashMap<String, Vec<u8>> = [("a".to_string(), b"A".to_vec())].into();
+        let deps = vec![file_artifact("a", Some(name))];
+        let prep = prepare(&mut client, pipeline(&[("env", deps)])).await;
+        let err = stage_prepared(10, &prep, &files, 1).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+        assert!(
+            err.message().contains("not a plain file name"),
+            "{name}: {}",
+            err.message()
+        );
+        let root = server.dir.path();
+        assert!(all_files(root).is_empty(), "{name}: {:?}", all_files(root));
+        assert!(!Path::new("/tmp/absolute_escape").exists());
+        let run = run_job(&mut client, prep.preparation_id).await.unwrap_err();
+        assert_eq!(run.code(), Code::FailedPrecondition, "{name}");
+        server.stop().await;
+    }
 }
 
 async fn expect_staging_refused(
