@@ -291,63 +291,15 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             .await
         }),
         Command::WorkerPool(args) => {
-            init_logging("info");
-            let token = match security::token() {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("ferrobeam: {e}");
-                    return 2;
-                }
-            };
-            match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => match rt.block_on(worker_pool::serve(args, token)) {
-                    Ok(()) => 0,
-                    Err(e) => {
-                        eprintln!("ferrobeam: {e:#}");
-                        1
-                    }
-                },
-                Err(e) => {
-                    eprintln!("ferrobeam: cannot start the runtime: {e}");
-                    1
-                }
-            }
+            serve_main(move |token| worker_pool::serve(args, token))
         }
         Command::ExpansionService {
             host,
             port,
             allow_remote,
-        } => {
-            init_logging("info");
-            let token = match security::token() {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("ferrobeam: {e}");
-                    return 2;
-                }
-            };
-            match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt.block_on(async {
-                    match server::serve_expansion(&host, port, allow_remote, token).await {
-                        Ok(()) => 0,
-                        Err(e) => {
-                            eprintln!("ferrobeam: {e:#}");
-                            1
-                        }
-                    }
-                }),
-                Err(e) => {
-                    eprintln!("ferrobeam: cannot start the runtime: {e}");
-                    1
-                }
-            }
-        }
+        } => serve_main(move |token| async move {
+            server::serve_expansion(&host, port, allow_remote, token).await
+        }),
         Command::JobServer {
             host,
             port,
@@ -474,6 +426,40 @@ fn savepoint_main(args: ControlArgs, dir: &std::path::Path, stop: bool) -> i32 {
         println!("{written}");
         Ok(())
     })
+}
+
+/// Runs a server command (`worker-pool`, `expansion-service`) until it
+/// stops: exit code 0, 1 when it fails, 2 when the token is unusable.
+fn serve_main<F, Fut>(serve: F) -> i32
+where
+    F: FnOnce(Option<ferrobeam_auth::AuthToken>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    init_logging("info");
+    let token = match security::token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("ferrobeam: {e}");
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferrobeam: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(serve(token)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("ferrobeam: {e:#}");
+            1
+        }
+    }
 }
 
 /// Resolves at Ctrl-C (SIGINT) or SIGTERM, the signal a service manager
