@@ -220,11 +220,17 @@ mod tests {
         assert_eq!(check_http(None, &req("/", &[])), Some(HttpProof::NotNeeded));
         assert_eq!(check_http(t, &req("/", &[])), None);
         assert_eq!(
-            check_http(t, &req("/", &[("authorization", &format!("Bearer {GOOD}"))])),
+            check_http(
+                t,
+                &req("/", &[("authorization", &format!("Bearer {GOOD}"))])
+            ),
             Some(HttpProof::Header)
         );
         assert_eq!(
-            check_http(t, &req("/", &[("cookie", &format!("a=b; {COOKIE_NAME}={GOOD}"))])),
+            check_http(
+                t,
+                &req("/", &[("cookie", &format!("a=b; {COOKIE_NAME}={GOOD}"))])
+            ),
             Some(HttpProof::Cookie)
         );
         assert_eq!(
@@ -236,7 +242,10 @@ mod tests {
             None
         );
         assert_eq!(
-            check_http(t, &req("/", &[("cookie", &format!("x{COOKIE_NAME}={GOOD}"))])),
+            check_http(
+                t,
+                &req("/", &[("cookie", &format!("x{COOKIE_NAME}={GOOD}"))])
+            ),
             None
         );
         assert_eq!(

@@ -94,8 +94,13 @@ mod tests {
         assert!(check_bind(lo, false, None, "x").is_ok());
         assert!(check_bind(lo6, false, None, "x").is_ok());
         assert!(check_bind(lo, false, Some(&t), "x").is_ok());
-        let e = check_bind(any, false, Some(&t), "x").unwrap_err().to_string();
-        assert!(e.contains("--allow-remote") && e.contains("--auth_token_file"), "{e}");
+        let e = check_bind(any, false, Some(&t), "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--allow-remote") && e.contains("--auth_token_file"),
+            "{e}"
+        );
         let e = check_bind(any, true, None, "x").unwrap_err().to_string();
         assert!(e.contains("--auth_token_file"), "{e}");
         assert!(check_bind(any, true, Some(&t), "x").is_ok());
@@ -138,7 +143,10 @@ mod tests {
         let bearer = t.bearer();
         let ok = call(&mut svc, req(&[("authorization", &bearer)], "/x.Y/Z"));
         assert_eq!(ok.body(), "ok");
-        for bad in [vec![], vec![("authorization", "Bearer wrong-token-wrong-token")]] {
+        for bad in [
+            vec![],
+            vec![("authorization", "Bearer wrong-token-wrong-token")],
+        ] {
             let resp = call(&mut svc, req(&bad, "/x.Y/Z"));
             let status = tonic::Status::from_header_map(resp.headers()).unwrap();
             assert_eq!(status.code(), tonic::Code::Unauthenticated);

@@ -199,7 +199,10 @@ mod tests {
 
     #[test]
     fn refuses_empty_short_and_odd_tokens() {
-        assert!(matches!(AuthToken::new(" \n", "t"), Err(AuthError::Empty { .. })));
+        assert!(matches!(
+            AuthToken::new(" \n", "t"),
+            Err(AuthError::Empty { .. })
+        ));
         assert!(matches!(
             AuthToken::new("short", "t"),
             Err(AuthError::TooShort { len: 5, .. })

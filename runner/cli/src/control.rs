@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
+use ferrobeam_auth::AuthChannel;
 use ferrobeam_proto::job_api::job_service_client::JobServiceClient;
 use ferrobeam_proto::job_api::job_state::Enum as JobState;
 use ferrobeam_proto::job_api::{CancelJobRequest, DrainJobRequest};
-use ferrobeam_auth::AuthChannel;
 use tonic::transport::Endpoint;
 use tonic::Code;
 
@@ -134,7 +134,11 @@ where
         })
 }
 
-async fn send(action: Action, channel: AuthChannel, job_id: &str) -> Result<JobState, tonic::Status> {
+async fn send(
+    action: Action,
+    channel: AuthChannel,
+    job_id: &str,
+) -> Result<JobState, tonic::Status> {
     let mut client = JobServiceClient::new(channel);
     let job_id = job_id.to_string();
     let state = match action {

@@ -31,8 +31,12 @@ struct Cli {
     /// File holding the shared auth token (else $FERROBEAM_AUTH_TOKEN).
     /// Servers then refuse every call without `authorization: Bearer
     /// <token>` (required with --allow-remote); client commands send it.
-    #[arg(long = "auth_token_file", visible_alias = "auth-token-file",
-          value_name = "PATH", global = true)]
+    #[arg(
+        long = "auth_token_file",
+        visible_alias = "auth-token-file",
+        value_name = "PATH",
+        global = true
+    )]
     auth_token_file: Option<PathBuf>,
 }
 

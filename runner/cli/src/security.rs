@@ -90,9 +90,7 @@ impl LimitArgs {
 /// `123`, `64MiB`, `1GiB`, `500MB`, ... as a number of bytes (at least 1).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -102,7 +100,11 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "kb" => 1_000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
-        _ => return Err(format!("expected a size like 1048576, 64MiB or 1GiB, got {text:?}")),
+        _ => {
+            return Err(format!(
+                "expected a size like 1048576, 64MiB or 1GiB, got {text:?}"
+            ))
+        }
     };
     digits
         .parse::<u64>()

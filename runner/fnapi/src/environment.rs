@@ -677,8 +677,7 @@ type OutputStream = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 async fn pool_client(
     endpoint: &str,
     token: Option<&ferrobeam_auth::AuthToken>,
-) -> Result<BeamFnExternalWorkerPoolClient<ferrobeam_auth::AuthChannel>, tonic::transport::Error>
-{
+) -> Result<BeamFnExternalWorkerPoolClient<ferrobeam_auth::AuthChannel>, tonic::transport::Error> {
     let channel = tonic::transport::Endpoint::from_shared(http_url(endpoint))?
         .connect()
         .await?;

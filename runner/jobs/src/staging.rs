@@ -480,10 +480,25 @@ mod tests {
 
     #[test]
     fn staged_names_must_be_plain_file_names() {
-        for ok in ["pickled_main_session", "x.whl", "a..b", ".hidden", "requirements.txt"] {
+        for ok in [
+            "pickled_main_session",
+            "x.whl",
+            "a..b",
+            ".hidden",
+            "requirements.txt",
+        ] {
             assert!(check_staged_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["..", ".", "../x", "a/../../b", "/etc/passwd", "a/b", "..\\x", "a\0b"] {
+        for bad in [
+            "..",
+            ".",
+            "../x",
+            "a/../../b",
+            "/etc/passwd",
+            "a/b",
+            "..\\x",
+            "a\0b",
+        ] {
             let err = check_staged_name(bad).unwrap_err();
             assert!(
                 err.to_string().contains("not a plain file name"),
