@@ -536,3 +536,18 @@ def test_python_token_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         with pytest.raises(ValueError):
             _auth.load_token()
     assert good not in repr(_auth._BearerInterceptor(good))  # pylint: disable=protected-access
+
+
+def test_kafka_expansion_on_a_protected_server_sends_the_token(server: Server, token_file: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """ferrobeam.io's Kafka transforms are expanded by the --job_endpoint
+    server by default; with a token they send it (Beam would open the
+    endpoint without metadata)."""
+    from ferrobeam.io.kafka import ReadFromKafka  # pylint: disable=import-outside-toplevel
+    monkeypatch.delenv(_auth.TOKEN_ENV, raising=False)
+    args = ["--job_endpoint=" + server.job, "--streaming"]
+    p = beam.Pipeline(options=PipelineOptions(args + ["--ferrobeam_auth_token_file=" + str(token_file)]))
+    _ = p | ReadFromKafka({"bootstrap.servers": "127.0.0.1:1"}, ["topic"])  # expanded here
+    p = beam.Pipeline(options=PipelineOptions(args))
+    with pytest.raises(Exception, match="UNAUTHENTICATED|auth token"):
+        _ = p | ReadFromKafka({"bootstrap.servers": "127.0.0.1:1"}, ["topic"])

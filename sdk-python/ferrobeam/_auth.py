@@ -146,6 +146,17 @@ def authed_channel(channel: grpc.Channel, token: Optional[str]) -> grpc.Channel:
     return grpc.intercept_channel(channel, _BearerInterceptor(token))
 
 
+def expansion_service(endpoint: str, token: str) -> Any:
+    """A stub for Beam's ``expansion_service=`` argument that sends
+    ``token``: Beam opens a plain string endpoint without metadata (and with
+    local-only credentials), but takes any object with ``Expand``."""
+    from apache_beam.transforms import external  # pylint: disable=import-outside-toplevel
+    channel = grpc.insecure_channel(
+        endpoint, options=[("grpc.max_receive_message_length", -1),
+                           ("grpc.max_send_message_length", -1)])
+    return external.ExpansionAndArtifactRetrievalStub(authed_channel(channel, token))
+
+
 _HOOK_LOCK = threading.Lock()
 _HOOKED = False
 # A token the runner was given by file, for workers in this process.

@@ -109,8 +109,15 @@ class _DefaultsToFerrobeam:
 
     def expand(self, pvalueish: Any) -> Any:  # pylint: disable=missing-function-docstring
         if self._ferrobeam_default:
-            self._expansion_service = default_expansion_service(  # type: ignore[attr-defined]
-                pvalueish.pipeline.options)
+            options = pvalueish.pipeline.options
+            service: Any = default_expansion_service(options)
+            # A job server with an auth token expands only for its holders.
+            from ferrobeam import _auth  # pylint: disable=import-outside-toplevel
+            from ferrobeam.options import FerrobeamOptions  # pylint: disable=import-outside-toplevel
+            token = _auth.load_token(options.view_as(FerrobeamOptions).ferrobeam_auth_token_file)
+            if token:
+                service = _auth.expansion_service(service, token)
+            self._expansion_service = service  # type: ignore[attr-defined]
         return super().expand(pvalueish)  # type: ignore[misc]
 
 
