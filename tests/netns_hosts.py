@@ -109,6 +109,12 @@ class Hosts:
                 pass
         return len(pids)
 
+    def cut_off(self, host: str) -> None:
+        """Takes ``host``'s link down: its processes live on, but whatever
+        it sends or is sent is dropped, with no reset (a network partition,
+        or a host that lost power, as its peers see it)."""
+        _ip("-n", self.namespace(host), "link", "set", "eth0", "down")
+
     def __exit__(self, *exc) -> None:
         for proc in self._procs:
             if proc.poll() is None:

@@ -71,9 +71,11 @@ class Cluster:
     def start_client(self, argv: List[str]) -> subprocess.Popen:
         return self.hosts.popen("js", argv, stdout=self.logs["client"].open("w"), stderr=subprocess.STDOUT)
 
-    def kill_pool_host_once_both_run(self, client: subprocess.Popen, settle: float = 4) -> None:
+    def kill_pool_host_once_both_run(self, client: subprocess.Popen, settle: float = 4,
+                                     partition: bool = False) -> None:
         """Waits until both pools run a worker of the job, lets them get into
-        their bundles, then kills every process on p1's host."""
+        their bundles, then kills every process on p1's host (or, with
+        ``partition``, cuts p1 off the network, its processes running on)."""
         deadline = time.monotonic() + 120
         while not (_started_workers(self.logs["p1"]) and _started_workers(self.logs["p2"])):
             assert client.poll() is None, self.logs["client"].read_text()
@@ -82,6 +84,9 @@ class Cluster:
             time.sleep(0.2)
         time.sleep(settle)
         assert client.poll() is None, "the job ended before the pool could be killed: make it longer"
+        if partition:
+            self.hosts.cut_off("p1")
+            return
         killed = self.hosts.kill_host("p1")
         assert killed >= 2, "expected the pool and its worker on p1, killed %d processes" % killed
 
@@ -128,13 +133,17 @@ def cluster(tmp_path: pathlib.Path) -> Iterator[Cluster]:
         yield Cluster(hosts, token, logs)
 
 
-def test_batch_job_across_hosts_survives_a_lost_pool(cluster: Cluster, tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("loss", ["killed", "partitioned"])
+def test_batch_job_across_hosts_survives_a_lost_pool(loss: str, cluster: Cluster, tmp_path: pathlib.Path) -> None:
+    # Killed: the pool host's connections are reset at once.  Partitioned:
+    # nothing more arrives from it, not even a reset; the Fn API's pings
+    # find it gone (within 30 s) and its bundles are retried elsewhere.
     elements = 2000
     output = tmp_path / "sums.jsonl"
     client = cluster.start_client(
         [sys.executable, multihost_pipeline.__file__, "--output", str(output),
          "--elements", str(elements), "--sleep_ms", "8"] + cluster.client_args())
-    cluster.kill_pool_host_once_both_run(client)
+    cluster.kill_pool_host_once_both_run(client, partition=loss == "partitioned")
     cluster.finish(client)
     # Exact: a lost bundle or one applied twice changes counts and sums.
     got = {k: (c, s) for k, c, s in map(json.loads, output.read_text().splitlines())}

@@ -673,12 +673,20 @@ fn spawn_with_output(
 
 type OutputStream = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 
+const POOL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const POOL_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A worker pool client that sends `token` (if any) on every call.
 async fn pool_client(
     endpoint: &str,
     token: Option<&ferrobeam_auth::AuthToken>,
 ) -> Result<BeamFnExternalWorkerPoolClient<ferrobeam_auth::AuthChannel>, tonic::transport::Error> {
+    // A pool whose host is unreachable answers nothing: give up quickly, so
+    // that the start moves on to another pool (see `remote_pools`).  A
+    // StartWorker itself may take a while (the pool fetches the artifacts).
     let channel = tonic::transport::Endpoint::from_shared(http_url(endpoint))?
+        .connect_timeout(POOL_CONNECT_TIMEOUT)
+        .timeout(POOL_CALL_TIMEOUT)
         .connect()
         .await?;
     Ok(BeamFnExternalWorkerPoolClient::new(ferrobeam_auth::authed(

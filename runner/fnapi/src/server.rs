@@ -45,6 +45,11 @@ impl Default for FnServerOptions {
     }
 }
 
+/// How often the Fn API pings a worker's connection, and how long it waits
+/// for the answer before giving the worker up.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A running Fn API server.
 pub struct FnServer {
     pub registry: Arc<Registry>,
@@ -115,6 +120,12 @@ impl FnServer {
         });
         tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
+                // A worker whose host vanished (power, network) sends no
+                // FIN or RST: its streams would hang, and its bundles with
+                // them.  Pings find it within 30 s and close its streams,
+                // which retries the bundles elsewhere like any lost worker.
+                .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+                .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
                 // One check for every service on the port (see `ferrobeam_auth`).
                 .layer(ferrobeam_auth::GrpcAuthLayer::new(options.auth_token))
                 .add_routes(routes)
