@@ -102,3 +102,20 @@ def test_go_wordcount_process(go_wordcount: Path, go_boot: Path, job_server: str
             "--environment_config=" + json.dumps({"command": str(go_boot)}),
             "--worker_binary=" + str(go_wordcount))
     assert read_output_lines(out) == python_counts
+
+
+def test_missing_go_boot_program_is_refused_at_prepare(go_wordcount: Path, job_server: str,
+                                                        tmp_path: Path) -> None:
+    missing = tmp_path / "boot"
+    proc = subprocess.run([str(go_wordcount), "--runner=universal", "--endpoint=" + job_server,
+                           "--environment_type=PROCESS",
+                           "--environment_config=" + json.dumps({"command": str(missing)}),
+                           "--worker_binary=" + str(go_wordcount),
+                           "--input", str(INPUT), "--output", str(tmp_path / "counts.txt")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode != 0
+    said = proc.stdout + proc.stderr
+    # Refused before staging and running, with the command that builds it.
+    assert "beam:env:process:v1" in said and "does not exist" in said, said[-3000:]
+    assert "go build -o %s github.com/apache/beam/sdks/v2/go/container" % missing in said, said[-3000:]
+    assert "Submitted job" not in said

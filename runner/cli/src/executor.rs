@@ -57,6 +57,7 @@ impl Executor for EngineExecutor {
         let plan = translate(pipeline, &self.translate_options(pipeline, options))
             .map_err(|e| e.to_string())?;
         ferrobeam_engine::check_native_io(&plan)?;
+        crate::harnesses::check_process_commands(&plan)?;
         let durability = durability(
             options,
             &self.checkpoint_defaults,

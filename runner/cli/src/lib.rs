@@ -8,6 +8,7 @@
 pub mod checkpoints;
 pub mod control;
 pub mod executor;
+mod harnesses;
 pub mod inspect;
 mod json_log;
 pub mod savepoint;
