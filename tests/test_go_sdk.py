@@ -77,9 +77,10 @@ def python_counts(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 
 def _run_go(binary: Path, endpoint: str, output: Path, *environment: str) -> None:
+    # In the output's directory: Beam's Go launcher may write files where it runs.
     proc = subprocess.run([str(binary), "--runner=universal", "--endpoint=" + endpoint, *environment,
                            "--input", str(INPUT), "--output", str(output)],
-                          capture_output=True, text=True, timeout=300, check=False)
+                          capture_output=True, text=True, timeout=300, check=False, cwd=output.parent)
     # Beam's Go runner waits for the job's end and exits non-zero when it
     # FAILED; the output is compared by the caller.
     assert proc.returncode == 0, "the Go pipeline failed:\n%s" % (proc.stdout[-3000:] + proc.stderr[-5000:])
@@ -102,6 +103,9 @@ def test_go_wordcount_process(go_wordcount: Path, go_boot: Path, job_server: str
             "--environment_config=" + json.dumps({"command": str(go_boot)}),
             "--worker_binary=" + str(go_wordcount))
     assert read_output_lines(out) == python_counts
+    # Beam's Go boot program writes pipeline_options.json where it runs: in
+    # the worker's directory, not the job server's working directory.
+    assert not (Path.cwd() / "pipeline_options.json").exists()
 
 
 def test_missing_go_boot_program_is_refused_at_prepare(go_wordcount: Path, job_server: str,
@@ -112,7 +116,7 @@ def test_missing_go_boot_program_is_refused_at_prepare(go_wordcount: Path, job_s
                            "--environment_config=" + json.dumps({"command": str(missing)}),
                            "--worker_binary=" + str(go_wordcount),
                            "--input", str(INPUT), "--output", str(tmp_path / "counts.txt")],
-                          capture_output=True, text=True, timeout=300, check=False)
+                          capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
     assert proc.returncode != 0
     said = proc.stdout + proc.stderr
     # Refused before staging and running, with the command that builds it.

@@ -12,6 +12,8 @@ Example::
 
 from __future__ import annotations
 
+import time
+
 from typing import TYPE_CHECKING, Optional
 
 from apache_beam.portability.api import beam_job_api_pb2
@@ -124,8 +126,36 @@ class FerrobeamPipelineResult(portable_runner.PipelineResult):
             self._runtime_exception = None
             return str(self._state)
         finally:
+            if PipelineState.is_terminal(self._state):
+                self._close_streams()
             if self._ferrobeam_progress is not None and PipelineState.is_terminal(self._state):
                 self._ferrobeam_progress.finish()
+
+    def _close_streams(self) -> None:
+        """Cancels the job's state and message streams once it has ended.
+
+        Beam leaves both gRPC calls to the garbage collector, and the thread
+        reading messages is a daemon. At interpreter exit, daemon threads
+        stop wherever they are; a call whose lock such a thread held then
+        deadlocks the collector in the call's ``__del__`` (seen: a finished
+        job's program hanging at exit). Cancelling ended calls is harmless
+        and lets the reader finish before the program does.
+        """
+        deadline = time.monotonic() + 2.0
+        for stream in (self._state_stream, self._message_stream):
+            done = getattr(stream, "done", None)
+            cancel = getattr(stream, "cancel", None)
+            if done is None or cancel is None:
+                continue
+            # The server ends both streams right after the terminal state:
+            # give it a moment, so the message reader ends without an error.
+            while not done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not done():
+                try:
+                    cancel()
+                except Exception:  # pylint: disable=broad-except
+                    pass
 
 
 def adopt(

@@ -293,13 +293,19 @@ class _FerrobeamJobServiceHandle(portable_runner.JobServiceHandle):
         if not (self.auth_token and artifact_staging_endpoint):
             super().stage(proto_pipeline, artifact_staging_endpoint, staging_session_token)
             return
-        channel = _auth.authed_channel(
-            grpc.insecure_channel(artifact_staging_endpoint), self.auth_token)
-        artifact_service.offer_artifacts(
-            beam_artifact_api_pb2_grpc.ArtifactStagingServiceStub(channel=channel),
-            artifact_service.ArtifactRetrievalService(
-                artifact_service.BeamFilesystemHandler(None).file_reader),
-            staging_session_token)
+        plain = grpc.insecure_channel(artifact_staging_endpoint)
+        try:
+            artifact_service.offer_artifacts(
+                beam_artifact_api_pb2_grpc.ArtifactStagingServiceStub(
+                    channel=_auth.authed_channel(plain, self.auth_token)),
+                artifact_service.ArtifactRetrievalService(
+                    artifact_service.BeamFilesystemHandler(None).file_reader),
+                staging_session_token)
+        finally:
+            # Ends the staging stream and its request-consuming thread now:
+            # a gRPC call left to the garbage collector at interpreter exit
+            # can deadlock the exit (see FerrobeamPipelineResult).
+            plain.close()
 
     _REFUSAL_CODES = frozenset(
         [

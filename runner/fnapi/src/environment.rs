@@ -346,7 +346,7 @@ impl WorkerLauncher {
             }
             EnvironmentSpec::Process { command, env } => {
                 let child = self
-                    .spawn_process(&worker_id, command, env, &tail)
+                    .spawn_process(&worker_id, command, env, &tail, &template.work_dir)
                     .map_err(start_err)?;
                 (Some(child), None)
             }
@@ -441,10 +441,17 @@ impl WorkerLauncher {
         command: &str,
         env: &HashMap<String, String>,
         tail: &Arc<Mutex<VecDeque<String>>>,
+        work_dir: &Path,
     ) -> Result<Child, String> {
         let url = &self.endpoint.url;
+        // In a directory of its own under the job's: boot programs write
+        // files where they run (Beam's Go boot: pipeline_options.json), and
+        // nothing may land outside the configured directories.
+        let dir = work_dir.join("workers").join(sanitize(worker_id));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let mut cmd = Command::new(command);
-        cmd.arg(format!("--id={worker_id}"))
+        cmd.current_dir(&dir)
+            .arg(format!("--id={worker_id}"))
             .arg(format!("--provision_endpoint={url}"))
             .arg(format!("--logging_endpoint={url}"))
             .arg(format!("--artifact_endpoint={url}"))

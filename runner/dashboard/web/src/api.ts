@@ -39,6 +39,8 @@ export interface Worker {
   id: string;
   environment: string;
   pid: number | null;
+  /** The worker pool (host:port) that runs it, if one does. */
+  pool: string | null;
   state: string;
   restarts: number;
   bundles: number;

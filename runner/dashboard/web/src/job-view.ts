@@ -317,13 +317,14 @@ export class JobView implements View {
         { title: "Worker", cell: (w) => ({ text: this.workerName(w), class: "mono", title: w.id }) },
         { title: "Environment", class: "wrap-anywhere", cell: (w) => w.environment },
         {
-          title: "PID",
+          title: "Process",
           numeric: true,
           testid: "worker-pid",
-          cell: (w) =>
-            w.pid == null
-              ? { text: fmt.DASH, title: "not a process ferrobeam started (in-process, or an external worker pool)" }
-              : String(w.pid),
+          cell: (w) => {
+            if (w.pid != null) return { text: String(w.pid), title: "process id on the job server's host" };
+            if (w.pool) return { text: `pool ${w.pool}`, class: "mono", title: `started by the worker pool at ${w.pool}` };
+            return { text: fmt.DASH, title: "not a process ferrobeam started (in-process)" };
+          },
         },
         { title: "State", class: "nowrap", testid: "worker-state", cell: (w) => ({ text: w.state, class: `dot state-${w.state}` }) },
         { title: "Restarts", numeric: true, testid: "worker-restarts", cell: (w) => ({ text: fmt.count(w.restarts), class: w.restarts ? "warn" : "" }) },
