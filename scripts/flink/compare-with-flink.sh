@@ -129,14 +129,8 @@ JAR_NAME="beam-runners-flink-${flink_version}-job-server-${BEAM_VERSION}.jar"
 # ---------------------------------------------------------------------------
 # Java side: the job server jar, fetched once into the cache.
 
-java_major() {
-  local v
-  v=$(java -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n1)
-  case "$v" in
-    1.*) v=${v#1.}; echo "${v%%.*}" ;;
-    *) echo "${v%%[.+-]*}" ;;
-  esac
-}
+# shellcheck source=scripts/java-version.sh
+. "$REPO/scripts/java-version.sh"
 
 ensure_java() {
   command -v java >/dev/null 2>&1 ||

@@ -75,15 +75,8 @@ usage() {
 # ---------------------------------------------------------------------------
 # install
 
-java_major() {
-  # `java -version` prints e.g. 'openjdk version "17.0.15" ...' or '"1.8.0_392"'.
-  local v
-  v=$(java -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n1)
-  case "$v" in
-    1.*) v=${v#1.}; echo "${v%%.*}" ;;
-    *) echo "${v%%[.+-]*}" ;;
-  esac
-}
+# shellcheck source=scripts/java-version.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../java-version.sh"
 
 # ensure_command CMD DEBIAN_PACKAGE WHAT: installs the package with apt-get
 # when CMD is missing (we are root on a fresh machine), else explains.

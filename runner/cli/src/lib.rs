@@ -367,15 +367,8 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
                 advertise_host,
                 worker_pools,
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("ferrobeam: cannot start the runtime: {e}");
-                    return 1;
-                }
+            let Some(rt) = server_runtime() else {
+                return 1;
             };
             rt.block_on(async {
                 let server = match server::start(config).await {
@@ -448,15 +441,8 @@ where
             return 2;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ferrobeam: cannot start the runtime: {e}");
-            return 1;
-        }
+    let Some(rt) = server_runtime() else {
+        return 1;
     };
     match rt.block_on(serve(token)) {
         Ok(()) => 0,
@@ -465,6 +451,16 @@ where
             1
         }
     }
+}
+
+/// The multi-threaded runtime a server runs on (`None`, said on stderr,
+/// if it cannot be built).
+fn server_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("ferrobeam: cannot start the runtime: {e}"))
+        .ok()
 }
 
 /// Resolves at Ctrl-C (SIGINT) or SIGTERM, the signal a service manager
