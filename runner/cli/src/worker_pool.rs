@@ -2,7 +2,6 @@
 //! elsewhere (see `ferrobeam_worker_pool`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use ferrobeam_auth::AuthToken;
@@ -53,9 +52,8 @@ pub async fn serve(args: WorkerPoolArgs, token: Option<AuthToken>) -> anyhow::Re
         None => Some(tempfile::Builder::new().prefix("ferrobeam-pool-").tempdir()?),
     };
     let work_dir = match (&args.work_dir, &temp) {
-        (Some(d), _) => d.clone(),
-        (None, Some(t)) => t.path().to_owned(),
-        (None, None) => unreachable!("a temp dir is made when no --work_dir is given"),
+        (Some(dir), _) => dir.clone(),
+        (None, temp) => temp.as_ref().expect("made above").path().to_owned(),
     };
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("creating {}", work_dir.display()))?;
@@ -64,28 +62,14 @@ pub async fn serve(args: WorkerPoolArgs, token: Option<AuthToken>) -> anyhow::Re
         .with_context(|| format!("cannot bind the worker pool to {ip}:{}", args.port))?;
     let addr = listener.local_addr()?;
 
-    // Workers authenticate to the job server with the pool's token, and
-    // the pool's own calls (provision, artifacts) carry it too.
-    let mut worker_env = std::collections::HashMap::new();
-    if let Some(t) = &token {
-        worker_env.insert(ferrobeam_auth::TOKEN_ENV.to_owned(), t.expose().to_owned());
-    }
-    let bearer = token.as_ref().map(AuthToken::bearer);
-    let authorize = Arc::new(move |metadata: &mut tonic::metadata::MetadataMap| {
-        if let Some(value) = bearer.as_ref().and_then(|b| b.parse().ok()) {
-            metadata.insert("authorization", value);
-        }
+    let service = WorkerPoolService::new(PoolConfig {
+        python: args.python,
+        work_dir,
+        max_workers: args.max_workers.unwrap_or(4 * cores),
+        warm: args.warm.unwrap_or(cores),
+        // The pool's calls to the job server, and its workers', carry it.
+        token: token.clone(),
     });
-    let service = WorkerPoolService::new(
-        PoolConfig {
-            python: args.python,
-            work_dir,
-            max_workers: args.max_workers.unwrap_or(4 * cores),
-            warm: args.warm.unwrap_or(cores),
-            worker_env,
-        },
-        authorize,
-    );
     println!("ferrobeam worker pool listening on {addr}");
     tonic::transport::Server::builder()
         .layer(ferrobeam_auth::GrpcAuthLayer::new(token))

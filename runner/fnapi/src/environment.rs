@@ -701,7 +701,8 @@ async fn pool_client(
     )))
 }
 
-fn http_url(endpoint: &str) -> String {
+/// `endpoint` (`host:port`, or a URL) as a URL tonic can connect to.
+pub fn http_url(endpoint: &str) -> String {
     if endpoint.contains("://") {
         endpoint.to_owned()
     } else {

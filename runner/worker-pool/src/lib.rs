@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrobeam_auth::{AuthChannel, AuthToken};
 use ferrobeam_fnapi::environment::{
-    python_worker_env, sanitize, start_python, PythonWorker, WarmPython,
+    http_url, python_worker_env, sanitize, start_python, PythonWorker, WarmPython,
 };
 use ferrobeam_fnapi::provision::{options_json, staged_name};
 use ferrobeam_fnapi::WORKER_ID_HEADER;
@@ -38,7 +39,7 @@ use ferrobeam_proto::job_api::GetArtifactRequest;
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
 /// How long a stopped worker may take to leave on its own (its control
@@ -57,8 +58,9 @@ pub struct PoolConfig {
     pub max_workers: usize,
     /// Interpreters kept with the harness already imported.
     pub warm: usize,
-    /// Extra environment for every worker (the job server's token).
-    pub worker_env: HashMap<String, String>,
+    /// The job server's token: the pool's calls to it carry it, and so do
+    /// its workers' (they get it in `FERROBEAM_AUTH_TOKEN`).
+    pub token: Option<AuthToken>,
 }
 
 /// The `BeamFnExternalWorkerPool` service.
@@ -67,22 +69,15 @@ pub struct WorkerPoolService {
     warm: Option<Arc<WarmPython>>,
     /// Running workers: worker id -> "stop it" switch.
     running: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
-    /// Makes outgoing calls carry the job server's token, if it has one.
-    authorize: Arc<dyn Fn(&mut tonic::metadata::MetadataMap) + Send + Sync>,
 }
 
 impl WorkerPoolService {
-    /// `authorize` adds credentials to the pool's calls to the job server.
-    pub fn new(
-        config: PoolConfig,
-        authorize: Arc<dyn Fn(&mut tonic::metadata::MetadataMap) + Send + Sync>,
-    ) -> Self {
+    pub fn new(config: PoolConfig) -> Self {
         let warm = (config.warm > 0).then(|| WarmPython::new(config.python.clone(), config.warm));
         Self {
             config,
             warm,
             running: Arc::default(),
-            authorize,
         }
     }
 
@@ -132,7 +127,9 @@ impl WorkerPoolService {
             runner_capabilities: &provision.runner_capabilities,
             semi_persistent_dir: &semi,
         });
-        env.extend(self.config.worker_env.clone());
+        if let Some(token) = &self.config.token {
+            env.insert(ferrobeam_auth::TOKEN_ENV.to_owned(), token.expose().to_owned());
+        }
         let tail = Arc::default();
         let (mut child, _tail) = start_python(
             self.warm.as_ref(),
@@ -171,38 +168,27 @@ impl WorkerPoolService {
         Ok(())
     }
 
-    async fn channel(&self, url: &str) -> Result<Channel, String> {
-        let uri = if url.contains("://") {
-            url.to_owned()
-        } else {
-            format!("http://{url}")
-        };
-        Endpoint::from_shared(uri)
+    /// A channel to the job server whose calls carry its token.
+    async fn channel(&self, url: &str) -> Result<AuthChannel, String> {
+        let channel = Endpoint::from_shared(http_url(url))
             .map_err(|e| format!("bad endpoint {url:?}: {e}"))?
             .timeout(BOOT_CALL_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
             .connect()
             .await
-            .map_err(|e| format!("cannot reach the job server at {url}: {e}"))
-    }
-
-    /// A request to the job server, as `worker_id` if given.
-    fn request<T>(&self, message: T, worker_id: Option<&str>) -> Result<Request<T>, String> {
-        let mut request = Request::new(message);
-        if let Some(id) = worker_id {
-            let value = id
-                .parse()
-                .map_err(|_| format!("worker id {id:?} is not a valid header value"))?;
-            request.metadata_mut().insert(WORKER_ID_HEADER, value);
-        }
-        (self.authorize)(request.metadata_mut());
-        Ok(request)
+            .map_err(|e| format!("cannot reach the job server at {url}: {e}"))?;
+        Ok(ferrobeam_auth::authed(channel, self.config.token.as_ref()))
     }
 
     async fn provision(&self, url: &str, worker_id: &str) -> Result<ProvisionInfo, String> {
+        let mut request = Request::new(GetProvisionInfoRequest {});
+        let id = worker_id
+            .parse()
+            .map_err(|_| format!("worker id {worker_id:?} is not a valid header value"))?;
+        request.metadata_mut().insert(WORKER_ID_HEADER, id);
         let mut client = ProvisionServiceClient::new(self.channel(url).await?);
         client
-            .get_provision_info(self.request(GetProvisionInfoRequest {}, Some(worker_id))?)
+            .get_provision_info(request)
             .await
             .map_err(|s| format!("the job server's provision service refused: {}", s.message()))?
             .into_inner()
@@ -232,12 +218,9 @@ impl WorkerPoolService {
         for (artifact, name) in named {
             // `sanitize` keeps the file in `dir`: the name comes from the wire.
             let path = dir.join(sanitize(&name));
-            let request = self.request(
-                GetArtifactRequest {
-                    artifact: Some(artifact.clone()),
-                },
-                None,
-            )?;
+            let request = GetArtifactRequest {
+                artifact: Some(artifact.clone()),
+            };
             let mut stream = client
                 .get_artifact(request)
                 .await
